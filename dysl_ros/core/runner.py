@@ -1,0 +1,208 @@
+"""One DySL inference tick over any segment backend.
+
+A backend runs the compiled (or eager) segments: embed, runs of layers, adapters, controllers, head.
+This module decides which segments run: forced layers in front of each allow point, controllers
+from the allow point on (skip -> adapter -> the gap's static layer), post-skip verification, then
+continuity and allow-point updates. It knows nothing of torch, ONNX or ROS; the tensor type of a
+backend is opaque here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Generic, Mapping, Protocol, Sequence, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from dysl_ros.core.allow_points import AllowPoints
+from dysl_ros.core.config import DySLConfig
+from dysl_ros.core.continuity import ContinuityMonitor, ContinuityReading, is_first_drop
+from dysl_ros.core.layer_plan import Gap, LayerPlan
+
+T = TypeVar("T")
+FloatArray = npt.NDArray[np.float32]
+ModelInputs = Mapping[str, npt.NDArray[np.generic]]
+
+
+class SegmentBackend(Protocol[T]):
+    """What an executor must provide. ``layer`` indices are backbone layer indices."""
+
+    name: str
+
+    def embed(self, inputs: ModelInputs) -> T:
+        """Observation tensors (see ``dysl_ros.model.preprocess``) -> hidden states."""
+        ...
+
+    def run_layers(self, start: int, stop: int, x: T) -> T:
+        """Backbone layers ``start .. stop-1`` in order (identity when start == stop)."""
+        ...
+
+    def adapt(self, layer: int, x: T) -> T:
+        """Adapter of dynamic layer ``layer``: its input -> estimate of its gap's static-layer input."""
+        ...
+
+    def skip_probability(self, layer: int, x: T) -> float:
+        """Controller of dynamic layer ``layer`` on its input."""
+        ...
+
+    def head(self, x: T) -> FloatArray:
+        """Hidden states -> action chunk (chunk_len, action_dim), normalised actions."""
+        ...
+
+
+@dataclass(frozen=True)
+class PathTrace:
+    executed_layers: tuple[int, ...]
+    skipped_from: tuple[int | None, ...]
+    """Per gap: the dynamic layer whose adapter jumped to the static layer, or None."""
+    controllers_consulted: int
+
+    @property
+    def skipped_any(self) -> bool:
+        return any(s is not None for s in self.skipped_from)
+
+
+def run_path(
+    backend: SegmentBackend[T],
+    inputs: ModelInputs,
+    gaps: Sequence[Gap],
+    allow_points: Sequence[int],
+    skip_threshold: float,
+) -> tuple[FloatArray, PathTrace]:
+    """Run one forward pass with the given allow points (each in ``[gap.start, gap.static]``)."""
+    x = backend.embed(inputs)
+    executed: list[int] = []
+    skipped_from: list[int | None] = []
+    consulted = 0
+    for gap, allow in zip(gaps, allow_points, strict=True):
+        x = backend.run_layers(gap.start, allow, x)  # forced prefix
+        executed.extend(range(gap.start, allow))
+        jumped: int | None = None
+        layer = allow
+        while layer < gap.static:
+            consulted += 1
+            if backend.skip_probability(layer, x) >= skip_threshold:
+                x = backend.adapt(layer, x)
+                jumped = layer
+                break
+            x = backend.run_layers(layer, layer + 1, x)
+            executed.append(layer)
+            layer += 1
+        x = backend.run_layers(gap.static, gap.static + 1, x)
+        executed.append(gap.static)
+        skipped_from.append(jumped)
+    chunk = backend.head(x)
+    return chunk, PathTrace(tuple(executed), tuple(skipped_from), consulted)
+
+
+@dataclass(frozen=True)
+class TickResult:
+    chunk: FloatArray
+    """(chunk_len, action_dim) normalised actions that should be executed."""
+    executed_layers: int
+    """Backbone layers on the path that produced ``chunk``."""
+    layer_evaluations: int
+    """All backbone layers run this tick, a discarded skipping pass included."""
+    allow_points: tuple[int, ...]
+    """Allow points used for this tick's (first) pass."""
+    next_allow_points: tuple[int, ...]
+    skipped_from: tuple[int | None, ...]
+    controllers_consulted: int
+    continuity: float
+    delta: float
+    verified: bool
+    """Post-skip verification fired (first step of a continuity drop)."""
+    reran: bool
+    """Verification re-ran densely (False if the skipping pass had skipped nothing)."""
+
+
+class DySLRunner(Generic[T]):
+    """Stateful per-episode driver: call ``step`` once per inference, ``reset`` between episodes.
+
+    ``dense=True`` never skips (every allow point at its static layer) but keeps the same telemetry:
+    that is the dense baseline run through identical code.
+    """
+
+    def __init__(
+        self,
+        backend: SegmentBackend[T],
+        plan: LayerPlan,
+        config: DySLConfig,
+        *,
+        dense: bool = False,
+    ) -> None:
+        self.backend = backend
+        self.plan = plan
+        self.config = config
+        self.dense = dense
+        self.gaps = plan.gaps
+        self.allow = AllowPoints(plan, config.eta)
+        self.monitor = ContinuityMonitor(config.k)
+        self.reset()
+
+    def reset(self) -> None:
+        self.monitor.reset()
+        if self.dense:
+            self.allow.close_all()
+        else:
+            self.allow.reset()
+
+    def forward(self, inputs: ModelInputs, allow_points: Sequence[int]) -> tuple[FloatArray, PathTrace]:
+        """One pass with explicit allow points, no state change."""
+        return run_path(self.backend, inputs, self.gaps, allow_points, self.config.skip_threshold)
+
+    def dense_forward(self, inputs: ModelInputs) -> FloatArray:
+        chunk, _ = self.forward(inputs, [gap.static for gap in self.gaps])
+        return chunk
+
+    def step(self, inputs: ModelInputs, execute: slice | None = None) -> TickResult:
+        """One tick. ``execute`` selects the chunk's actions that will be executed (default: all);
+        they are what the continuity history records."""
+        used_points = self.allow.points
+        chunk, trace = self.forward(inputs, used_points)
+        evaluations = len(trace.executed_layers)
+        reading = self.monitor.preview(_executed(chunk, execute))
+
+        verified = (
+            self.config.enable_post_verify
+            and not self.dense
+            and is_first_drop(reading.delta, self.monitor.last_delta, self.config.eta_verify)
+        )
+        reran = False
+        if verified and trace.skipped_any:
+            # The chunk may be the first critical action, computed with skipping: redo it densely
+            # and let the dense chunk drive continuity and the allow points.
+            chunk, trace = self.forward(inputs, [gap.static for gap in self.gaps])
+            evaluations += len(trace.executed_layers)
+            reading = self.monitor.preview(_executed(chunk, execute))
+            reran = True
+
+        reading = self._commit(chunk, execute, reading)
+        return TickResult(
+            chunk=chunk,
+            executed_layers=len(trace.executed_layers),
+            layer_evaluations=evaluations,
+            allow_points=used_points,
+            next_allow_points=self.allow.points,
+            skipped_from=trace.skipped_from,
+            controllers_consulted=trace.controllers_consulted,
+            continuity=reading.continuity,
+            delta=reading.delta,
+            verified=verified,
+            reran=reran,
+        )
+
+    def _commit(self, chunk: FloatArray, execute: slice | None, expected: ContinuityReading) -> ContinuityReading:
+        reading = self.monitor.push(_executed(chunk, execute))
+        assert reading == expected  # preview and push must agree, or verification saw another world
+        if self.config.enable_pre_skip and not self.dense:
+            self.allow.update(reading.delta)
+        return reading
+
+
+def _executed(chunk: FloatArray, execute: slice | None) -> FloatArray:
+    selected = chunk if execute is None else chunk[execute]
+    if len(selected) == 0:
+        raise ValueError(f"execute={execute} selects no action of a {len(chunk)}-action chunk")
+    return selected

@@ -1,0 +1,172 @@
+"""A model directory: the trained VLA and, once distilled, its DySL modules.
+
+    <model_dir>/
+      backbone.json              {"kind": "reference"} or {"kind": "hf_llama", "llama_config": {...}}
+      vla_config.json            VLAConfig: shapes, token layout, normalisation
+      model.safetensors          the VLA weights (fp16 when shipped)
+      layer_plan.json            static/dynamic layers and the calibration similarities   (after calibrate)
+      dysl_modules.json          SkipModuleConfig                                          (after distill)
+      dysl_modules.safetensors   controllers + adapters                                    (after distill)
+      dysl.json                  DySLConfig the modules were tuned with                    (after distill)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from dysl_ros.core.config import ConfigError, DySLConfig
+from dysl_ros.core.layer_plan import LayerPlan
+from dysl_ros.model.backbone import HFLlamaVLA, VLABackbone
+from dysl_ros.model.reference_vla import ReferenceVLA
+from dysl_ros.model.skip_modules import DySLModules, SkipModuleConfig
+from dysl_ros.model.spec import VLAConfig
+
+BACKBONE_FILE = "backbone.json"
+CONFIG_FILE = "vla_config.json"
+WEIGHTS_FILE = "model.safetensors"
+PLAN_FILE = "layer_plan.json"
+MODULES_CONFIG_FILE = "dysl_modules.json"
+MODULES_FILE = "dysl_modules.safetensors"
+DYSL_CONFIG_FILE = "dysl.json"
+
+
+class ModelDirError(RuntimeError):
+    """A model directory is missing, incomplete or inconsistent; the message says what and where."""
+
+
+@dataclass
+class PolicyBundle:
+    model_dir: Path
+    model: VLABackbone
+    plan: LayerPlan | None
+    modules: DySLModules | None
+    dysl_config: DySLConfig | None
+
+    @property
+    def config(self) -> VLAConfig:
+        return self.model.config
+
+    @property
+    def has_dysl(self) -> bool:
+        return self.plan is not None and self.modules is not None
+
+
+def build_model(config: VLAConfig, backbone: dict[str, Any]) -> VLABackbone:
+    kind = backbone.get("kind")
+    if kind == "reference":
+        return ReferenceVLA(config)
+    if kind == "hf_llama":
+        from transformers import LlamaConfig, LlamaModel
+
+        decoder = LlamaModel(LlamaConfig(**backbone["llama_config"]))
+        return HFLlamaVLA(config, decoder)
+    raise ModelDirError(f"unknown backbone kind {kind!r} (expected 'reference' or 'hf_llama')")
+
+
+def backbone_description(model: VLABackbone) -> dict[str, Any]:
+    if isinstance(model, HFLlamaVLA):
+        return {"kind": "hf_llama", "llama_config": model.llama_config}
+    return {"kind": "reference"}
+
+
+def save_model(model: VLABackbone, model_dir: str | Path, dtype: torch.dtype = torch.float16) -> None:
+    path = Path(model_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    model.config.save(path / CONFIG_FILE)
+    (path / BACKBONE_FILE).write_text(json.dumps(backbone_description(model), indent=2) + "\n")
+    _save_weights(model, path / WEIGHTS_FILE, dtype)  # type: ignore[arg-type]
+
+
+def save_dysl(
+    model_dir: str | Path,
+    plan: LayerPlan,
+    modules: DySLModules | None = None,
+    dysl_config: DySLConfig | None = None,
+    dtype: torch.dtype = torch.float16,
+) -> None:
+    path = Path(model_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    plan.save(path / PLAN_FILE)
+    if modules is not None:
+        modules.config.save(path / MODULES_CONFIG_FILE)
+        _save_weights(modules, path / MODULES_FILE, dtype)
+    if dysl_config is not None:
+        (path / DYSL_CONFIG_FILE).write_text(json.dumps(dysl_config.to_dict(), indent=2) + "\n")
+
+
+def load_bundle(model_dir: str | Path) -> PolicyBundle:
+    """Load on CPU in fp32; backends move and cast."""
+    path = Path(model_dir)
+    if not path.is_dir():
+        raise ModelDirError(f"model_dir {path} does not exist or is not a directory")
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        if not (path / name).is_file():
+            raise ModelDirError(f"model_dir {path} has no {name}: is this a dysl_ros model directory?")
+    try:
+        config = VLAConfig.load(path / CONFIG_FILE)
+        backbone_file = path / BACKBONE_FILE
+        backbone = json.loads(backbone_file.read_text()) if backbone_file.is_file() else {"kind": "reference"}
+    except (ConfigError, json.JSONDecodeError, TypeError) as exc:
+        raise ModelDirError(f"{path}: bad {CONFIG_FILE} or {BACKBONE_FILE}: {exc}") from exc
+    model = build_model(config, backbone)
+    _load_weights(model, path / WEIGHTS_FILE)  # type: ignore[arg-type]
+
+    plan = LayerPlan.load(path / PLAN_FILE) if (path / PLAN_FILE).is_file() else None
+    if plan is not None and plan.num_layers != config.num_layers:
+        raise ModelDirError(f"{path / PLAN_FILE} plans {plan.num_layers} layers, the model has {config.num_layers}")
+    modules = None
+    if plan is not None and (path / MODULES_FILE).is_file():
+        skip_file = path / MODULES_CONFIG_FILE
+        skip_config = SkipModuleConfig.load(skip_file) if skip_file.is_file() else SkipModuleConfig()
+        modules = DySLModules(config.hidden_size, plan, skip_config)
+        _load_weights(modules, path / MODULES_FILE)
+    dysl_config = None
+    if (path / DYSL_CONFIG_FILE).is_file():
+        dysl_config = DySLConfig.from_dict(json.loads((path / DYSL_CONFIG_FILE).read_text()))
+    model.eval()  # type: ignore[attr-defined]
+    return PolicyBundle(path, model, plan, modules, dysl_config)
+
+
+def model_hash(model_dir: str | Path) -> str:
+    """sha256 over the files that define the policy: engines built from another hash are stale."""
+    digest = hashlib.sha256()
+    path = Path(model_dir)
+    for name in (BACKBONE_FILE, CONFIG_FILE, WEIGHTS_FILE, PLAN_FILE, MODULES_CONFIG_FILE, MODULES_FILE):
+        file = path / name
+        if file.is_file():
+            digest.update(name.encode())
+            digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def _save_weights(module: nn.Module, file: Path, dtype: torch.dtype) -> None:
+    tensors = {
+        name: tensor.detach().to("cpu", dtype if tensor.is_floating_point() else tensor.dtype).contiguous()
+        for name, tensor in module.state_dict().items()
+    }
+    save_file(tensors, str(file))
+
+
+def _load_weights(module: nn.Module, file: Path) -> None:
+    try:
+        tensors = load_file(str(file))
+    except Exception as exc:  # safetensors raises several types for a damaged file
+        raise ModelDirError(f"cannot read {file}: {exc}") from exc
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(tensors) if expected[k].shape != tensors[k].shape)
+    if missing or unexpected or wrong:
+        raise ModelDirError(
+            f"{file} does not fit the configured model: missing {missing[:5]}, unexpected "
+            f"{unexpected[:5]}, wrong shape {wrong[:5]}"
+        )
+    module.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()})
