@@ -69,12 +69,9 @@ def _check_positive(name: str, value: object) -> None:
         raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
 
 
-def _check_open_interval(
-    name: str, value: object, low: float, high: float, *, closed_high: bool = False
-) -> None:
-    ok = _is_number(value) and low < float(value) and (  # type: ignore[arg-type]
-        float(value) <= high if closed_high else float(value) < high  # type: ignore[arg-type]
-    )
+def _check_open_interval(name: str, value: object, low: float, high: float, *, closed_high: bool = False) -> None:
+    number = float(value) if _is_number(value) else math.nan  # type: ignore[arg-type]
+    ok = low < number and (number <= high if closed_high else number < high)
     if not ok:
         bracket = "]" if closed_high else ")"
         raise ConfigError(f"{name} must lie in ({low}, {high}{bracket}, got {value!r}")

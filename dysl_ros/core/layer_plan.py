@@ -55,9 +55,7 @@ class LayerPlan:
                 f"({self.num_layers - 1}) so every skip lands on a real layer; got {list(static)}"
             )
         if self.similarities is not None and len(self.similarities) != self.num_layers:
-            raise ConfigError(
-                f"similarities has {len(self.similarities)} entries for {self.num_layers} layers"
-            )
+            raise ConfigError(f"similarities has {len(self.similarities)} entries for {self.num_layers} layers")
 
     @classmethod
     def from_similarities(cls, similarities: Sequence[float], static_ratio: float) -> LayerPlan:

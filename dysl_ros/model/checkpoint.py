@@ -1,13 +1,13 @@
 """A model directory: the trained VLA and, once distilled, its DySL modules.
 
-    <model_dir>/
-      backbone.json              {"kind": "reference"} or {"kind": "hf_llama", "llama_config": {...}}
-      vla_config.json            VLAConfig: shapes, token layout, normalisation
-      model.safetensors          the VLA weights (fp16 when shipped)
-      layer_plan.json            static/dynamic layers and the calibration similarities   (after calibrate)
-      dysl_modules.json          SkipModuleConfig                                          (after distill)
-      dysl_modules.safetensors   controllers + adapters                                    (after distill)
-      dysl.json                  DySLConfig the modules were tuned with                    (after distill)
+<model_dir>/
+  backbone.json              {"kind": "reference"} or {"kind": "hf_llama", "llama_config": {...}}
+  vla_config.json            VLAConfig: shapes, token layout, normalisation
+  model.safetensors          the VLA weights (fp16 when shipped)
+  layer_plan.json            static/dynamic layers and the calibration similarities   (after calibrate)
+  dysl_modules.json          SkipModuleConfig                                          (after distill)
+  dysl_modules.safetensors   controllers + adapters                                    (after distill)
+  dysl.json                  DySLConfig the modules were tuned with                    (after distill)
 """
 
 from __future__ import annotations

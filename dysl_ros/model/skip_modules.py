@@ -82,9 +82,7 @@ class DySLModules(nn.Module):
         self.controllers = nn.ModuleDict(
             {str(i): Controller(hidden_size, self.config.controller_hidden) for i in layers}
         )
-        self.adapters = nn.ModuleDict(
-            {str(i): Adapter(hidden_size, self.config.adapter_bottleneck) for i in layers}
-        )
+        self.adapters = nn.ModuleDict({str(i): Adapter(hidden_size, self.config.adapter_bottleneck) for i in layers})
 
     def controller(self, layer: int) -> Controller:
         module = self.controllers[str(layer)]

@@ -50,8 +50,18 @@ class VLAConfig:
     action_offset: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0)
 
     def __post_init__(self) -> None:
-        for name in ("image_size", "patch_size", "instruction_tokens", "proprio_dim", "action_dim",
-                     "chunk_len", "hidden_size", "num_layers", "num_heads", "ffn_size"):
+        for name in (
+            "image_size",
+            "patch_size",
+            "instruction_tokens",
+            "proprio_dim",
+            "action_dim",
+            "chunk_len",
+            "hidden_size",
+            "num_layers",
+            "num_heads",
+            "ffn_size",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"VLAConfig.{name} must be a positive integer, got {value!r}")
@@ -61,9 +71,13 @@ class VLAConfig:
             raise ConfigError(
                 f"hidden_size {self.hidden_size} must split into {self.num_heads} heads of even size (RoPE)"
             )
-        for name, size in (("action_names", self.action_dim), ("proprio_mean", self.proprio_dim),
-                           ("proprio_std", self.proprio_dim), ("action_scale", self.action_dim),
-                           ("action_offset", self.action_dim)):
+        for name, size in (
+            ("action_names", self.action_dim),
+            ("proprio_mean", self.proprio_dim),
+            ("proprio_std", self.proprio_dim),
+            ("action_scale", self.action_dim),
+            ("action_offset", self.action_dim),
+        ):
             if len(getattr(self, name)) != size:
                 raise ConfigError(f"VLAConfig.{name} needs {size} entries, got {len(getattr(self, name))}")
         if any(not math.isfinite(s) or s <= 0 for s in self.proprio_std):

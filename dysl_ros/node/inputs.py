@@ -1,0 +1,112 @@
+"""Validation and conversion of the node's inputs, from message fields to model-ready arrays.
+
+No ROS types here: each function takes the fields it checks, so every rejection is unit-testable
+and the node only maps a raised ``InputRejected`` to a counter and a throttled log line.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from typing import Sequence
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+CHANNELS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}
+TO_RGB = {
+    "bgr8": cv2.COLOR_BGR2RGB,
+    "rgba8": cv2.COLOR_RGBA2RGB,
+    "bgra8": cv2.COLOR_BGRA2RGB,
+    "mono8": cv2.COLOR_GRAY2RGB,
+}
+MAX_INSTRUCTION_BYTES = 1024
+
+
+class InputRejected(ValueError):
+    """An input the node will not use. ``counter`` names the diagnostics counter it increments."""
+
+    def __init__(self, counter: str, message: str) -> None:
+        super().__init__(message)
+        self.counter = counter
+
+
+def decode_image(
+    encoding: str, height: int, width: int, step: int, data: bytes | bytearray | memoryview | Sequence[int], size: int
+) -> npt.NDArray[np.uint8]:
+    """sensor_msgs/Image fields -> (size, size, 3) RGB uint8, resized with OpenCV (area filter)."""
+    channels = CHANNELS.get(encoding)
+    if channels is None:
+        raise InputRejected(
+            "unknown_encoding", f"image encoding {encoding!r} is not supported; use one of {sorted(CHANNELS)}"
+        )
+    if width <= 0 or height <= 0:
+        raise InputRejected("empty_image", f"image is {width}x{height}: width and height must be > 0")
+    if step < width * channels:
+        raise InputRejected("bad_step", f"image step {step} < width*channels = {width}*{channels} for {encoding}")
+    try:  # bytes, array.array (rclpy's uint8[]), memoryview: no copy
+        buffer = np.frombuffer(data, dtype=np.uint8)  # type: ignore[arg-type]
+    except TypeError:
+        buffer = np.asarray(data, dtype=np.uint8).reshape(-1)
+    if buffer.size != step * height:
+        raise InputRejected(
+            "bad_data_length", f"image data has {buffer.size} bytes, expected step*height = {step}*{height}"
+        )
+    pixels = buffer.reshape(height, step)[:, : width * channels].reshape(height, width, channels)
+    rgb = pixels if encoding == "rgb8" else cv2.cvtColor(np.ascontiguousarray(pixels), TO_RGB[encoding])
+    if (height, width) != (size, size):
+        interpolation = cv2.INTER_AREA if height >= size and width >= size else cv2.INTER_LINEAR
+        rgb = cv2.resize(np.ascontiguousarray(rgb), (size, size), interpolation=interpolation)
+    return np.ascontiguousarray(rgb, dtype=np.uint8)
+
+
+def parse_proprio(position: Sequence[float], expected: int) -> npt.NDArray[np.float64]:
+    """sensor_msgs/JointState.position -> proprio vector."""
+    values = np.asarray(position, dtype=np.float64).reshape(-1)
+    if values.size != expected:
+        raise InputRejected(
+            "bad_proprio_length", f"joint_states.position has {values.size} values, the model needs {expected}"
+        )
+    if not np.all(np.isfinite(values)):
+        raise InputRejected("non_finite_joint_states", f"joint_states.position contains NaN or inf: {values.tolist()}")
+    return values
+
+
+def string_from_cdr(serialized: bytes) -> bytes:
+    """The raw bytes of a serialised std_msgs/String (rclpy would silently replace invalid UTF-8)."""
+    if len(serialized) < 8:
+        raise InputRejected("malformed_instruction", f"instruction message is {len(serialized)} bytes: too short")
+    little_endian = serialized[1] & 1 == 1  # encapsulation id: odd = little endian
+    (length,) = struct.unpack("<I" if little_endian else ">I", serialized[4:8])
+    if length == 0 or 8 + length > len(serialized):
+        raise InputRejected("malformed_instruction", f"instruction string length {length} does not fit the message")
+    return serialized[8 : 8 + length - 1]  # drop the terminating NUL
+
+
+def parse_instruction(raw: bytes) -> str:
+    if len(raw) > MAX_INSTRUCTION_BYTES:
+        raise InputRejected(
+            "instruction_too_long", f"instruction is {len(raw)} bytes, more than {MAX_INSTRUCTION_BYTES}"
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputRejected(
+            "instruction_not_utf8", f"instruction is not valid UTF-8 ({exc.reason} at byte {exc.start})"
+        ) from exc
+    if not text.strip():
+        raise InputRejected("empty_instruction", "instruction is empty")
+    return text
+
+
+def check_stamp(stamp_s: float, now_s: float, max_future_ms: float) -> float:
+    """Returns the image's age in ms; rejects stamps from the future and unset (zero) stamps."""
+    if stamp_s <= 0.0 or not math.isfinite(stamp_s):
+        raise InputRejected("unstamped_image", "image header.stamp is zero: its age cannot be judged")
+    age_ms = (now_s - stamp_s) * 1000.0
+    if -age_ms > max_future_ms:
+        raise InputRejected(
+            "future_stamp", f"image stamped {-age_ms:.0f} ms in the future (limit {max_future_ms:.0f} ms)"
+        )
+    return age_ms

@@ -1,0 +1,203 @@
+"""Every parameter of ``dysl_node``: name, default, description, validation.
+
+Declared up front by the node (read-only: change them in the params file and re-configure) and
+validated as a whole at configure time; a bad value is a startup error naming the parameter.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from dysl_ros.core.config import ConfigError, DySLConfig
+
+BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
+PRECISIONS = ("fp32", "fp16")
+ON_STALE = ("hold", "zero")
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    default: Any
+    description: str
+
+
+# The single list the node declares, config/dysl.yaml documents and the README tabulates.
+PARAMETERS: tuple[ParamSpec, ...] = (
+    ParamSpec("model_dir", "", "Directory of the trained VLA and its DySL modules (required)."),
+    ParamSpec("engine_dir", "", "Where per-segment engines are cached; empty: <model_dir>/engines."),
+    ParamSpec("force_engine_update", False, "Rebuild engines even when a matching manifest exists."),
+    ParamSpec("backend", "auto", "Inference backend: auto | torch | onnxruntime | tensorrt."),
+    ParamSpec("device", "cpu", "torch device for the torch backend: cpu, cuda or cuda:N."),
+    ParamSpec("precision", "fp32", "Engine precision: fp32 | fp16 (fp16 needs a GPU)."),
+    ParamSpec("num_threads", 0, "CPU threads for inference; 0: all cores but one (left to the action stream and DDS)."),
+    ParamSpec("autostart", False, "Configure and activate on start-up without a lifecycle manager."),
+    ParamSpec("control_rate_hz", 50.0, "Rate of the ~/action stream and spacing of the chunk points (Hz)."),
+    ParamSpec("max_image_age_ms", 500.0, "Images older than this are not used; actions from them stop."),
+    ParamSpec("max_future_stamp_ms", 100.0, "Images stamped further than this in the future are rejected."),
+    ParamSpec("on_stale", "hold", "Action stream without fresh input: hold (repeat last action) | zero."),
+    ParamSpec("dense", False, "Run every layer (the dense baseline) instead of DySL skipping."),
+    ParamSpec("static_ratio", 0.2, "Fraction of static layers; must match the model's layer plan."),
+    ParamSpec("eta", 0.02, "Continuity-change threshold moving the allow points (Eq. 2-3)."),
+    ParamSpec("eta_verify", 0.05, "Continuity-drop threshold of post-skip verification."),
+    ParamSpec("k", 5, "Actions in the continuity window (Eq. 1)."),
+    ParamSpec("skip_threshold", 0.5, "A consulted controller skips when its probability is >= this."),
+    ParamSpec("enable_pre_skip", True, "Move allow points with continuity (pre-skip prediction)."),
+    ParamSpec("enable_post_verify", True, "Re-run densely on the first step of a continuity drop."),
+    ParamSpec("action_names", [""], "Names in ~/action_chunk joint_names; [''] uses the model's names."),
+    ParamSpec("action_low", [-1.0], "Lower clamp per action dimension (one value: all dimensions)."),
+    ParamSpec("action_high", [1.0], "Upper clamp per action dimension (one value: all dimensions)."),
+    ParamSpec("diagnostics_period_s", 1.0, "Period of /diagnostics messages (s)."),
+    ParamSpec("warmup_ticks", 3, "Inferences run on a blank observation at configure time."),
+)
+
+
+@dataclass(frozen=True)
+class NodeParams:
+    model_dir: str
+    engine_dir: str
+    force_engine_update: bool
+    backend: str
+    device: str
+    precision: str
+    num_threads: int
+    autostart: bool
+    control_rate_hz: float
+    max_image_age_ms: float
+    max_future_stamp_ms: float
+    on_stale: str
+    dense: bool
+    static_ratio: float
+    dysl: DySLConfig
+    action_names: tuple[str, ...]
+    action_low: tuple[float, ...]
+    action_high: tuple[float, ...]
+    diagnostics_period_s: float
+    warmup_ticks: int
+
+    @property
+    def inference_threads(self) -> int:
+        # Inference on every core starves the control-rate thread and DDS (seen on 2 cores: 50 Hz -> 13 Hz).
+        return self.num_threads if self.num_threads > 0 else max(1, (os.cpu_count() or 2) - 1)
+
+    @property
+    def dt(self) -> float:
+        return 1.0 / self.control_rate_hz
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> NodeParams:
+        """Validate every parameter; raise one ConfigError listing all problems."""
+        v = {spec.name: values.get(spec.name, spec.default) for spec in PARAMETERS}
+        problems: list[str] = []
+
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                problems.append(message)
+
+        need(
+            isinstance(v["model_dir"], str) and v["model_dir"].strip() != "",
+            "model_dir is required: the directory of the trained VLA (model.safetensors, vla_config.json)",
+        )
+        need(v["backend"] in BACKENDS, f"backend must be one of {BACKENDS}, got {v['backend']!r}")
+        need(v["precision"] in PRECISIONS, f"precision must be one of {PRECISIONS}, got {v['precision']!r}")
+        need(v["on_stale"] in ON_STALE, f"on_stale must be one of {ON_STALE}, got {v['on_stale']!r}")
+        device = str(v["device"])
+        need(
+            device == "cpu" or device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit()),
+            f"device must be cpu, cuda or cuda:N, got {device!r}",
+        )
+        need(
+            _positive(v["control_rate_hz"]) and float(v["control_rate_hz"]) <= 1000.0,
+            f"control_rate_hz must lie in (0, 1000], got {v['control_rate_hz']!r}",
+        )
+        for name in ("max_image_age_ms", "diagnostics_period_s"):
+            need(_positive(v[name]), f"{name} must be a finite number > 0, got {v[name]!r}")
+        need(
+            _number(v["max_future_stamp_ms"]) and float(v["max_future_stamp_ms"]) >= 0.0,
+            f"max_future_stamp_ms must be >= 0, got {v['max_future_stamp_ms']!r}",
+        )
+        for name in ("num_threads", "warmup_ticks"):
+            need(_integer(v[name]) and int(v[name]) >= 0, f"{name} must be an integer >= 0, got {v[name]!r}")
+        low, high = list(v["action_low"]), list(v["action_high"])
+        need(all(_number(x) for x in low + high), "action_low/action_high must be finite numbers")
+        if not problems:
+            need(
+                len(low) == len(high) or 1 in (len(low), len(high)),
+                f"action_low ({len(low)} values) and action_high ({len(high)}) differ in length",
+            )
+            need(
+                all(lo < hi for lo, hi in zip(_broadcast(low, high), _broadcast(high, low), strict=True)),
+                f"action_low must be below action_high in every dimension, got {low} / {high}",
+            )
+        dysl: DySLConfig | None = None
+        try:
+            dysl = DySLConfig(
+                static_ratio=v["static_ratio"],
+                k=v["k"],
+                eta=v["eta"],
+                eta_verify=v["eta_verify"],
+                skip_threshold=v["skip_threshold"],
+                enable_pre_skip=v["enable_pre_skip"],
+                enable_post_verify=v["enable_post_verify"],
+            )
+        except ConfigError as exc:
+            problems.append(str(exc))
+        for name in ("force_engine_update", "autostart", "dense"):
+            need(isinstance(v[name], bool), f"{name} must be true or false, got {v[name]!r}")
+        if problems or dysl is None:
+            raise ConfigError("invalid dysl_node parameters:\n  - " + "\n  - ".join(problems))
+        names = tuple(str(n) for n in v["action_names"] if str(n))
+        return cls(
+            model_dir=v["model_dir"],
+            engine_dir=v["engine_dir"],
+            force_engine_update=v["force_engine_update"],
+            backend=v["backend"],
+            device=device,
+            precision=v["precision"],
+            num_threads=int(v["num_threads"]),
+            autostart=v["autostart"],
+            control_rate_hz=float(v["control_rate_hz"]),
+            max_image_age_ms=float(v["max_image_age_ms"]),
+            max_future_stamp_ms=float(v["max_future_stamp_ms"]),
+            on_stale=v["on_stale"],
+            dense=v["dense"],
+            static_ratio=float(v["static_ratio"]),
+            dysl=dysl,
+            action_names=names,
+            action_low=tuple(float(x) for x in low),
+            action_high=tuple(float(x) for x in high),
+            diagnostics_period_s=float(v["diagnostics_period_s"]),
+            warmup_ticks=int(v["warmup_ticks"]),
+        )
+
+    def action_limits(self, action_dim: int) -> tuple[list[float], list[float]]:
+        """Clamp limits broadcast to the model's action size; raises if the sizes cannot match."""
+        low, high = list(self.action_low), list(self.action_high)
+        if len(low) == 1:
+            low = low * action_dim
+        if len(high) == 1:
+            high = high * action_dim
+        if len(low) != action_dim or len(high) != action_dim:
+            raise ConfigError(
+                f"action_low/action_high have {len(low)}/{len(high)} values; the model's actions have {action_dim}"
+            )
+        return low, high
+
+
+def _number(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _positive(x: object) -> bool:
+    return _number(x) and float(x) > 0.0  # type: ignore[arg-type]
+
+
+def _integer(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _broadcast(values: list[float], other: list[float]) -> list[float]:
+    return values * len(other) if len(values) == 1 else values

@@ -1,0 +1,25 @@
+"""pytest setup shared by all tests: loopback-only DDS for any rclpy context created in-process."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from ros_harness import configure_this_process, unique_domain_id  # noqa: E402
+
+# Before any test module can create an rclpy context (Fast DDS reads its profile file once per process).
+configure_this_process()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "ros: starts real ROS 2 processes / DDS participants (slower, loopback only)")
+
+
+@pytest.fixture
+def domain_id() -> int:
+    """A ROS domain id of this test's own, so concurrent test sessions do not cross-talk."""
+    return unique_domain_id()

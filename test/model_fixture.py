@@ -1,0 +1,31 @@
+"""Small randomly initialised model directories for tests: the node and the runtime behave the same
+whatever the weights are, and a tiny model keeps CI fast on two cores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dysl_ros.core.config import DySLConfig
+from dysl_ros.core.layer_plan import LayerPlan
+from dysl_ros.model.checkpoint import save_dysl, save_model
+from dysl_ros.model.reference_vla import ReferenceVLA
+from dysl_ros.model.skip_modules import DySLModules
+from dysl_ros.model.spec import VLAConfig
+
+TINY = VLAConfig(
+    image_size=32, patch_size=16, instruction_tokens=16, hidden_size=32, num_layers=10, num_heads=2, ffn_size=64
+)
+
+
+def make_model_dir(path: Path, config: VLAConfig = TINY, seed: int = 0, static_ratio: float = 0.2) -> Path:
+    torch.manual_seed(seed)
+    model = ReferenceVLA(config)
+    similarities = np.random.default_rng(seed).uniform(0.5, 1.0, config.num_layers)
+    plan = LayerPlan.from_similarities(similarities.tolist(), static_ratio)
+    modules = DySLModules(config.hidden_size, plan)
+    save_model(model, path, dtype=torch.float32)
+    save_dysl(path, plan, modules, DySLConfig(static_ratio=static_ratio), dtype=torch.float32)
+    return path

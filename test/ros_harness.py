@@ -1,0 +1,350 @@
+"""Helpers for tests that start real ROS 2 processes and talk to them over DDS.
+
+Every ROS participant started by the tests stays on loopback: ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``
+plus the project's Fast DDS profile (``config/fastdds.xml``, shared memory + UDP on 127.0.0.1 only). Each
+test gets its own ``ROS_DOMAIN_ID`` so concurrently running test sessions on this machine do not see
+each other.
+
+Typical use::
+
+    with ros_process([python, script, ...], domain_id, log_path) as proc, \\
+            ros_session(domain_id, "probe") as ros:
+        rec = ros.subscribe(Image, "/camera/image_raw", SENSOR_QOS)
+        assert rec.wait_for(10, timeout=5.0)
+"""
+
+from __future__ import annotations
+
+import fcntl
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+REPO: Path = Path(__file__).resolve().parents[1]
+VENV_BIN: Path = REPO / ".venv" / "bin"
+VENV: Path = VENV_BIN.parent
+FASTDDS_PROFILE: Path = REPO / "config" / "fastdds.xml"
+# The interpreter the tests run under (the venv's, when invoked as .venv/bin/python -m pytest).
+PYTHON: str = str(VENV_BIN / "python") if (VENV_BIN / "python").exists() else sys.executable
+
+# Product QoS (see the node's topics): camera frames are best effort / keep last 1; commands are
+# reliable; configuration-like topics (instruction, status) are latched.
+SENSOR_QOS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST,
+    depth=1,
+    reliability=ReliabilityPolicy.BEST_EFFORT,
+    durability=DurabilityPolicy.VOLATILE,
+)
+RELIABLE_QOS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST,
+    depth=1,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.VOLATILE,
+)
+LATCHED_QOS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST,
+    depth=1,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.TRANSIENT_LOCAL,
+)
+
+# Fast DDS maps a domain id to UDP ports 7400 + 250 * domain (+ offsets), so ids above 232 overflow
+# the port range; 0 is everybody's default. Use 1..200.
+_DOMAIN_MIN, _DOMAIN_MAX = 1, 200
+_DOMAIN_LOCK_DIR = Path(tempfile.gettempdir()) / "dysl_ros_test_domains"
+_domain_counter = itertools.count()
+_domain_lock = threading.Lock()
+_claimed_domains: dict[int, int] = {}  # domain id -> fd holding its lock for this process's lifetime
+
+
+def _try_claim(domain: int) -> bool:
+    """Take an exclusive advisory lock on ``domain`` for this process (released when it exits)."""
+    try:
+        _DOMAIN_LOCK_DIR.mkdir(parents=True, exist_ok=True)
+        fd = os.open(_DOMAIN_LOCK_DIR / f"{domain}.lock", os.O_CREAT | os.O_RDWR, 0o666)
+    except OSError:
+        return True  # cannot lock (read-only tmp?): fall back to the pid-derived spread alone
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return False
+    _claimed_domains[domain] = fd
+    return True
+
+
+def unique_domain_id() -> int:
+    """A ROS domain id for one test, not shared with another test session on this machine.
+
+    The start point is derived from the pid (spread by a large odd multiplier so neighbouring pids do
+    not get neighbouring ids) and a per-process counter; each id handed out is also locked (flock on a
+    file under the temp dir) for the rest of this process's life, and ids locked by other live
+    processes are skipped. Only when all 200 ids are taken is an id reused.
+    """
+    span = _DOMAIN_MAX - _DOMAIN_MIN + 1
+    with _domain_lock:
+        n = next(_domain_counter)
+        start = (os.getpid() * 37 + n) % span
+        for k in range(span):
+            domain = _DOMAIN_MIN + (start + k) % span
+            if domain not in _claimed_domains and _try_claim(domain):
+                return domain
+    return _DOMAIN_MIN + start
+
+
+def _prepend_path(value: str, existing: str | None) -> str:
+    parts = [p for p in (existing or "").split(os.pathsep) if p and p != value]
+    return os.pathsep.join([value, *parts])
+
+
+def _loopback_vars() -> dict[str, str]:
+    return {
+        "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+        "FASTDDS_DEFAULT_PROFILES_FILE": str(FASTDDS_PROFILE),
+        "AMENT_PREFIX_PATH": _prepend_path(str(VENV), os.environ.get("AMENT_PREFIX_PATH")),
+    }
+
+
+def ros_env(domain_id: int, **extra: str) -> dict[str, str]:
+    """Environment for a child ROS process: os.environ plus loopback-only DDS on ``domain_id``."""
+    env = dict(os.environ)
+    env.update(_loopback_vars())
+    env.update(
+        ROS_DOMAIN_ID=str(domain_id),
+        PYTHONUNBUFFERED="1",
+        RCUTILS_LOGGING_BUFFERED_STREAM="0",
+    )
+    env.update(extra)
+    return env
+
+
+def configure_this_process() -> None:
+    """Make rclpy contexts created later in this process loopback-only with the project profile.
+
+    Must run before the first rclpy context is initialised (Fast DDS reads the profile file once).
+    """
+    os.environ.update(_loopback_vars())
+
+
+def _log_tail(log_path: Path, max_chars: int = 4000) -> str:
+    try:
+        text = log_path.read_text(errors="replace")
+    except OSError as exc:
+        return f"<no log: {exc}>"
+    return text[-max_chars:]
+
+
+def _stop_process_group(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
+    if proc.poll() is not None:
+        return
+    # The child leads its own process group; signal the whole group so helpers it spawned stop too.
+    with suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5.0)
+
+
+@contextmanager
+def ros_process(
+    args: list[str],
+    domain_id: int,
+    log_path: Path,
+    env_extra: dict[str, str] | None = None,
+) -> Iterator[subprocess.Popen]:
+    """Run ``args`` as a ROS process (own process group) for the duration of the ``with`` block.
+
+    stdout and stderr go to ``log_path``; the environment is ``ros_env(domain_id, **env_extra)``. On exit
+    the process group gets SIGINT, up to 10 s to finish, then SIGKILL. If the process had already died
+    with a non-zero status before the block ended, a RuntimeError carrying the log's tail is raised (or,
+    when the block itself raised, that tail is attached to its exception as a note). A process that
+    finished on its own with status 0 (a script that runs for a fixed time) is not an error.
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = ros_env(domain_id, **(env_extra or {}))
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=str(REPO),
+            start_new_session=True,  # own session, hence own process group
+        )
+    try:
+        yield proc
+    except BaseException as exc:
+        rc = proc.poll()
+        if rc not in (None, 0) and hasattr(exc, "add_note"):
+            exc.add_note(f"process {args!r} had exited with code {rc}; log {log_path}:\n{_log_tail(log_path)}")
+        raise
+    finally:
+        died_early = proc.poll()
+        _stop_process_group(proc)
+    if died_early not in (None, 0):
+        raise RuntimeError(
+            f"process {args!r} exited early with code {died_early}; log {log_path}:\n{_log_tail(log_path)}"
+        )
+
+
+def check_alive(proc: subprocess.Popen, log_path: Path) -> None:
+    """Raise with the log's tail if ``proc`` has exited (call inside a ``ros_process`` block)."""
+    rc = proc.poll()
+    if rc is not None:
+        raise RuntimeError(f"process {proc.args!r} exited with code {rc}; log {log_path}:\n{_log_tail(log_path)}")
+
+
+class Recorder:
+    """Messages received on one subscription, with the monotonic time each arrived.
+
+    ``transform`` (optional) maps each message to what is kept, e.g. a frame index instead of a 1 MB image.
+    """
+
+    def __init__(self, transform: Callable[[Any], Any] | None = None) -> None:
+        self._cond = threading.Condition()
+        self._items: list[tuple[float, Any]] = []
+        self._transform = transform
+
+    def __call__(self, msg: Any) -> None:
+        now = time.monotonic()
+        if self._transform is not None:
+            msg = self._transform(msg)
+        with self._cond:
+            self._items.append((now, msg))
+            self._cond.notify_all()
+
+    @property
+    def items(self) -> list[tuple[float, Any]]:
+        """A snapshot of (receive_monotonic_time, msg) pairs."""
+        with self._cond:
+            return list(self._items)
+
+    @property
+    def messages(self) -> list[Any]:
+        with self._cond:
+            return [m for _, m in self._items]
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._items)
+
+    def clear(self) -> None:
+        with self._cond:
+            self._items.clear()
+
+    def wait_for(self, count: int, timeout: float) -> bool:
+        """Wait until at least ``count`` messages have arrived; False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: len(self._items) >= count, timeout=timeout)
+
+
+class RosSession:
+    """One rclpy context + node, spun by a MultiThreadedExecutor in a background thread."""
+
+    def __init__(self, node: Any, executor: Any) -> None:
+        self.node = node
+        self._executor = executor
+        self._keep: list[Any] = []  # entities that must live as long as the session
+
+    def subscribe(
+        self,
+        msg_type: type,
+        topic: str,
+        qos: QoSProfile,
+        transform: Callable[[Any], Any] | None = None,
+    ) -> Recorder:
+        """Record every message on ``topic`` (optionally reduced by ``transform``)."""
+        recorder = Recorder(transform)
+        sub = self.node.create_subscription(msg_type, topic, recorder, qos)
+        self._keep.append(sub)
+        return recorder
+
+    def publisher(self, msg_type: type, topic: str, qos: QoSProfile) -> Any:
+        pub = self.node.create_publisher(msg_type, topic, qos)
+        self._keep.append(pub)
+        return pub
+
+    def _client(self, srv_type: type, name: str) -> Any:
+        key = (srv_type, name)
+        for entry in self._keep:
+            if isinstance(entry, tuple) and entry[0] == key:
+                return entry[1]
+        client = self.node.create_client(srv_type, name)
+        self._keep.append((key, client))
+        return client
+
+    def wait_for_service(self, srv_type: type, name: str, timeout: float) -> bool:
+        return bool(self._client(srv_type, name).wait_for_service(timeout_sec=timeout))
+
+    def call_service(self, srv_type: type, name: str, request: Any, timeout: float) -> Any:
+        """Call a service synchronously from the test thread; raises TimeoutError."""
+        deadline = time.monotonic() + timeout
+        client = self._client(srv_type, name)
+        if not client.wait_for_service(timeout_sec=max(0.0, deadline - time.monotonic())):
+            raise TimeoutError(f"service {name} not available within {timeout} s")
+        future = client.call_async(request)
+        done = threading.Event()
+        future.add_done_callback(lambda _f: done.set())
+        if not done.wait(max(0.0, deadline - time.monotonic())):
+            future.cancel()
+            raise TimeoutError(f"service {name} did not answer within {timeout} s")
+        exc = future.exception()
+        if exc is not None:
+            raise exc
+        return future.result()
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float, period: float = 0.05) -> bool:
+        deadline = time.monotonic() + timeout
+        while True:
+            if predicate():
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(period)
+
+
+@contextmanager
+def ros_session(domain_id: int, name: str) -> Iterator[RosSession]:
+    """An in-test ROS context on ``domain_id`` with one node ``name`` spinning in the background."""
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.executors import MultiThreadedExecutor
+
+    if os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE") != str(FASTDDS_PROFILE):
+        configure_this_process()
+    ctx = Context()
+    rclpy.init(context=ctx, domain_id=domain_id)
+    node = None
+    executor = None
+    thread = None
+    try:
+        node = rclpy.create_node(name, context=ctx)
+        executor = MultiThreadedExecutor(num_threads=4, context=ctx)
+        executor.add_node(node)
+        thread = threading.Thread(target=executor.spin, name=f"ros-session-{name}", daemon=True)
+        thread.start()
+        yield RosSession(node, executor)
+    finally:
+        if executor is not None:
+            executor.shutdown(timeout_sec=5.0)
+        if thread is not None:
+            thread.join(timeout=5.0)
+        if node is not None:
+            node.destroy_node()
+        with suppress(Exception):
+            ctx.try_shutdown()
