@@ -9,10 +9,13 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ros_harness import configure_this_process, unique_domain_id  # noqa: E402
+from ros_harness import configure_this_process, unique_domain_id
 
 # Before any test module can create an rclpy context (Fast DDS reads its profile file once per process).
 configure_this_process()
+# The probe's executor shares the GIL with the test thread; a short switch interval keeps it taking
+# messages promptly (as dysl_node does for itself).
+sys.setswitchinterval(0.0005)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         msg.step = args.width * 3
         # array('B') is taken as is by the generated setter (bytes would be validated byte by byte).
         payload = array.array("B", bytes(args.height * msg.step))
-        n = int(round(args.rate * args.duration))
+        n = round(args.rate * args.duration)
         period = 1.0 / args.rate
         start = time.monotonic()
         for i in range(n):

@@ -35,7 +35,8 @@ REPO: Path = Path(__file__).resolve().parents[1]
 VENV_BIN: Path = REPO / ".venv" / "bin"
 VENV: Path = VENV_BIN.parent
 FASTDDS_PROFILE: Path = REPO / "config" / "fastdds.xml"
-# The interpreter the tests run under (the venv's, when invoked as .venv/bin/python -m pytest).
+# Interpreter for child ROS processes: the project venv's when there is one (rclpy comes from it here),
+# else the one running the tests (a system ROS install).
 PYTHON: str = str(VENV_BIN / "python") if (VENV_BIN / "python").exists() else sys.executable
 
 # Product QoS (see the node's topics): camera frames are best effort / keep last 1; commands are
@@ -73,8 +74,9 @@ def _try_claim(domain: int) -> bool:
     try:
         _DOMAIN_LOCK_DIR.mkdir(parents=True, exist_ok=True)
         fd = os.open(_DOMAIN_LOCK_DIR / f"{domain}.lock", os.O_CREAT | os.O_RDWR, 0o666)
-    except OSError:
-        return True  # cannot lock (read-only tmp?): fall back to the pid-derived spread alone
+    except OSError:  # cannot lock (read-only tmp?): fall back to the pid-derived spread alone
+        _claimed_domains[domain] = -1
+        return True
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -108,12 +110,20 @@ def _prepend_path(value: str, existing: str | None) -> str:
     return os.pathsep.join([value, *parts])
 
 
+# ROS 2 distributions built on Fast DDS 2.x, which reads FASTRTPS_DEFAULT_PROFILES_FILE (Fast DDS 3.x,
+# Kilted on, reads FASTDDS_DEFAULT_PROFILES_FILE, and its rmw warns when the old name is set).
+_FASTDDS2_DISTROS = {"foxy", "galactic", "humble", "iron", "jazzy"}
+
+
 def _loopback_vars() -> dict[str, str]:
-    return {
+    env = {
         "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
         "FASTDDS_DEFAULT_PROFILES_FILE": str(FASTDDS_PROFILE),
         "AMENT_PREFIX_PATH": _prepend_path(str(VENV), os.environ.get("AMENT_PREFIX_PATH")),
     }
+    if os.environ.get("ROS_DISTRO", "") in _FASTDDS2_DISTROS:
+        env["FASTRTPS_DEFAULT_PROFILES_FILE"] = str(FASTDDS_PROFILE)
+    return env
 
 
 def ros_env(domain_id: int, **extra: str) -> dict[str, str]:

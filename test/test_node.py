@@ -18,10 +18,10 @@ from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from model_fixture import TINY, make_model_dir
+from rclpy.qos import QoSProfile, ReliabilityPolicy
 from ros_harness import (
     LATCHED_QOS,
     PYTHON,
-    RELIABLE_QOS,
     REPO,
     SENSOR_QOS,
     RosSession,
@@ -36,6 +36,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 pytestmark = pytest.mark.ros
 
+RELIABLE_QOS_DEEP = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
 RATE_HZ = 50.0
 MAX_AGE_MS = 400.0
 PROPRIO = [0.0, 0.6, 0.2, 1.0]
@@ -80,8 +81,9 @@ class NodeUnderTest:
         self.image_pub = self.ros.publisher(Image, f"{ns}/image", SENSOR_QOS)
         self.state_pub = self.ros.publisher(JointState, f"{ns}/joint_states", SENSOR_QOS)
         self.instruction_pub = self.ros.publisher(String, f"{ns}/instruction", LATCHED_QOS)
-        self.chunks = self.ros.subscribe(JointTrajectory, f"{ns}/action_chunk", RELIABLE_QOS)
-        self.actions = self.ros.subscribe(Float64MultiArray, f"{ns}/action", RELIABLE_QOS, lambda m: list(m.data))
+        # Deeper reader queues than the node's depth-1 writers, so the test sees everything the node sends.
+        self.chunks = self.ros.subscribe(JointTrajectory, f"{ns}/action_chunk", RELIABLE_QOS_DEEP)
+        self.actions = self.ros.subscribe(Float64MultiArray, f"{ns}/action", RELIABLE_QOS_DEEP, lambda m: list(m.data))
         self.diagnostics = self.ros.subscribe(
             DiagnosticArray,
             "/diagnostics",
@@ -222,7 +224,7 @@ BAD_IMAGES = {
 }
 
 
-@pytest.mark.parametrize("counter", sorted(BAD_IMAGES) + ["future_stamp"])
+@pytest.mark.parametrize("counter", [*sorted(BAD_IMAGES), "future_stamp"])
 def test_malformed_image_is_rejected_and_node_keeps_serving(node: NodeUnderTest, counter: str) -> None:
     key = f"rejected_{counter}"
     before = node.counter(key)

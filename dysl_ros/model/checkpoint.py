@@ -116,9 +116,19 @@ def load_bundle(model_dir: str | Path) -> PolicyBundle:
         backbone = json.loads(backbone_file.read_text()) if backbone_file.is_file() else {"kind": "reference"}
     except (ConfigError, json.JSONDecodeError, TypeError) as exc:
         raise ModelDirError(f"{path}: bad {CONFIG_FILE} or {BACKBONE_FILE}: {exc}") from exc
-    model = build_model(config, backbone)
+    try:
+        model = build_model(config, backbone)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelDirError(f"{path}: {BACKBONE_FILE} does not fit {CONFIG_FILE}: {exc}") from exc
     _load_weights(model, path / WEIGHTS_FILE)  # type: ignore[arg-type]
+    try:
+        return _load_dysl(path, model)
+    except (ConfigError, KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
+        raise ModelDirError(f"{path}: bad DySL files: {exc}") from exc
 
+
+def _load_dysl(path: Path, model: VLABackbone) -> PolicyBundle:
+    config = model.config
     plan = LayerPlan.load(path / PLAN_FILE) if (path / PLAN_FILE).is_file() else None
     if plan is not None and plan.num_layers != config.num_layers:
         raise ModelDirError(f"{path / PLAN_FILE} plans {plan.num_layers} layers, the model has {config.num_layers}")

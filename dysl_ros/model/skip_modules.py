@@ -48,7 +48,8 @@ class Controller(nn.Module):
         self.net = nn.Sequential(nn.Linear(hidden_size, width), nn.GELU(), nn.Linear(width, 1))
 
     def logits(self, x: Tensor) -> Tensor:
-        return self.net(x.float().mean(dim=1)).squeeze(-1)
+        pooled = x.float().mean(dim=1)  # pool in fp32: fp16 sums over ~100 tokens lose precision
+        return self.net(pooled.to(next(self.net.parameters()).dtype)).float().squeeze(-1)
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, T, D) -> skip probability (B,)."""

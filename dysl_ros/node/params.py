@@ -124,12 +124,11 @@ class NodeParams:
         low, high = list(v["action_low"]), list(v["action_high"])
         need(all(_number(x) for x in low + high), "action_low/action_high must be finite numbers")
         if not problems:
+            lengths_match = len(low) == len(high) or 1 in (len(low), len(high))
+            need(lengths_match, f"action_low ({len(low)} values) and action_high ({len(high)}) differ in length")
             need(
-                len(low) == len(high) or 1 in (len(low), len(high)),
-                f"action_low ({len(low)} values) and action_high ({len(high)}) differ in length",
-            )
-            need(
-                all(lo < hi for lo, hi in zip(_broadcast(low, high), _broadcast(high, low), strict=True)),
+                not lengths_match
+                or all(lo < hi for lo, hi in zip(_broadcast(low, high), _broadcast(high, low), strict=True)),
                 f"action_low must be below action_high in every dimension, got {low} / {high}",
             )
         dysl: DySLConfig | None = None

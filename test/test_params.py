@@ -1,0 +1,77 @@
+"""Node parameters: one declared list, a documented params file, validation that names the culprit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+from ros_harness import REPO
+
+from dysl_ros.core.config import ConfigError
+from dysl_ros.node.params import PARAMETERS, NodeParams
+
+
+def shipped_values() -> dict[str, Any]:
+    data = yaml.safe_load((REPO / "config" / "dysl.yaml").read_text())
+    return dict(data["/**"]["ros__parameters"])
+
+
+def test_params_file_documents_exactly_the_declared_parameters() -> None:
+    assert set(shipped_values()) == {spec.name for spec in PARAMETERS}
+    text = (REPO / "config" / "dysl.yaml").read_text()
+    for line in text.splitlines():
+        if line.strip() and not line.strip().startswith("#") and ":" in line and line.startswith("    "):
+            assert "#" in line, f"undocumented parameter line: {line!r}"
+
+
+def test_shipped_defaults_validate_once_model_dir_is_set() -> None:
+    values = shipped_values()
+    with pytest.raises(ConfigError, match="model_dir is required"):
+        NodeParams.from_values(values)
+    params = NodeParams.from_values({**values, "model_dir": "/models/x"})
+    assert params.dt == pytest.approx(0.02)
+    assert params.action_limits(4) == ([-1.0] * 4, [1.0] * 4)
+    assert params.inference_threads >= 1
+
+
+def test_readme_tabulates_every_parameter() -> None:
+    readme = (REPO / "README.md").read_text()
+    for spec in PARAMETERS:
+        assert f"`{spec.name}`" in readme, f"README does not document {spec.name}"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"backend": "cuda"}, "backend must be one of"),
+        ({"precision": "int8"}, "precision must be one of"),
+        ({"on_stale": "drift"}, "on_stale must be one of"),
+        ({"device": "gpu0"}, "device must be cpu, cuda or cuda:N"),
+        ({"control_rate_hz": 0.0}, "control_rate_hz must lie in"),
+        ({"max_image_age_ms": -5.0}, "max_image_age_ms must be a finite number > 0"),
+        ({"num_threads": -1}, "num_threads must be an integer >= 0"),
+        ({"eta": 0.0}, "eta must be a finite number > 0"),
+        ({"k": 0}, "k must be an integer >= 1"),
+        ({"static_ratio": 1.0}, "static_ratio must lie in"),
+        ({"action_low": [1.0], "action_high": [-1.0]}, "action_low must be below action_high"),
+        ({"action_low": [0.0, 0.0], "action_high": [1.0, 1.0, 1.0]}, "differ in length"),
+        ({"autostart": "yes"}, "autostart must be true or false"),
+    ],
+)
+def test_bad_value_is_named(override: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        NodeParams.from_values({**shipped_values(), "model_dir": "/m", **override})
+
+
+def test_all_problems_are_reported_together() -> None:
+    with pytest.raises(ConfigError) as info:
+        NodeParams.from_values({"model_dir": "/m", "eta": -1.0, "on_stale": "x", "control_rate_hz": -2.0})
+    text = str(info.value)
+    assert "eta" in text and "on_stale" in text and "control_rate_hz" in text
+
+
+def test_limits_must_match_the_models_action_size() -> None:
+    params = NodeParams.from_values({"model_dir": "/m", "action_low": [-1.0, -1.0], "action_high": [1.0, 1.0]})
+    with pytest.raises(ConfigError, match="the model's actions have 4"):
+        params.action_limits(4)
