@@ -209,6 +209,7 @@ def test_action_stream_runs_at_control_rate(node: NodeUnderTest) -> None:
     arrivals = [t for t, _ in node.actions.items if window_start <= t <= window_end]
     rate = len(arrivals) / (window_end - window_start)
     assert rate == pytest.approx(RATE_HZ, rel=0.10), f"action stream at {rate:.1f} Hz; diagnostics {node.diag()}"
+    assert float(node.diag()["action_rate_hz"]) == pytest.approx(RATE_HZ, rel=0.25)  # 0.2 s window: +-1 message
 
 
 def _serialized_string(payload: bytes) -> bytes:
@@ -364,6 +365,7 @@ def test_missing_instruction_then_on_stale_zero(model_dir: Path, tmp_path: Path)
         assert handle.diag()["_message"] == "waiting for instruction"
         assert len(handle.chunks) == 0
         assert all(np.allclose(a, 0.0) for a in handle.actions.messages)
+        assert float(handle.diag()["tick_rate_hz"]) == 0.0  # no inference without an instruction
         handle.instruction("open the drawer")
         assert handle.serve_good_input() is not None
         time.sleep(MAX_AGE_MS / 1000.0 + 0.3)

@@ -113,6 +113,7 @@ class DySLNode(LifecycleNode):
         self._threads: list[threading.Thread] = []
         self._last_reject_log: dict[str, float] = {}
         self._entities: list[Any] = []
+        self._rate_base: tuple[float, int, int, int] | None = None  # (monotonic, images, ticks, actions)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -413,9 +414,19 @@ class DySLNode(LifecycleNode):
             status.level, status.message = DiagnosticStatus.OK, "serving"
         ticks = list(stats.tick_ms)
         periods = list(stats.stream_periods_ms)
+        now = time.monotonic()
+        counts = (stats.images_received, stats.ticks, stats.actions_published)
+        rates = ["nan"] * 3
+        if self._rate_base is not None and now > self._rate_base[0]:
+            span = now - self._rate_base[0]
+            rates = [f"{(c - b) / span:.1f}" for c, b in zip(counts, self._rate_base[1:], strict=True)]
+        self._rate_base = (now, *counts)
         values: dict[str, str] = {
             "backend": policy.backend_name if policy else "",
             "mode": "dense" if params and params.dense else "dysl",
+            "image_rate_hz": rates[0],
+            "tick_rate_hz": rates[1],
+            "action_rate_hz": rates[2],
             "images_received": str(stats.images_received),
             "images_stale": str(stats.images_stale),
             "ticks": str(stats.ticks),
