@@ -3,6 +3,7 @@ chunk out, with DySL telemetry. One small surface over a model directory and a b
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,8 +56,19 @@ def load_policy(
     dysl: DySLConfig | None = None,
     dense: bool = False,
     num_threads: int = 0,
+    engine_dir: str | None = None,
+    force_engine_update: bool = False,
 ) -> DySLPolicy:
-    """Load a model directory onto a backend. Without DySL modules only ``dense=True`` is allowed."""
+    """Load a model directory onto a backend. Without DySL modules only ``dense=True`` is allowed.
+
+    ``backend``: ``torch`` runs eager segments on ``device``. ``onnxruntime`` (CPU, fp32) runs the
+    per-segment engines under ``engine_dir`` (default ``<model_dir>/engines``, layout
+    ``<engine_dir>/<model name>/onnxruntime/``): they are built when missing, used when their manifest
+    matches the model and this machine, and refused (EngineError naming what differs) when it does not,
+    unless ``force_engine_update``, which always rebuilds. ``auto`` is ``onnxruntime`` on the CPU in
+    fp32 when engines exist or the engine directory is writable (built on first use), otherwise
+    ``torch`` (a CUDA device, fp16, or an unwritable engine directory without engines).
+    """
     bundle = load_bundle(model_dir)
     if not dense and not bundle.has_dysl:
         raise ConfigError(
@@ -71,7 +83,15 @@ def load_policy(
             f"layers but the model's layer plan has {len(plan.static_layers)} ({list(plan.static_layers)}). Static "
             "layers are fixed when the modules are trained: re-run `dysl_train calibrate` and `distill` to change them."
         )
-    if backend in ("auto", "torch"):
+    # --- engines (onnxruntime) --- added with the per-segment engines issue
+    if backend == "auto":
+        backend = _auto_backend(model_dir, device, precision, engine_dir, force_engine_update)
+    if backend == "onnxruntime":
+        return _load_onnxruntime(
+            bundle, plan, config, dense, num_threads, engine_dir, force_engine_update, device, precision
+        )
+    # --- end engines
+    if backend == "torch":
         import torch
 
         from dysl_ros.backends.torch_backend import TorchBackend
@@ -88,6 +108,60 @@ def load_policy(
         )
         return DySLPolicy(bundle, runner, "torch")
     raise ConfigError(
-        f"backend {backend!r} is not available in this version: per-segment engines (onnxruntime, tensorrt) "
-        "are not built yet. Use backend: torch (or auto)."
+        f"backend {backend!r} is not available in this version: tensorrt engines are not built yet. "
+        "Use backend: onnxruntime, torch or auto."
     )
+
+
+# --- engines (onnxruntime) --- added with the per-segment engines issue
+def _engine_root(model_dir: str | Path, engine_dir: str | None) -> Path:
+    return Path(engine_dir) if engine_dir else Path(model_dir) / "engines"
+
+
+def _auto_backend(
+    model_dir: str | Path, device: str, precision: str, engine_dir: str | None, force_engine_update: bool
+) -> str:
+    from dysl_ros.backends.engines import engine_path
+
+    if device != "cpu" or precision != "fp32":
+        return "torch"  # the onnxruntime backend is CPU fp32 only
+    target = engine_path(_engine_root(model_dir, engine_dir), model_dir, "onnxruntime")
+    if target.exists() and not force_engine_update:
+        return "onnxruntime"
+    existing = target
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    return "onnxruntime" if os.access(existing, os.W_OK | os.X_OK) else "torch"
+
+
+def _load_onnxruntime(
+    bundle: PolicyBundle,
+    plan: LayerPlan,
+    config: DySLConfig,
+    dense: bool,
+    num_threads: int,
+    engine_dir: str | None,
+    force_engine_update: bool,
+    device: str,
+    precision: str,
+) -> DySLPolicy:
+    from dysl_ros.backends.engines import build_engines, read_manifest
+    from dysl_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+    if device != "cpu":
+        raise ConfigError(f"backend onnxruntime runs on the CPU; device {device!r} needs backend torch")
+    if precision != "fp32":
+        raise ConfigError(f"backend onnxruntime runs fp32; precision {precision!r} needs backend torch on CUDA")
+    model_dir = bundle.model_dir
+    # Builds when missing or forced; otherwise checks the manifest against the model and this machine
+    # and raises EngineError on a mismatch. Either way the manifest fits: reading it suffices.
+    target = build_engines(
+        model_dir, _engine_root(model_dir, engine_dir), "onnxruntime", "fp32", force=force_engine_update, progress=False
+    )
+    manifest = read_manifest(target)
+    backend = OnnxRuntimeBackend(target, num_threads, manifest=manifest)
+    runner: DySLRunner[Any] = DySLRunner(backend, plan, config, dense=dense)
+    return DySLPolicy(bundle, runner, "onnxruntime")
+
+
+# --- end engines

@@ -35,6 +35,7 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray, String
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+from dysl_ros.backends.engines import EngineError
 from dysl_ros.core.config import ConfigError
 from dysl_ros.model.checkpoint import ModelDirError
 from dysl_ros.model.spec import Observation
@@ -129,6 +130,8 @@ class DySLNode(LifecycleNode):
                 dysl=params.dysl,
                 dense=params.dense,
                 num_threads=params.inference_threads,
+                engine_dir=params.engine_dir or None,  # engines: "" means <model_dir>/engines
+                force_engine_update=params.force_engine_update,
             )
             config = policy.config
             self._names = list(params.action_names) or list(config.action_names)
@@ -137,7 +140,7 @@ class DySLNode(LifecycleNode):
                     f"action_names has {len(self._names)} names, the model's actions have {config.action_dim}"
                 )
             low, high = params.action_limits(config.action_dim)
-        except (ConfigError, ModelDirError) as exc:
+        except (ConfigError, ModelDirError, EngineError) as exc:
             self.get_logger().error(f"configure failed: {exc}")
             return TransitionCallbackReturn.FAILURE
         self._low, self._high = np.asarray(low), np.asarray(high)

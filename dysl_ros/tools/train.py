@@ -1,14 +1,173 @@
-"""`dysl_train`: the offline pipeline: demos, bc, calibrate, distill."""
+"""`dysl_train`: the offline pipeline, one sub-command per stage.
+
+    dysl_train demos      --out data/demos --tasks all --episodes-per-task 20 --workers 2
+    dysl_train bc         --demos data/demos --out models/reference
+    dysl_train calibrate  --model-dir models/reference --demos data/demos
+    dysl_train distill    --model-dir models/reference --demos data/demos --stage1-steps N --stage2-steps M
+
+Each stage's module is imported only when its sub-command runs: `demos` does not pay for torch, and
+a stage whose module is not there yet exits with code 3 and says so.
+"""
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import sys
+from typing import Callable, Sequence
 
-from dysl_ros.tools.pending import not_implemented
+from dysl_ros.tools.pending import PENDING_EXIT_CODE
+
+Handler = Callable[[argparse.Namespace], int]
 
 
-def main() -> int:
-    return not_implemented("dysl_train", "the offline pipeline: demos, bc, calibrate, distill")
+def _stage(module: str, function: str) -> Handler:
+    """A handler that imports ``module`` only when called."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            target = getattr(importlib.import_module(module), function)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise  # a dependency of the stage is missing: that is an install problem, not "pending"
+            target = None
+        except AttributeError:
+            target = None
+        if target is None:
+            print(
+                f"dysl_train {args.command}: not implemented yet ({module}.{function} does not exist); "
+                "nothing was done.",
+                file=sys.stderr,
+            )
+            return PENDING_EXIT_CODE
+        return int(target(args))
+
+    return run
+
+
+def _demos(args: argparse.Namespace) -> int:
+    from dysl_ros.training.demos import generate_demos
+
+    try:
+        summary = generate_demos(
+            args.out,
+            args.tasks,
+            args.episodes_per_task,
+            seed=args.seed,
+            workers=args.workers,
+            image_size=args.image_size,
+            camera=args.camera,
+            max_steps=args.max_steps,
+            keep_failures=args.keep_failures,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+        )
+    except (ValueError, FileExistsError, RuntimeError) as exc:  # RuntimeError: an episode failed in a worker
+        print(f"dysl_train demos: {exc}", file=sys.stderr)
+        return 2
+    if not any(row["kept"] for row in summary.values()):
+        print("dysl_train demos: no episode was kept (the expert never succeeded?)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _add_demos(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "demos",
+        help="record Meta-World MT10 scripted-expert demonstrations",
+        description="Record scripted-expert episodes of Meta-World MT10 tasks (camera image, proprio, action) "
+        "into OUT/index.json + one .npz per episode (format: dysl_ros.training.demos).",
+    )
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--tasks", default="all", help="'all' or comma-separated MT10 task names (default: all)")
+    p.add_argument("--episodes-per-task", type=int, default=20, help="episodes run per task (default: 20)")
+    p.add_argument("--seed", type=int, default=0, help="run seed: episode seeds derive from it (default: 0)")
+    p.add_argument("--workers", type=int, default=2, help="worker processes, one core each (default: 2)")
+    p.add_argument("--image-size", type=int, default=128, help="square image size in pixels (default: 128)")
+    p.add_argument("--camera", default="corner", help="Meta-World camera name (default: corner)")
+    p.add_argument("--max-steps", type=int, default=200, help="episode step limit (default: 200)")
+    p.add_argument("--keep-failures", action="store_true", help="also write episodes the expert failed")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing index in OUT")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_demos)
+
+
+# The training stages' options. Optional ones use SUPPRESS: an option not given stays absent and the
+# stage's own default applies (the stage reads it with getattr(args, name, default)).
+_OPTIONAL = argparse.SUPPRESS
+
+
+def _add_bc(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("bc", help="train the dense VLA by behaviour cloning on the demos")
+    p.add_argument("--demos", required=True, help="demonstrations directory (dysl_train demos --out)")
+    p.add_argument("--out", required=True, help="model directory to write")
+    p.add_argument("--steps", type=int, default=20000, help="optimiser steps (default: 20000)")
+    p.add_argument("--batch-size", type=int, default=256, help="batch size (default: 256)")
+    p.add_argument("--lr", type=float, default=3e-4, help="peak learning rate (default: 3e-4)")
+    p.add_argument("--config-json", default=_OPTIONAL, help="VLAConfig JSON (default: the reference config)")
+    p.add_argument("--device", default=_OPTIONAL, help="auto, cpu, cuda, cuda:N (default: auto)")
+    p.add_argument("--seed", type=int, default=_OPTIONAL)
+    p.add_argument("--log-every", type=int, default=_OPTIONAL)
+    p.add_argument("--warmup-steps", type=int, default=_OPTIONAL)
+    p.add_argument("--checkpoint-every", type=int, default=_OPTIONAL)
+    p.add_argument("--num-workers", type=int, default=_OPTIONAL, help="data loader workers")
+    p.add_argument("--augment-shift", type=int, default=_OPTIONAL, help="random image shift in pixels")
+    p.add_argument("--weight-decay", type=float, default=_OPTIONAL)
+    p.add_argument(
+        "--time-limit-s",
+        type=float,
+        default=_OPTIONAL,
+        help="stop cleanly after this many seconds (exit 4); continue later with --resume",
+    )
+    p.add_argument("--resume", action="store_true", help="continue from <out>/train_state.pt")
+    p.set_defaults(handler=_stage("dysl_ros.training.bc", "main_bc"))
+
+
+def _add_calibrate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("calibrate", help="pick static/dynamic layers from layer similarities on the demos")
+    p.add_argument("--model-dir", required=True, help="trained model directory (dysl_train bc --out)")
+    p.add_argument("--demos", required=True, help="demonstrations directory")
+    p.add_argument("--static-ratio", type=float, default=_OPTIONAL, help="share of static layers (default: 0.2)")
+    p.add_argument("--batches", type=int, default=_OPTIONAL)
+    p.add_argument("--batch-size", type=int, default=_OPTIONAL)
+    p.add_argument("--device", default=_OPTIONAL)
+    p.add_argument("--seed", type=int, default=_OPTIONAL)
+    p.set_defaults(handler=_stage("dysl_ros.training.distill", "main_calibrate"))
+
+
+def _add_distill(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("distill", help="train the DySL adapters and controllers (two-stage distillation)")
+    p.add_argument("--model-dir", required=True, help="calibrated model directory")
+    p.add_argument("--demos", required=True, help="demonstrations directory")
+    p.add_argument("--stage1-steps", type=int, required=True)
+    p.add_argument("--stage2-steps", type=int, required=True)
+    p.add_argument("--lambda", dest="lam", type=float, default=_OPTIONAL, help="skip reward weight (Eq. 6)")
+    p.add_argument("--one-stage", action="store_true", default=_OPTIONAL, help="ablation: no stage 1")
+    p.add_argument("--batch-size", type=int, default=_OPTIONAL)
+    p.add_argument("--lr", type=float, default=_OPTIONAL)
+    p.add_argument("--gt-weight", type=float, default=_OPTIONAL, help="weight of the demo-action loss")
+    p.add_argument("--adapter-bottleneck", type=int, default=_OPTIONAL)
+    p.add_argument("--controller-hidden", type=int, default=_OPTIONAL)
+    p.add_argument("--out-suffix", default=_OPTIONAL, help="write to a sibling model directory")
+    p.add_argument("--device", default=_OPTIONAL)
+    p.add_argument("--seed", type=int, default=_OPTIONAL)
+    p.set_defaults(handler=_stage("dysl_ros.training.distill", "main_distill"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dysl_train", description=__doc__.split("\n\n")[0] if __doc__ else None)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{demos,bc,calibrate,distill}")
+    _add_demos(sub)
+    _add_bc(sub)
+    _add_calibrate(sub)
+    _add_distill(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler: Handler = args.handler
+    return handler(args)
 
 
 if __name__ == "__main__":

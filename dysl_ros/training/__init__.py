@@ -1,0 +1,1 @@
+"""The offline pipeline behind `dysl_train`: demonstrations, behaviour cloning, calibration, distillation."""

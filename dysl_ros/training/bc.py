@@ -1,0 +1,410 @@
+"""Behaviour cloning of the reference VLA on demonstrations (``dysl_train bc``).
+
+L1 regression of the action chunk (as OpenVLA-OFT), AdamW with a linear warm-up then cosine decay,
+bf16 autocast on CUDA. Launched with ``torchrun`` it trains data-parallel (DDP): every rank reads
+the same demos, a DistributedSampler splits them, and only rank 0 logs and writes the model.
+
+    dysl_train bc --demos data/demos --out models/reference --steps 20000 --batch-size 256 --lr 3e-4
+    torchrun --nproc-per-node 4 -m dysl_ros.tools.train bc ...        # same, on 4 GPUs
+
+Every checkpoint also keeps ``train_state.pt`` (weights, optimiser, schedule) until the last step, so
+an interrupted run goes on with ``--resume``; ``--time-limit-s T`` stops cleanly after T seconds
+(exit code 4) for machines that only allow short commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.lr_scheduler import LambdaLR
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from dysl_ros.core.config import ConfigError
+from dysl_ros.model.checkpoint import save_model
+from dysl_ros.model.reference_vla import ReferenceVLA
+from dysl_ros.model.spec import VLAConfig
+from dysl_ros.training import dataset as data
+from dysl_ros.training.dataset import Batch, ChunkDataset, EpisodeLike
+
+LOG_FILE = "train_log.jsonl"
+PROVENANCE_FILE = "train_args.json"
+STATE_FILE = "train_state.pt"
+INCOMPLETE_EXIT_CODE = 4
+"""``dysl_train bc --time-limit-s`` stopped before the last step; ``--resume`` continues."""
+MIN_LR_RATIO = 0.1
+"""The cosine decays to this fraction of the peak learning rate, not to zero: the last steps still learn."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but torch sees no CUDA device")
+    return device
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, steps: int, warmup_steps: int) -> LambdaLR:
+    """Linear warm-up to the peak, then cosine decay to ``MIN_LR_RATIO`` of it at ``steps``."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / max(1, steps - warmup_steps))
+        return MIN_LR_RATIO + (1.0 - MIN_LR_RATIO) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return LambdaLR(optimizer, factor)
+
+
+def adamw(params: Sequence[tuple[str, nn.Parameter]], lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """Decay matrices only: decaying norm gains and biases pulls them to zero for no regularisation gain."""
+    decay = [p for _, p in params if p.requires_grad and p.ndim >= 2]
+    rest = [p for _, p in params if p.requires_grad and p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95))
+
+
+def autocast(device: torch.device) -> torch.autocast:
+    """bf16 on CUDA (no loss scaling needed); a no-op context on the CPU, where tests want fp32."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def masked_l1(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    """Mean |pred - target| over real (unpadded) chunk entries; computed in fp32."""
+    error = (pred.float() - target.float()).abs() * mask.unsqueeze(-1)
+    return error.sum() / (mask.sum() * pred.shape[-1]).clamp_min(1.0)
+
+
+def random_shift(images: Tensor, pad: int, generator: torch.Generator) -> Tensor:
+    """DrQ-style augmentation: shift each image by up to ``pad`` pixels (edges replicated).
+
+    Applied after preprocessing, so serving still sees exactly the unaugmented tensors."""
+    if pad <= 0:
+        return images
+    n, c, h, w = images.shape
+    padded = F.pad(images, (pad, pad, pad, pad), mode="replicate")
+    shifts = torch.randint(0, 2 * pad + 1, (n, 2), generator=generator).to(images.device)
+    rows = (shifts[:, 0, None] + torch.arange(h, device=images.device))[:, None, :, None]
+    cols = (shifts[:, 1, None] + torch.arange(w, device=images.device))[:, None, None, :]
+    batch = torch.arange(n, device=images.device)[:, None, None, None]
+    channel = torch.arange(c, device=images.device)[None, :, None, None]
+    return padded[batch, channel, rows, cols]
+
+
+@dataclass(frozen=True)
+class DistributedEnv:
+    rank: int
+    world_size: int
+    device: torch.device
+    owns_group: bool
+    """This call initialised the process group, so it also tears it down."""
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device: str) -> DistributedEnv:
+    """Single process, or one rank of a ``torchrun`` launch (WORLD_SIZE / RANK / LOCAL_RANK set)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return DistributedEnv(0, 1, resolve_device(device), owns_group=False)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    target = resolve_device(device)
+    if target.type == "cuda":
+        target = torch.device("cuda", local_rank)
+        torch.cuda.set_device(target)
+    owns = not dist.is_initialized()
+    if owns:
+        dist.init_process_group("nccl" if target.type == "cuda" else "gloo")
+    return DistributedEnv(dist.get_rank(), dist.get_world_size(), target, owns_group=owns)
+
+
+@dataclass(frozen=True)
+class BCSettings:
+    steps: int
+    batch_size: int
+    lr: float
+    seed: int
+    log_every: int
+    weight_decay: float
+    warmup_steps: int
+    grad_clip: float
+    checkpoint_every: int
+    num_workers: int | None
+    augment_shift: int
+    time_limit_s: float | None
+    resume: bool
+
+    def must_match(self) -> dict[str, Any]:
+        """What a resumed run must share with the run it continues (the schedule depends on them)."""
+        return {"steps": self.steps, "batch_size": self.batch_size, "lr": self.lr, "seed": self.seed,
+                "warmup_steps": self.warmup_steps}
+
+
+def train_bc(
+    episodes: Sequence[EpisodeLike],
+    config: VLAConfig,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    device: str = "auto",
+    seed: int = 0,
+    out_dir: str | Path | None = None,
+    log_every: int = 50,
+    *,
+    weight_decay: float = 0.05,
+    warmup_steps: int | None = None,
+    grad_clip: float = 1.0,
+    checkpoint_every: int | None = None,
+    num_workers: int | None = None,
+    augment_shift: int = 0,
+    time_limit_s: float | None = None,
+    resume: bool = False,
+) -> ReferenceVLA:
+    """Train a ReferenceVLA from scratch; returns it (rank 0's copy under DDP) in eval mode.
+
+    ``batch_size`` is the global batch (split over DDP ranks), so a run's result does not depend on
+    the number of GPUs. The fitted normalisation goes into the model's VLAConfig. With ``out_dir``,
+    rank 0 writes the model (fp16 safetensors) every ``checkpoint_every`` steps and at the end, plus
+    ``train_log.jsonl`` and ``train_args.json`` (how the model was made).
+
+    ``time_limit_s`` stops after that much training time with a checkpoint plus ``train_state.pt``
+    (weights, optimiser, schedule); ``resume`` continues from it. Machines that allow only short
+    commands train the reference model that way; ``train_state.pt`` is deleted once all steps ran.
+    """
+    if steps < 1 or batch_size < 1 or lr <= 0 or log_every < 1:
+        raise ConfigError(
+            f"need steps, batch_size, log_every >= 1 and lr > 0; got {steps}, {batch_size}, {log_every}, {lr}"
+        )
+    if (time_limit_s is not None or resume) and out_dir is None:
+        raise ConfigError("time_limit_s and resume need an out_dir to keep the training state in")
+    settings = BCSettings(
+        steps=steps, batch_size=batch_size, lr=lr, seed=seed, log_every=log_every, weight_decay=weight_decay,
+        warmup_steps=warmup_steps if warmup_steps is not None else max(1, min(1000, steps // 20)),
+        grad_clip=grad_clip, checkpoint_every=checkpoint_every or max(log_every, steps // 10),
+        num_workers=num_workers, augment_shift=augment_shift, time_limit_s=time_limit_s, resume=resume,
+    )
+    env = setup_distributed(device)
+    try:
+        model = _train(env, episodes, config, settings, None if out_dir is None else Path(out_dir))
+        if env.world_size > 1:
+            dist.barrier()  # every rank returns after rank 0 has written its files
+        return model
+    finally:
+        if env.owns_group:
+            dist.destroy_process_group()
+
+
+def _train(
+    env: DistributedEnv, episodes: Sequence[EpisodeLike], config: VLAConfig, s: BCSettings, out_dir: Path | None
+) -> ReferenceVLA:
+    if s.batch_size % env.world_size:
+        raise ConfigError(f"batch_size {s.batch_size} does not split evenly over {env.world_size} ranks")
+    local_batch = s.batch_size // env.world_size
+    torch.manual_seed(s.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
+    if env.device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    config = data.with_normalisation(config, episodes)
+    dataset = ChunkDataset(episodes, config)
+    sampler: DistributedSampler[Batch] = DistributedSampler(
+        dataset, num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=s.seed,
+        drop_last=len(dataset) // env.world_size >= local_batch,
+    )
+    workers = s.num_workers if s.num_workers is not None else _default_workers(env)
+    loader = DataLoader(
+        dataset, batch_size=local_batch, sampler=sampler, num_workers=workers,
+        pin_memory=env.device.type == "cuda", drop_last=len(sampler) >= local_batch,
+        persistent_workers=workers > 0,
+    )
+
+    model = ReferenceVLA(config).to(env.device)
+    optimizer = adamw(list(model.named_parameters()), s.lr, s.weight_decay)
+    schedule = warmup_cosine(optimizer, s.steps, s.warmup_steps)
+    done = 0
+    state_file = None if out_dir is None else out_dir / STATE_FILE
+    if s.resume and state_file is not None and state_file.is_file():
+        done = _load_state(state_file, model, optimizer, schedule, config, s, env.device)
+    model.train()
+    net: nn.Module = model
+    if env.world_size > 1:
+        net = DistributedDataParallel(model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
+    # A resumed run starts a fresh shuffle (epoch numbered by the step): deterministic for the same
+    # stop points, without replaying the batches already seen.
+    batches = data.endless(loader, sampler, start_epoch=done)
+    shift_rng = torch.Generator().manual_seed(s.seed + 1000 * env.rank + 1 + done)
+
+    log = None
+    if out_dir is not None and env.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        provenance = {
+            "command": "bc", **asdict(s), "world_size": env.world_size, "episodes": len(episodes),
+            "samples": len(dataset), "torch": torch.__version__, "argv": sys.argv, "resumed_at": done,
+        }
+        (out_dir / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n")
+        log = (out_dir / LOG_FILE).open("a" if done else "w")
+
+    progress = tqdm(total=s.steps, initial=done, desc="bc", disable=not env.is_main, dynamic_ncols=True)
+    interval_loss = torch.zeros((), device=env.device)
+    interval_steps = 0
+    start = last_log = time.perf_counter()
+    step = done
+    try:
+        while step < s.steps:
+            step += 1
+            batch = data.to_device(next(batches), env.device)
+            image = random_shift(batch["image"], s.augment_shift, shift_rng)
+            with autocast(env.device):
+                pred = net(image, batch["instruction"], batch["proprio"])
+            loss = masked_l1(pred, batch["actions"], batch["action_mask"])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if s.grad_clip > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
+            optimizer.step()
+            schedule.step()
+            interval_loss += loss.detach()
+            interval_steps += 1
+            progress.update(1)
+
+            out_of_time = _out_of_time(env, step, start, s)
+            if step % s.log_every == 0 or step == s.steps or out_of_time:
+                mean_loss = interval_loss / interval_steps
+                if env.world_size > 1:
+                    dist.all_reduce(mean_loss)
+                    mean_loss /= env.world_size
+                now = time.perf_counter()
+                record = {
+                    "step": step,
+                    "loss": float(mean_loss.item()),
+                    "lr": schedule.get_last_lr()[0],
+                    "samples_per_s": interval_steps * s.batch_size / max(now - last_log, 1e-9),
+                    "elapsed_s": now - start,
+                }
+                progress.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
+                if log is not None:
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
+                interval_loss.zero_()
+                interval_steps = 0
+                last_log = now
+            checkpoint = step % s.checkpoint_every == 0 or step == s.steps or out_of_time
+            if out_dir is not None and state_file is not None and env.is_main and checkpoint:
+                save_model(model, out_dir)
+                if step < s.steps:  # whatever stops this run (time limit, a killed command), --resume goes on
+                    _save_state(state_file, step, model, optimizer, schedule, s)
+            if out_of_time and step < s.steps:
+                if env.is_main:
+                    print(f"bc: time limit reached at step {step} of {s.steps}; run again with --resume to go on",
+                          file=sys.stderr)
+                break
+    finally:
+        progress.close()
+        if log is not None:
+            log.close()
+    if step >= s.steps and state_file is not None and env.is_main:
+        state_file.unlink(missing_ok=True)  # complete: nothing to resume, and it must not ship with the model
+    model.eval()
+    return model
+
+
+def _out_of_time(env: DistributedEnv, step: int, start: float, s: BCSettings) -> bool:
+    if s.time_limit_s is None:
+        return False
+    over = time.perf_counter() - start >= s.time_limit_s
+    if env.world_size == 1:
+        return over
+    if step % s.log_every:
+        return False  # ranks agree only at log points: no collective every step
+    flag = torch.tensor(float(over), device=env.device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)  # every rank stops at the same step
+    return bool(flag.item())
+
+
+def _save_state(file: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer, schedule: LambdaLR,
+                s: BCSettings) -> None:
+    state = {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "schedule": schedule.state_dict(), "settings": s.must_match()}
+    tmp = file.with_name(file.name + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(file)  # atomic: a run killed while saving leaves the previous state intact
+
+
+def _load_state(file: Path, model: nn.Module, optimizer: torch.optim.Optimizer, schedule: LambdaLR,
+                config: VLAConfig, s: BCSettings, device: torch.device) -> int:
+    state = torch.load(file, map_location=device, weights_only=True)
+    if state["settings"] != s.must_match():
+        raise ConfigError(
+            f"{file} was saved by a run with {state['settings']}, this one has {s.must_match()}: resume with the "
+            "same settings, or start over without --resume"
+        )
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["schedule"])
+    return int(state["step"])
+
+
+def _default_workers(env: DistributedEnv) -> int:
+    # CPU runs (tests, CI) load in-process: deterministic and no fork cost. On GPUs, workers keep
+    # the image preprocessing off the training loop.
+    if env.device.type != "cuda":
+        return 0
+    return max(1, min(8, (os.cpu_count() or 2) // env.world_size - 1))
+
+
+def load_config(path: str | Path | None) -> VLAConfig:
+    """VLAConfig from a JSON file (any subset of fields; the rest keep their defaults)."""
+    if not path:
+        return VLAConfig()
+    values: dict[str, Any] = json.loads(Path(path).read_text())
+    return VLAConfig.from_dict(values)
+
+
+def main_bc(args: argparse.Namespace) -> int:
+    """``dysl_train bc``: demos directory -> trained model directory."""
+    try:
+        config = load_config(getattr(args, "config_json", None))
+        episodes = data.load_episodes(args.demos)
+        model = train_bc(
+            episodes,
+            config,
+            steps=int(args.steps),
+            batch_size=int(args.batch_size),
+            lr=float(args.lr),
+            device=str(getattr(args, "device", "auto")),
+            seed=int(getattr(args, "seed", 0)),
+            out_dir=args.out,
+            log_every=int(getattr(args, "log_every", 50)),
+            warmup_steps=getattr(args, "warmup_steps", None),
+            checkpoint_every=getattr(args, "checkpoint_every", None),
+            num_workers=getattr(args, "num_workers", None),
+            augment_shift=int(getattr(args, "augment_shift", 0)),
+            weight_decay=float(getattr(args, "weight_decay", 0.05)),
+            time_limit_s=getattr(args, "time_limit_s", None),
+            resume=bool(getattr(args, "resume", False)),
+        )
+    except (ConfigError, ValueError, OSError) as exc:
+        print(f"dysl_train bc: {exc}", file=sys.stderr)
+        return 2
+    if (Path(args.out) / STATE_FILE).is_file():
+        return INCOMPLETE_EXIT_CODE  # stopped at the time limit: `--resume` continues
+    if int(os.environ.get("RANK", "0")) == 0:
+        params = sum(p.numel() for p in model.parameters())
+        print(f"dysl_train bc: {params:,} parameters trained for {args.steps} steps -> {args.out}")
+    return 0

@@ -1,0 +1,187 @@
+"""Training samples from demonstrations, preprocessed exactly as the runtime does.
+
+A sample is one time step t of an episode: the observation at t goes through the node's own image
+path (``dysl_ros.node.inputs.decode_image``: OpenCV resize) and ``dysl_ros.model.spec.preprocess``,
+so a trained model sees at serving time the very tensors it was trained on. The target is the chunk
+of actions ``t .. t+chunk_len-1``; past the episode's end it repeats the last action (the arm holds
+still), and ``action_mask`` marks those padded entries with 0 so losses can leave them out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Protocol, Sequence
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from dysl_ros.model.spec import Observation, VLAConfig, preprocess
+from dysl_ros.node.inputs import decode_image
+
+Batch = dict[str, Tensor]
+MODEL_INPUTS = ("image", "instruction", "proprio")
+PROPRIO_STD_FLOOR = 1e-2
+"""A proprio dimension that barely moves in the demos (e.g. a gripper held shut) would otherwise be
+scaled up so much that serving-time noise on it swamps every other input."""
+ACTION_RANGE_TOLERANCE = 1e-5
+
+
+class EpisodeLike(Protocol):
+    """What training reads of a demonstration episode (``dysl_ros.training.demos.Episode``)."""
+
+    @property
+    def instruction(self) -> str: ...
+
+    @property
+    def images(self) -> npt.NDArray[Any]:
+        """(T, H, W, 3) uint8 RGB."""
+        ...
+
+    @property
+    def proprio(self) -> npt.NDArray[Any]:
+        """(T, proprio_dim) raw proprio."""
+        ...
+
+    @property
+    def actions(self) -> npt.NDArray[Any]:
+        """(T, action_dim), already in [-1, 1]."""
+        ...
+
+
+def load_episodes(path: str | Path) -> list[EpisodeLike]:
+    """Episodes of a demonstrations directory written by ``dysl_train demos``."""
+    # Imported by name: the demos module is optional for everything else in this package.
+    demos = importlib.import_module("dysl_ros.training.demos")
+    episodes: list[EpisodeLike] = list(demos.load_demos(path).episodes)
+    if not episodes:
+        raise ValueError(f"{path} holds no demonstration episodes")
+    return episodes
+
+
+def fit_normalisation(episodes: Sequence[EpisodeLike]) -> dict[str, tuple[float, ...]]:
+    """VLAConfig normalisation fields fitted on the demos.
+
+    Proprio: per-dimension mean and standard deviation (floored). Actions: identity scale and offset,
+    because Meta-World actions already lie in [-1, 1], the range the DySL thresholds are tuned for;
+    actions outside it mean that assumption is wrong, so they are an error, not silently rescaled.
+    """
+    if not episodes:
+        raise ValueError("no episodes to fit the normalisation on")
+    proprio = np.concatenate([np.asarray(e.proprio, dtype=np.float64) for e in episodes])
+    actions = np.concatenate([np.asarray(e.actions, dtype=np.float64) for e in episodes])
+    if not (np.all(np.isfinite(proprio)) and np.all(np.isfinite(actions))):
+        raise ValueError("demonstrations contain NaN or inf in proprio or actions")
+    worst = float(np.abs(actions).max())
+    if worst > 1.0 + ACTION_RANGE_TOLERANCE:
+        raise ValueError(
+            f"demonstration actions reach |a| = {worst:.4g}; the policy's action space is [-1, 1] "
+            "(clip them when recording the demos)"
+        )
+    action_dim = actions.shape[1]
+    std = np.maximum(proprio.std(axis=0), PROPRIO_STD_FLOOR)
+    return {
+        "proprio_mean": tuple(float(v) for v in proprio.mean(axis=0)),
+        "proprio_std": tuple(float(v) for v in std),
+        "action_scale": (1.0,) * action_dim,
+        "action_offset": (0.0,) * action_dim,
+    }
+
+
+def with_normalisation(config: VLAConfig, episodes: Sequence[EpisodeLike]) -> VLAConfig:
+    return dataclasses.replace(config, **fit_normalisation(episodes))  # type: ignore[arg-type]
+
+
+class ChunkDataset(Dataset[Batch]):
+    """Every time step of every episode. Items: ``image`` (3,S,S) float32, ``instruction`` (T,) int64,
+    ``proprio`` (P,) float32 (as ``preprocess`` returns them, without the batch axis), ``actions``
+    (chunk_len, A) float32 normalised targets, ``action_mask`` (chunk_len,) float32 (1 = real)."""
+
+    def __init__(self, episodes: Sequence[EpisodeLike], config: VLAConfig) -> None:
+        self.episodes = list(episodes)
+        self.config = config
+        index: list[tuple[int, int]] = []
+        for number, episode in enumerate(self.episodes):
+            steps = _check_episode(number, episode, config)
+            index.extend((number, t) for t in range(steps))
+        if not index:
+            raise ValueError("no time steps in the given episodes")
+        self.index = np.asarray(index, dtype=np.int64)
+        self._scale = np.asarray(config.action_scale, dtype=np.float32)
+        self._offset = np.asarray(config.action_offset, dtype=np.float32)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, item: int) -> Batch:
+        number, t = (int(v) for v in self.index[item])
+        episode = self.episodes[number]
+        frame = np.ascontiguousarray(episode.images[t], dtype=np.uint8)
+        height, width = frame.shape[:2]
+        # The node's decoder, so resizing (filter choice included) matches serving bit for bit.
+        image = decode_image("rgb8", height, width, width * 3, frame.tobytes(), self.config.image_size)
+        inputs = preprocess(self.config, Observation(image, episode.instruction, np.asarray(episode.proprio[t])))
+        chunk, mask = action_chunk(np.asarray(episode.actions, dtype=np.float32), t, self.config.chunk_len)
+        return {
+            "image": torch.from_numpy(inputs["image"][0]),
+            "instruction": torch.from_numpy(inputs["instruction"][0]),
+            "proprio": torch.from_numpy(inputs["proprio"][0]),
+            "actions": torch.from_numpy((chunk - self._offset) / self._scale),
+            "action_mask": torch.from_numpy(mask),
+        }
+
+
+def action_chunk(
+    actions: npt.NDArray[np.float32], t: int, chunk_len: int
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """``actions[t : t+chunk_len]``, padded by repeating the last action, and its 1/0 mask."""
+    real = actions[t : t + chunk_len]
+    pad = chunk_len - len(real)
+    chunk = np.concatenate([real, np.repeat(actions[-1:], pad, axis=0)]) if pad else real.copy()
+    mask = np.zeros(chunk_len, dtype=np.float32)
+    mask[: len(real)] = 1.0
+    return chunk.astype(np.float32), mask
+
+
+def _check_episode(number: int, episode: EpisodeLike, config: VLAConfig) -> int:
+    images, proprio, actions = episode.images, episode.proprio, episode.actions
+    steps = len(actions)
+    where = f"episode {number} ({episode.instruction!r})"
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+        raise ValueError(f"{where}: images must be (T, H, W, 3) uint8 RGB, got {images.shape} {images.dtype}")
+    if proprio.shape != (steps, config.proprio_dim) or actions.shape != (steps, config.action_dim):
+        raise ValueError(
+            f"{where}: proprio {proprio.shape} / actions {actions.shape} do not fit the model "
+            f"(T, {config.proprio_dim}) / (T, {config.action_dim})"
+        )
+    if len(images) != steps:
+        raise ValueError(f"{where}: {len(images)} images for {steps} actions")
+    return steps
+
+
+def to_device(batch: Mapping[str, Tensor], device: torch.device) -> Batch:
+    return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
+
+
+def model_inputs(batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    return batch["image"], batch["instruction"], batch["proprio"]
+
+
+def endless(loader: DataLoader[Batch], sampler: object | None = None, start_epoch: int = 0) -> Iterator[Batch]:
+    """Batches forever, epoch after epoch (``set_epoch`` reshuffles a DistributedSampler)."""
+    epoch = start_epoch
+    while True:
+        set_epoch = getattr(sampler, "set_epoch", None)
+        if set_epoch is not None:
+            set_epoch(epoch)
+        produced = False
+        for batch in loader:
+            produced = True
+            yield batch
+        if not produced:
+            raise ValueError("the data loader produced no batch: fewer samples than one batch?")
+        epoch += 1

@@ -1,0 +1,454 @@
+"""Calibration and skip-aware two-stage distillation (paper Sections 3.1, 3.4): ``dysl_train calibrate``
+and ``dysl_train distill``.
+
+The backbone stays frozen; only the DySL modules (one adapter and one controller per dynamic layer)
+learn. With g a gap of dynamic layers in front of static layer s_g, and x_i the input of layer i:
+
+Stage 1 (Eq. 4), adapters only: adapter_i(x_i) should equal x_{s_g}, the static layer's input in the
+    dense pass. Loss = sum over dynamic layers of MSE(adapter_i(x_i), x_{s_g}).
+Stage 2 (Eq. 5-6), adapters + controllers: each step, one dynamic layer i per gap, drawn with
+    harmonic-decay probability (gap position j has weight 1/(j+1)); layers before i run (forced
+    prefix), and x_{s_g} = p * adapter_i(x_i) + (1 - p) * L_{s_g-1}(...L_i(x_i)), p = controller_i(x_i).
+    Loss = L1(chunk, dense chunk) [+ w * L1(chunk, demo actions)] + lambda * sum_g (1 - p)(s_g - i).
+One-stage (ablation): no stage 1; stage 2's loss from scratch for the same number of steps in total.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import numpy.typing as npt
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, RandomSampler
+from tqdm import tqdm
+
+from dysl_ros.core.config import ConfigError, DySLConfig
+from dysl_ros.core.layer_plan import LayerPlan
+from dysl_ros.model import checkpoint
+from dysl_ros.model.backbone import VLABackbone, backbone_parameters
+from dysl_ros.model.calibration import layer_similarities
+from dysl_ros.model.skip_modules import DySLModules, SkipModuleConfig, parameter_report
+from dysl_ros.training import dataset as data
+from dysl_ros.training.bc import adamw, autocast, masked_l1, resolve_device, warmup_cosine
+from dysl_ros.training.dataset import Batch, ChunkDataset, EpisodeLike
+
+PLOT_FILE = "layer_similarity.png"
+DISTILL_LOG_FILE = "distill_log.jsonl"
+DISTILL_REPORT_FILE = "distill.json"
+MODEL_FILES = (checkpoint.BACKBONE_FILE, checkpoint.CONFIG_FILE, checkpoint.WEIGHTS_FILE, PLOT_FILE, "train_args.json")
+STALE_AFTER_CALIBRATION = (checkpoint.MODULES_FILE, checkpoint.MODULES_CONFIG_FILE)
+
+
+# --------------------------------------------------------------------------------------------------
+# Pieces of the two stages
+
+
+def backbone_modules(model: VLABackbone) -> tuple[nn.Module, nn.Module, nn.Module]:
+    return model.embed, model.layers, model.head
+
+
+def freeze(model: VLABackbone, device: torch.device) -> None:
+    """Frozen teacher and student body: no gradients into it, eval behaviour, on ``device``."""
+    for part in backbone_modules(model):
+        part.to(device).eval()
+        for param in part.parameters():
+            param.requires_grad_(False)
+
+
+def harmonic_weights(size: int) -> npt.NDArray[np.float64]:
+    """Selection probabilities of a gap's positions 0..size-1: proportional to 1/(j+1), so early
+    layers, whose adapters must stand in for the most layers, are trained most often."""
+    weights = 1.0 / np.arange(1, size + 1, dtype=np.float64)
+    return weights / weights.sum()
+
+
+def sample_skip_layers(plan: LayerPlan, rng: np.random.Generator) -> list[int | None]:
+    """One dynamic layer per gap (None for an empty gap), harmonic-decay over gap positions."""
+    chosen: list[int | None] = []
+    for gap in plan.gaps:
+        if len(gap) == 0:
+            chosen.append(None)
+        else:
+            chosen.append(gap.start + int(rng.choice(len(gap), p=harmonic_weights(len(gap)))))
+    return chosen
+
+
+@torch.no_grad()
+def dense_states(model: VLABackbone, batch: Batch) -> list[Tensor]:
+    """Inputs of every layer in the dense pass, then the last layer's output (L + 1 tensors)."""
+    x = model.embed(*data.model_inputs(batch))
+    states = [x]
+    for layer in model.layers:
+        x = layer(x)
+        states.append(x)
+    return states
+
+
+def stage1_loss(model: VLABackbone, modules: DySLModules, plan: LayerPlan, batch: Batch) -> Tensor:
+    """Eq. 4: sum over dynamic layers i of MSE(adapter_i(x_i), x_{s_g}).
+
+    In the dense pass, running the frozen layers i..s_g-1 from x_i gives exactly x_{s_g}, so one
+    no-grad pass supplies every target."""
+    states = dense_states(model, batch)
+    loss = torch.zeros((), device=states[0].device)
+    for gap in plan.gaps:
+        target = states[gap.static].float()
+        for i in gap.dynamic_layers:
+            loss = loss + F.mse_loss(modules.adapter(i)(states[i]).float(), target)
+    return loss
+
+
+def mixed_forward(
+    model: VLABackbone, modules: DySLModules, plan: LayerPlan, batch: Batch, chosen: Sequence[int | None]
+) -> tuple[Tensor, list[tuple[int, int, Tensor]]]:
+    """Eq. 5 through the whole network. Returns the chunk and, per non-empty gap, (static layer,
+    chosen layer, p of shape (B,))."""
+    x = model.embed(*data.model_inputs(batch))
+    decisions: list[tuple[int, int, Tensor]] = []
+    layers = model.layers
+    for gap, i in zip(plan.gaps, chosen, strict=True):
+        if i is not None:
+            for layer in layers[gap.start : i]:  # forced prefix
+                x = layer(x)
+            p = modules.controller(i)(x)
+            skipped = modules.adapter(i)(x)
+            for layer in layers[i : gap.static]:
+                x = layer(x)
+            weight = p.to(x.dtype)[:, None, None]
+            x = weight * skipped.to(x.dtype) + (1.0 - weight) * x
+            decisions.append((gap.static, i, p))
+        x = layers[gap.static](x)
+    return model.head(x), decisions
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage2Terms:
+    loss: Tensor
+    task: float
+    penalty: float
+    mean_p: float
+
+
+def stage2_loss(
+    model: VLABackbone,
+    modules: DySLModules,
+    plan: LayerPlan,
+    batch: Batch,
+    chosen: Sequence[int | None],
+    lam: float,
+    gt_weight: float = 0.0,
+) -> Stage2Terms:
+    """Eq. 6: L1 to the frozen dense model's chunk (+ ground truth) + lambda * sum_g (1-p)(s_g - i)."""
+    with torch.no_grad():
+        teacher = model.head(dense_states(model, batch)[-1]).float()
+    chunk, decisions = mixed_forward(model, modules, plan, batch, chosen)
+    task = F.l1_loss(chunk.float(), teacher)
+    if gt_weight > 0:
+        task = task + gt_weight * masked_l1(chunk, batch["actions"], batch["action_mask"])
+    penalty = torch.zeros((), device=chunk.device)
+    ps = []
+    for static, i, p in decisions:
+        penalty = penalty + ((1.0 - p.float()) * (static - i)).mean()  # batch mean of the per-sample sum
+        ps.append(p.detach().float())
+    mean_p = float(torch.cat(ps).mean().item()) if ps else 0.0
+    return Stage2Terms(task + lam * penalty, float(task.detach().item()), float(penalty.detach().item()), mean_p)
+
+
+def sample_loader(episodes: Sequence[EpisodeLike], model: VLABackbone, batch_size: int, seed: int,
+                       device: torch.device) -> DataLoader[Batch]:
+    dataset = ChunkDataset(episodes, model.config)
+    generator = torch.Generator().manual_seed(seed)
+    workers = 4 if device.type == "cuda" else 0  # on a GPU, keep image preprocessing off the training loop
+    return DataLoader(
+        dataset, batch_size=batch_size, sampler=RandomSampler(dataset, generator=generator),
+        drop_last=len(dataset) >= batch_size, pin_memory=device.type == "cuda", num_workers=workers,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Distillation
+
+
+def distill(
+    model: VLABackbone,
+    plan: LayerPlan,
+    episodes: Sequence[EpisodeLike],
+    stage1_steps: int,
+    stage2_steps: int,
+    lam: float,
+    batch_size: int,
+    lr: float,
+    device: str = "auto",
+    seed: int = 0,
+    one_stage: bool = False,
+    *,
+    skip_config: SkipModuleConfig | None = None,
+    gt_weight: float = 0.0,
+    history: list[dict[str, Any]] | None = None,
+    modules: DySLModules | None = None,
+) -> DySLModules:
+    """Train DySL modules for ``plan`` on a frozen ``model`` (moved to ``device``); returns them in
+    eval mode. ``one_stage`` runs stage 2's loss for ``stage1_steps + stage2_steps`` steps (same
+    number of optimiser steps as two-stage, so only the schedule differs). ``history``, when given,
+    receives one record per step. ``modules`` continues from existing modules instead of fresh ones."""
+    if plan.num_layers != len(model.layers):
+        raise ConfigError(f"layer plan has {plan.num_layers} layers, the model {len(model.layers)}")
+    if min(stage1_steps, stage2_steps) < 0 or batch_size < 1 or lr <= 0:
+        raise ConfigError("stage steps must be >= 0, batch_size >= 1 and lr > 0")
+    target = resolve_device(device)
+    torch.manual_seed(seed)
+    freeze(model, target)
+    if modules is None:
+        modules = DySLModules(model.config.hidden_size, plan, skip_config)
+    modules.to(target).train()
+    batches = data.endless(sample_loader(episodes, model, batch_size, seed, target))
+    rng = np.random.default_rng(seed)
+    records = history if history is not None else []
+
+    first = 0 if one_stage else stage1_steps
+    second = stage1_steps + stage2_steps if one_stage else stage2_steps
+    if first:
+        params = [(f"adapters.{n}", p) for n, p in modules.adapters.named_parameters()]
+        optimizer = adamw(params, lr, weight_decay=0.01)
+        schedule = warmup_cosine(optimizer, first, max(1, first // 20))
+        with tqdm(range(1, first + 1), desc="distill stage 1", dynamic_ncols=True) as progress:
+            for step in progress:
+                batch = data.to_device(next(batches), target)
+                with autocast(target):
+                    loss = stage1_loss(model, modules, plan, batch)
+                _step(optimizer, schedule, loss, modules)
+                records.append({"stage": 1, "step": step, "loss": float(loss.item())})
+                progress.set_postfix(loss=f"{records[-1]['loss']:.4g}")
+    if second:
+        optimizer = adamw(list(modules.named_parameters()), lr, weight_decay=0.01)
+        schedule = warmup_cosine(optimizer, second, max(1, second // 20))
+        desc = "distill one-stage" if one_stage else "distill stage 2"
+        with tqdm(range(1, second + 1), desc=desc, dynamic_ncols=True) as progress:
+            for step in progress:
+                batch = data.to_device(next(batches), target)
+                chosen = sample_skip_layers(plan, rng)
+                with autocast(target):
+                    terms = stage2_loss(model, modules, plan, batch, chosen, lam, gt_weight)
+                _step(optimizer, schedule, terms.loss, modules)
+                records.append({
+                    "stage": 2, "step": step, "loss": float(terms.loss.item()), "task_loss": terms.task,
+                    "penalty": terms.penalty, "mean_p": terms.mean_p, "layers": chosen,
+                })
+                progress.set_postfix(loss=f"{records[-1]['loss']:.4g}", mean_p=f"{terms.mean_p:.3f}")
+    modules.eval()
+    return modules
+
+
+def _step(optimizer: torch.optim.Optimizer, schedule: Any, loss: Tensor, modules: nn.Module) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    nn.utils.clip_grad_norm_(modules.parameters(), 1.0)
+    optimizer.step()
+    schedule.step()
+
+
+@torch.no_grad()
+def mean_skip_probability(
+    model: VLABackbone, modules: DySLModules, plan: LayerPlan, batches: Iterator[Batch] | Sequence[Batch],
+) -> float:
+    """Mean controller p over every dynamic layer, each fed its dense-pass input."""
+    values: list[float] = []
+    for batch in batches:
+        states = dense_states(model, batch)
+        values.extend(float(modules.controller(i)(states[i]).mean().item()) for i in plan.dynamic_layers)
+    return float(np.mean(values)) if values else 0.0
+
+
+# --------------------------------------------------------------------------------------------------
+# Model directories and the CLI
+
+
+def calibrate_model_dir(
+    model_dir: str | Path,
+    episodes: Sequence[EpisodeLike],
+    static_ratio: float = 0.2,
+    batches: int = 16,
+    batch_size: int = 32,
+    device: str = "auto",
+    seed: int = 0,
+) -> LayerPlan:
+    """Layer similarities over demo batches -> layer_plan.json (+ the ratio in dysl.json) and a plot."""
+    path = Path(model_dir)
+    bundle = checkpoint.load_bundle(path)
+    target = resolve_device(device)
+    freeze(bundle.model, target)
+    loader = sample_loader(episodes, bundle.model, batch_size, seed, target)
+    taken = (data.to_device(b, target) for _, b in zip(range(max(1, batches)), loader, strict=False))
+    plan = LayerPlan.from_similarities(layer_similarities(bundle.model, taken), static_ratio)
+
+    if bundle.plan is not None and bundle.plan.static_layers != plan.static_layers:
+        # Modules trained for other static layers no longer fit this plan; drop them, not load errors later.
+        for name in STALE_AFTER_CALIBRATION:
+            (path / name).unlink(missing_ok=True)
+        print(f"static layers changed from {list(bundle.plan.static_layers)}: removed the old DySL modules")
+    previous = bundle.dysl_config or DySLConfig()
+    checkpoint.save_dysl(path, plan, dysl_config=dataclasses.replace(previous, static_ratio=static_ratio))
+    plot_similarities(plan, path / PLOT_FILE, static_ratio)
+    return plan
+
+
+def plot_similarities(plan: LayerPlan, file: Path, static_ratio: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on training machines
+    import matplotlib.pyplot as plt
+
+    sims = list(plan.similarities or ())
+    layers = list(range(plan.num_layers))
+    static = set(plan.static_layers)
+    colours = ["tab:red" if i in static else "tab:blue" for i in layers]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.35 * plan.num_layers), 3.5))
+    ax.bar(layers, sims, color=colours)
+    ax.set_xlabel("layer")
+    ax.set_ylabel("cos(input, output)")
+    ax.set_title(f"Layer similarity; static (red, ratio {static_ratio}): {list(plan.static_layers)}")
+    ax.set_xticks(layers)
+    if sims:
+        low, high = min(sims), max(sims)
+        margin = max(1e-3, 0.1 * (high - low))
+        ax.set_ylim(low - margin, min(1.0, high + margin) if high <= 1.0 else high + margin)
+    fig.tight_layout()
+    fig.savefig(file, dpi=100)
+    plt.close(fig)
+
+
+def describe_plan(plan: LayerPlan) -> str:
+    lines = [f"layer plan: {plan.num_layers} layers, static {list(plan.static_layers)}"]
+    for g, gap in enumerate(plan.gaps):
+        lines.append(f"  gap {g}: dynamic {list(gap.dynamic_layers)} -> static {gap.static}")
+    if plan.similarities is not None:
+        lines.append("  similarity: " + " ".join(f"{i}:{s:.3f}" for i, s in enumerate(plan.similarities)))
+    return "\n".join(lines)
+
+
+def main_calibrate(args: argparse.Namespace) -> int:
+    """``dysl_train calibrate --model-dir D --demos DIR --static-ratio 0.2 --batches N``."""
+    try:
+        episodes = data.load_episodes(args.demos)
+        plan = calibrate_model_dir(
+            args.model_dir, episodes, static_ratio=float(getattr(args, "static_ratio", 0.2)),
+            batches=int(getattr(args, "batches", 16)), batch_size=int(getattr(args, "batch_size", 32)),
+            device=str(getattr(args, "device", "auto")), seed=int(getattr(args, "seed", 0)),
+        )
+    except (ConfigError, ValueError, OSError, checkpoint.ModelDirError) as exc:
+        print(f"dysl_train calibrate: {exc}", file=sys.stderr)
+        return 2
+    print(describe_plan(plan))
+    print(f"wrote {Path(args.model_dir) / checkpoint.PLAN_FILE} and {Path(args.model_dir) / PLOT_FILE}")
+    return 0
+
+
+def output_dir(model_dir: Path, suffix: str | None) -> Path:
+    """The model dir itself, or a sibling named ``<model dir name><suffix>`` (λ sweeps, ablations)."""
+    if not suffix:
+        return model_dir
+    if "/" in suffix or "\\" in suffix:
+        raise ConfigError(f"--out-suffix {suffix!r} must not contain a path separator")
+    return model_dir.parent / f"{model_dir.name}{suffix}"
+
+
+def distill_model_dir(
+    model_dir: str | Path,
+    episodes: Sequence[EpisodeLike],
+    *,
+    lam: float,
+    stage1_steps: int,
+    stage2_steps: int,
+    one_stage: bool = False,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    device: str = "auto",
+    seed: int = 0,
+    out_suffix: str | None = None,
+    gt_weight: float = 0.0,
+    skip_config: SkipModuleConfig | None = None,
+) -> tuple[Path, dict[str, Any]]:
+    """Distil into the model dir (or a sibling copy); returns the output dir and its report."""
+    source = Path(model_dir)
+    bundle = checkpoint.load_bundle(source)
+    if bundle.plan is None:
+        raise ConfigError(f"{source} has no {checkpoint.PLAN_FILE}: run `dysl_train calibrate` first")
+    plan = bundle.plan
+    skip_config = skip_config or SkipModuleConfig()
+    budget = parameter_report(
+        backbone_parameters(bundle.model), DySLModules(bundle.config.hidden_size, plan, skip_config)
+    )  # raises before any training when over the 2 % budget
+
+    history: list[dict[str, Any]] = []
+    modules = distill(
+        bundle.model, plan, episodes, stage1_steps, stage2_steps, lam, batch_size, lr, device, seed, one_stage,
+        skip_config=skip_config, gt_weight=gt_weight, history=history,
+    )
+    out = output_dir(source, out_suffix)
+    out.mkdir(parents=True, exist_ok=True)
+    if out != source:
+        for name in MODEL_FILES:
+            if (source / name).is_file():
+                shutil.copy2(source / name, out / name)
+    ratio = (bundle.dysl_config or DySLConfig()).static_ratio
+    if round(ratio * plan.num_layers) != len(plan.static_layers):
+        ratio = len(plan.static_layers) / plan.num_layers  # keep what the node checks consistent
+    dysl_config = dataclasses.replace(bundle.dysl_config or DySLConfig(), static_ratio=ratio)
+    checkpoint.save_dysl(out, plan, modules.cpu(), dysl_config)
+
+    with (out / DISTILL_LOG_FILE).open("w") as log:
+        for record in history:
+            log.write(json.dumps(record) + "\n")
+    stage2 = [r for r in history if r["stage"] == 2]
+    tail = stage2[-max(1, len(stage2) // 10) :]
+    report: dict[str, Any] = {
+        "lambda": lam, "stage1_steps": stage1_steps, "stage2_steps": stage2_steps, "one_stage": one_stage,
+        "batch_size": batch_size, "lr": lr, "seed": seed, "gt_weight": gt_weight,
+        "skip_modules": dataclasses.asdict(skip_config), "parameters": budget,
+        "static_layers": list(plan.static_layers), "source_model_dir": str(source), "argv": sys.argv,
+        "final_task_loss": float(np.mean([r["task_loss"] for r in tail])) if tail else None,
+        "final_mean_p": float(np.mean([r["mean_p"] for r in tail])) if tail else None,
+    }
+    (out / DISTILL_REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
+    return out, report
+
+
+def main_distill(args: argparse.Namespace) -> int:
+    """``dysl_train distill --model-dir D --demos DIR --lambda L --stage1-steps N --stage2-steps M
+    [--one-stage] --device --seed --batch-size --out-suffix``."""
+    # dysl_train stores `--lambda` as `lam`; a parser without dest= would keep the keyword's name.
+    lam = float(getattr(args, "lam", getattr(args, "lambda", 0.0)))
+    try:
+        episodes = data.load_episodes(args.demos)
+        skip_config = SkipModuleConfig(
+            adapter_bottleneck=int(getattr(args, "adapter_bottleneck", SkipModuleConfig.adapter_bottleneck)),
+            controller_hidden=int(getattr(args, "controller_hidden", SkipModuleConfig.controller_hidden)),
+        )
+        out, report = distill_model_dir(
+            args.model_dir, episodes, lam=lam, stage1_steps=int(args.stage1_steps),
+            stage2_steps=int(args.stage2_steps), one_stage=bool(getattr(args, "one_stage", False)),
+            batch_size=int(getattr(args, "batch_size", 32)), lr=float(getattr(args, "lr", 1e-3)),
+            device=str(getattr(args, "device", "auto")), seed=int(getattr(args, "seed", 0)),
+            out_suffix=getattr(args, "out_suffix", None), gt_weight=float(getattr(args, "gt_weight", 0.0)),
+            skip_config=skip_config,
+        )
+    except (ConfigError, ValueError, OSError, checkpoint.ModelDirError) as exc:
+        print(f"dysl_train distill: {exc}", file=sys.stderr)
+        return 2
+    params = report["parameters"]
+    print(
+        f"DySL modules: {params['dysl_parameters']:,} parameters = {params['ratio']:.2%} of the backbone's "
+        f"{params['backbone_parameters']:,} (budget 2 %)"
+    )
+    print(f"final stage-2 task loss {report['final_task_loss']}, mean skip probability {report['final_mean_p']}")
+    print(f"wrote {out}")
+    return 0

@@ -1,0 +1,216 @@
+"""Meta-World demonstrations: the environment wrapper, generation with worker processes, the loader.
+
+These render for real (MuJoCo offscreen, EGL on the CPU): a short episode limit keeps them quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dysl_ros.model.spec import VLAConfig, tokenize
+from dysl_ros.tools import train
+from dysl_ros.training.demos import (
+    FORMAT,
+    DemoFormatError,
+    DemoSet,
+    Episode,
+    episode_seed,
+    generate_demos,
+    load_demos,
+    parse_tasks,
+    write_episode,
+)
+from dysl_ros.training.metaworld_env import INSTRUCTIONS, MT10_TASKS, make_env
+
+TASK = "reach-v3"
+MAX_STEPS = 70  # the reach expert succeeds in 33-60 steps: episodes end on success + 8 steps
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def demos_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("demos")
+    summary = generate_demos(
+        out, TASK, 2, seed=0, workers=2, image_size=SIZE, max_steps=MAX_STEPS, keep_failures=True, progress=False
+    )
+    assert summary[TASK]["episodes"] == 2 and summary[TASK]["kept"] == 2
+    return out
+
+
+def test_tasks_and_instructions() -> None:
+    assert len(MT10_TASKS) == 10 and set(INSTRUCTIONS) == set(MT10_TASKS)
+    limit = VLAConfig().instruction_tokens
+    seen: set[str] = set()
+    for task, phrasings in INSTRUCTIONS.items():
+        assert len(phrasings) >= 3 and len(set(phrasings)) == len(phrasings), task
+        for text in phrasings:
+            # Nothing cut off by the model's byte tokenizer, and no phrasing shared between tasks.
+            assert len(text.encode()) <= limit and (tokenize(text, limit) != 256).sum() == len(text), text
+            assert text not in seen
+            seen.add(text)
+    assert parse_tasks("all") == list(MT10_TASKS)
+    assert parse_tasks("push-v3, reach-v3") == ["reach-v3", "push-v3"]
+    with pytest.raises(ValueError, match="unknown task"):
+        parse_tasks("reach-v2")
+
+
+def test_env_is_deterministic_and_renders_upright() -> None:
+    with make_env(TASK, seed=3, image_size=SIZE, max_steps=5) as env:
+        first = env.reset()
+        image = env.render()
+        assert image.shape == (SIZE, SIZE, 3) and image.dtype == np.uint8 and image.std() > 10
+        proprio = env.proprio(first)
+        assert proprio.dtype == np.float32 and proprio.shape == (4,)
+        action = env.expert_action(first)
+        assert action.dtype == np.float32 and action.shape == (4,) and np.abs(action).max() <= 1.0
+        done = False
+        for _ in range(5):
+            assert not done
+            _obs, _success, done = env.step(action)
+        assert done and env.steps == 5
+        with pytest.raises(RuntimeError, match="reset"):
+            env.step(action)
+        other = env.reset(seed=4)
+        assert not np.array_equal(other, first)  # another seed places goal and objects elsewhere
+        again = env.reset(seed=3)
+        np.testing.assert_array_equal(again, first)
+        np.testing.assert_array_equal(env.render(), image)
+        # The camera looks at the table from above: the top rows are background, the table is below.
+        assert image[: SIZE // 8].std() < image[SIZE // 2 :].std()
+
+
+def test_bad_env_arguments() -> None:
+    with pytest.raises(ValueError, match="unknown task"):
+        make_env("reach-v2", seed=0)
+    with pytest.raises(ValueError, match="seed"):
+        make_env(TASK, seed=-1)
+    with pytest.raises(ValueError, match="no camera"):
+        make_env(TASK, seed=0, camera="nope")
+
+
+def test_demos_round_trip(demos_dir: Path) -> None:
+    index = json.loads((demos_dir / "index.json").read_text())
+    assert index["format"] == FORMAT and index["image_size"] == SIZE and index["camera"] == "corner"
+    demos = load_demos(demos_dir)
+    assert isinstance(demos, DemoSet) and demos.image_size == SIZE and len(demos.episodes) == 2
+    assert [e.seed for e in demos.episodes] == [episode_seed(0, TASK, i) for i in range(2)]
+    for entry, episode in zip(index["episodes"], demos.episodes, strict=True):
+        steps = episode.steps
+        assert 1 <= steps <= MAX_STEPS and entry["steps"] == steps
+        assert episode.task == TASK and episode.instruction in INSTRUCTIONS[TASK]
+        assert episode.images.shape == (steps, SIZE, SIZE, 3) and episode.images.dtype == np.uint8
+        assert episode.proprio.shape == (steps, 4) and episode.proprio.dtype == np.float32
+        assert episode.actions.shape == (steps, 4) and episode.actions.dtype == np.float32
+        assert episode.success.shape == (steps,) and episode.success.dtype == np.bool_
+        assert np.abs(episode.actions).max() <= 1.0
+        assert not np.array_equal(episode.images[0], episode.images[-1])  # the arm moved
+        assert np.abs(np.diff(episode.proprio[:, :3], axis=0)).max() > 1e-3
+        assert entry["success"] == bool(episode.success.any())
+        assert not episode.success[0]  # nothing succeeds on the first step
+    # Within 70 steps the reach expert succeeds; the episode ends 8 steps after it does.
+    assert all(e.succeeded for e in demos.episodes)
+    assert index["summary"][TASK] == {"episodes": 2, "successes": 2, "kept": 2, "frames": sum(
+        e.steps for e in demos.episodes)}
+    # Loading the index file itself works too.
+    assert len(load_demos(demos_dir / "index.json").episodes) == 2
+
+
+def test_same_seed_same_data_different_seed_different_data(demos_dir: Path, tmp_path: Path) -> None:
+    reference = load_demos(demos_dir).episodes
+    # One worker instead of two: other process, other env reuse order, the same data.
+    again = tmp_path / "again"
+    generate_demos(again, [TASK], 2, seed=0, workers=1, image_size=SIZE, max_steps=MAX_STEPS,
+                   keep_failures=True, progress=False)
+    for a, b in zip(reference, load_demos(again).episodes, strict=True):
+        assert (a.seed, a.instruction) == (b.seed, b.instruction)
+        for name in ("images", "proprio", "actions", "success"):
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+
+    # Another run seed: other episodes. max_steps=5 is too short to succeed, so by default nothing is kept.
+    other = tmp_path / "other"
+    summary = generate_demos(other, TASK, 1, seed=1, workers=1, image_size=SIZE, max_steps=5, progress=False)
+    assert summary[TASK] == {"episodes": 1, "successes": 0, "kept": 0, "frames": 0}
+    assert load_demos(other).episodes == []
+    with pytest.raises(FileExistsError, match="overwrite"):
+        generate_demos(other, TASK, 1, seed=1, workers=1, image_size=SIZE, max_steps=5, progress=False)
+    generate_demos(other, TASK, 1, seed=1, workers=1, image_size=SIZE, max_steps=5, keep_failures=True,
+                   overwrite=True, progress=False)
+    (episode,) = load_demos(other).episodes
+    assert episode.seed != reference[0].seed and episode.steps == 5 and not episode.succeeded
+    # The hand always starts at the same place; the goal (drawn in the image) and so the expert's moves differ.
+    assert not np.array_equal(episode.images[0], reference[0].images[0])
+    assert not np.array_equal(episode.actions, reference[0].actions[:5])
+
+
+def _copy_demos(src: Path, dst: Path) -> Path:
+    dst.mkdir()
+    for path in src.iterdir():
+        (dst / path.name).write_bytes(path.read_bytes())
+    return dst
+
+
+def test_bad_index_is_a_clear_error(demos_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(DemoFormatError, match=r"missing .*dysl_train demos"):
+        load_demos(tmp_path / "nothing_here")
+
+    broken = _copy_demos(demos_dir, tmp_path / "broken")
+    index_path = broken / "index.json"
+    good = json.loads(index_path.read_text())
+
+    index_path.write_text("{not json")
+    with pytest.raises(DemoFormatError, match="not readable JSON"):
+        load_demos(broken)
+
+    for change, message in (
+        ({"format": "something/9"}, "format"),
+        ({"image_size": "128"}, "'image_size' must be int"),
+        ({"episodes": [{**good["episodes"][0], "file": "gone.npz"}]}, "gone.npz is missing"),
+        ({"episodes": [{**good["episodes"][0], "steps": 999}]}, "the index says 999"),
+        ({"episodes": [{**good["episodes"][0], "file": "../x.npz"}]}, "plain name"),
+        ({"episodes": [{k: v for k, v in good["episodes"][0].items() if k != "task"}]}, "missing 'task'"),
+        ({"image_size": 32}, "the index says 32"),
+    ):
+        index_path.write_text(json.dumps({**good, **change}))
+        with pytest.raises(DemoFormatError, match=message):
+            load_demos(broken)
+
+    # An episode file with the wrong dtype is refused too.
+    index_path.write_text(json.dumps(good))
+    first = broken / good["episodes"][0]["file"]
+    with np.load(first) as data:
+        arrays = {name: data[name] for name in data.files}
+    np.savez(first, **{**arrays, "actions": arrays["actions"].astype(np.float64)})
+    with pytest.raises(DemoFormatError, match="actions must be float32"):
+        load_demos(broken)
+    first.write_bytes(b"not a zip")
+    with pytest.raises(DemoFormatError, match="not a readable npz"):
+        load_demos(broken)
+
+
+def test_write_episode_checks_arrays(tmp_path: Path) -> None:
+    steps = 3
+    episode = Episode(
+        task=TASK, instruction="reach the goal position", seed=1,
+        images=np.zeros((steps, 8, 8, 3), np.uint8), proprio=np.zeros((steps, 4), np.float32),
+        actions=np.zeros((steps, 4), np.float32), success=np.zeros(steps, np.bool_),
+    )
+    assert write_episode(tmp_path, episode).name == f"{TASK}__1.npz"
+    with pytest.raises(DemoFormatError, match="proprio has shape"):
+        write_episode(tmp_path, Episode(**{**episode.__dict__, "proprio": np.zeros((2, 4), np.float32)}))
+
+
+def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert train.main(["demos", "--out", str(tmp_path), "--tasks", "reach-v2"]) == 2
+    assert "unknown task" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(["nonsense"])
+    assert exit_info.value.code == 2
+    # A stage whose module is not there yet says so and exits 3.
+    pending = train._stage("dysl_ros.training.not_there_yet", "main_x")
+    assert pending(argparse.Namespace(command="bc")) == 3
+    assert "not implemented yet" in capsys.readouterr().err

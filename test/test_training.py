@@ -1,0 +1,405 @@
+"""Training pipeline on CPU with a tiny model and synthetic demonstrations: the dataset's targets,
+behaviour cloning, calibration and both stages of skip-aware distillation."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from dysl_ros.core.layer_plan import LayerPlan
+from dysl_ros.model.checkpoint import load_bundle, save_dysl, save_model
+from dysl_ros.model.reference_vla import ReferenceVLA
+from dysl_ros.model.skip_modules import DySLModules
+from dysl_ros.model.spec import Observation, VLAConfig, preprocess
+from dysl_ros.training import bc, dataset, distill
+from dysl_ros.training.dataset import ChunkDataset, action_chunk, fit_normalisation
+
+TINY = VLAConfig(
+    image_size=32, patch_size=16, instruction_tokens=16, hidden_size=32, num_layers=6, num_heads=2, ffn_size=64
+)
+PLAN = LayerPlan(num_layers=6, static_layers=(2, 5))  # gaps: 0,1 -> 2 and 3,4 -> 5
+
+
+@dataclass
+class Episode:
+    """Shaped like dysl_ros.training.demos.Episode."""
+
+    task: str
+    instruction: str
+    seed: int
+    images: np.ndarray
+    proprio: np.ndarray
+    actions: np.ndarray
+    success: np.ndarray
+
+
+def make_episode(seed: int, steps: int = 24, size: int = 32) -> Episode:
+    """A hand moving toward a goal: the action is the clipped direction to it, the image shows the
+    goal as a bright square, the instruction names one of two tasks."""
+    rng = np.random.default_rng(seed)
+    goal = rng.uniform(-0.5, 0.5, 3)
+    hand = np.zeros((steps, 3))
+    hand[0] = rng.uniform(-0.5, 0.5, 3)
+    actions = np.zeros((steps, 4), dtype=np.float32)
+    for t in range(steps):
+        actions[t, :3] = np.clip(5.0 * (goal - hand[t]), -1.0, 1.0)
+        actions[t, 3] = 1.0 if seed % 2 else -1.0
+        if t + 1 < steps:
+            hand[t + 1] = hand[t] + 0.05 * actions[t, :3]
+    images = np.full((steps, size, size, 3), 40, dtype=np.uint8)
+    row, col = (np.clip((goal[:2] + 0.5) * (size - 6), 0, size - 6)).astype(int)
+    images[:, row : row + 6, col : col + 6] = 220
+    proprio = np.concatenate([hand, np.full((steps, 1), 0.5 + 0.1 * (seed % 3))], axis=1).astype(np.float32)
+    task = "reach" if seed % 2 else "push"
+    return Episode(task, f"{task} the target", seed, images, proprio, actions, np.zeros(steps, dtype=bool))
+
+
+EPISODES = [make_episode(seed) for seed in range(6)]
+
+
+def active_model(seed: int = 0) -> ReferenceVLA:
+    """Random weights large enough that every layer changes the hidden states noticeably (an
+    untrained model's std-0.02 layers are close to the identity, which leaves nothing to distil)."""
+    torch.manual_seed(seed)
+    model = ReferenceVLA(dataset.with_normalisation(TINY, EPISODES))
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.ndim >= 2:
+                param.normal_(0.0, 0.15)
+    return model.eval()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    """The tiny model gains nothing from threads, and on a busy 2-core machine OpenMP workers
+    competing with other processes made these tests several times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def first_last(values: list[float], n: int) -> tuple[float, float]:
+    return float(np.mean(values[:n])), float(np.mean(values[-n:]))
+
+
+# --------------------------------------------------------------------------------------------------
+# Dataset
+
+
+def test_chunk_dataset_pads_with_last_action_and_masks() -> None:
+    actions = np.arange(5 * 4, dtype=np.float32).reshape(5, 4) / 20.0
+    episode = make_episode(0, steps=5)
+    episode.actions = actions
+    data = ChunkDataset([episode], TINY)
+    assert len(data) == 5
+
+    item = data[3]
+    expected = np.concatenate([actions[3:5], np.repeat(actions[4:5], 6, axis=0)])
+    assert torch.equal(item["actions"], torch.from_numpy(expected))
+    assert item["action_mask"].tolist() == [1, 1, 0, 0, 0, 0, 0, 0]
+    assert data[0]["action_mask"].tolist() == [1, 1, 1, 1, 1, 0, 0, 0]
+    assert torch.equal(data[0]["actions"][4:], torch.from_numpy(np.repeat(actions[4:5], 4, axis=0)))
+
+    # Inputs are exactly the runtime's preprocessing of the same observation.
+    inputs = preprocess(TINY, Observation(episode.images[3], episode.instruction, episode.proprio[3]))
+    for key in ("image", "instruction", "proprio"):
+        assert torch.equal(item[key], torch.from_numpy(inputs[key][0]))
+
+
+def test_action_chunk_longer_than_episode_and_exact_fit() -> None:
+    actions = np.array([[0.1, 0.2], [0.3, 0.4]], dtype=np.float32)
+    chunk, mask = action_chunk(actions, 1, 3)
+    assert np.array_equal(chunk, np.repeat(actions[1:], 3, axis=0))
+    assert mask.tolist() == [1, 0, 0]
+    chunk, mask = action_chunk(actions, 0, 2)
+    assert np.array_equal(chunk, actions) and mask.tolist() == [1, 1]
+
+
+def test_dataset_resizes_like_the_node() -> None:
+    episode = make_episode(1, steps=3, size=64)
+    item = ChunkDataset([episode], TINY)[2]
+    resized = cv2.resize(episode.images[2], (32, 32), interpolation=cv2.INTER_AREA)
+    expected = preprocess(TINY, Observation(resized, episode.instruction, episode.proprio[2]))["image"][0]
+    assert torch.equal(item["image"], torch.from_numpy(expected))
+
+
+def test_dataset_rejects_mismatched_episode() -> None:
+    episode = make_episode(0, steps=4)
+    episode.proprio = episode.proprio[:, :3]
+    with pytest.raises(ValueError, match="proprio"):
+        ChunkDataset([episode], TINY)
+
+
+def test_fit_normalisation() -> None:
+    norm = fit_normalisation(EPISODES)
+    proprio = np.concatenate([e.proprio for e in EPISODES]).astype(np.float64)
+    assert norm["proprio_mean"] == pytest.approx(proprio.mean(axis=0).tolist())
+    assert norm["proprio_std"] == pytest.approx(np.maximum(proprio.std(axis=0), dataset.PROPRIO_STD_FLOOR).tolist())
+    assert norm["action_scale"] == (1.0,) * 4 and norm["action_offset"] == (0.0,) * 4
+    bad = make_episode(0, steps=3)
+    bad.actions = bad.actions * 2.0
+    with pytest.raises(ValueError, match=r"\[-1, 1\]"):
+        fit_normalisation([bad])
+
+
+# --------------------------------------------------------------------------------------------------
+# Behaviour cloning
+
+
+def test_bc_reduces_loss_logs_saves_and_is_deterministic(tmp_path: Path) -> None:
+    kwargs: dict[str, Any] = dict(steps=40, batch_size=16, lr=3e-3, device="cpu", seed=3, log_every=1)
+    model = bc.train_bc(EPISODES, TINY, out_dir=tmp_path / "a", **kwargs)
+    log = [json.loads(line) for line in (tmp_path / "a" / bc.LOG_FILE).read_text().splitlines()]
+    assert [r["step"] for r in log] == list(range(1, 41))
+    first, last = first_last([r["loss"] for r in log], 5)
+    assert last < 0.7 * first, (first, last)
+
+    bundle = load_bundle(tmp_path / "a")  # fp16 checkpoint with the fitted normalisation
+    assert bundle.config.proprio_mean == pytest.approx(fit_normalisation(EPISODES)["proprio_mean"])
+    assert json.loads((tmp_path / "a" / bc.PROVENANCE_FILE).read_text())["seed"] == 3
+
+    again = bc.train_bc(EPISODES, TINY, out_dir=None, **kwargs)
+    for (name, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_bc_stops_at_time_limit_and_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dataset, "load_episodes", lambda path: EPISODES)
+    config_json = tmp_path / "config.json"
+    TINY.save(config_json)
+    args = argparse.Namespace(
+        demos="demos", out=str(tmp_path / "m"), steps=6, batch_size=8, lr=1e-3, device="cpu", seed=0,
+        config_json=str(config_json), log_every=1, time_limit_s=0.0,
+    )
+    assert bc.main_bc(args) == bc.INCOMPLETE_EXIT_CODE  # a zero limit stops after the first step
+    state = torch.load(tmp_path / "m" / bc.STATE_FILE, weights_only=True)
+    assert state["step"] == 1
+    assert load_bundle(tmp_path / "m").config.num_layers == TINY.num_layers  # a usable checkpoint meanwhile
+
+    args.time_limit_s, args.resume = None, True
+    assert bc.main_bc(args) == 0
+    log = [json.loads(line) for line in (tmp_path / "m" / bc.LOG_FILE).read_text().splitlines()]
+    assert [r["step"] for r in log] == list(range(1, 7))
+    assert not (tmp_path / "m" / bc.STATE_FILE).exists()  # complete: nothing left to resume or to ship
+
+    args.steps = 7  # a different schedule cannot continue another run's state
+    args.time_limit_s, args.resume, args.out = 0.0, False, str(tmp_path / "n")
+    assert bc.main_bc(args) == bc.INCOMPLETE_EXIT_CODE
+    args.steps, args.resume, args.time_limit_s = 8, True, None
+    assert bc.main_bc(args) == 2
+
+
+DDP_SCRIPT = """
+import sys
+sys.path.insert(0, {test_dir!r})
+from test_training import EPISODES, TINY
+from dysl_ros.training.bc import train_bc
+train_bc(EPISODES, TINY, steps=4, batch_size=8, lr=1e-3, device="cpu", seed=0, out_dir=sys.argv[1], log_every=2)
+"""
+
+
+def test_bc_data_parallel_under_torchrun_on_cpu(tmp_path: Path) -> None:
+    """Two gloo ranks: the DDP path (process group, DistributedSampler, rank-0-only output) runs."""
+    script = tmp_path / "ddp_bc.py"
+    script.write_text(DDP_SCRIPT.format(test_dir=str(Path(__file__).parent)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               str(script), str(tmp_path / "model")]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    log = [json.loads(line) for line in (tmp_path / "model" / bc.LOG_FILE).read_text().splitlines()]
+    assert [r["step"] for r in log] == [2, 4]  # one log, written by rank 0 only
+    assert json.loads((tmp_path / "model" / bc.PROVENANCE_FILE).read_text())["world_size"] == 2
+    assert load_bundle(tmp_path / "model").config.num_layers == TINY.num_layers
+
+
+def test_warmup_cosine_schedule() -> None:
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=1.0)
+    schedule = bc.warmup_cosine(optimizer, steps=20, warmup_steps=4)
+    lrs = []
+    for _ in range(20):
+        lrs.append(schedule.get_last_lr()[0])
+        optimizer.step()
+        schedule.step()
+    assert lrs[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert all(a >= b for a, b in itertools.pairwise(lrs[3:]))
+    assert lrs[-1] == pytest.approx(bc.MIN_LR_RATIO, abs=0.02)
+
+
+def test_random_shift_moves_images_within_pad() -> None:
+    images = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8)
+    shifted = bc.random_shift(images, 2, torch.Generator().manual_seed(0))
+    assert shifted.shape == images.shape
+    assert torch.equal(bc.random_shift(images, 0, torch.Generator()), images)
+
+
+# --------------------------------------------------------------------------------------------------
+# Calibration
+
+
+def test_calibrate_writes_plan_with_last_layer_static_and_plot(tmp_path: Path) -> None:
+    save_model(active_model(), tmp_path, dtype=torch.float32)
+    plan = distill.calibrate_model_dir(tmp_path, EPISODES, static_ratio=0.34, batches=2, batch_size=8, device="cpu")
+    assert plan.static_layers[-1] == TINY.num_layers - 1 and len(plan.static_layers) == 2
+    assert plan.similarities is not None and len(plan.similarities) == TINY.num_layers
+    assert LayerPlan.load(tmp_path / "layer_plan.json") == plan
+    assert (tmp_path / distill.PLOT_FILE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bundle = load_bundle(tmp_path)
+    assert bundle.plan == plan and bundle.dysl_config is not None and bundle.dysl_config.static_ratio == 0.34
+
+
+# --------------------------------------------------------------------------------------------------
+# Distillation
+
+
+def test_stage1_reduces_adapter_loss() -> None:
+    history: list[dict[str, Any]] = []
+    distill.distill(active_model(), PLAN, EPISODES, 30, 0, 0.0, 16, 1e-2, "cpu", 0, history=history)
+    losses = [r["loss"] for r in history if r["stage"] == 1]
+    assert len(losses) == 30
+    first, last = first_last(losses, 5)
+    assert last < 0.7 * first, (first, last)
+
+
+def test_stage1_targets_are_the_static_layer_inputs() -> None:
+    model = active_model()
+    modules = DySLModules(TINY.hidden_size, PLAN)
+    batch = next(iter(distill.sample_loader(EPISODES, model, 4, 0, torch.device("cpu"))))
+    states = distill.dense_states(model, batch)
+    # Zero-initialised adapters are the identity: the loss is then how far each gap moves x_i.
+    expected = sum(
+        torch.nn.functional.mse_loss(states[i], states[gap.static]) for gap in PLAN.gaps for i in gap.dynamic_layers
+    )
+    assert distill.stage1_loss(model, modules, PLAN, batch).item() == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_stage2_reduces_its_loss() -> None:
+    history: list[dict[str, Any]] = []
+    distill.distill(active_model(), PLAN, EPISODES, 0, 40, 0.02, 16, 1e-2, "cpu", 0, history=history)
+    losses = [r["loss"] for r in history if r["stage"] == 2]
+    first, last = first_last(losses, 8)
+    assert last < 0.8 * first, (first, last)
+
+
+def test_mixed_forward_with_p_zero_is_the_dense_model() -> None:
+    model = active_model()
+    modules = DySLModules(TINY.hidden_size, PLAN)
+    for i in PLAN.dynamic_layers:
+        last = modules.controller(i).net[-1]
+        assert isinstance(last, torch.nn.Linear)
+        torch.nn.init.constant_(last.bias, -1e4)  # p = sigmoid(-1e4) = 0
+    batch = next(iter(distill.sample_loader(EPISODES, model, 4, 0, torch.device("cpu"))))
+    with torch.no_grad():
+        chunk, decisions = distill.mixed_forward(model, modules, PLAN, batch, [0, 4])
+        dense = model(*dataset.model_inputs(batch))
+    assert [(s, i) for s, i, _ in decisions] == [(2, 0), (5, 4)]
+    assert torch.allclose(chunk, dense, atol=1e-6)
+
+
+def test_larger_lambda_raises_skip_probability() -> None:
+    probe = [next(iter(distill.sample_loader(EPISODES, active_model(), 16, 7, torch.device("cpu"))))]
+    means = {}
+    for lam in (0.0, 1.0):
+        model = active_model()
+        modules = distill.distill(model, PLAN, EPISODES, 5, 20, lam, 16, 1e-2, "cpu", 0)
+        means[lam] = distill.mean_skip_probability(model, modules, PLAN, probe)
+    assert means[1.0] > means[0.0] + 0.2, means
+
+
+def test_harmonic_sampling_frequencies() -> None:
+    plan = LayerPlan(num_layers=6, static_layers=(4, 5))  # gap 0: layers 0-3; gap 1: empty
+    rng = np.random.default_rng(123)
+    draws = 20000
+    counts = np.zeros(4)
+    for _ in range(draws):
+        first, second = distill.sample_skip_layers(plan, rng)
+        assert second is None
+        assert first is not None
+        counts[first] += 1
+    expected = np.array([1.0, 1 / 2, 1 / 3, 1 / 4])
+    expected = expected / expected.sum() * draws
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    assert chi2 < 16.27, (counts, expected)  # chi-square, 3 degrees of freedom, p = 0.001
+    assert np.all(np.diff(counts) < 0)  # earlier layers more often
+
+
+def test_backbone_unchanged_by_distillation() -> None:
+    model = active_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    modules = distill.distill(model, PLAN, EPISODES, 3, 3, 0.1, 8, 1e-2, "cpu", 0)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not any(p.requires_grad for p in model.parameters())
+    assert not modules.training
+
+
+def test_one_stage_runs_stage_two_loss_for_all_steps() -> None:
+    history: list[dict[str, Any]] = []
+    distill.distill(active_model(), PLAN, EPISODES, 3, 4, 0.1, 8, 1e-2, "cpu", 0, one_stage=True, history=history)
+    assert [r["stage"] for r in history] == [2] * 7
+
+
+# --------------------------------------------------------------------------------------------------
+# Command-line entry points (demos loading replaced by the synthetic episodes)
+
+
+def test_cli_bc_calibrate_distill(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
+    monkeypatch.setattr(dataset, "load_episodes", lambda path: EPISODES)
+    model_dir = tmp_path / "model"
+    config_json = tmp_path / "config.json"
+    TINY.save(config_json)
+    args = argparse.Namespace(
+        demos="demos", out=str(model_dir), steps=5, batch_size=8, lr=1e-3, device="cpu", seed=0,
+        config_json=str(config_json), log_every=1,
+    )
+    assert bc.main_bc(args) == 0
+    assert (model_dir / "model.safetensors").is_file()
+
+    args = argparse.Namespace(
+        model_dir=str(model_dir), demos="demos", static_ratio=0.34, batches=1, batch_size=8, device="cpu", seed=0
+    )
+    assert distill.main_calibrate(args) == 0
+    assert "static [" in capsys.readouterr().out
+
+    distill_args: dict[str, Any] = {
+        "model_dir": str(model_dir), "demos": "demos", "lambda": 0.01, "stage1_steps": 2, "stage2_steps": 2,
+        "one_stage": False, "device": "cpu", "seed": 0, "batch_size": 8, "out_suffix": "_lam0.01",
+    }
+    # The default module widths hold more than 2 % of this tiny backbone: refused before training.
+    assert distill.main_distill(argparse.Namespace(**distill_args)) == 2
+    assert "budget" in capsys.readouterr().err
+
+    distill_args.update(adapter_bottleneck=1, controller_hidden=1)
+    assert distill.main_distill(argparse.Namespace(**distill_args)) == 0
+    sibling = tmp_path / "model_lam0.01"
+    bundle = load_bundle(sibling)
+    assert bundle.has_dysl and bundle.dysl_config is not None
+    assert round(bundle.dysl_config.static_ratio * TINY.num_layers) == len(bundle.plan.static_layers)  # type: ignore[union-attr]
+    report = json.loads((sibling / distill.DISTILL_REPORT_FILE).read_text())
+    assert report["parameters"]["ratio"] <= 0.02 and report["lambda"] == 0.01
+    assert not (model_dir / "dysl_modules.safetensors").exists()  # the source dir is untouched
+
+
+def test_calibrate_drops_modules_of_another_plan(tmp_path: Path) -> None:
+    model = active_model()
+    save_model(model, tmp_path, dtype=torch.float32)
+    old = LayerPlan(num_layers=6, static_layers=(0, 5))
+    save_dysl(tmp_path, old, DySLModules(TINY.hidden_size, old))
+    plan = distill.calibrate_model_dir(tmp_path, EPISODES, static_ratio=0.34, batches=1, batch_size=8, device="cpu")
+    bundle = load_bundle(tmp_path)  # loads: no modules left that would not fit the new plan
+    assert bundle.plan == plan
+    assert (bundle.modules is None) == (plan.static_layers != old.static_layers)
