@@ -20,6 +20,15 @@ TINY = VLAConfig(
 )
 
 
+def randomise_adapters(modules: DySLModules, std: float = 0.5) -> None:
+    """Adapters start as the identity (zero ``up``); tests that must tell an adapter path from the
+    dense one give them random ``up`` weights."""
+    with torch.no_grad():
+        for adapter in modules.adapters.values():
+            torch.nn.init.normal_(adapter.up.weight, std=std)
+            torch.nn.init.normal_(adapter.up.bias, std=std)
+
+
 def make_model_dir(path: Path, config: VLAConfig = TINY, seed: int = 0, static_ratio: float = 0.2) -> Path:
     torch.manual_seed(seed)
     model = ReferenceVLA(config)

@@ -18,7 +18,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from model_fixture import TINY, make_model_dir
+from model_fixture import TINY, make_model_dir, randomise_adapters
 from torch import nn
 
 from dysl_ros.backends import engines
@@ -56,8 +56,15 @@ def hf_llama_model(num_layers: int = 6) -> HFLlamaVLA:
     from transformers import LlamaConfig, LlamaModel
 
     torch.manual_seed(1)
-    llama = LlamaConfig(hidden_size=32, num_attention_heads=2, num_key_value_heads=2, intermediate_size=64,
-                        num_hidden_layers=num_layers, vocab_size=16, max_position_embeddings=64)
+    llama = LlamaConfig(
+        hidden_size=32,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        num_hidden_layers=num_layers,
+        vocab_size=16,
+        max_position_embeddings=64,
+    )
     return HFLlamaVLA.from_llama(LlamaModel(llama), image_size=32, patch_size=16, instruction_tokens=8).eval()
 
 
@@ -66,10 +73,8 @@ def save_case(path: Path, model: VLABackbone, plan: LayerPlan) -> Path:
     probabilities spread widely around 0.5 (so ties with the threshold are practically impossible)."""
     torch.manual_seed(2)
     modules = DySLModules(model.config.hidden_size, plan, SkipModuleConfig(adapter_bottleneck=8, controller_hidden=8))
+    randomise_adapters(modules)
     with torch.no_grad():
-        for adapter in modules.adapters.values():
-            nn.init.normal_(adapter.up.weight, std=0.5)
-            nn.init.normal_(adapter.up.bias, std=0.5)
         for controller in modules.controllers.values():
             nn.init.normal_(controller.net[0].weight, std=2.0)
             nn.init.normal_(controller.net[2].weight, std=2.0)
@@ -137,8 +142,9 @@ def test_every_segment_matches_torch(built: Built) -> None:
     hidden = torch.randn(1, bundle.config.num_tokens, bundle.config.hidden_size, generator=generator)
     errors = {}
     for spec in specs:
-        session = ort.InferenceSession(str(built.engine_dir / manifest.segments[spec.name]),
-                                       providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(
+            str(built.engine_dir / manifest.segments[spec.name]), providers=["CPUExecutionProvider"]
+        )
         if spec.name == "embed":
             args = tuple(torch.as_tensor(inputs[name]) for name in spec.input_names)
         else:
@@ -183,8 +189,10 @@ def test_runner_parity_with_dysl(built: Built) -> None:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny matrices: extra torch threads only fight over a busy 2-core machine
     try:
-        ticks = [(torch_runner.step(inputs), ort_runner.step(inputs)) for inputs in
-                 (preprocess(bundle.config, obs) for obs in random_observations(bundle.config, 100, seed=3))]
+        ticks = [
+            (torch_runner.step(inputs), ort_runner.step(inputs))
+            for inputs in (preprocess(bundle.config, obs) for obs in random_observations(bundle.config, 100, seed=3))
+        ]
     finally:
         torch.set_num_threads(threads)
     for a, b in ticks:
@@ -196,8 +204,9 @@ def test_runner_parity_with_dysl(built: Built) -> None:
         worst = max(worst, float(np.abs(b.chunk - a.chunk).max()))
         skipped_ticks += any(s is not None for s in a.skipped_from)
         reruns += a.reran
-    print(f"{built.kind}: 100 ticks, {skipped_ticks} with a skip, {reruns} dense re-runs, "
-          f"chunk max abs error {worst:.2e}")
+    print(
+        f"{built.kind}: 100 ticks, {skipped_ticks} with a skip, {reruns} dense re-runs, chunk max abs error {worst:.2e}"
+    )
     assert worst <= TOLERANCE
     assert 0 < skipped_ticks < 100, "the test must see ticks with and without skipping"
     assert reruns > 0, "the test must see post-skip verification re-run densely"
@@ -212,15 +221,36 @@ def test_manifest_round_trip(micro: tuple[Path, Path]) -> None:
     engine_dir = engine_path(root, model_dir, "onnxruntime")
     assert engine_dir == root / "micro" / "onnxruntime"
     data = json.loads((engine_dir / MANIFEST_FILE).read_text())
-    for field in ("format", "model_hash", "backend", "backend_version", "device", "precision", "shapes",
-                  "segments", "layer_plan", "created"):
+    for field in (
+        "format",
+        "model_hash",
+        "backend",
+        "backend_version",
+        "device",
+        "precision",
+        "shapes",
+        "segments",
+        "layer_plan",
+        "created",
+    ):
         assert field in data, field
     assert data["format"] == 1 and data["backend"] == "onnxruntime" and data["precision"] == "fp32"
     assert data["backend_version"] == ort.__version__
     assert data["layer_plan"]["static_layers"] == [2]
-    assert data["segments"] == {name: f"{name}.onnx" for name in
-                                ("embed", "layer_00", "layer_01", "layer_02", "adapter_00", "controller_00",
-                                 "adapter_01", "controller_01", "head")}
+    assert data["segments"] == {
+        name: f"{name}.onnx"
+        for name in (
+            "embed",
+            "layer_00",
+            "layer_01",
+            "layer_02",
+            "adapter_00",
+            "controller_00",
+            "adapter_01",
+            "controller_01",
+            "head",
+        )
+    }
     manifest = read_manifest(engine_dir)
     assert Manifest.from_dict(json.loads(json.dumps(manifest.to_dict()))) == manifest
     assert check_manifest(engine_dir, model_dir, "onnxruntime", precision="fp32") == manifest
@@ -339,8 +369,13 @@ def test_load_policy_onnxruntime_builds_checks_and_rebuilds(tmp_path: Path) -> N
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "dysl_ros.tools.build_engines", *args],
-                          capture_output=True, text=True, cwd=REPO, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "dysl_ros.tools.build_engines", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
 
 
 def test_build_engines_cli(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 import pytest
 import torch
+from model_fixture import randomise_adapters
 from torch import Tensor, nn
 
 from dysl_ros.backends.torch_backend import TorchBackend
@@ -30,8 +31,9 @@ from dysl_ros.model.spec import Observation, VLAConfig, preprocess
 
 def reference_model() -> ReferenceVLA:
     torch.manual_seed(0)
-    config = VLAConfig(image_size=32, patch_size=16, instruction_tokens=8, hidden_size=32, num_layers=6,
-                       num_heads=2, ffn_size=64)
+    config = VLAConfig(
+        image_size=32, patch_size=16, instruction_tokens=8, hidden_size=32, num_layers=6, num_heads=2, ffn_size=64
+    )
     return ReferenceVLA(config).eval()
 
 
@@ -39,8 +41,15 @@ def hf_llama_model() -> HFLlamaVLA:
     from transformers import LlamaConfig, LlamaModel
 
     torch.manual_seed(1)
-    llama = LlamaConfig(hidden_size=32, num_attention_heads=2, num_key_value_heads=2, intermediate_size=64,
-                        num_hidden_layers=4, vocab_size=16, max_position_embeddings=64)
+    llama = LlamaConfig(
+        hidden_size=32,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        num_hidden_layers=4,
+        vocab_size=16,
+        max_position_embeddings=64,
+    )
     return HFLlamaVLA.from_llama(LlamaModel(llama), image_size=32, patch_size=16, instruction_tokens=8).eval()
 
 
@@ -66,11 +75,7 @@ def make_case(kind: str) -> Case:
     plan = PLANS[kind]
     torch.manual_seed(2)
     modules = DySLModules(model.config.hidden_size, plan, SkipModuleConfig(adapter_bottleneck=8, controller_hidden=8))
-    # Non-trivial adapters: a zero `up` projection would make every adapter the identity.
-    with torch.no_grad():
-        for adapter in modules.adapters.values():
-            nn.init.normal_(adapter.up.weight, std=0.5)
-            nn.init.normal_(adapter.up.bias, std=0.5)
+    randomise_adapters(modules)
     return Case(kind, model, plan, modules)
 
 
@@ -329,15 +334,19 @@ def run_ticks(runner: DySLRunner[Any], ticks: int) -> list[TickResult]:
 
 
 def test_verification_fires_on_first_drop_and_rerun_chunk_drives_allow_points() -> None:
-    backend = ScriptedBackend([
-        (0, 0),  # t1
-        (30, 40), (9, 12),  # t2: skipping pass, then the dense re-run
-        (39, 52),  # t3
-        (39, 52),  # t4
-        (39, 52),  # t5
-        (45, 60), (39, 53),  # t6: skipping pass, then the dense re-run
-        (39, 53),  # t7
-    ])
+    backend = ScriptedBackend(
+        [
+            (0, 0),  # t1
+            (30, 40),
+            (9, 12),  # t2: skipping pass, then the dense re-run
+            (39, 52),  # t3
+            (39, 52),  # t4
+            (39, 52),  # t5
+            (45, 60),
+            (39, 53),  # t6: skipping pass, then the dense re-run
+            (39, 53),  # t7
+        ]
+    )
     runner = DySLRunner(backend, PLAN, CONFIG)
     r = run_ticks(runner, 7)
 
