@@ -83,14 +83,12 @@ def load_policy(
             f"layers but the model's layer plan has {len(plan.static_layers)} ({list(plan.static_layers)}). Static "
             "layers are fixed when the modules are trained: re-run `dysl_train calibrate` and `distill` to change them."
         )
-    # --- engines (onnxruntime) --- added with the per-segment engines issue
     if backend == "auto":
         backend = _auto_backend(model_dir, device, precision, engine_dir, force_engine_update)
     if backend == "onnxruntime":
         return _load_onnxruntime(
             bundle, plan, config, dense, num_threads, engine_dir, force_engine_update, device, precision
         )
-    # --- end engines
     if backend == "torch":
         import torch
 
@@ -113,7 +111,6 @@ def load_policy(
     )
 
 
-# --- engines (onnxruntime) --- added with the per-segment engines issue
 def _engine_root(model_dir: str | Path, engine_dir: str | None) -> Path:
     return Path(engine_dir) if engine_dir else Path(model_dir) / "engines"
 
@@ -162,6 +159,3 @@ def _load_onnxruntime(
     backend = OnnxRuntimeBackend(target, num_threads, manifest=manifest)
     runner: DySLRunner[Any] = DySLRunner(backend, plan, config, dense=dense)
     return DySLPolicy(bundle, runner, "onnxruntime")
-
-
-# --- end engines

@@ -10,6 +10,7 @@ import torch
 
 from dysl_ros.core.config import DySLConfig
 from dysl_ros.core.layer_plan import LayerPlan
+from dysl_ros.model.backbone import HFLlamaVLA
 from dysl_ros.model.checkpoint import save_dysl, save_model
 from dysl_ros.model.reference_vla import ReferenceVLA
 from dysl_ros.model.skip_modules import DySLModules
@@ -18,6 +19,23 @@ from dysl_ros.model.spec import VLAConfig
 TINY = VLAConfig(
     image_size=32, patch_size=16, instruction_tokens=16, hidden_size=32, num_layers=10, num_heads=2, ffn_size=64
 )
+
+
+def tiny_llama_vla(num_layers: int = 4, seed: int = 1) -> HFLlamaVLA:
+    """A randomly initialised Hugging Face Llama decoder stack as a VLA backbone (hidden 32, 2 heads)."""
+    from transformers import LlamaConfig, LlamaModel
+
+    torch.manual_seed(seed)
+    llama = LlamaConfig(
+        hidden_size=32,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        num_hidden_layers=num_layers,
+        vocab_size=16,
+        max_position_embeddings=64,
+    )
+    return HFLlamaVLA.from_llama(LlamaModel(llama), image_size=32, patch_size=16, instruction_tokens=8).eval()
 
 
 def randomise_adapters(modules: DySLModules, std: float = 0.5) -> None:

@@ -18,7 +18,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from model_fixture import TINY, make_model_dir, randomise_adapters
+from model_fixture import TINY, make_model_dir, randomise_adapters, tiny_llama_vla
 from torch import nn
 
 from dysl_ros.backends import engines
@@ -53,19 +53,7 @@ MICRO = VLAConfig(
 
 
 def hf_llama_model(num_layers: int = 6) -> HFLlamaVLA:
-    from transformers import LlamaConfig, LlamaModel
-
-    torch.manual_seed(1)
-    llama = LlamaConfig(
-        hidden_size=32,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        intermediate_size=64,
-        num_hidden_layers=num_layers,
-        vocab_size=16,
-        max_position_embeddings=64,
-    )
-    return HFLlamaVLA.from_llama(LlamaModel(llama), image_size=32, patch_size=16, instruction_tokens=8).eval()
+    return tiny_llama_vla(num_layers)
 
 
 def save_case(path: Path, model: VLABackbone, plan: LayerPlan) -> Path:

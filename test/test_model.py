@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from model_fixture import tiny_llama_vla
 from torch import Tensor, nn
 
 from dysl_ros.backends.torch_backend import TorchBackend
@@ -49,12 +50,7 @@ def reference_model(config: VLAConfig = SMALL, seed: int = 0) -> ReferenceVLA:
 
 
 def hf_llama_model(seed: int = 1) -> HFLlamaVLA:
-    from transformers import LlamaConfig, LlamaModel
-
-    torch.manual_seed(seed)
-    llama = LlamaConfig(hidden_size=32, num_attention_heads=2, num_key_value_heads=2, intermediate_size=64,
-                        num_hidden_layers=4, vocab_size=16, max_position_embeddings=64)
-    return HFLlamaVLA.from_llama(LlamaModel(llama), image_size=32, patch_size=16, instruction_tokens=8).eval()
+    return tiny_llama_vla(seed=seed)
 
 
 def make_model(kind: str) -> VLABackbone:

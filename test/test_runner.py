@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 import pytest
 import torch
-from model_fixture import randomise_adapters
+from model_fixture import randomise_adapters, tiny_llama_vla
 from torch import Tensor, nn
 
 from dysl_ros.backends.torch_backend import TorchBackend
@@ -38,19 +38,7 @@ def reference_model() -> ReferenceVLA:
 
 
 def hf_llama_model() -> HFLlamaVLA:
-    from transformers import LlamaConfig, LlamaModel
-
-    torch.manual_seed(1)
-    llama = LlamaConfig(
-        hidden_size=32,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        intermediate_size=64,
-        num_hidden_layers=4,
-        vocab_size=16,
-        max_position_embeddings=64,
-    )
-    return HFLlamaVLA.from_llama(LlamaModel(llama), image_size=32, patch_size=16, instruction_tokens=8).eval()
+    return tiny_llama_vla()
 
 
 # Each plan has a gap of 2+ dynamic layers and an empty gap (two adjacent static layers).

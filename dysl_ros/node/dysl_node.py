@@ -37,6 +37,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from dysl_ros.backends.engines import EngineError
 from dysl_ros.core.config import ConfigError
+from dysl_ros.core.runner import TickResult
 from dysl_ros.model.checkpoint import ModelDirError
 from dysl_ros.model.spec import Observation
 from dysl_ros.node.action_stream import ActionSchedule
@@ -354,7 +355,7 @@ class DySLNode(LifecycleNode):
         recent = list(self.stats.tick_ms)[-10:]
         return float(np.median(recent)) / 1000.0 if recent else 0.0
 
-    def _record_tick(self, tick: Any, tick_ms: float) -> None:
+    def _record_tick(self, tick: TickResult, tick_ms: float) -> None:
         stats = self.stats
         stats.ticks += 1
         stats.tick_ms.append(tick_ms)
