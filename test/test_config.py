@@ -96,7 +96,8 @@ def test_from_dict_validates_values() -> None:
 def test_vla_config_derived_sizes() -> None:
     config = VLAConfig(image_size=32, patch_size=16, instruction_tokens=8, hidden_size=32, num_heads=2)
     assert config.vision_tokens == 4  # (32 / 16) ** 2
-    assert config.num_tokens == 4 + 8 + 1 + 8  # vision + instruction + proprio + chunk_len
+    assert config.text_tokens == 2  # 8 bytes, 4 per token
+    assert config.num_tokens == 4 + 2 + 1 + 8  # vision + instruction + proprio + chunk_len
     assert config.head_dim == 16
 
 
@@ -114,6 +115,8 @@ def test_vla_config_derived_sizes() -> None:
         ({"num_layers": 0}, r"VLAConfig.num_layers must be a positive integer"),
         ({"chunk_len": 2.0}, r"VLAConfig.chunk_len must be a positive integer"),
         ({"hidden_size": True}, r"VLAConfig.hidden_size must be a positive integer"),
+        ({"image_size": 36, "patch_size": 12}, "patch_size must be a multiple of 8"),
+        ({"instruction_tokens": 10}, "instruction_tokens 10 is not a multiple of bytes_per_token 4"),
     ],
 )
 def test_bad_vla_config_raises(values: dict[str, Any], message: str) -> None:

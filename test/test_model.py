@@ -110,13 +110,22 @@ def test_default_config_dysl_parameters_within_two_percent_of_backbone() -> None
     report = parameter_report(backbone_parameters(model), modules)
     print(f"\nDySL parameter report (default VLAConfig): {report}")
 
-    # By hand (hidden 192, ffn 512, controller width 16, adapter bottleneck 16):
-    # block: qkv 192*576 + out 192*192 + gate/up/down 3*192*512 + 2 norms 2*192 = 442,752; x 24 layers.
-    assert report["backbone_parameters"] == 24 * (192 * 576 + 192 * 192 + 3 * 192 * 512 + 2 * 192) == 10_626_048
-    # controller: 192*16+16 + 16+1 = 3,105; adapter: norm 192 + down 192*16+16 + up 16*192+192 = 6,544.
-    assert report["dysl_parameters"] == 19 * (3105 + 6544) == 183_331
-    assert report["ratio"] == pytest.approx(183_331 / 10_626_048)
+    # By hand (hidden 128, ffn 384, controller width 8, adapter bottleneck 12):
+    # block: qkv 128*384 + out 128*128 + gate/up/down 3*128*384 + 2 norms 2*128 = 213,248; x 24 layers.
+    assert report["backbone_parameters"] == 24 * (128 * 384 + 128 * 128 + 3 * 128 * 384 + 2 * 128) == 5_117_952
+    # controller: 128*8+8 + 8+1 = 1,041; adapter: norm 128 + down 128*12+12 + up 12*128+128 = 3,340.
+    assert report["dysl_parameters"] == 19 * (1041 + 3340) == 83_239
+    assert report["ratio"] == pytest.approx(83_239 / 5_117_952)
     assert report["ratio"] <= MAX_PARAMETER_RATIO == 0.02
+
+
+def test_no_static_layers_ablation_fits_the_budget_too() -> None:
+    """The "without static layers" ablation has 23 dynamic layers: the default modules must still fit."""
+    model = ReferenceVLA(VLAConfig())
+    modules = DySLModules(VLAConfig().hidden_size, LayerPlan.last_layer_only(24))
+    report = parameter_report(backbone_parameters(model), modules)
+    assert report["dysl_parameters"] == 23 * (1041 + 3340) == 100_763
+    assert report["ratio"] <= MAX_PARAMETER_RATIO
 
 
 def test_parameter_report_raises_over_budget() -> None:

@@ -1,6 +1,6 @@
 """The reference VLA: image + instruction + proprio -> Llama-style decoder blocks -> action chunk.
 
-    tokens  = [ vision patches | instruction bytes | proprio | action queries ]      (B, T, D)
+    tokens  = [ vision (conv stem) | instruction byte groups | proprio | action queries ]   (B, T, D)
     x       = embed(observation)
     x       = layers[i](x)  for i in 0..L-1        pre-norm blocks: RMSNorm, RoPE attention, SwiGLU
     actions = head(x)[action-query tokens]                                          (B, chunk, A)
@@ -96,9 +96,19 @@ class ObservationEncoder(nn.Module):
     def __init__(self, config: VLAConfig) -> None:
         super().__init__()
         dim = config.hidden_size
-        self.patch = nn.Conv2d(3, dim, kernel_size=config.patch_size, stride=config.patch_size)
+        # A conv stem (stride 4, 2, patch/8) instead of one linear patch projection: the locality
+        # prior lets a small model learn where objects are from a few thousand demonstrations.
+        last = config.patch_size // 8
+        self.patch = nn.Sequential(
+            nn.Conv2d(3, 32, kernel_size=4, stride=4), nn.SiLU(),
+            nn.Conv2d(32, 64, kernel_size=2, stride=2), nn.SiLU(),
+            nn.Conv2d(64, dim, kernel_size=last, stride=last),
+        )
         self.vision_pos = nn.Parameter(torch.zeros(config.vision_tokens, dim))
+        # Instruction bytes are embedded one by one, then each group of bytes_per_token becomes one token.
+        self.bytes_per_token = config.bytes_per_token
         self.byte_embed = nn.Embedding(PAD_TOKEN + 1, dim)
+        self.byte_group = nn.Linear(config.bytes_per_token * dim, dim)
         self.proprio = nn.Sequential(nn.Linear(config.proprio_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
         self.action_queries = nn.Parameter(torch.zeros(config.chunk_len, dim))
         nn.init.normal_(self.vision_pos, std=0.02)
@@ -108,6 +118,7 @@ class ObservationEncoder(nn.Module):
         batch = image.shape[0]
         vision = self.patch(image).flatten(2).transpose(1, 2) + self.vision_pos
         text = self.byte_embed(instruction)
+        text = self.byte_group(text.reshape(batch, -1, self.bytes_per_token * text.shape[-1]))
         state = self.proprio(proprio).unsqueeze(1)
         queries = self.action_queries.unsqueeze(0).expand(batch, -1, -1)
         return torch.cat([vision, text, state, queries.to(vision.dtype)], dim=1)

@@ -25,8 +25,8 @@ MAX_PARAMETER_RATIO = 0.02
 
 @dataclass(frozen=True)
 class SkipModuleConfig:
-    adapter_bottleneck: int = 16
-    controller_hidden: int = 16
+    adapter_bottleneck: int = 12
+    controller_hidden: int = 8
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():

@@ -26,19 +26,23 @@ PAD_TOKEN = 256
 class VLAConfig:
     """Shape of a VLA: observation sizes, token layout, backbone size, action chunk, normalisation.
 
-    Token order: vision patches, instruction bytes, one proprio token, ``chunk_len`` action queries.
+    Token order: vision tokens (one per ``patch_size`` square of the image, from a small conv stem),
+    instruction tokens (``bytes_per_token`` UTF-8 bytes each), one proprio token, ``chunk_len``
+    action queries. The defaults give 16 + 12 + 1 + 8 = 37 tokens: small enough to train on a CPU.
     """
 
     image_size: int = 128
-    patch_size: int = 16
+    patch_size: int = 32
     instruction_tokens: int = 48
+    """Instruction length in UTF-8 bytes (longer instructions are cut)."""
+    bytes_per_token: int = 4
     proprio_dim: int = 4
     action_dim: int = 4
     chunk_len: int = 8
-    hidden_size: int = 192
+    hidden_size: int = 128
     num_layers: int = 24
-    num_heads: int = 6
-    ffn_size: int = 512
+    num_heads: int = 4
+    ffn_size: int = 384
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
     action_names: tuple[str, ...] = ("hand_dx", "hand_dy", "hand_dz", "gripper")
@@ -54,6 +58,7 @@ class VLAConfig:
             "image_size",
             "patch_size",
             "instruction_tokens",
+            "bytes_per_token",
             "proprio_dim",
             "action_dim",
             "chunk_len",
@@ -67,6 +72,13 @@ class VLAConfig:
                 raise ConfigError(f"VLAConfig.{name} must be a positive integer, got {value!r}")
         if self.image_size % self.patch_size:
             raise ConfigError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+        if self.patch_size % 8:
+            raise ConfigError(f"patch_size must be a multiple of 8 (the conv stem's stride), got {self.patch_size}")
+        if self.instruction_tokens % self.bytes_per_token:
+            raise ConfigError(
+                f"instruction_tokens {self.instruction_tokens} is not a multiple of bytes_per_token "
+                f"{self.bytes_per_token}"
+            )
         if self.hidden_size % self.num_heads or (self.hidden_size // self.num_heads) % 2:
             raise ConfigError(
                 f"hidden_size {self.hidden_size} must split into {self.num_heads} heads of even size (RoPE)"
@@ -88,8 +100,12 @@ class VLAConfig:
         return (self.image_size // self.patch_size) ** 2
 
     @property
+    def text_tokens(self) -> int:
+        return self.instruction_tokens // self.bytes_per_token
+
+    @property
     def num_tokens(self) -> int:
-        return self.vision_tokens + self.instruction_tokens + 1 + self.chunk_len
+        return self.vision_tokens + self.text_tokens + 1 + self.chunk_len
 
     @property
     def head_dim(self) -> int:

@@ -1,14 +1,46 @@
-"""`dysl_bench`: the latency and closed-loop benchmarks."""
+"""`dysl_bench`: the latency and closed-loop benchmarks. With ``--json`` the last line printed is one
+JSON object with the figures, for scripts and CI."""
 
 from __future__ import annotations
 
+import argparse
 import sys
+from typing import Sequence
 
-from dysl_ros.tools.pending import not_implemented
+
+def build_parser() -> argparse.ArgumentParser:
+    from dysl_ros.bench import closed_loop, latency
+
+    parser = argparse.ArgumentParser(prog="dysl_bench", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    latency.add_arguments(
+        commands.add_parser(
+            "latency",
+            help="dense vs DySL backbone and tick latency on one backend",
+            description=latency.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+    )
+    closed_loop.add_arguments(
+        commands.add_parser(
+            "closed-loop",
+            help="Meta-World success rate and executed layers per policy variant",
+            description=closed_loop.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+    )
+    return parser
 
 
-def main() -> int:
-    return not_implemented("dysl_bench", "the latency and closed-loop benchmarks")
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "latency":
+        from dysl_ros.bench import latency
+
+        return latency.run(args)
+    from dysl_ros.bench import closed_loop
+
+    return closed_loop.run(args)
 
 
 if __name__ == "__main__":
