@@ -11,7 +11,13 @@ import math
 import numpy as np
 import pytest
 
-from dysl_ros.core.continuity import ContinuityMonitor, ContinuityReading, is_first_drop
+from dysl_ros.core.continuity import (
+    ContinuityMonitor,
+    ContinuityReading,
+    continuity_deltas,
+    is_first_drop,
+    suggest_etas,
+)
 
 
 def test_known_sequence_gives_hand_computed_continuity() -> None:
@@ -191,3 +197,21 @@ def test_first_drop_driven_by_a_monitor() -> None:
         reading = monitor.push([list(map(float, action))])
         fired.append(is_first_drop(reading.delta, previous, 2.0))
     assert fired == [False, False, True, False, False, False, True]
+
+
+def test_continuity_deltas_follow_the_monitor_per_inference() -> None:
+    # 1-D actions: steady steps of 1, then one jump of 5. k = 2, two actions per inference.
+    trajectory = np.array([[0.0], [1.0], [2.0], [3.0], [8.0], [9.0]])
+    deltas = continuity_deltas([trajectory], k=2, actions_per_inference=2)
+    # inference 1: window [0,1] -> C=-1; inference 2: window [1,2,3] -> C=-1 (dC 0);
+    # inference 3: window [3,8,9] -> diffs 5,1 -> C=-3 (dC -2).
+    np.testing.assert_allclose(deltas, [0.0, -2.0])
+
+
+def test_suggest_etas_takes_quantiles_of_changes_and_drops() -> None:
+    deltas = np.array([-0.4, -0.1, 0.1, 0.2, -0.2, 0.05])
+    eta, eta_verify = suggest_etas(deltas, eta_quantile=0.5, verify_quantile=0.5)
+    assert eta == pytest.approx(float(np.median(np.abs(deltas))))  # 0.15
+    assert eta_verify == pytest.approx(0.2)  # median of the drops 0.4, 0.1, 0.2
+    with pytest.raises(ValueError, match="at least one continuity drop"):
+        suggest_etas(np.array([0.1, 0.2]))

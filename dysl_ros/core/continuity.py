@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -94,3 +95,36 @@ def _continuity(window: list[FloatArray]) -> float:
         return 0.0
     steps = np.diff(np.stack(window), axis=0)
     return -float(np.linalg.norm(steps, axis=1).mean())
+
+
+def continuity_deltas(trajectories: Sequence[npt.ArrayLike], k: int, actions_per_inference: int) -> FloatArray:
+    """dC_t of every inference when each trajectory's actions are executed ``actions_per_inference``
+    at a time (as the node re-plans), first inference of each trajectory excluded (its dC is 0 by
+    definition). Feed it the demonstrations' normalised actions to see how continuity moves on this
+    task suite before choosing eta."""
+    if actions_per_inference < 1:
+        raise ValueError(f"actions_per_inference must be >= 1, got {actions_per_inference}")
+    deltas: list[float] = []
+    for trajectory in trajectories:
+        actions = np.asarray(trajectory, dtype=np.float64)
+        monitor = ContinuityMonitor(k)
+        for start in range(0, len(actions), actions_per_inference):
+            reading = monitor.push(actions[start : start + actions_per_inference])
+            if start:
+                deltas.append(reading.delta)
+    return np.asarray(deltas, dtype=np.float64)
+
+
+def suggest_etas(deltas: npt.ArrayLike, eta_quantile: float = 0.5, verify_quantile: float = 0.9) -> tuple[float, float]:
+    """(eta, eta_verify) from observed dC_t: eta = the ``eta_quantile`` of |dC| (allow points move on
+    changes larger than the typical one), eta_verify = the ``verify_quantile`` of the drops' size
+    (-dC where dC < 0), so verification only fires on the sharpest drops."""
+    values = np.asarray(deltas, dtype=np.float64)
+    drops = -values[values < 0]
+    if values.size == 0 or drops.size == 0:
+        raise ValueError("need at least one continuity drop to suggest thresholds")
+    if not (0.0 < eta_quantile < 1.0 and 0.0 < verify_quantile < 1.0):
+        raise ValueError("quantiles must lie in (0, 1)")
+    eta = float(np.quantile(np.abs(values), eta_quantile))
+    eta_verify = max(eta, float(np.quantile(drops, verify_quantile)))
+    return eta, eta_verify
