@@ -13,19 +13,20 @@ export AMENT_PREFIX_PATH := $(CURDIR)/$(VENV)
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt setup.py setup.cfg package.xml
+$(STAMP): requirements.txt setup.py setup.cfg package.xml scripts/typings_tensorrt.py
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "dysl_ros needs Python >= 3.10"'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	@# tensorrt-stubs declares TensorRT itself as a dependency, which cannot be installed here.
 	$(BIN)/python -m pip install --quiet --no-deps tensorrt-stubs==10.13.0.35.1
+	$(BIN)/python scripts/typings_tensorrt.py $(VENV)/typings
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(BIN)/python -c "import rclpy, torch, onnxruntime, dysl_ros; print('setup ok: torch', torch.__version__, '| onnxruntime', onnxruntime.__version__)"
 	touch $(STAMP)
 
 lint: setup
-	$(BIN)/ruff check dysl_ros test launch setup.py
+	$(BIN)/ruff check dysl_ros test launch scripts setup.py
 
 typecheck: setup
 	$(BIN)/mypy
@@ -35,6 +36,23 @@ unit: setup
 
 # The test command of the README and of CI.
 test: lint typecheck unit
+
+# The main job: the shipped model in a closed loop over ROS 2 on this CPU (Meta-World sim_bridge + dysl_node).
+demo: setup
+	$(BIN)/python -m dysl_ros.tools.demo
+
+# CPU figures of the README: closed-loop success per variant, then dense vs DySL latency on onnxruntime
+# replaying the closed loop's decisions.
+bench: setup
+	mkdir -p out/bench
+	$(BIN)/dysl_bench closed-loop --model-dir models/reference --episodes 10 --seed 2000 --workers 2 \
+		--record-trace out/bench/decisions.json --markdown out/bench/closed_loop.md --json | tee out/bench/closed_loop.log
+	$(BIN)/dysl_bench latency --model-dir models/reference --backend onnxruntime \
+		--trace out/bench/decisions.json --json | tee out/bench/latency.log
+
+# Reproduces models/reference from scratch into runs/train/reference (see scripts/train_reference.sh).
+train: setup
+	scripts/train_reference.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -284,6 +284,24 @@ class RosSession:
         self._keep.append(sub)
         return recorder
 
+    def subscribe_with_info(
+        self,
+        msg_type: type,
+        topic: str,
+        qos: QoSProfile,
+        transform: Callable[[Any], Any] | None = None,
+    ) -> Recorder:
+        """Like ``subscribe``, but each kept item is ``(transform(msg), source_timestamp_ns)``: the
+        publisher's DDS write time (system clock), from rclpy's MessageInfo (rclpy >= Iron)."""
+        recorder = Recorder()
+
+        def callback(msg: Any, info: Any) -> None:  # two parameters: rclpy passes MessageInfo
+            recorder((transform(msg) if transform is not None else msg, int(info["source_timestamp"])))
+
+        sub = self.node.create_subscription(msg_type, topic, callback, qos)
+        self._keep.append(sub)
+        return recorder
+
     def publisher(self, msg_type: type, topic: str, qos: QoSProfile) -> Any:
         pub = self.node.create_publisher(msg_type, topic, qos)
         self._keep.append(pub)

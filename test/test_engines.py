@@ -11,7 +11,7 @@ import json
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,11 +24,14 @@ from torch import nn
 from dysl_ros.backends import engines
 from dysl_ros.backends.engines import (
     MANIFEST_FILE,
+    BackendUnavailable,
     EngineError,
     Manifest,
+    backend_problems,
     build_engines,
     check_manifest,
     engine_path,
+    manifest_differences,
     read_manifest,
 )
 from dysl_ros.backends.export import segment_specs
@@ -46,6 +49,8 @@ from dysl_ros.policy import load_policy
 
 TOLERANCE = 1e-4
 REPO = Path(__file__).resolve().parents[1]
+TENSORRT_PROBLEMS = backend_problems("tensorrt")
+"""Empty where TensorRT and a CUDA GPU are usable (then tensorrt engines really build)."""
 # Smallest sensible model for the manifest / CLI tests: 3 layers, 9 segments, builds in ~1 s.
 MICRO = VLAConfig(
     image_size=16, patch_size=16, instruction_tokens=4, hidden_size=16, num_layers=3, num_heads=2, ffn_size=32
@@ -98,6 +103,27 @@ def micro(tmp_path: Path) -> tuple[Path, Path]:
     model_dir = make_model_dir(tmp_path / "micro", MICRO)
     build_engines(model_dir, tmp_path / "engines", progress=False)
     return model_dir, tmp_path / "engines"
+
+
+def hand_made_tensorrt_engines(onnx_dir: Path) -> Path:
+    """A TensorRT engine directory written by hand next to the onnxruntime one ``onnx_dir``: the
+    manifest a TensorRT 10.3 fp16 build on a Jetson AGX Orin would write, over placeholder plan files.
+    Only the checks made before TensorRT is touched (manifest, model, files, sha256) can use it."""
+    engine_dir = onnx_dir.parent / "tensorrt"
+    engine_dir.mkdir()
+    manifest = read_manifest(onnx_dir)
+    for name in manifest.segments:
+        (engine_dir / f"{name}.plan").write_bytes(f"placeholder plan of {name}".encode() * 64)
+    replace(
+        manifest,
+        backend="tensorrt",
+        backend_version="10.3.0",
+        device="NVIDIA Jetson AGX Orin, compute capability 8.7",
+        precision="fp16",
+        segments={name: f"{name}.plan" for name in manifest.segments},
+        sha256={name: engines.file_sha256(engine_dir / f"{name}.plan") for name in manifest.segments},
+    ).save(engine_dir)
+    return engine_dir
 
 
 def random_observations(config: VLAConfig, count: int, seed: int) -> list[Observation]:
@@ -248,15 +274,22 @@ def test_manifest_round_trip(micro: tuple[Path, Path]) -> None:
     assert (engine_dir / MANIFEST_FILE).stat().st_mtime_ns == before
 
 
-def test_missing_engine_directory(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["onnxruntime", "tensorrt"])
+def test_missing_engine_directory(tmp_path: Path, backend: str) -> None:
     model_dir = make_model_dir(tmp_path / "micro", MICRO)
     with pytest.raises(EngineError) as info:
-        check_manifest(tmp_path / "nowhere" / "micro" / "onnxruntime", model_dir, "onnxruntime")
+        check_manifest(tmp_path / "nowhere" / "micro" / backend, model_dir, backend)
     message = str(info.value)
-    assert "no onnxruntime engines" in message and "engine directory missing" in message
-    assert f"build_engines --model-dir {model_dir} --out {tmp_path / 'nowhere'} --backend onnxruntime" in message
-    with pytest.raises(EngineError, match=r"engine directory .* does not exist"):
-        OnnxRuntimeBackend(tmp_path / "nowhere")
+    assert f"no {backend} engines" in message and "engine directory missing" in message
+    assert f"build_engines --model-dir {model_dir} --out {tmp_path / 'nowhere'} --backend {backend}" in message
+    if backend == "onnxruntime":
+        with pytest.raises(EngineError, match=r"engine directory .* does not exist"):
+            OnnxRuntimeBackend(tmp_path / "nowhere")
+    else:
+        from dysl_ros.backends.tensorrt_backend import TensorRTBackend  # the stubs make this importable here
+
+        with pytest.raises(EngineError, match=r"engine directory .* does not exist"):
+            TensorRTBackend(tmp_path / "nowhere")
 
 
 def test_manifest_from_another_model(micro: tuple[Path, Path], tmp_path: Path) -> None:
@@ -272,6 +305,18 @@ def test_manifest_from_another_model(micro: tuple[Path, Path], tmp_path: Path) -
     assert f"build_engines --model-dir {other} --out {root} --backend onnxruntime --force" in message
     with pytest.raises(EngineError, match="built from another model"):
         build_engines(other, root, progress=False)
+
+    # The same refusal for TensorRT plans (the manifest check is shared).
+    hand_made_tensorrt_engines(engine_dir)
+    with pytest.raises(EngineError) as info:
+        check_manifest(engine_path(root, other, "tensorrt"), other, "tensorrt", precision="fp16")
+    message = str(info.value)
+    assert "model hash: engines were built from another model" in message
+    assert f"build_engines --model-dir {other} --out {root} --backend tensorrt --force" in message
+    if TENSORRT_PROBLEMS:  # this machine: every difference is listed, TensorRT and GPU included
+        assert "backend version: built with tensorrt 10.3.0, installed is none (TensorRT is not installed" in message
+        assert "device: built on 'NVIDIA Jetson AGX Orin, compute capability 8.7', this machine has 'none (" in message
+
     assert check_manifest(build_engines(other, root, force=True, progress=False), other, "onnxruntime")
 
 
@@ -290,6 +335,51 @@ def test_backend_version_and_device_mismatch(micro: tuple[Path, Path], monkeypat
     monkeypatch.setattr(engines, "DEVICE_BOUND_BACKENDS", frozenset({"onnxruntime"}))
     with pytest.raises(EngineError, match=r"device: built on 'Some Other CPU \(riscv64\)', this machine has"):
         check_manifest(engine_dir, model_dir, "onnxruntime")
+
+
+def test_tensorrt_manifest_from_another_gpu_or_version(micro: tuple[Path, Path]) -> None:
+    """TensorRT plans only run with the TensorRT version and GPU they were built with."""
+    model_dir, root = micro
+    manifest = read_manifest(hand_made_tensorrt_engines(engine_path(root, model_dir, "onnxruntime")))
+    same = dict(
+        backend="tensorrt",
+        model_hash=manifest.model_hash,
+        model_dir=str(model_dir),
+        backend_version="10.3.0",
+        device="NVIDIA Jetson AGX Orin, compute capability 8.7",
+        precision="fp16",
+    )
+    assert manifest_differences(manifest, **same) == []
+    other = {**same, "backend_version": "10.7.0", "device": "NVIDIA H100 80GB HBM3, compute capability 9.0"}
+    assert manifest_differences(manifest, **other) == [
+        "backend version: built with tensorrt 10.3.0, installed is 10.7.0",
+        "device: built on 'NVIDIA Jetson AGX Orin, compute capability 8.7', this machine has "
+        "'NVIDIA H100 80GB HBM3, compute capability 9.0'",
+    ]
+    assert manifest_differences(manifest, **{**same, "precision": "fp32"}) == [
+        "precision: engines are fp16, fp32 was asked for"
+    ]
+
+
+def test_corrupted_tensorrt_plan_is_refused_at_load(micro: tuple[Path, Path]) -> None:
+    from dysl_ros.backends.tensorrt_backend import TensorRTBackend
+
+    model_dir, root = micro
+    engine_dir = hand_made_tensorrt_engines(engine_path(root, model_dir, "onnxruntime"))
+    with pytest.raises(EngineError) as intact:
+        TensorRTBackend(engine_dir)  # files intact: refused for another reason (no TensorRT here, or not a plan)
+    assert "corrupted" not in str(intact.value)
+    if TENSORRT_PROBLEMS:
+        assert isinstance(intact.value, BackendUnavailable)
+    file = engine_dir / "layer_01.plan"
+    data = bytearray(file.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    file.write_bytes(bytes(data))
+    with pytest.raises(EngineError) as info:
+        TensorRTBackend(engine_dir)
+    message = str(info.value)
+    assert "segment layer_01 is corrupted: sha256" in message
+    assert f"build_engines --model-dir {model_dir.resolve()} --out {root} --backend tensorrt --force" in message
 
 
 def test_corrupted_segment_is_refused_at_load(micro: tuple[Path, Path]) -> None:
@@ -321,10 +411,18 @@ def test_unloadable_segment_is_refused(micro: tuple[Path, Path]) -> None:
 
 def test_unavailable_backends_and_precisions(tmp_path: Path) -> None:
     model_dir = make_model_dir(tmp_path / "micro", MICRO)
-    with pytest.raises(EngineError, match="'tensorrt': engines are not available yet"):
-        build_engines(model_dir, tmp_path, backend="tensorrt")
+    with pytest.raises(EngineError, match="'torch' has no engine files to build"):
+        build_engines(model_dir, tmp_path, backend="torch")
     with pytest.raises(EngineError, match="precision 'fp16' is not available for onnxruntime"):
         build_engines(model_dir, tmp_path, precision="fp16")
+    with pytest.raises(EngineError, match="precision 'int8' is not available for tensorrt"):
+        build_engines(model_dir, tmp_path, backend="tensorrt", precision="int8")
+    if TENSORRT_PROBLEMS:
+        with pytest.raises(BackendUnavailable) as info:
+            build_engines(model_dir, tmp_path, backend="tensorrt")
+        assert info.value.problems == TENSORRT_PROBLEMS
+        assert str(info.value).startswith("backend tensorrt is not available on this machine: ")
+        assert not (tmp_path / "micro" / "tensorrt").exists()  # refused before anything was written
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -383,6 +481,14 @@ def test_build_engines_cli(tmp_path: Path) -> None:
     refused = run_cli("--model-dir", str(model_dir), "--out", str(out))
     assert refused.returncode == 1 and "built from another model" in refused.stderr
 
-    unavailable = run_cli("--model-dir", str(model_dir), "--out", str(out), "--backend", "tensorrt")
-    assert unavailable.returncode == 2
-    assert "--backend tensorrt (TensorRT engines) is not available yet in this version" in unavailable.stderr
+    no_files = run_cli("--model-dir", str(model_dir), "--out", str(out), "--backend", "torch")
+    assert no_files.returncode == 2
+    assert "--backend torch has no engine files: its CUDA graphs are captured" in no_files.stderr
+    if TENSORRT_PROBLEMS:
+        unavailable = run_cli("--model-dir", str(model_dir), "--out", str(out), "--backend", "tensorrt")
+        assert unavailable.returncode == 2, unavailable.stderr
+        assert "build_engines: backend tensorrt is not available on this machine: " in unavailable.stderr
+        for problem in TENSORRT_PROBLEMS:  # each missing piece named
+            assert problem in unavailable.stderr
+        assert "Nothing was built." in unavailable.stderr
+        assert not (out / "micro" / "tensorrt").exists()

@@ -57,6 +57,11 @@ def test_readme_tabulates_every_parameter() -> None:
         ({"action_low": [1.0], "action_high": [-1.0]}, "action_low must be below action_high"),
         ({"action_low": [0.0, 0.0], "action_high": [1.0, 1.0, 1.0]}, "differ in length"),
         ({"autostart": "yes"}, "autostart must be true or false"),
+        ({"replan_threshold": -1}, "replan_threshold must be an integer >= 0"),
+        ({"replan_threshold": 2.5}, "replan_threshold must be an integer >= 0"),
+        ({"chunk_aggregation": "median"}, "chunk_aggregation must be one of"),
+        ({"aggregation_decay": float("nan")}, "aggregation_decay must be a finite number"),
+        ({"stream_priority": 100}, "stream_priority must be an integer in"),
     ],
 )
 def test_bad_value_is_named(override: dict[str, Any], message: str) -> None:
@@ -75,3 +80,11 @@ def test_limits_must_match_the_models_action_size() -> None:
     params = NodeParams.from_values({"model_dir": "/m", "action_low": [-1.0, -1.0], "action_high": [1.0, 1.0]})
     with pytest.raises(ConfigError, match="the model's actions have 4"):
         params.action_limits(4)
+
+
+def test_replan_threshold_must_be_below_the_chunk_length() -> None:
+    params = NodeParams.from_values({**shipped_values(), "model_dir": "/m", "replan_threshold": 8})
+    with pytest.raises(ConfigError, match="replan_threshold must be below the model's chunk length 8"):
+        params.check_chunk_length(8)
+    NodeParams.from_values({**shipped_values(), "model_dir": "/m", "replan_threshold": 7}).check_chunk_length(8)
+    assert NodeParams.from_values({**shipped_values(), "model_dir": "/m"}).replan_threshold == 4

@@ -18,12 +18,13 @@ import numpy as np
 import pytest
 import torch
 
+from dysl_ros.core.continuity import continuity_deltas, suggest_etas
 from dysl_ros.core.layer_plan import LayerPlan
 from dysl_ros.model.checkpoint import load_bundle, save_dysl, save_model
 from dysl_ros.model.reference_vla import ReferenceVLA
 from dysl_ros.model.skip_modules import DySLModules
 from dysl_ros.model.spec import Observation, VLAConfig, preprocess
-from dysl_ros.training import bc, dataset, distill
+from dysl_ros.training import bc, dataset, distill, router
 from dysl_ros.training.dataset import ChunkDataset, action_chunk, fit_normalisation
 
 TINY = VLAConfig(
@@ -260,6 +261,10 @@ def test_calibrate_writes_plan_with_last_layer_static_and_plot(tmp_path: Path) -
     assert (tmp_path / distill.PLOT_FILE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     bundle = load_bundle(tmp_path)
     assert bundle.plan == plan and bundle.dysl_config is not None and bundle.dysl_config.static_ratio == 0.34
+    # eta / eta_verify come from the demonstrations' continuity changes, 4 actions per inference.
+    deltas = continuity_deltas([e.actions for e in EPISODES], bundle.dysl_config.k, 4)
+    assert (bundle.dysl_config.eta, bundle.dysl_config.eta_verify) == suggest_etas(deltas)
+    assert 0 < bundle.dysl_config.eta <= bundle.dysl_config.eta_verify
 
 
 # --------------------------------------------------------------------------------------------------
@@ -375,9 +380,10 @@ def test_cli_bc_calibrate_distill(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert distill.main_calibrate(args) == 0
     assert "static [" in capsys.readouterr().out
 
+    variant = model_dir / "variants" / "lam0.01"
     distill_args: dict[str, Any] = {
         "model_dir": str(model_dir), "demos": "demos", "lambda": 0.01, "stage1_steps": 2, "stage2_steps": 2,
-        "one_stage": False, "device": "cpu", "seed": 0, "batch_size": 8, "out_suffix": "_lam0.01",
+        "one_stage": False, "device": "cpu", "seed": 0, "batch_size": 8, "modules_out": str(variant),
     }
     # The default module widths hold more than 2 % of this tiny backbone: refused before training.
     assert distill.main_distill(argparse.Namespace(**distill_args)) == 2
@@ -385,13 +391,46 @@ def test_cli_bc_calibrate_distill(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
     distill_args.update(adapter_bottleneck=1, controller_hidden=1)
     assert distill.main_distill(argparse.Namespace(**distill_args)) == 0
-    sibling = tmp_path / "model_lam0.01"
-    bundle = load_bundle(sibling)
+    bundle = load_bundle(model_dir, variant)
     assert bundle.has_dysl and bundle.dysl_config is not None
+    assert bundle.plan == load_bundle(model_dir).plan  # the calibrated plan
     assert round(bundle.dysl_config.static_ratio * TINY.num_layers) == len(bundle.plan.static_layers)  # type: ignore[union-attr]
-    report = json.loads((sibling / distill.DISTILL_REPORT_FILE).read_text())
+    report = json.loads((variant / distill.DISTILL_REPORT_FILE).read_text())
     assert report["parameters"]["ratio"] <= 0.02 and report["lambda"] == 0.01
-    assert not (model_dir / "dysl_modules.safetensors").exists()  # the source dir is untouched
+    assert not (model_dir / "dysl_modules.safetensors").exists()  # the model dir's own modules: untouched
+    assert not (variant / "model.safetensors").exists()  # a modules dir never copies the backbone
+
+    # The no-static ablation: only the last layer static.
+    no_static = model_dir / "variants" / "no_static"
+    distill_args.update(modules_out=str(no_static), plan="last-layer-only")
+    assert distill.main_distill(argparse.Namespace(**distill_args)) == 0
+    bundle = load_bundle(model_dir, no_static)
+    assert bundle.plan is not None and bundle.plan.static_layers == (TINY.num_layers - 1,)
+    assert bundle.dysl_config is not None and round(bundle.dysl_config.static_ratio * TINY.num_layers) == 1
+    assert json.loads((no_static / distill.DISTILL_REPORT_FILE).read_text())["plan"] == "last-layer-only"
+    # A modules dir that holds a model is refused (it would mix two models' files).
+    distill_args.update(modules_out=str(tmp_path / "model"), plan="calibrated")
+    assert distill.main_distill(argparse.Namespace(**distill_args)) == 0  # the model dir itself is fine
+    other = tmp_path / "other"
+    save_model(active_model(), other, dtype=torch.float32)
+    distill_args.update(modules_out=str(other))
+    assert distill.main_distill(argparse.Namespace(**distill_args)) == 2
+    assert "holds a model" in capsys.readouterr().err
+
+    # The per-layer router goes to <model dir>/variants/router by default.
+    router_args = argparse.Namespace(
+        model_dir=str(model_dir), demos="demos", lam=0.01, stage1_steps=2, stage2_steps=2, device="cpu", seed=0,
+        batch_size=8, adapter_bottleneck=1, controller_hidden=1,
+    )
+    assert router.main_router(router_args) == 0
+    bundle = load_bundle(model_dir, model_dir / "variants" / "router")
+    assert bundle.plan == LayerPlan.last_layer_only(TINY.num_layers) and bundle.modules is not None
+    assert set(bundle.modules.adapters) == {str(i) for i in range(TINY.num_layers - 1)}
+    report = json.loads((model_dir / "variants" / "router" / distill.DISTILL_REPORT_FILE).read_text())
+    assert report["kind"] == "router" and report["parameters"]["ratio"] <= 0.02
+    router_args.modules_out = str(model_dir)
+    assert router.main_router(router_args) == 2
+    assert "would replace DySL's" in capsys.readouterr().err
 
 
 def test_calibrate_drops_modules_of_another_plan(tmp_path: Path) -> None:
@@ -403,3 +442,46 @@ def test_calibrate_drops_modules_of_another_plan(tmp_path: Path) -> None:
     bundle = load_bundle(tmp_path)  # loads: no modules left that would not fit the new plan
     assert bundle.plan == plan
     assert (bundle.modules is None) == (plan.static_layers != old.static_layers)
+
+
+# --------------------------------------------------------------------------------------------------
+# The per-layer router baseline
+
+
+def test_router_stage1_targets_are_the_next_layer_inputs() -> None:
+    model = active_model()
+    modules = DySLModules(TINY.hidden_size, router.router_plan(TINY.num_layers))
+    batch = next(iter(distill.sample_loader(EPISODES, model, 4, 0, torch.device("cpu"))))
+    states = distill.dense_states(model, batch)
+    expected = sum(torch.nn.functional.mse_loss(states[i], states[i + 1]) for i in range(TINY.num_layers - 1))
+    assert router.router_stage1_loss(model, modules, batch).item() == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_router_training_reduces_both_losses() -> None:
+    history: list[dict[str, Any]] = []
+    router.train_router(active_model(), EPISODES, 30, 40, 0.02, 16, 1e-2, "cpu", 0, history=history)
+    stage1 = [r["loss"] for r in history if r["stage"] == 1]
+    stage2 = [r["loss"] for r in history if r["stage"] == 2]
+    assert len(stage1) == 30 and len(stage2) == 40
+    first, last = first_last(stage1, 5)
+    assert last < 0.7 * first, (first, last)
+    first, last = first_last(stage2, 8)
+    assert last < 0.8 * first, (first, last)
+
+
+def test_router_forward_with_p_zero_is_the_dense_model_and_penalty_counts_layers() -> None:
+    model = active_model()
+    modules = DySLModules(TINY.hidden_size, router.router_plan(TINY.num_layers))
+    with torch.no_grad():
+        for controller in modules.controllers.values():
+            controller.net[-1].weight.zero_()
+            controller.net[-1].bias.fill_(-30.0)  # p ~ 0: every layer runs
+    batch = next(iter(distill.sample_loader(EPISODES, model, 4, 0, torch.device("cpu"))))
+    with torch.no_grad():
+        chunk, ps = router.router_forward(model, modules, batch)
+        dense = model.head(distill.dense_states(model, batch)[-1])
+        terms = router.router_stage2_loss(model, modules, batch, lam=0.5)
+    assert len(ps) == TINY.num_layers - 1
+    torch.testing.assert_close(chunk, dense, atol=1e-5, rtol=1e-5)
+    assert terms.task == pytest.approx(0.0, abs=1e-5)
+    assert terms.penalty == pytest.approx(TINY.num_layers - 1, rel=1e-4)  # sum over routed layers of (1 - p)

@@ -1,15 +1,549 @@
-"""Placeholder: being written (see the open issue). Nothing here pretends to measure."""
+"""Closed-loop Meta-World MT10 benchmark: success rate and executed layers per policy variant.
+
+    dysl_bench closed-loop --model-dir models/reference --episodes 10 --workers 2 --json \\
+        --markdown out/bench/closed_loop.md --record-trace out/bench/decisions.json
+
+Every variant (dense, dysl, no_pre_skip, no_post_verify, no_static, one_stage, random_skip, router;
+see dysl_ros.bench.variants) runs the same episodes: episode i of task k under the eval run seed s
+has the environment seed SeedSequence([s, k, i]) and instruction of `dysl_train demos` (the training
+demonstrations used run seed 1000, so a different seed never replays a training episode; the
+benchmark also refuses any episode whose seed is in the model's training demonstrations when it
+can find them). Per tick the policy sees the camera image, instruction and proprio, the first
+--execute-steps actions of its chunk are executed (as dysl_node re-plans), then it re-plans.
+An episode ends as a success at the first step with Meta-World's info["success"], as a failure at
+--max-steps. random_skip runs after dysl: its coin is solved to match dysl's mean executed layers
+of this run (or --random-target-layers).
+
+Reported per variant, per task and overall: success rate, mean and p99 executed layers per tick
+(the layers on the path that produced the executed chunk), executed fraction (mean / num_layers),
+verification rate (ticks where post-skip verification fired / ticks), ticks; and the mean layer
+evaluations per tick (a verified tick's discarded skipping pass included: the compute cost).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import multiprocessing
+import os
 import sys
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from dysl_ros.bench.trace import DecisionTrace, TickDecision
+from dysl_ros.bench.variants import (
+    VARIANTS,
+    LoadSettings,
+    VariantLoader,
+    main_plan,
+    parse_variants,
+    random_skip_probability,
+    variant_modules_dir,
+)
+from dysl_ros.core.config import ConfigError
+
+DEFAULT_EVAL_SEED = 2000
+TRAINING_DEMOS_SEED = 1000
+MAX_ENVS_PER_WORKER = 2
+"""Meta-World environments (model + GL context) a worker keeps; jobs come sorted by task."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("--model-dir", default="models/reference", help="model directory (default: models/reference)")
+    parser.add_argument("--tasks", default="all", help="'all' or comma-separated MT10 task names (default: all)")
+    parser.add_argument("--episodes", type=int, default=10, help="episodes per task and variant (default: 10)")
+    parser.add_argument(
+        "--seed", type=int, default=DEFAULT_EVAL_SEED,
+        help=f"eval run seed; episode seeds derive from it as in `dysl_train demos` (default: {DEFAULT_EVAL_SEED}; "
+        f"the training demos used {TRAINING_DEMOS_SEED})",
+    )
+    parser.add_argument("--workers", type=int, default=2, help="worker processes, one torch thread each (default: 2)")
+    parser.add_argument(
+        "--variants", default="all", help=f"'all' or a comma list of {', '.join(VARIANTS)} (default: all)"
+    )
+    parser.add_argument(
+        "--execute-steps", type=int, default=4,
+        help="actions of each chunk executed before re-planning (default: 4, as dysl_node's replan point)",
+    )
+    parser.add_argument("--max-steps", type=int, default=200, help="episode step limit (default: 200, as the demos)")
+    parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch", help="(default: torch)")
+    parser.add_argument(
+        "--random-target-layers", type=float, default=None,
+        help="random_skip's expected executed layers per tick (default: dysl's measured mean in this run)",
+    )
+    parser.add_argument(
+        "--router-threshold", type=float, default=None,
+        help="router skips a layer when p >= this (default: the router's dysl.json skip_threshold)",
+    )
+    parser.add_argument("--camera", default="corner", help="Meta-World camera (default: corner, as the demos)")
+    parser.add_argument("--json", action="store_true", help="print the results as one JSON object, last line")
+    parser.add_argument("--markdown", metavar="FILE", help="write the results table (markdown) to FILE")
+    parser.add_argument("--record-trace", metavar="FILE", help="write the dysl variant's decisions (DecisionTrace)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+# --------------------------------------------------------------------------------------------------
+# Jobs and the worker side
+
+
+@dataclass(frozen=True)
+class Job:
+    variant: str
+    task: str
+    episode: int
+    seed: int
+    instruction: str
+    random_skip_q: float | None = None
+    record: bool = False
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    model_dir: str
+    backend: str
+    camera: str
+    max_steps: int
+    execute_steps: int
+    router_threshold: float | None
+
+
+@dataclass
+class EpisodeResult:
+    variant: str
+    task: str
+    episode: int
+    seed: int
+    success: bool
+    steps: int
+    executed: list[int]
+    evaluations: list[int]
+    verified: int
+    decisions: list[TickDecision] | None
+    seconds: float
+
+
+@dataclass
+class _WorkerState:
+    settings: WorkerSettings
+    loader: VariantLoader
+    envs: OrderedDict[str, Any] = field(default_factory=OrderedDict)
+
+    def env(self, task: str, image_size: int) -> Any:
+        from dysl_ros.training.metaworld_env import make_env
+
+        if task in self.envs:
+            self.envs.move_to_end(task)
+            return self.envs[task]
+        while len(self.envs) >= MAX_ENVS_PER_WORKER:
+            _, old = self.envs.popitem(last=False)
+            old.close()
+        s = self.settings
+        env = make_env(task, 0, image_size, s.camera, max_steps=s.max_steps, post_success_steps=0)
+        self.envs[task] = env
+        return env
+
+    def close(self) -> None:
+        while self.envs:
+            self.envs.popitem()[1].close()
+
+
+_STATE: _WorkerState | None = None
+
+
+def _init_worker(settings: WorkerSettings) -> None:
+    global _STATE
+    # One core per worker: torch's and Mesa's own thread pools would only contend.
+    os.environ.setdefault("LP_NUM_THREADS", "1")
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    import torch
+
+    torch.set_num_threads(1)
+    _STATE = _WorkerState(settings, VariantLoader(LoadSettings(settings.model_dir, settings.backend,
+                                                                settings.router_threshold)))
+
+
+def _run_job(job: Job) -> EpisodeResult:
+    if _STATE is None:
+        raise RuntimeError("worker not initialised")
+    try:
+        return run_episode(_STATE, job)
+    except Exception as exc:
+        # Re-raised in the parent, where the worker's traceback is not shown: say which episode.
+        raise RuntimeError(f"{job.variant} {job.task} episode {job.episode} (seed {job.seed}): "
+                           f"{type(exc).__name__}: {exc}") from exc
+
+
+def run_episode(state: _WorkerState, job: Job) -> EpisodeResult:
+    """One episode of one variant: re-plan every ``execute_steps`` actions until success or the limit."""
+    from dysl_ros.model.spec import Observation
+
+    started = time.perf_counter()
+    policy = state.loader.get(job.variant, job.random_skip_q)
+    config = policy.policy.config  # type: ignore[attr-defined]
+    env = state.env(job.task, config.image_size)
+    execute = state.settings.execute_steps
+    window = slice(0, execute)
+    obs = env.reset(job.seed)
+    policy.reset(job.seed)
+    executed: list[int] = []
+    evaluations: list[int] = []
+    verified = 0
+    decisions: list[TickDecision] | None = [] if job.record else None
+    done = False
+    while not done:
+        # Rendered only when the policy looks: 3 of 4 frames would be thrown away otherwise.
+        step = policy.step(Observation(env.render(), job.instruction, env.proprio(obs)), window)
+        executed.append(step.executed_layers)
+        evaluations.append(step.layer_evaluations)
+        verified += int(step.verified)
+        if decisions is not None and step.tick is not None:
+            decisions.append(TickDecision.from_tick(step.tick))
+        for action in step.actions[:execute]:
+            obs, _success, done = env.step(action)
+            if done:
+                break
+    return EpisodeResult(
+        job.variant, job.task, job.episode, job.seed, bool(env.succeeded), int(env.steps), executed, evaluations,
+        verified, decisions, time.perf_counter() - started,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Running jobs
+
+
+class _Runner:
+    """A process pool (``workers`` > 1) or this process, kept for every phase (workers keep their
+    loaded policies and environments)."""
+
+    def __init__(self, settings: WorkerSettings, workers: int) -> None:
+        self.settings = settings
+        self.workers = workers
+        self.pool: Any = None
+        self._threads: int | None = None
+        if workers > 1:
+            # Spawned, not forked: a worker starts with no inherited OpenGL or thread state.
+            context = multiprocessing.get_context("spawn")
+            self.pool = context.Pool(workers, initializer=_init_worker, initargs=(settings,))
+        else:
+            import torch
+
+            self._threads = torch.get_num_threads()
+            _init_worker(settings)
+
+    def run(self, jobs: Sequence[Job]) -> Iterator[EpisodeResult]:
+        if self.pool is not None:
+            yield from self.pool.imap_unordered(_run_job, jobs)
+        else:
+            for job in jobs:
+                yield _run_job(job)
+
+    def close(self) -> None:
+        global _STATE
+        if self.pool is not None:
+            self.pool.close()
+            self.pool.join()
+        else:
+            import torch
+
+            if _STATE is not None:
+                _STATE.close()
+                _STATE = None
+            if self._threads is not None:
+                torch.set_num_threads(self._threads)
+
+    def terminate(self) -> None:
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+            self.pool = None
+        self.close()
+
+
+def make_jobs(
+    variants: Sequence[str], tasks: Sequence[str], episodes: int, seed: int, *, random_skip_q: float | None = None,
+    record: bool = False,
+) -> list[Job]:
+    """Jobs sorted by task, then episode, then variant: paired episodes run close together and a
+    worker meets each task's environment in one stretch."""
+    from dysl_ros.training.demos import episode_seed, pick_instruction
+
+    jobs = []
+    for task in tasks:
+        for i in range(episodes):
+            env_seed = episode_seed(seed, task, i)
+            instruction = pick_instruction(task, env_seed)
+            for variant in variants:
+                jobs.append(Job(
+                    variant, task, i, env_seed, instruction,
+                    random_skip_q if variant == "random_skip" else None, record and variant == "dysl",
+                ))
+    return jobs
+
+
+# --------------------------------------------------------------------------------------------------
+# Figures
+
+
+def summarise(results: Iterable[EpisodeResult], num_layers: int) -> dict[str, Any]:
+    """Figures of a set of episodes (one variant, one task or all tasks)."""
+    results = list(results)
+    executed = np.asarray([n for r in results for n in r.executed], dtype=np.float64)
+    evaluations = np.asarray([n for r in results for n in r.evaluations], dtype=np.float64)
+    ticks = int(executed.size)
+    mean = float(executed.mean()) if ticks else 0.0
+    return {
+        "success_rate": sum(r.success for r in results) / len(results) if results else 0.0,
+        "mean_executed_layers": mean,
+        "p99_executed_layers": float(np.percentile(executed, 99, method="higher")) if ticks else 0.0,
+        "executed_fraction": mean / num_layers,
+        "verification_rate": sum(r.verified for r in results) / ticks if ticks else 0.0,
+        "ticks": ticks,
+        "episodes": len(results),
+        "successes": sum(r.success for r in results),
+        "mean_layer_evaluations": float(evaluations.mean()) if ticks else 0.0,
+        "mean_episode_steps": float(np.mean([r.steps for r in results])) if results else 0.0,
+    }
+
+
+def variant_figures(results: Sequence[EpisodeResult], tasks: Sequence[str], num_layers: int) -> dict[str, Any]:
+    figures = summarise(results, num_layers)
+    figures["per_task"] = {task: summarise([r for r in results if r.task == task], num_layers) for task in tasks}
+    return figures
+
+
+def markdown_table(report: Mapping[str, Any]) -> str:
+    variants: Mapping[str, Any] = report["variants"]
+    lines = [
+        "| variant | success | executed layers, mean | p99 | executed fraction | verification rate | ticks |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, v in variants.items():
+        lines.append(
+            f"| `{name}` | {v['success_rate']:.1%} ({v['successes']}/{v['episodes']}) | "
+            f"{v['mean_executed_layers']:.2f} | {v['p99_executed_layers']:.0f} | {v['executed_fraction']:.1%} | "
+            f"{v['verification_rate']:.1%} | {v['ticks']} |"
+        )
+    tasks = list(report["tasks"])
+    lines += ["", "Success rate per task:", "", "| task | " + " | ".join(f"`{n}`" for n in variants) + " |",
+              "|---|" + "---:|" * len(variants)]
+    for task in tasks:
+        cells = [f"{variants[n]['per_task'][task]['success_rate']:.0%}" for n in variants]
+        lines.append(f"| {task} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def markdown_report(report: Mapping[str, Any]) -> str:
+    random = report.get("random_skip")
+    notes = [
+        f"Meta-World MT10, {report['episodes']} episode(s) per task and variant (the same episodes for every "
+        f"variant), eval run seed {report['seed']}; model `{report['model_dir']}` ({report['num_layers']} layers, "
+        f"hash {str(report['model_hash'])[:12]}); backend {report['backend']} on {report['machine']}; "
+        f"re-plan every {report['execute_steps']} actions, at most {report['max_steps']} steps per episode.",
+    ]
+    if random is not None:
+        notes.append(
+            f"random_skip: coin skip probability {random['skip_probability']:.4f}, solved for "
+            f"{random['target_layers']:.2f} expected executed layers ({random['target_from']})."
+        )
+    return "\n\n".join(["### Closed loop", *notes, markdown_table(report)]) + "\n"
+
+
+# --------------------------------------------------------------------------------------------------
+# The command
+
+
+def training_episode_seeds(model_dir: Path) -> tuple[set[int], str | None]:
+    """Environment seeds of the model's training demonstrations, when its train_args.json points at
+    a demos directory that is here; else an empty set."""
+    try:
+        provenance = json.loads((model_dir / "train_args.json").read_text())
+        demos = provenance.get("demos")
+        argv = [str(a) for a in provenance.get("argv", [])]
+        for i, arg in enumerate(argv):
+            if arg == "--demos" and i + 1 < len(argv):
+                demos = argv[i + 1]
+            elif arg.startswith("--demos="):
+                demos = arg.split("=", 1)[1]
+        if demos is None:
+            return set(), None
+        index = json.loads((Path(str(demos)) / "index.json").read_text())
+        return {int(e["seed"]) for e in index["episodes"]}, str(demos)
+    except (OSError, AttributeError, KeyError, TypeError, ValueError):
+        return set(), None
 
 
 def run(args: argparse.Namespace) -> int:
-    print("dysl_bench closed_loop: not implemented yet; nothing was measured.", file=sys.stderr)
-    return 3
+    try:
+        return _run(args)
+    except (ConfigError, ValueError, FileNotFoundError) as exc:
+        print(f"dysl_bench closed-loop: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    from dysl_ros.model.checkpoint import CONFIG_FILE, ModelDirError, model_hash
+    from dysl_ros.model.spec import VLAConfig
+    from dysl_ros.training.metaworld_env import MT10_TASKS
+
+    model_dir = Path(args.model_dir)
+    if not (model_dir / CONFIG_FILE).is_file():
+        raise ConfigError(f"{model_dir} is not a model directory (no {CONFIG_FILE})")
+    if args.episodes < 1 or args.workers < 1 or args.execute_steps < 1 or args.max_steps < 1:
+        raise ConfigError("--episodes, --workers, --execute-steps and --max-steps must be >= 1")
+    if not 0 <= args.seed < 2**32:
+        raise ConfigError(f"--seed must be in [0, 2**32), got {args.seed}")
+    config = VLAConfig.load(model_dir / CONFIG_FILE)
+    if args.execute_steps > config.chunk_len:
+        raise ConfigError(f"--execute-steps {args.execute_steps} exceeds the model's chunk of {config.chunk_len}")
+    from dysl_ros.training.demos import parse_tasks
+
+    tasks = parse_tasks(args.tasks)
+    variants = parse_variants(args.variants)
+    num_layers = config.num_layers
+
+    plan = main_plan(model_dir)
+    target_given = args.random_target_layers is not None
+    if "random_skip" in variants:
+        if plan is None:
+            raise ConfigError(f"random_skip needs the DySL modules of {model_dir} (no layer plan)")
+        if not target_given and "dysl" not in variants:
+            raise ConfigError("random_skip matches dysl's executed layers: add dysl to --variants "
+                              "or give --random-target-layers")
+    for variant in variants:
+        where = variant_modules_dir(model_dir, variant)
+        if where is not None and not where.is_dir():
+            raise ConfigError(
+                f"variant {variant} needs its modules in {where} (see scripts/train_reference.sh: "
+                f"`dysl_train {'router' if variant == 'router' else 'distill'} ... --modules-out {where}`)"
+            )
+
+    training_seeds, demos = training_episode_seeds(model_dir)
+    eval_jobs = make_jobs(["dysl"], tasks, args.episodes, args.seed)
+    reused = sorted({job.seed for job in eval_jobs} & training_seeds)
+    if reused:
+        raise ConfigError(
+            f"--seed {args.seed} replays {len(reused)} training episode(s) of {demos}: choose another eval seed"
+        )
+
+    first = [v for v in variants if v != "random_skip" or target_given]
+    q: float | None = None
+    target_from = ""
+    if target_given and "random_skip" in variants:
+        assert plan is not None
+        q = random_skip_probability(plan, float(args.random_target_layers))
+        target_from = "--random-target-layers"
+    record = args.record_trace is not None and "dysl" in variants
+    if args.record_trace is not None and "dysl" not in variants:
+        raise ConfigError("--record-trace records the dysl variant: add it to --variants")
+    phase1 = make_jobs(first, tasks, args.episodes, args.seed, random_skip_q=q, record=record)
+    later = "random_skip" in variants and not target_given
+    total = len(phase1) + (len(tasks) * args.episodes if later else 0)
+
+    settings = WorkerSettings(
+        str(model_dir), args.backend, args.camera, args.max_steps, args.execute_steps, args.router_threshold
+    )
+    if args.backend == "onnxruntime":
+        # Built (or checked) once here: workers building the same engines at once would race.
+        loader = VariantLoader(LoadSettings(str(model_dir), args.backend, args.router_threshold))
+        for variant in variants:
+            loader.base_policy(variant_modules_dir(model_dir, variant))
+        del loader
+    from tqdm import tqdm
+
+    started = time.perf_counter()
+    results: list[EpisodeResult] = []
+    runner = _Runner(settings, min(args.workers, total))
+    bar = tqdm(total=total, desc="closed-loop", unit="ep", file=sys.stderr, disable=args.no_progress,
+               dynamic_ncols=True)
+    try:
+        _collect(runner.run(phase1), results, bar)
+        random_info: dict[str, Any] | None = None
+        if later:
+            assert plan is not None
+            dysl_ticks = [n for r in results if r.variant == "dysl" for n in r.executed]
+            target = float(np.mean(dysl_ticks))
+            q = random_skip_probability(plan, target)
+            target_from = "dysl's mean executed layers in this run"
+            _collect(runner.run(make_jobs(["random_skip"], tasks, args.episodes, args.seed, random_skip_q=q)),
+                     results, bar)
+        if "random_skip" in variants:
+            assert plan is not None and q is not None
+            random_info = {
+                "skip_probability": q,
+                "target_layers": float(args.random_target_layers) if target_given else target,
+                "target_from": target_from,
+            }
+    except BaseException:
+        bar.close()
+        runner.terminate()
+        raise
+    bar.close()
+    runner.close()
+    wall = time.perf_counter() - started
+
+    order = {task: k for k, task in enumerate(MT10_TASKS)}
+    results.sort(key=lambda r: (order[r.task], r.episode, VARIANTS.index(r.variant)))
+    try:
+        digest = model_hash(model_dir)
+    except ModelDirError:
+        digest = ""
+    report: dict[str, Any] = {
+        "seed": args.seed,
+        "episodes": args.episodes,
+        "variants": {v: variant_figures([r for r in results if r.variant == v], tasks, num_layers) for v in variants},
+        "tasks": tasks,
+        "num_layers": num_layers,
+        "model_dir": str(model_dir),
+        "model_hash": digest,
+        "backend": args.backend,
+        "machine": _machine(),
+        "workers": args.workers,
+        "execute_steps": args.execute_steps,
+        "max_steps": args.max_steps,
+        "camera": args.camera,
+        "wall_s": wall,
+    }
+    if random_info is not None:
+        report["random_skip"] = random_info
+        report["variants"]["random_skip"]["skip_probability"] = random_info["skip_probability"]
+        report["variants"]["random_skip"]["target_layers"] = random_info["target_layers"]
+
+    if record:
+        assert plan is not None
+        trace = DecisionTrace(digest, num_layers, plan.static_layers)
+        for r in results:
+            if r.variant == "dysl" and r.decisions is not None:
+                trace.ticks.extend(r.decisions)
+        trace.save(args.record_trace)
+    text = markdown_report(report)
+    if args.markdown:
+        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.markdown).write_text(text)
+    print(markdown_table(report))
+    print(f"{len(results)} episodes in {wall:.1f} s with {min(args.workers, total)} worker(s)")
+    if args.json:
+        print(json.dumps(report))
+    return 0
+
+
+def _collect(stream: Iterable[EpisodeResult], results: list[EpisodeResult], bar: Any) -> None:
+    for result in stream:
+        results.append(result)
+        bar.update(1)
+        done = [r for r in results if r.variant == result.variant]
+        bar.set_postfix_str(f"{result.variant} {sum(r.success for r in done)}/{len(done)}", refresh=False)
+
+
+def _machine() -> str:
+    try:
+        from dysl_ros.backends.engines import cpu_name
+
+        return f"{cpu_name()}, {os.cpu_count()} cores"
+    except Exception:  # only a label
+        return f"{os.cpu_count()} cores"

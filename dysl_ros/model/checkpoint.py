@@ -8,6 +8,15 @@
   dysl_modules.json          SkipModuleConfig                                          (after distill)
   dysl_modules.safetensors   controllers + adapters                                    (after distill)
   dysl.json                  DySLConfig the modules were tuned with                    (after distill)
+  variants/<name>/           other DySL modules for the same backbone (ablations, lambda sweeps, the
+                             per-layer router): only layer_plan.json, dysl_modules.json,
+                             dysl_modules.safetensors, dysl.json (+ training reports), never the backbone
+
+A modules directory (``load_bundle(model_dir, modules_dir)``) replaces the model directory's own DySL
+files. A directory laid out as ``<model_dir>/variants/<name>/`` (DySL files, no vla_config.json) also
+loads on its own, as ``load_bundle(<model_dir>/variants/<name>)``: its backbone is the one two levels up.
+That is what lets engines be built for a variant (``build_engines --model-dir <model_dir>/variants/<name>``)
+without a copy of the backbone.
 """
 
 from __future__ import annotations
@@ -36,6 +45,9 @@ PLAN_FILE = "layer_plan.json"
 MODULES_CONFIG_FILE = "dysl_modules.json"
 MODULES_FILE = "dysl_modules.safetensors"
 DYSL_CONFIG_FILE = "dysl.json"
+VARIANTS_DIR = "variants"
+DYSL_FILES = (PLAN_FILE, MODULES_CONFIG_FILE, MODULES_FILE, DYSL_CONFIG_FILE)
+"""What a modules directory holds (besides training reports)."""
 
 
 class ModelDirError(RuntimeError):
@@ -49,6 +61,8 @@ class PolicyBundle:
     plan: LayerPlan | None
     modules: DySLModules | None
     dysl_config: DySLConfig | None
+    modules_dir: Path | None = None
+    """Where the DySL files came from when not ``model_dir`` (a variant's modules directory)."""
 
     @property
     def config(self) -> VLAConfig:
@@ -102,14 +116,38 @@ def save_dysl(
         (path / DYSL_CONFIG_FILE).write_text(json.dumps(dysl_config.to_dict(), indent=2) + "\n")
 
 
-def load_bundle(model_dir: str | Path) -> PolicyBundle:
-    """Load on CPU in fp32; backends move and cast."""
+def resolve_dirs(model_dir: str | Path, modules_dir: str | Path | None = None) -> tuple[Path, Path | None]:
+    """(backbone directory, modules directory or None). ``model_dir`` may itself be a variant
+    directory ``<model>/variants/<name>`` (DySL files, no backbone): then the backbone is ``<model>``."""
     path = Path(model_dir)
+    if modules_dir is not None:
+        return path, Path(modules_dir)
+    if not (path / CONFIG_FILE).is_file() and (path / PLAN_FILE).is_file():
+        parent = path.resolve().parent
+        if parent.name == VARIANTS_DIR and (parent.parent / CONFIG_FILE).is_file():
+            return parent.parent, path
+    return path, None
+
+
+def load_bundle(model_dir: str | Path, modules_dir: str | Path | None = None) -> PolicyBundle:
+    """Load on CPU in fp32; backends move and cast. ``modules_dir``: take the layer plan, DySL modules
+    and settings from there (a variant, e.g. ``<model_dir>/variants/no_static``) instead of ``model_dir``;
+    it must hold a plan and modules that fit the model."""
+    path, variant = resolve_dirs(model_dir, modules_dir)
     if not path.is_dir():
         raise ModelDirError(f"model_dir {path} does not exist or is not a directory")
     for name in (CONFIG_FILE, WEIGHTS_FILE):
         if not (path / name).is_file():
             raise ModelDirError(f"model_dir {path} has no {name}: is this a dysl_ros model directory?")
+    if variant is not None:
+        if not variant.is_dir():
+            raise ModelDirError(f"modules_dir {variant} does not exist or is not a directory")
+        missing = [name for name in (PLAN_FILE, MODULES_FILE) if not (variant / name).is_file()]
+        if missing:
+            raise ModelDirError(
+                f"modules_dir {variant} has no {' and no '.join(missing)}: train it with "
+                f"`dysl_train distill --model-dir {path} --modules-out {variant}` (or `dysl_train router`)"
+            )
     try:
         config = VLAConfig.load(path / CONFIG_FILE)
         backbone_file = path / BACKBONE_FILE
@@ -121,10 +159,14 @@ def load_bundle(model_dir: str | Path) -> PolicyBundle:
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelDirError(f"{path}: {BACKBONE_FILE} does not fit {CONFIG_FILE}: {exc}") from exc
     _load_weights(model, path / WEIGHTS_FILE)  # type: ignore[arg-type]
+    dysl_dir = variant if variant is not None else path
     try:
-        return _load_dysl(path, model)
+        bundle = _load_dysl(dysl_dir, model)
     except (ConfigError, KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
-        raise ModelDirError(f"{path}: bad DySL files: {exc}") from exc
+        raise ModelDirError(f"{dysl_dir}: bad DySL files: {exc}") from exc
+    bundle.model_dir = path
+    bundle.modules_dir = variant
+    return bundle
 
 
 def _load_dysl(path: Path, model: VLABackbone) -> PolicyBundle:
@@ -145,12 +187,18 @@ def _load_dysl(path: Path, model: VLABackbone) -> PolicyBundle:
     return PolicyBundle(path, model, plan, modules, dysl_config)
 
 
-def model_hash(model_dir: str | Path) -> str:
-    """sha256 over the files that define the policy: engines built from another hash are stale."""
+def model_hash(model_dir: str | Path, modules_dir: str | Path | None = None) -> str:
+    """sha256 over the files that define the policy: engines built from another hash are stale.
+    With a modules directory (or a variant directory as ``model_dir``) its DySL files count instead
+    of the model directory's."""
     digest = hashlib.sha256()
-    path = Path(model_dir)
-    for name in (BACKBONE_FILE, CONFIG_FILE, WEIGHTS_FILE, PLAN_FILE, MODULES_CONFIG_FILE, MODULES_FILE):
-        file = path / name
+    path, variant = resolve_dirs(model_dir, modules_dir)
+    dysl_dir = variant if variant is not None else path
+    for directory, name in (
+        (path, BACKBONE_FILE), (path, CONFIG_FILE), (path, WEIGHTS_FILE),
+        (dysl_dir, PLAN_FILE), (dysl_dir, MODULES_CONFIG_FILE), (dysl_dir, MODULES_FILE),
+    ):
+        file = directory / name
         if file.is_file():
             digest.update(name.encode())
             digest.update(file.read_bytes())

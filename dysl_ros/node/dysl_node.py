@@ -2,13 +2,16 @@
 
     ~/image (Image) ─┐
     ~/instruction ───┼─► latest-input slots ─► inference thread ─► ~/action_chunk (JointTrajectory)
-    ~/joint_states ──┘    (validated in the        │  DySLPolicy        └─► ActionSchedule ─► stream thread ─► ~/action
-                           subscription callbacks)  └─ /diagnostics timer                   (control_rate_hz)
+    ~/joint_states ──┘    (validated in the        │  DySLPolicy        ├─► ~/dysl_tick (per-tick telemetry)
+                           subscription callbacks)  │                    └─► stream process ─► ~/action
+                                                    └─ /diagnostics timer      (control_rate_hz, own GIL)
 
-configure: validate parameters, load model + DySL modules, warm up, create topics.
-activate:  start the inference and action-stream threads.  deactivate: stop them; nothing is published.
-Inference never queues: it always takes the newest image, and an image older than
-``max_image_age_ms`` is never used. Bad input is rejected with a counter and a throttled log line.
+configure: validate parameters, load model + DySL modules, warm up, create topics, start the stream
+process. activate: the stream publishes and the inference thread runs. deactivate: both stop; nothing
+is published. Inference runs when the stream's queue falls to ``replan_threshold`` actions (not on
+every image) and takes the newest image then; an image older than ``max_image_age_ms`` is never used,
+and the stream never sends an action from one that has grown that old. Bad input is rejected with a
+counter and a throttled log line.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import Float64MultiArray, String
+from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from dysl_ros.backends.engines import EngineError
@@ -40,7 +43,7 @@ from dysl_ros.core.config import ConfigError
 from dysl_ros.core.runner import TickResult
 from dysl_ros.model.checkpoint import ModelDirError
 from dysl_ros.model.spec import Observation
-from dysl_ros.node.action_stream import ActionSchedule
+from dysl_ros.node.action_stream import predict_executed_slice, stamp_label
 from dysl_ros.node.inputs import (
     InputRejected,
     check_stamp,
@@ -50,6 +53,7 @@ from dysl_ros.node.inputs import (
     string_from_cdr,
 )
 from dysl_ros.node.params import PARAMETERS, NodeParams
+from dysl_ros.node.stream_process import SPIN_NS, ActionStreamProcess, StreamConfig
 from dysl_ros.policy import DySLPolicy, load_policy
 
 SENSOR_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT)
@@ -60,6 +64,11 @@ LATCHED_QOS = QoSProfile(
     durability=DurabilityPolicy.TRANSIENT_LOCAL,
 )
 RELIABLE_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
+TICK_QOS = QoSProfile(depth=50, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
+HANDOVER_NS = SPIN_NS + 1_000_000
+"""From a chunk's end of inference (or a re-plan request) to the stream taking it: send + the stream's
+last command check before a deadline."""
+SLICE_WINDOW = 100
 REJECT_LOG_PERIOD_S = 2.0
 LATENCY_WINDOW = 500
 
@@ -68,6 +77,7 @@ LATENCY_WINDOW = 500
 class LatestImage:
     rgb: npt.NDArray[np.uint8]
     stamp: float
+    stamp_ns: int
     stamp_msg: Time
     received: float  # monotonic
 
@@ -81,11 +91,10 @@ class Stats:
     verifications: int = 0
     reruns: int = 0
     chunks_published: int = 0
-    actions_published: int = 0
-    stale_periods: int = 0
     tick_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
     executed_layers: deque[int] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
-    stream_periods_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
+    slice_match: deque[bool] = field(default_factory=lambda: deque(maxlen=SLICE_WINDOW))
+    """Per chunk: the predicted executed slice (continuity history) equalled what the stream sent."""
     last_image_age_ms: float = float("nan")
     last_continuity: float = float("nan")
     last_delta: float = float("nan")
@@ -102,7 +111,7 @@ class DySLNode(LifecycleNode):
             )
         self.params: NodeParams | None = None
         self.policy: DySLPolicy | None = None
-        self.schedule: ActionSchedule | None = None
+        self.stream: ActionStreamProcess | None = None
         self.stats = Stats()
         self._lock = threading.Lock()
         self._new_image = threading.Condition(self._lock)
@@ -112,17 +121,25 @@ class DySLNode(LifecycleNode):
         self._proprio: tuple[npt.NDArray[np.float64], float] | None = None  # (values, monotonic receive time)
         self._active = threading.Event()
         self._stop = threading.Event()
+        self._replan = threading.Event()
+        """Set when the stream needs a new chunk (queue at replan_threshold, empty or stale)."""
+        self._seq_lock = threading.Lock()
+        self._seq = 0  # sequence number of the last chunk handed to the stream
+        self._predicted: dict[int, slice] = {}  # seq -> executed slice the continuity history recorded
+        self._stream_error = ""
         self._threads: list[threading.Thread] = []
         self._last_reject_log: dict[str, float] = {}
         self._entities: list[Any] = []
-        self._rate_base: tuple[float, int, int, int] | None = None  # (monotonic, images, ticks, actions)
+        self._rate_base: tuple[float, int, int] | None = None  # (monotonic, images, ticks)
 
     # ---------------------------------------------------------------- lifecycle
 
     def on_configure(self, state: State) -> TransitionCallbackReturn:
+        stream = ActionStreamProcess(self._on_replan, self._on_streamed, self._on_stream_exit)
         try:
             values = {spec.name: self.get_parameter(spec.name).value for spec in PARAMETERS}
             params = NodeParams.from_values(values)
+            stream.spawn()  # imports rclpy in parallel with the model loading below
             policy = load_policy(
                 params.model_dir,
                 backend=params.backend,
@@ -135,6 +152,7 @@ class DySLNode(LifecycleNode):
                 force_engine_update=params.force_engine_update,
             )
             config = policy.config
+            params.check_chunk_length(config.chunk_len)
             self._names = list(params.action_names) or list(config.action_names)
             if len(self._names) != config.action_dim:
                 raise ConfigError(
@@ -143,31 +161,55 @@ class DySLNode(LifecycleNode):
             low, high = params.action_limits(config.action_dim)
         except (ConfigError, ModelDirError, EngineError) as exc:
             self.get_logger().error(f"configure failed: {exc}")
+            stream.stop()
             return TransitionCallbackReturn.FAILURE
         self._low, self._high = np.asarray(low), np.asarray(high)
         self.params, self.policy = params, policy
         self._warm_up()
-        self.schedule = ActionSchedule(params.dt, params.max_image_age_ms / 1000.0, params.on_stale, config.action_dim)
         self._create_topics(params)
+        stream_config = StreamConfig(
+            topic=self.resolve_topic_name("~/action"),
+            node_name=self.get_name(),
+            namespace=self.get_namespace(),
+            dt_ns=round(params.dt * 1e9),
+            max_age_ns=round(params.max_image_age_ms * 1e6),
+            on_stale=params.on_stale,
+            action_dim=config.action_dim,
+            replan_threshold=params.replan_threshold,
+            aggregation=params.chunk_aggregation,
+            decay=params.aggregation_decay,
+            priority=params.stream_priority,
+        )
+        try:
+            scheduling = stream.start(stream_config)
+        except RuntimeError as exc:
+            self.get_logger().error(f"configure failed: {exc}")
+            self._destroy_topics()
+            return TransitionCallbackReturn.FAILURE
+        self.stream, self._stream_error = stream, ""
+        if params.stream_priority and not scheduling.startswith("SCHED_FIFO"):
+            self.get_logger().warning(f"action stream: {scheduling}")
         self.stats = Stats(waiting_for="activate")
         self.get_logger().info(
             f"configured: model {params.model_dir} on {policy.backend_name} ({params.device}, {params.precision}), "
             f"{'dense' if params.dense else 'DySL'}, static layers {list(policy.plan.static_layers)}, "
-            f"{params.control_rate_hz:g} Hz actions"
+            f"{params.control_rate_hz:g} Hz actions on {stream_config.topic} ({scheduling}), re-plan at "
+            f"{params.replan_threshold} of {config.chunk_len} queued, {params.chunk_aggregation} aggregation"
         )
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
-        assert self.policy is not None
+        assert self.policy is not None and self.stream is not None
         self.policy.reset()
         with self._lock:
             self._image = None  # never act on an image that arrived before activation
+        if not self.stream.set_active(True):
+            self.get_logger().error("activate failed: the action stream process does not answer")
+            return TransitionCallbackReturn.FAILURE
         self._stop.clear()
+        self._replan.set()
         self._active.set()
-        self._threads = [
-            threading.Thread(target=self._inference_loop, name="dysl_inference", daemon=True),
-            threading.Thread(target=self._stream_loop, name="dysl_action_stream", daemon=True),
-        ]
+        self._threads = [threading.Thread(target=self._inference_loop, name="dysl_inference", daemon=True)]
         for thread in self._threads:
             thread.start()
         self.get_logger().info("active: serving")
@@ -175,23 +217,29 @@ class DySLNode(LifecycleNode):
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
         self._stop_threads()
-        if self.schedule is not None:
-            self.schedule.clear()
+        if self.stream is not None and not self.stream.set_active(False):
+            self.get_logger().error("the action stream process did not confirm it stopped")
         self.stats.waiting_for = "activate"
         self.get_logger().info("inactive: publishing stopped")
         return TransitionCallbackReturn.SUCCESS
 
     def on_cleanup(self, state: State) -> TransitionCallbackReturn:
-        self._stop_threads()
-        self._destroy_topics()
+        self.shutdown()
         self.policy = None
         self.params = None
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: State) -> TransitionCallbackReturn:
-        self._stop_threads()
-        self._destroy_topics()
+        self.shutdown()
         return TransitionCallbackReturn.SUCCESS
+
+    def shutdown(self) -> None:
+        """Stop inference and the stream process, destroy the topics (idempotent)."""
+        self._stop_threads()
+        if self.stream is not None:
+            self.stream.stop()
+            self.stream = None
+        self._destroy_topics()
 
     def _warm_up(self) -> None:
         """First inferences allocate and autotune; do them before the first real image."""
@@ -200,18 +248,39 @@ class DySLNode(LifecycleNode):
         blank = Observation(
             np.zeros((config.image_size, config.image_size, 3), np.uint8), "warm up", np.zeros(config.proprio_dim)
         )
+        self._warmup_ms: list[float] = []  # latency estimate until real ticks have run
         for _ in range(self.params.warmup_ticks):
+            start = time.perf_counter()
             self.policy.select_action(blank)
+            self._warmup_ms = [(time.perf_counter() - start) * 1000.0]
         self.policy.reset()
 
     def _stop_threads(self) -> None:
         self._active.clear()
         self._stop.set()
+        self._replan.set()
         with self._new_image:
             self._new_image.notify_all()
         for thread in self._threads:
             thread.join(timeout=5.0)
         self._threads = []
+
+    # ---------------------------------------------------------------- stream process hooks (reader thread)
+
+    def _on_replan(self, seq: int) -> None:
+        with self._seq_lock:
+            if seq == self._seq:  # a request about an older chunk is moot
+                self._replan.set()
+
+    def _on_streamed(self, seq: int, first: int, count: int) -> None:
+        with self._seq_lock:
+            predicted = self._predicted.pop(seq, None)
+        if predicted is not None and count > 0:
+            self.stats.slice_match.append(predicted == slice(first, first + count))
+
+    def _on_stream_exit(self, reason: str) -> None:
+        self._stream_error = reason
+        self.get_logger().error(f"{reason}: no more actions on ~/action")
 
     # ---------------------------------------------------------------- topics
 
@@ -228,12 +297,13 @@ class DySLNode(LifecycleNode):
             ),
         ]
         self.chunk_pub = self.create_publisher(JointTrajectory, "~/action_chunk", RELIABLE_QOS)
-        self.action_pub = self.create_publisher(Float64MultiArray, "~/action", RELIABLE_QOS)
+        # ~/action is published by the stream process (stream_process.py) under this node's resolved name.
+        self.tick_pub = self.create_publisher(DiagnosticStatus, "~/dysl_tick", TICK_QOS)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.diag_timer = self.create_timer(
             params.diagnostics_period_s, self._publish_diagnostics, callback_group=MutuallyExclusiveCallbackGroup()
         )
-        self._entities += [self.chunk_pub, self.action_pub, self.diag_pub, self.diag_timer]
+        self._entities += [self.chunk_pub, self.tick_pub, self.diag_pub, self.diag_timer]
 
     def _destroy_topics(self) -> None:
         for entity in self._entities:
@@ -257,7 +327,8 @@ class DySLNode(LifecycleNode):
     def _on_image(self, msg: Image) -> None:
         assert self.policy is not None and self.params is not None
         try:
-            stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+            stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+            stamp = stamp_ns * 1e-9
             check_stamp(stamp, self._now(), self.params.max_future_stamp_ms)
             rgb = decode_image(msg.encoding, msg.height, msg.width, msg.step, msg.data, self.policy.config.image_size)
         except InputRejected as error:
@@ -265,7 +336,7 @@ class DySLNode(LifecycleNode):
             return
         with self._new_image:
             self.stats.images_received += 1
-            self._image = LatestImage(rgb, stamp, msg.header.stamp, time.monotonic())
+            self._image = LatestImage(rgb, stamp, stamp_ns, msg.header.stamp, time.monotonic())
             self._new_image.notify()
 
     def _on_instruction(self, serialized: bytes) -> None:
@@ -275,9 +346,12 @@ class DySLNode(LifecycleNode):
             self._reject(error)
             return
         with self._lock:
-            if text != self._instruction:
-                self.get_logger().info(f"instruction: {text!r}")
-                self._new_task = True  # the inference thread resets continuity: a new task, a new trajectory
+            # Every instruction message starts a new episode, even with the same words (the next
+            # episode of a task often reuses its phrasing): the inference thread resets continuity
+            # and plans for it now rather than when the old chunk runs down.
+            self.get_logger().info(f"instruction: {text!r}")
+            self._new_task = True
+            self._replan.set()
             self._instruction = text
 
     def _on_joint_states(self, msg: JointState) -> None:
@@ -294,6 +368,9 @@ class DySLNode(LifecycleNode):
 
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
+
+    def _now_ns(self) -> int:
+        return int(self.get_clock().now().nanoseconds)
 
     def _take_inputs(self) -> tuple[LatestImage, str, npt.NDArray[np.float64]] | None:
         """Wait for a new image; returns it with the instruction and state, or None (and why, in stats)."""
@@ -325,16 +402,19 @@ class DySLNode(LifecycleNode):
         return image, instruction, proprio[0]
 
     def _inference_loop(self) -> None:
-        assert self.params is not None and self.policy is not None and self.schedule is not None
-        params, policy, schedule = self.params, self.policy, self.schedule
+        assert self.params is not None and self.policy is not None and self.stream is not None
+        params, policy, stream = self.params, self.policy, self.stream
+        chunk_len = policy.config.chunk_len
+        max_age_ns = round(params.max_image_age_ms * 1e6)
         while not self._stop.is_set():
+            if not self._replan.wait(timeout=0.1):  # the queued chunk still has more than replan_threshold
+                continue
             taken = self._take_inputs()
             if taken is None:
                 continue
             image, instruction, proprio = taken
+            execute = self._executed_slice(image.stamp_ns, chunk_len)
             start = time.perf_counter()
-            elapsed = schedule.elapsed_steps(image.stamp, self._now() + self._expected_latency_s())
-            execute = slice(min(elapsed, policy.config.chunk_len - 1), None)
             try:
                 out = policy.select_action(Observation(image.rgb, instruction, proprio), execute)
             except Exception as exc:  # keep serving: a failed tick publishes nothing
@@ -343,16 +423,54 @@ class DySLNode(LifecycleNode):
             tick_ms = (time.perf_counter() - start) * 1000.0
             actions = np.clip(out.actions, self._low, self._high)
             self._record_tick(out.tick, tick_ms)
+            now_ns = self._now_ns()
             # The image may have aged past the limit during inference: then nothing from it goes out.
-            if not self._active.is_set() or (self._now() - image.stamp) * 1000.0 > params.max_image_age_ms:
+            if not self._active.is_set() or now_ns - image.stamp_ns > max_age_ns:
                 self.stats.images_stale += 1
+                if self._active.is_set() and self.context.ok():
+                    self._publish_tick(image, out.tick, tick_ms, None)
                 continue
-            self.chunk_pub.publish(self._chunk_message(image.stamp_msg, actions, params.dt))
-            self.stats.chunks_published += 1
-            schedule.replace(image.stamp, actions)
+            with self._seq_lock:
+                self._seq += 1
+                seq = self._seq
+                self._replan.clear()  # until the stream asks again, for this chunk
+                self._predicted[seq] = execute
+                while len(self._predicted) > SLICE_WINDOW:
+                    self._predicted.pop(next(iter(self._predicted)))
+            stream.send_chunk(seq, image.stamp_ns, actions, now_ns - time.time_ns())
+            try:
+                self.chunk_pub.publish(self._chunk_message(image.stamp_msg, actions, params.dt))
+                self.stats.chunks_published += 1
+                self._publish_tick(image, out.tick, tick_ms, (self._now_ns() - image.stamp_ns) / 1e6)
+            except Exception as exc:  # the context went down under us (Ctrl-C): stop quietly
+                if self.context.ok():
+                    raise
+                self.get_logger().debug(f"shutting down, chunk not published: {exc!r}")
+                return
+
+    def _executed_slice(self, stamp_ns: int, chunk_len: int) -> slice:
+        """The chunk's actions the stream will send: what the continuity history records (Eq. 1).
+
+        Predicted from the stream's period grid, the expected inference latency and replan_threshold
+        (``predict_executed_slice``): the runner records at step time, before the stream has sent
+        anything. /diagnostics ``executed_slice_match`` says how often the prediction was exact.
+        """
+        assert self.params is not None and self.stream is not None
+        dt_ns = round(self.params.dt * 1e9)
+        mono, ros = time.monotonic_ns(), self._now_ns()
+        grid = self.stream.grid or (mono, dt_ns)  # before the stream reported its grid: any phase
+        return predict_executed_slice(
+            stamp_ns=stamp_ns,
+            ros_now_ns=ros,
+            mono_now_ns=mono,
+            grid=grid,
+            latency_ns=round(self._expected_latency_s() * 1e9) + HANDOVER_NS,
+            chunk_len=chunk_len,
+            replan_threshold=self.params.replan_threshold,
+        )
 
     def _expected_latency_s(self) -> float:
-        recent = list(self.stats.tick_ms)[-10:]
+        recent = list(self.stats.tick_ms)[-10:] or self._warmup_ms
         return float(np.median(recent)) / 1000.0 if recent else 0.0
 
     def _record_tick(self, tick: TickResult, tick_ms: float) -> None:
@@ -377,32 +495,29 @@ class DySLNode(LifecycleNode):
             msg.points.append(point)
         return msg
 
-    # ---------------------------------------------------------------- action stream
+    # ---------------------------------------------------------------- per-tick telemetry
 
-    def _stream_loop(self) -> None:
-        # A plain thread on absolute deadlines: steadier than an executor timer while inference runs.
-        assert self.params is not None and self.schedule is not None
-        period = self.params.dt
-        next_deadline = time.monotonic()
-        last_sent: float | None = None
-        while not self._stop.is_set():
-            next_deadline += period
-            delay = next_deadline - time.monotonic()
-            if delay < -period:  # fell behind (suspended?): resynchronise instead of bursting
-                next_deadline = time.monotonic()
-                continue
-            if delay > 0 and self._stop.wait(delay):
-                break
-            action = self.schedule.next_action(self._now())
-            if action is None or not self._active.is_set():
-                continue
-            self.action_pub.publish(Float64MultiArray(data=[float(a) for a in action.values]))
-            sent = time.monotonic()
-            if last_sent is not None:
-                self.stats.stream_periods_ms.append((sent - last_sent) * 1000.0)
-            last_sent = sent
-            self.stats.actions_published += 1
-            self.stats.stale_periods += int(not action.fresh)
+    def _publish_tick(
+        self, image: LatestImage, tick: TickResult, tick_ms: float, image_to_chunk_ms: float | None
+    ) -> None:
+        """``~/dysl_tick``: one DiagnosticStatus per inference (name = node name). ``image_to_chunk_ms``
+        is nan when the chunk was not published (its image had grown stale)."""
+        values = {
+            "image_stamp": stamp_label(image.stamp_ns),
+            "tick_ms": f"{tick_ms:.3f}",
+            "image_to_chunk_ms": "nan" if image_to_chunk_ms is None else f"{image_to_chunk_ms:.3f}",
+            "executed_layers": str(tick.executed_layers),
+            "layer_evaluations": str(tick.layer_evaluations),
+            "continuity": f"{tick.continuity:.6g}",
+            "delta": f"{tick.delta:.6g}",
+            "allow_points": ",".join(str(p) for p in tick.allow_points),
+            "verified": "true" if tick.verified else "false",
+            "reran": "true" if tick.reran else "false",
+            "skipped_from": ",".join("-" if s is None else str(s) for s in tick.skipped_from) or "-",
+        }
+        status = DiagnosticStatus(level=DiagnosticStatus.OK, name=self.get_name(), message="")
+        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
+        self.tick_pub.publish(status)
 
     # ---------------------------------------------------------------- diagnostics
 
@@ -410,39 +525,47 @@ class DySLNode(LifecycleNode):
         stats, params, policy = self.stats, self.params, self.policy
         status = DiagnosticStatus(name="dysl_node: inference", hardware_id=policy.backend_name if policy else "")
         waiting = stats.waiting_for
-        if not self._active.is_set():
+        stream = self.stream.stats if self.stream is not None else {}
+        if self._stream_error:
+            status.level, status.message = DiagnosticStatus.ERROR, self._stream_error
+        elif not self._active.is_set():
             status.level, status.message = DiagnosticStatus.OK, "inactive"
         elif waiting:
             status.level, status.message = DiagnosticStatus.WARN, f"waiting for {waiting}"
         else:
             status.level, status.message = DiagnosticStatus.OK, "serving"
         ticks = list(stats.tick_ms)
-        periods = list(stats.stream_periods_ms)
         now = time.monotonic()
-        counts = (stats.images_received, stats.ticks, stats.actions_published)
-        rates = ["nan"] * 3
+        counts = (stats.images_received, stats.ticks)
+        rates = ["nan"] * 2
         if self._rate_base is not None and now > self._rate_base[0]:
             span = now - self._rate_base[0]
             rates = [f"{(c - b) / span:.1f}" for c, b in zip(counts, self._rate_base[1:], strict=True)]
         self._rate_base = (now, *counts)
+        matches = list(stats.slice_match)
+
+        def stream_value(key: str, fmt: str) -> str:
+            value = stream.get(key)
+            return "nan" if value is None else format(value, fmt)
+
         values: dict[str, str] = {
             "backend": policy.backend_name if policy else "",
             "mode": "dense" if params and params.dense else "dysl",
             "image_rate_hz": rates[0],
             "tick_rate_hz": rates[1],
-            "action_rate_hz": rates[2],
+            "action_rate_hz": stream_value("rate_hz", ".1f"),
             "images_received": str(stats.images_received),
             "images_stale": str(stats.images_stale),
             "ticks": str(stats.ticks),
             "chunks_published": str(stats.chunks_published),
-            "actions_published": str(stats.actions_published),
-            "stale_action_periods": str(stats.stale_periods),
+            "actions_published": stream_value("actions_published", ".0f"),
+            "stale_action_periods": stream_value("stale_periods", ".0f"),
             "tick_latency_p50_ms": _percentile(ticks, 50),
             "tick_latency_p99_ms": _percentile(ticks, 99),
-            "action_period_p50_ms": _percentile(periods, 50),
-            "action_period_jitter_p99_ms": _percentile([abs(p - params.dt * 1000.0) for p in periods], 99)
-            if params
-            else "nan",
+            "action_period_p50_ms": stream_value("period_p50_ms", ".2f"),
+            "action_period_jitter_p99_ms": stream_value("jitter_p99_ms", ".2f"),
+            "stream_scheduling": self.stream.scheduling if self.stream is not None else "",
+            "executed_slice_match": f"{np.mean(matches):.2f}" if matches else "nan",
             "image_age_ms": f"{stats.last_image_age_ms:.1f}",
             "executed_layers_mean": f"{np.mean(stats.executed_layers):.2f}" if stats.executed_layers else "nan",
             "executed_layers_last": str(stats.executed_layers[-1]) if stats.executed_layers else "nan",
@@ -484,7 +607,7 @@ def main(args: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        node._stop_threads()
+        node.shutdown()
         executor.shutdown()
         node.destroy_node()
         if rclpy.ok():

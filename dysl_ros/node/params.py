@@ -16,6 +16,7 @@ from dysl_ros.core.config import ConfigError, DySLConfig
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
 PRECISIONS = ("fp32", "fp16")
 ON_STALE = ("hold", "zero")
+AGGREGATIONS = ("latest", "weighted")
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,31 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("max_image_age_ms", 500.0, "Images older than this are not used; actions from them stop."),
     ParamSpec("max_future_stamp_ms", 100.0, "Images stamped further than this in the future are rejected."),
     ParamSpec("on_stale", "hold", "Action stream without fresh input: hold (repeat last action) | zero."),
+    ParamSpec(
+        "replan_threshold",
+        4,
+        "Start the next inference when this many actions of the current chunk are left to stream; "
+        "0: only once the queue is empty. Below the model's chunk length.",
+    ),
+    ParamSpec(
+        "chunk_aggregation",
+        "latest",
+        "latest: a new chunk replaces the queue | weighted: average the overlapping actions of the "
+        "queued chunks (ACT temporal ensembling, weights exp(-aggregation_decay * i), i = 0 oldest).",
+    ),
+    ParamSpec(
+        "aggregation_decay",
+        0.01,
+        "Decay m of the weighted aggregation, w_i = exp(-m * i) with i = 0 the oldest chunk's prediction: "
+        "> 0 favours older predictions (ACT: 0.01), < 0 newer ones, 0 is the plain mean.",
+    ),
+    ParamSpec(
+        "stream_priority",
+        50,
+        "SCHED_FIFO priority (1-99) of the action-stream process; 0: normal scheduling. Needs rtprio "
+        "rights (CAP_SYS_NICE or an rtprio limit); if refused, the stream runs normally, with a warning "
+        "and /diagnostics stream_scheduling saying so.",
+    ),
     ParamSpec("dense", False, "Run every layer (the dense baseline) instead of DySL skipping."),
     ParamSpec("static_ratio", 0.2, "Fraction of static layers; must match the model's layer plan."),
     ParamSpec("eta", 0.02, "Continuity-change threshold moving the allow points (Eq. 2-3)."),
@@ -69,6 +95,10 @@ class NodeParams:
     max_image_age_ms: float
     max_future_stamp_ms: float
     on_stale: str
+    replan_threshold: int
+    chunk_aggregation: str
+    aggregation_decay: float
+    stream_priority: int
     dense: bool
     static_ratio: float
     dysl: DySLConfig
@@ -104,6 +134,22 @@ class NodeParams:
         need(v["backend"] in BACKENDS, f"backend must be one of {BACKENDS}, got {v['backend']!r}")
         need(v["precision"] in PRECISIONS, f"precision must be one of {PRECISIONS}, got {v['precision']!r}")
         need(v["on_stale"] in ON_STALE, f"on_stale must be one of {ON_STALE}, got {v['on_stale']!r}")
+        need(
+            v["chunk_aggregation"] in AGGREGATIONS,
+            f"chunk_aggregation must be one of {AGGREGATIONS}, got {v['chunk_aggregation']!r}",
+        )
+        need(
+            _number(v["aggregation_decay"]) and abs(float(v["aggregation_decay"])) <= 10.0,
+            f"aggregation_decay must be a finite number in [-10, 10], got {v['aggregation_decay']!r}",
+        )
+        need(
+            _integer(v["replan_threshold"]) and int(v["replan_threshold"]) >= 0,
+            f"replan_threshold must be an integer >= 0 (below the chunk length), got {v['replan_threshold']!r}",
+        )
+        need(
+            _integer(v["stream_priority"]) and 0 <= int(v["stream_priority"]) <= 99,
+            f"stream_priority must be an integer in [0, 99], got {v['stream_priority']!r}",
+        )
         device = str(v["device"])
         need(
             device == "cpu" or device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit()),
@@ -162,6 +208,10 @@ class NodeParams:
             max_image_age_ms=float(v["max_image_age_ms"]),
             max_future_stamp_ms=float(v["max_future_stamp_ms"]),
             on_stale=v["on_stale"],
+            replan_threshold=int(v["replan_threshold"]),
+            chunk_aggregation=v["chunk_aggregation"],
+            aggregation_decay=float(v["aggregation_decay"]),
+            stream_priority=int(v["stream_priority"]),
             dense=v["dense"],
             static_ratio=float(v["static_ratio"]),
             dysl=dysl,
@@ -171,6 +221,14 @@ class NodeParams:
             diagnostics_period_s=float(v["diagnostics_period_s"]),
             warmup_ticks=int(v["warmup_ticks"]),
         )
+
+    def check_chunk_length(self, chunk_len: int) -> None:
+        """replan_threshold against the model's chunk length (known once the model is loaded)."""
+        if self.replan_threshold >= chunk_len:
+            raise ConfigError(
+                f"replan_threshold must be below the model's chunk length {chunk_len} "
+                f"(0 .. {chunk_len - 1}), got {self.replan_threshold}"
+            )
 
     def action_limits(self, action_dim: int) -> tuple[list[float], list[float]]:
         """Clamp limits broadcast to the model's action size; raises if the sizes cannot match."""

@@ -1,9 +1,13 @@
 """`build_engines`: export a model directory's segments to per-segment engines.
 
-    build_engines --model-dir D [--out engines] [--backend onnxruntime] [--precision fp32] [--force]
+    build_engines --model-dir D [--out engines] [--backend onnxruntime|tensorrt] [--precision P]
+                  [--device cuda:N] [--force]
 
+``onnxruntime``: ONNX files, fp32, portable. ``tensorrt``: ONNX -> TensorRT plans (default fp16),
+built on the GPU ``--device`` that will run them (plans are tied to the TensorRT version and GPU).
 Exit codes: 0 built or already up to date, 1 failed (message says why), 2 usage error or a backend
-this version cannot build yet (torch CUDA graphs, tensorrt).
+this machine or version cannot build (TensorRT or a GPU missing; torch, whose CUDA graphs are
+captured when the policy loads and have no files).
 """
 
 from __future__ import annotations
@@ -12,13 +16,22 @@ import argparse
 import sys
 from pathlib import Path
 
-from dysl_ros.backends.engines import BUILDABLE_BACKENDS, EngineError, build_engines, engine_path, segment_sizes
+from dysl_ros.backends.engines import (
+    BUILDABLE_BACKENDS,
+    PRECISIONS,
+    BackendUnavailable,
+    EngineError,
+    build_engines,
+    engine_path,
+    segment_sizes,
+)
 from dysl_ros.core.config import ConfigError
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_UNAVAILABLE = 2
-PLANNED_BACKENDS = ("torch", "tensorrt")
+NO_FILES_BACKENDS = ("torch",)
+"""Accepted so that asking for them gets an explanation instead of an argparse error."""
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -32,21 +45,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--backend",
         default="onnxruntime",
-        choices=(*BUILDABLE_BACKENDS, *PLANNED_BACKENDS),
-        help="engine kind; this version builds onnxruntime only",
+        choices=(*BUILDABLE_BACKENDS, *NO_FILES_BACKENDS),
+        help="engine kind: onnxruntime (CPU, ONNX files) or tensorrt (plans built on this machine's GPU)",
     )
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16"), help="onnxruntime: fp32 only")
+    parser.add_argument(
+        "--precision",
+        default=None,
+        choices=("fp32", "fp16"),
+        help="onnxruntime: fp32 only; tensorrt: fp16 (default) or fp32",
+    )
+    parser.add_argument("--device", default="cuda", help="tensorrt: the GPU to build on (default: cuda)")
     parser.add_argument("--force", action="store_true", help="rebuild even if matching engines exist")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.backend not in BUILDABLE_BACKENDS:
-        what = "CUDA-graph torch engines" if args.backend == "torch" else "TensorRT engines"
+    if args.backend in NO_FILES_BACKENDS:
         print(
-            f"build_engines: --backend {args.backend} ({what}) is not available yet in this version; "
-            f"nothing was built. Available: {', '.join(BUILDABLE_BACKENDS)}.",
+            "build_engines: --backend torch has no engine files: its CUDA graphs are captured in memory when the "
+            "policy loads (backend: torch on a CUDA device). Nothing was built. Engine backends: "
+            f"{', '.join(BUILDABLE_BACKENDS)}.",
+            file=sys.stderr,
+        )
+        return EXIT_UNAVAILABLE
+    if args.precision is not None and args.precision not in PRECISIONS[args.backend]:
+        print(
+            f"build_engines: --precision {args.precision} is not available for {args.backend} engines "
+            f"(use {' or '.join(PRECISIONS[args.backend])})",
             file=sys.stderr,
         )
         return EXIT_UNAVAILABLE
@@ -54,8 +80,13 @@ def main(argv: list[str] | None = None) -> int:
 
     up_to_date = engine_path(args.out, args.model_dir, args.backend).exists() and not args.force
     try:
-        engine_dir = build_engines(args.model_dir, args.out, args.backend, args.precision, force=args.force)
+        engine_dir = build_engines(
+            args.model_dir, args.out, args.backend, args.precision, force=args.force, device=args.device
+        )
         sizes = segment_sizes(engine_dir)
+    except BackendUnavailable as exc:
+        print(f"build_engines: {exc}. Nothing was built.", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     except (EngineError, ModelDirError, ConfigError) as exc:
         print(f"build_engines: error: {exc}", file=sys.stderr)
         return EXIT_FAILED

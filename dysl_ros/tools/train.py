@@ -4,6 +4,8 @@
     dysl_train bc         --demos data/demos --out models/reference
     dysl_train calibrate  --model-dir models/reference --demos data/demos
     dysl_train distill    --model-dir models/reference --demos data/demos --stage1-steps N --stage2-steps M
+    dysl_train distill    ... --plan last-layer-only --modules-out models/reference/variants/no_static
+    dysl_train router     --model-dir models/reference --demos data/demos --stage1-steps N --stage2-steps M
 
 Each stage's module is imported only when its sub-command runs: `demos` does not pay for torch, and
 a stage whose module is not there yet exits with code 3 and says so.
@@ -128,6 +130,10 @@ def _add_calibrate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p.add_argument("--model-dir", required=True, help="trained model directory (dysl_train bc --out)")
     p.add_argument("--demos", required=True, help="demonstrations directory")
     p.add_argument("--static-ratio", type=float, default=_OPTIONAL, help="share of static layers (default: 0.2)")
+    p.add_argument(
+        "--execute-steps", type=int, default=_OPTIONAL,
+        help="actions executed per inference when measuring continuity changes for eta (default: 4)",
+    )
     p.add_argument("--batches", type=int, default=_OPTIONAL)
     p.add_argument("--batch-size", type=int, default=_OPTIONAL)
     p.add_argument("--device", default=_OPTIONAL)
@@ -148,19 +154,52 @@ def _add_distill(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--gt-weight", type=float, default=_OPTIONAL, help="weight of the demo-action loss")
     p.add_argument("--adapter-bottleneck", type=int, default=_OPTIONAL)
     p.add_argument("--controller-hidden", type=int, default=_OPTIONAL)
-    p.add_argument("--out-suffix", default=_OPTIONAL, help="write to a sibling model directory")
+    p.add_argument(
+        "--plan", choices=("calibrated", "last-layer-only"), default=_OPTIONAL,
+        help="static layers the modules are trained for: the calibrated plan (default) or only the last "
+        "layer (the 'no static layers' ablation)",
+    )
+    p.add_argument(
+        "--modules-out", default=_OPTIONAL, metavar="DIR",
+        help="write the layer plan, modules, dysl.json and reports there (ablations, lambda sweeps: "
+        "<model dir>/variants/<name>); default: the model directory itself",
+    )
     p.add_argument("--device", default=_OPTIONAL)
     p.add_argument("--seed", type=int, default=_OPTIONAL)
     p.set_defaults(handler=_stage("dysl_ros.training.distill", "main_distill"))
 
 
+def _add_router(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "router", help="train the per-layer router baseline (FlexiDepth-like) for the closed-loop comparison"
+    )
+    p.add_argument("--model-dir", required=True, help="trained model directory")
+    p.add_argument("--demos", required=True, help="demonstrations directory")
+    p.add_argument("--stage1-steps", type=int, required=True, help="adapter-only steps (targets x_{i+1})")
+    p.add_argument("--stage2-steps", type=int, required=True, help="soft-routing steps")
+    p.add_argument("--lambda", dest="lam", type=float, default=_OPTIONAL, help="weight of sum_i (1 - p_i)")
+    p.add_argument("--batch-size", type=int, default=_OPTIONAL)
+    p.add_argument("--lr", type=float, default=_OPTIONAL)
+    p.add_argument("--gt-weight", type=float, default=_OPTIONAL, help="weight of the demo-action loss")
+    p.add_argument("--adapter-bottleneck", type=int, default=_OPTIONAL)
+    p.add_argument("--controller-hidden", type=int, default=_OPTIONAL)
+    p.add_argument(
+        "--modules-out", default=_OPTIONAL, metavar="DIR",
+        help="where the router modules go (default: <model dir>/variants/router)",
+    )
+    p.add_argument("--device", default=_OPTIONAL)
+    p.add_argument("--seed", type=int, default=_OPTIONAL)
+    p.set_defaults(handler=_stage("dysl_ros.training.router", "main_router"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dysl_train", description=__doc__.split("\n\n")[0] if __doc__ else None)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{demos,bc,calibrate,distill}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{demos,bc,calibrate,distill,router}")
     _add_demos(sub)
     _add_bc(sub)
     _add_calibrate(sub)
     _add_distill(sub)
+    _add_router(sub)
     return parser
 
 

@@ -11,6 +11,8 @@ Stage 2 (Eq. 5-6), adapters + controllers: each step, one dynamic layer i per ga
     prefix), and x_{s_g} = p * adapter_i(x_i) + (1 - p) * L_{s_g-1}(...L_i(x_i)), p = controller_i(x_i).
     Loss = L1(chunk, dense chunk) [+ w * L1(chunk, demo actions)] + lambda * sum_g (1 - p)(s_g - i).
 One-stage (ablation): no stage 1; stage 2's loss from scratch for the same number of steps in total.
+No static layers (ablation, ``--plan last-layer-only``): the same two stages over one gap spanning the
+whole stack. Ablations go to ``--modules-out <model dir>/variants/<name>`` (DySL files only).
 """
 
 from __future__ import annotations
@@ -18,10 +20,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import shutil
 import sys
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -32,11 +33,13 @@ from torch.utils.data import DataLoader, RandomSampler
 from tqdm import tqdm
 
 from dysl_ros.core.config import ConfigError, DySLConfig
+from dysl_ros.core.continuity import continuity_deltas, suggest_etas
 from dysl_ros.core.layer_plan import LayerPlan
 from dysl_ros.model import checkpoint
 from dysl_ros.model.backbone import VLABackbone, backbone_parameters
 from dysl_ros.model.calibration import layer_similarities
 from dysl_ros.model.skip_modules import DySLModules, SkipModuleConfig, parameter_report
+from dysl_ros.model.spec import VLAConfig
 from dysl_ros.training import dataset as data
 from dysl_ros.training.bc import adamw, autocast, masked_l1, resolve_device, warmup_cosine
 from dysl_ros.training.dataset import Batch, ChunkDataset, EpisodeLike
@@ -44,7 +47,6 @@ from dysl_ros.training.dataset import Batch, ChunkDataset, EpisodeLike
 PLOT_FILE = "layer_similarity.png"
 DISTILL_LOG_FILE = "distill_log.jsonl"
 DISTILL_REPORT_FILE = "distill.json"
-MODEL_FILES = (checkpoint.BACKBONE_FILE, checkpoint.CONFIG_FILE, checkpoint.WEIGHTS_FILE, PLOT_FILE, "train_args.json")
 STALE_AFTER_CALIBRATION = (checkpoint.MODULES_FILE, checkpoint.MODULES_CONFIG_FILE)
 
 
@@ -207,45 +209,60 @@ def distill(
     target = resolve_device(device)
     torch.manual_seed(seed)
     freeze(model, target)
-    if modules is None:
-        modules = DySLModules(model.config.hidden_size, plan, skip_config)
-    modules.to(target).train()
+    trained = modules if modules is not None else DySLModules(model.config.hidden_size, plan, skip_config)
+    trained.to(target).train()
     batches = data.endless(sample_loader(episodes, model, batch_size, seed, target))
     rng = np.random.default_rng(seed)
     records = history if history is not None else []
 
     first = 0 if one_stage else stage1_steps
     second = stage1_steps + stage2_steps if one_stage else stage2_steps
-    if first:
-        params = [(f"adapters.{n}", p) for n, p in modules.adapters.named_parameters()]
-        optimizer = adamw(params, lr, weight_decay=0.01)
-        schedule = warmup_cosine(optimizer, first, max(1, first // 20))
-        with tqdm(range(1, first + 1), desc="distill stage 1", dynamic_ncols=True) as progress:
-            for step in progress:
-                batch = data.to_device(next(batches), target)
-                with autocast(target):
-                    loss = stage1_loss(model, modules, plan, batch)
-                _step(optimizer, schedule, loss, modules)
-                records.append({"stage": 1, "step": step, "loss": float(loss.item())})
-                progress.set_postfix(loss=f"{records[-1]['loss']:.4g}")
-    if second:
-        optimizer = adamw(list(modules.named_parameters()), lr, weight_decay=0.01)
-        schedule = warmup_cosine(optimizer, second, max(1, second // 20))
-        desc = "distill one-stage" if one_stage else "distill stage 2"
-        with tqdm(range(1, second + 1), desc=desc, dynamic_ncols=True) as progress:
-            for step in progress:
-                batch = data.to_device(next(batches), target)
-                chosen = sample_skip_layers(plan, rng)
-                with autocast(target):
-                    terms = stage2_loss(model, modules, plan, batch, chosen, lam, gt_weight)
-                _step(optimizer, schedule, terms.loss, modules)
-                records.append({
-                    "stage": 2, "step": step, "loss": float(terms.loss.item()), "task_loss": terms.task,
-                    "penalty": terms.penalty, "mean_p": terms.mean_p, "layers": chosen,
-                })
-                progress.set_postfix(loss=f"{records[-1]['loss']:.4g}", mean_p=f"{terms.mean_p:.3f}")
-    modules.eval()
-    return modules
+
+    def adapters_only(batch: Batch) -> tuple[Tensor, dict[str, Any]]:
+        return stage1_loss(model, trained, plan, batch), {}
+
+    def mixed(batch: Batch) -> tuple[Tensor, dict[str, Any]]:
+        chosen = sample_skip_layers(plan, rng)
+        terms = stage2_loss(model, trained, plan, batch, chosen, lam, gt_weight)
+        return terms.loss, {"task_loss": terms.task, "penalty": terms.penalty, "mean_p": terms.mean_p, "layers": chosen}
+
+    adapter_params = [(f"adapters.{n}", p) for n, p in trained.adapters.named_parameters()]
+    run_stage("distill stage 1", 1, first, adapter_params, adapters_only, trained, batches, target, lr, records)
+    desc = "distill one-stage" if one_stage else "distill stage 2"
+    run_stage(desc, 2, second, list(trained.named_parameters()), mixed, trained, batches, target, lr, records)
+    trained.eval()
+    return trained
+
+
+def run_stage(
+    desc: str,
+    stage: int,
+    steps: int,
+    params: list[tuple[str, nn.Parameter]],
+    loss_fn: Callable[[Batch], tuple[Tensor, dict[str, Any]]],
+    modules: nn.Module,
+    batches: Iterator[Batch],
+    target: torch.device,
+    lr: float,
+    records: list[dict[str, Any]],
+) -> None:
+    """``steps`` AdamW steps (warmup + cosine) of ``params`` on ``loss_fn(batch) -> (loss, extra
+    record fields)``; one record per step into ``records``. Shared by distillation and the router."""
+    if steps <= 0:
+        return
+    optimizer = adamw(params, lr, weight_decay=0.01)
+    schedule = warmup_cosine(optimizer, steps, max(1, steps // 20))
+    with tqdm(range(1, steps + 1), desc=desc, dynamic_ncols=True) as progress:
+        for step in progress:
+            batch = data.to_device(next(batches), target)
+            with autocast(target):
+                loss, extra = loss_fn(batch)
+            _step(optimizer, schedule, loss, modules)
+            records.append({"stage": stage, "step": step, "loss": float(loss.item()), **extra})
+            postfix = {"loss": f"{records[-1]['loss']:.4g}"}
+            if "mean_p" in extra:
+                postfix["mean_p"] = f"{extra['mean_p']:.3f}"
+            progress.set_postfix(postfix)
 
 
 def _step(optimizer: torch.optim.Optimizer, schedule: Any, loss: Tensor, modules: nn.Module) -> None:
@@ -280,8 +297,11 @@ def calibrate_model_dir(
     batch_size: int = 32,
     device: str = "auto",
     seed: int = 0,
+    actions_per_inference: int = 4,
 ) -> LayerPlan:
-    """Layer similarities over demo batches -> layer_plan.json (+ the ratio in dysl.json) and a plot."""
+    """Layer similarities over demo batches -> layer_plan.json and a plot; continuity changes of the
+    demonstrations (executed ``actions_per_inference`` at a time) -> eta and eta_verify. Both go into
+    dysl.json with the static ratio."""
     path = Path(model_dir)
     bundle = checkpoint.load_bundle(path)
     target = resolve_device(device)
@@ -296,9 +316,23 @@ def calibrate_model_dir(
             (path / name).unlink(missing_ok=True)
         print(f"static layers changed from {list(bundle.plan.static_layers)}: removed the old DySL modules")
     previous = bundle.dysl_config or DySLConfig()
-    checkpoint.save_dysl(path, plan, dysl_config=dataclasses.replace(previous, static_ratio=static_ratio))
+    eta, eta_verify = suggest_etas(demo_continuity_deltas(episodes, bundle.config, previous.k, actions_per_inference))
+    print(f"continuity thresholds from the demonstrations: eta {eta:.4g}, eta_verify {eta_verify:.4g}")
+    updated = dataclasses.replace(previous, static_ratio=static_ratio, eta=eta, eta_verify=eta_verify)
+    checkpoint.save_dysl(path, plan, dysl_config=updated)
     plot_similarities(plan, path / PLOT_FILE, static_ratio)
     return plan
+
+
+def demo_continuity_deltas(
+    episodes: Sequence[EpisodeLike], config: VLAConfig, k: int, actions_per_inference: int
+) -> npt.NDArray[np.floating]:
+    """dC_t over the demonstrations' actions in the model's normalised units (those the runner's
+    continuity monitor sees), as if executed ``actions_per_inference`` per inference."""
+    scale = np.asarray(config.action_scale, dtype=np.float64)
+    offset = np.asarray(config.action_offset, dtype=np.float64)
+    trajectories = [(np.asarray(e.actions, dtype=np.float64) - offset) / scale for e in episodes]
+    return continuity_deltas(trajectories, k, actions_per_inference)
 
 
 def plot_similarities(plan: LayerPlan, file: Path, static_ratio: float) -> None:
@@ -343,6 +377,7 @@ def main_calibrate(args: argparse.Namespace) -> int:
             args.model_dir, episodes, static_ratio=float(getattr(args, "static_ratio", 0.2)),
             batches=int(getattr(args, "batches", 16)), batch_size=int(getattr(args, "batch_size", 32)),
             device=str(getattr(args, "device", "auto")), seed=int(getattr(args, "seed", 0)),
+            actions_per_inference=int(getattr(args, "execute_steps", 4)),
         )
     except (ConfigError, ValueError, OSError, checkpoint.ModelDirError) as exc:
         print(f"dysl_train calibrate: {exc}", file=sys.stderr)
@@ -352,13 +387,71 @@ def main_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def output_dir(model_dir: Path, suffix: str | None) -> Path:
-    """The model dir itself, or a sibling named ``<model dir name><suffix>`` (λ sweeps, ablations)."""
-    if not suffix:
+PLAN_CHOICES = ("calibrated", "last-layer-only")
+"""``--plan``: the calibrated static layers, or only the last layer static (the 'no static layers' ablation)."""
+
+
+def choose_plan(bundle: checkpoint.PolicyBundle, plan: str) -> LayerPlan:
+    """The layer plan modules are trained for: the model's calibrated plan or last-layer-only."""
+    if plan == "last-layer-only":
+        # Keeps the calibration similarities (for the record) when there are any.
+        sims = bundle.plan.similarities if bundle.plan is not None else None
+        num_layers = bundle.config.num_layers
+        return LayerPlan(num_layers=num_layers, static_layers=(num_layers - 1,), similarities=sims)
+    if plan != "calibrated":
+        raise ConfigError(f"--plan must be one of {list(PLAN_CHOICES)}, got {plan!r}")
+    if bundle.plan is None:
+        raise ConfigError(f"{bundle.model_dir} has no {checkpoint.PLAN_FILE}: run `dysl_train calibrate` first")
+    return bundle.plan
+
+
+def modules_output_dir(model_dir: Path, modules_out: str | Path | None) -> Path:
+    """Where trained modules go: ``modules_out``, default the model directory itself. Never a
+    directory holding another model's backbone (that would mix two models' files)."""
+    if modules_out is None or str(modules_out) == "":
         return model_dir
-    if "/" in suffix or "\\" in suffix:
-        raise ConfigError(f"--out-suffix {suffix!r} must not contain a path separator")
-    return model_dir.parent / f"{model_dir.name}{suffix}"
+    out = Path(modules_out)
+    if out.resolve() != model_dir.resolve() and (out / checkpoint.WEIGHTS_FILE).exists():
+        raise ConfigError(
+            f"--modules-out {out} holds a model ({checkpoint.WEIGHTS_FILE}): a modules directory holds only "
+            f"DySL files; use e.g. {model_dir / checkpoint.VARIANTS_DIR / '<name>'}"
+        )
+    return out
+
+
+def settings_for(bundle: checkpoint.PolicyBundle, plan: LayerPlan) -> DySLConfig:
+    """The model's DySL settings with a static_ratio that reproduces ``plan``'s static-layer count
+    (what load_policy checks)."""
+    previous = bundle.dysl_config or DySLConfig()
+    ratio = previous.static_ratio
+    if round(ratio * plan.num_layers) != len(plan.static_layers):
+        ratio = len(plan.static_layers) / plan.num_layers
+    return dataclasses.replace(previous, static_ratio=ratio)
+
+
+def write_modules_dir(
+    out: Path,
+    plan: LayerPlan,
+    modules: DySLModules,
+    dysl_config: DySLConfig,
+    history: Sequence[dict[str, Any]],
+    report: dict[str, Any],
+) -> None:
+    """Plan + modules + dysl.json + the training log and report into ``out`` (a model directory or a
+    modules directory such as ``<model>/variants/<name>``); never the backbone."""
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint.save_dysl(out, plan, modules.cpu(), dysl_config)
+    with (out / DISTILL_LOG_FILE).open("w") as log:
+        for record in history:
+            log.write(json.dumps(record) + "\n")
+    (out / DISTILL_REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
+
+
+def tail_mean(history: Sequence[dict[str, Any]], stage: int, key: str) -> float | None:
+    """Mean of ``key`` over the last tenth of a stage's records (the converged value)."""
+    records = [r for r in history if r["stage"] == stage]
+    tail = records[-max(1, len(records) // 10) :]
+    return float(np.mean([r[key] for r in tail])) if tail else None
 
 
 def distill_model_dir(
@@ -373,58 +466,42 @@ def distill_model_dir(
     lr: float = 1e-3,
     device: str = "auto",
     seed: int = 0,
-    out_suffix: str | None = None,
+    modules_out: str | Path | None = None,
+    plan: str = "calibrated",
     gt_weight: float = 0.0,
     skip_config: SkipModuleConfig | None = None,
 ) -> tuple[Path, dict[str, Any]]:
-    """Distil into the model dir (or a sibling copy); returns the output dir and its report."""
+    """Distil DySL modules for the model dir's backbone into ``modules_out`` (default: the model dir
+    itself); returns that directory and its report."""
     source = Path(model_dir)
     bundle = checkpoint.load_bundle(source)
-    if bundle.plan is None:
-        raise ConfigError(f"{source} has no {checkpoint.PLAN_FILE}: run `dysl_train calibrate` first")
-    plan = bundle.plan
+    layer_plan = choose_plan(bundle, plan)
+    out = modules_output_dir(source, modules_out)
     skip_config = skip_config or SkipModuleConfig()
     budget = parameter_report(
-        backbone_parameters(bundle.model), DySLModules(bundle.config.hidden_size, plan, skip_config)
+        backbone_parameters(bundle.model), DySLModules(bundle.config.hidden_size, layer_plan, skip_config)
     )  # raises before any training when over the 2 % budget
 
     history: list[dict[str, Any]] = []
     modules = distill(
-        bundle.model, plan, episodes, stage1_steps, stage2_steps, lam, batch_size, lr, device, seed, one_stage,
+        bundle.model, layer_plan, episodes, stage1_steps, stage2_steps, lam, batch_size, lr, device, seed, one_stage,
         skip_config=skip_config, gt_weight=gt_weight, history=history,
     )
-    out = output_dir(source, out_suffix)
-    out.mkdir(parents=True, exist_ok=True)
-    if out != source:
-        for name in MODEL_FILES:
-            if (source / name).is_file():
-                shutil.copy2(source / name, out / name)
-    ratio = (bundle.dysl_config or DySLConfig()).static_ratio
-    if round(ratio * plan.num_layers) != len(plan.static_layers):
-        ratio = len(plan.static_layers) / plan.num_layers  # keep what the node checks consistent
-    dysl_config = dataclasses.replace(bundle.dysl_config or DySLConfig(), static_ratio=ratio)
-    checkpoint.save_dysl(out, plan, modules.cpu(), dysl_config)
-
-    with (out / DISTILL_LOG_FILE).open("w") as log:
-        for record in history:
-            log.write(json.dumps(record) + "\n")
-    stage2 = [r for r in history if r["stage"] == 2]
-    tail = stage2[-max(1, len(stage2) // 10) :]
     report: dict[str, Any] = {
         "lambda": lam, "stage1_steps": stage1_steps, "stage2_steps": stage2_steps, "one_stage": one_stage,
-        "batch_size": batch_size, "lr": lr, "seed": seed, "gt_weight": gt_weight,
+        "plan": plan, "batch_size": batch_size, "lr": lr, "seed": seed, "gt_weight": gt_weight,
         "skip_modules": dataclasses.asdict(skip_config), "parameters": budget,
-        "static_layers": list(plan.static_layers), "source_model_dir": str(source), "argv": sys.argv,
-        "final_task_loss": float(np.mean([r["task_loss"] for r in tail])) if tail else None,
-        "final_mean_p": float(np.mean([r["mean_p"] for r in tail])) if tail else None,
+        "static_layers": list(layer_plan.static_layers), "source_model_dir": str(source), "argv": sys.argv,
+        "final_task_loss": tail_mean(history, 2, "task_loss"),
+        "final_mean_p": tail_mean(history, 2, "mean_p"),
     }
-    (out / DISTILL_REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
+    write_modules_dir(out, layer_plan, modules, settings_for(bundle, layer_plan), history, report)
     return out, report
 
 
 def main_distill(args: argparse.Namespace) -> int:
     """``dysl_train distill --model-dir D --demos DIR --lambda L --stage1-steps N --stage2-steps M
-    [--one-stage] --device --seed --batch-size --out-suffix``."""
+    [--one-stage] [--plan calibrated|last-layer-only] [--modules-out DIR] --device --seed --batch-size``."""
     # dysl_train stores `--lambda` as `lam`; a parser without dest= would keep the keyword's name.
     lam = float(getattr(args, "lam", getattr(args, "lambda", 0.0)))
     try:
@@ -438,8 +515,8 @@ def main_distill(args: argparse.Namespace) -> int:
             stage2_steps=int(args.stage2_steps), one_stage=bool(getattr(args, "one_stage", False)),
             batch_size=int(getattr(args, "batch_size", 32)), lr=float(getattr(args, "lr", 1e-3)),
             device=str(getattr(args, "device", "auto")), seed=int(getattr(args, "seed", 0)),
-            out_suffix=getattr(args, "out_suffix", None), gt_weight=float(getattr(args, "gt_weight", 0.0)),
-            skip_config=skip_config,
+            modules_out=getattr(args, "modules_out", None), plan=str(getattr(args, "plan", "calibrated")),
+            gt_weight=float(getattr(args, "gt_weight", 0.0)), skip_config=skip_config,
         )
     except (ConfigError, ValueError, OSError, checkpoint.ModelDirError) as exc:
         print(f"dysl_train distill: {exc}", file=sys.stderr)

@@ -1,0 +1,285 @@
+"""TensorRT segments on a CUDA GPU: ONNX -> one serialized plan per segment, and a backend that runs them.
+
+Building (``build_plan``, called by ``engines.build_engines --backend tensorrt``): the ONNX file of
+a segment (``export.py``) is parsed into a network, built with FP16 kernels allowed (``fp16``) or
+in strict fp32 (TF32 off, so the plans match torch fp32 within 1e-4), and serialized to
+``<segment>.plan``. Plans only run with the TensorRT version and GPU they were built with: the
+manifest records both and ``engines.check_manifest`` refuses others.
+
+Running (``TensorRTBackend``), with the TensorRT >= 8.6 name-based API and torch for CUDA memory and
+the stream (no pycuda): every tensor a segment reads or writes is a torch buffer bound once, at load,
+with ``set_tensor_address``; a segment runs with ``execute_async_v3`` on the backend's stream. Hidden
+states live in ``num_layers + 1`` boundary buffers: ``h[i]`` is layer i's input (``h[0]`` embed's
+output, ``h[L]`` the head's input). Layer i reads ``h[i]`` and writes ``h[i+1]``; the adapter of
+dynamic layer i reads ``h[i]`` and writes ``h[s]`` (s: its gap's static layer); controller i reads
+``h[i]``. Whatever sequence the runner picks, a segment's input is already where it reads it: no
+copies, no re-binding, one launch per segment. Segment I/O stays in the ONNX types (fp32 hidden
+states); with ``fp16`` the computation inside each plan is half precision.
+
+Returned hidden states are these buffers, written on ``backend.stream``: valid until a later call
+writes the same boundary, and to be read elsewhere only after ``backend.stream.synchronize()``.
+The runner only hands them back to the backend. A tensor that is not the expected buffer is copied
+in first. Controller outputs come back to the host as floats (one stream sync per controller) and
+the head's chunk as a numpy array.
+
+Importing this module needs the ``tensorrt`` package; ``engines.require_backend("tensorrt")`` says
+whether it (and a GPU) is usable before anything here is called.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tensorrt as trt
+import torch
+from torch import Tensor
+
+from dysl_ros.backends.engines import (
+    EngineError,
+    Manifest,
+    backend_version,
+    read_manifest,
+    rebuild_command,
+    require_backend,
+    verify_segment,
+)
+from dysl_ros.backends.segments import (
+    ACTIONS_OUTPUT,
+    EMBED,
+    EMBED_INPUTS,
+    HEAD,
+    HIDDEN_INPUT,
+    HIDDEN_OUTPUT,
+    SKIP_OUTPUT,
+    adapter_segment,
+    controller_segment,
+    layer_segment,
+)
+from dysl_ros.core.layer_plan import LayerPlan
+from dysl_ros.core.runner import FloatArray, ModelInputs
+
+WORKSPACE_BYTES = 1 << 30
+"""Builder scratch memory per segment (TensorRT may use less); segments are small."""
+
+_DTYPES = (
+    ("FLOAT", torch.float32),
+    ("HALF", torch.float16),
+    ("INT32", torch.int32),
+    ("INT64", torch.int64),  # TensorRT >= 10; 8.6's parser turns int64 inputs into int32
+    ("BOOL", torch.bool),
+)
+
+
+def _logger() -> trt.Logger:
+    return trt.Logger(trt.Logger.WARNING)
+
+
+def _network_flags() -> int:
+    # TensorRT 10 networks are always explicit-batch (the flag is deprecated there); 8.x needs it.
+    if int(backend_version("tensorrt").split(".")[0]) >= 10:
+        return 0
+    return 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+
+
+def build_plan(onnx_file: Path, plan_file: Path, precision: str, device: str = "cuda") -> None:
+    """Parse ``onnx_file`` and write its serialized TensorRT engine to ``plan_file``, built on ``device``."""
+    require_backend("tensorrt", device)
+    logger = _logger()
+    with torch.cuda.device(torch.device(device)):
+        builder = trt.Builder(logger)
+        network = builder.create_network(_network_flags())
+        parser = trt.OnnxParser(network, logger)
+        if not parser.parse_from_file(str(onnx_file)):
+            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+            raise EngineError(f"TensorRT cannot parse {onnx_file.name}: {errors}")
+        config = builder.create_builder_config()
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
+        if precision == "fp16":
+            config.set_flag(trt.BuilderFlag.FP16)
+        elif precision == "fp32":
+            config.clear_flag(trt.BuilderFlag.TF32)  # on by default; fp32 plans must match torch fp32
+        else:
+            raise EngineError(f"precision {precision!r}: TensorRT plans are built in fp16 or fp32")
+        plan: trt.IHostMemory | None = builder.build_serialized_network(network, config)
+        if plan is None:
+            raise EngineError(f"TensorRT could not build a plan for {onnx_file.name} (its log above says why)")
+        plan_file.write_bytes(memoryview(plan))
+
+
+def _torch_dtype(dtype: trt.DataType) -> torch.dtype:
+    for name, torch_dtype in _DTYPES:
+        if getattr(trt.DataType, name, None) == dtype:
+            return torch_dtype
+    raise EngineError(f"TensorRT tensor type {dtype} has no buffer type here")
+
+
+def _shape(dims: trt.Dims) -> tuple[int, ...]:
+    return tuple(int(dims[i]) for i in range(len(dims)))
+
+
+@dataclass(frozen=True)
+class _Segment:
+    name: str
+    engine: trt.ICudaEngine
+    context: trt.IExecutionContext
+
+
+class TensorRTBackend:
+    name = "tensorrt"
+
+    def __init__(self, engine_dir: str | Path, device: str = "cuda", manifest: Manifest | None = None) -> None:
+        """Load every plan of ``engine_dir`` onto ``device``, each file's sha256 checked against the
+        manifest first. The manifest's fit to a model, TensorRT version and GPU is
+        ``engines.check_manifest``'s job."""
+        self.engine_dir = Path(engine_dir)
+        self.manifest = manifest if manifest is not None else read_manifest(self.engine_dir)
+        if self.manifest.backend != self.name:
+            raise EngineError(f"{self.engine_dir} holds {self.manifest.backend!r} engines, not tensorrt ones")
+        files = {name: verify_segment(self.engine_dir, self.manifest, name) for name in self.manifest.segments}
+        require_backend(self.name, device)
+        self.device = torch.device(device)
+        if self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        self.num_layers = int(self.manifest.layer_plan["num_layers"])
+        plan = LayerPlan(self.num_layers, tuple(int(i) for i in self.manifest.layer_plan["static_layers"]))
+        self._logger = _logger()
+        self._runtime = trt.Runtime(self._logger)
+        self.stream = torch.cuda.Stream(self.device)
+        with torch.cuda.stream(self.stream):  # buffers belong to (and are zeroed on) the backend's stream
+            engines = {name: self._deserialize(name, file) for name, file in files.items()}
+            embed = self._engine(engines, EMBED)
+            # Buffers take the engines' I/O types (e.g. int32 instructions from TensorRT 8.6's parser).
+            self._inputs = {name: self._empty(embed, name) for name in EMBED_INPUTS}
+            self._hidden = [self._empty(embed, HIDDEN_INPUT) for _ in range(self.num_layers + 1)]
+            self._embed = self._bind(EMBED, engines, {**self._inputs, HIDDEN_INPUT: self._hidden[0]})
+            self._layers = [
+                self._bind(
+                    layer_segment(i, self.num_layers),
+                    engines,
+                    {HIDDEN_INPUT: self._hidden[i], HIDDEN_OUTPUT: self._hidden[i + 1]},
+                )
+                for i in range(self.num_layers)
+            ]
+            self._adapters: dict[int, tuple[_Segment, int]] = {}
+            self._controllers: dict[int, tuple[_Segment, Tensor]] = {}
+            for i in plan.dynamic_layers:
+                adapter, controller = adapter_segment(i, self.num_layers), controller_segment(i, self.num_layers)
+                if adapter not in engines or controller not in engines:
+                    continue  # a model without DySL modules: dense only
+                static = plan.gap_of(i).static
+                self._adapters[i] = (
+                    self._bind(adapter, engines, {HIDDEN_INPUT: self._hidden[i], HIDDEN_OUTPUT: self._hidden[static]}),
+                    static,
+                )
+                skip = self._empty(engines[controller], SKIP_OUTPUT)
+                self._controllers[i] = (
+                    self._bind(controller, engines, {HIDDEN_INPUT: self._hidden[i], SKIP_OUTPUT: skip}),
+                    skip,
+                )
+            head = self._engine(engines, HEAD)
+            self._actions = self._empty(head, ACTIONS_OUTPUT)
+            self._head = self._bind(HEAD, engines, {HIDDEN_INPUT: self._hidden[-1], ACTIONS_OUTPUT: self._actions})
+
+    # ------------------------------------------------------------------ loading
+
+    def _rebuild(self) -> str:
+        return rebuild_command(self.manifest.model_dir, self.engine_dir, self.name)
+
+    def _deserialize(self, name: str, file: Path) -> trt.ICudaEngine:
+        engine: trt.ICudaEngine | None = self._runtime.deserialize_cuda_engine(file.read_bytes())
+        if engine is None:
+            raise EngineError(
+                f"TensorRT cannot deserialize segment {name} ({file}); a plan only runs with the TensorRT version "
+                f"and GPU it was built with. Rebuild with: {self._rebuild()}"
+            )
+        return engine
+
+    def _empty(self, engine: trt.ICudaEngine, tensor: str) -> Tensor:
+        shape = _shape(engine.get_tensor_shape(tensor))
+        return torch.zeros(shape, dtype=_torch_dtype(engine.get_tensor_dtype(tensor)), device=self.device)
+
+    def _engine(self, engines: dict[str, trt.ICudaEngine], name: str) -> trt.ICudaEngine:
+        engine = engines.get(name)
+        if engine is None:
+            raise EngineError(f"engines in {self.engine_dir} have no segment {name}. Rebuild with: {self._rebuild()}")
+        return engine
+
+    def _bind(self, name: str, engines: dict[str, trt.ICudaEngine], buffers: dict[str, Tensor]) -> _Segment:
+        """An execution context of segment ``name`` with each I/O tensor bound to its buffer, after
+        checking that the plan's tensors are exactly these, with the buffers' shapes and types."""
+        engine = self._engine(engines, name)
+        names = {engine.get_tensor_name(i) for i in range(engine.num_io_tensors)}
+        if names != set(buffers):
+            raise EngineError(f"segment {name}: plan tensors {sorted(names)}, expected {sorted(buffers)}")
+        context: trt.IExecutionContext | None = engine.create_execution_context()
+        if context is None:
+            raise EngineError(f"segment {name}: TensorRT could not create an execution context (out of GPU memory?)")
+        for tensor, buffer in buffers.items():
+            shape, dtype = _shape(engine.get_tensor_shape(tensor)), _torch_dtype(engine.get_tensor_dtype(tensor))
+            if shape != tuple(buffer.shape) or dtype != buffer.dtype:
+                raise EngineError(
+                    f"segment {name}: tensor {tensor} is {dtype} {list(shape)} in the plan, the backend's buffer "
+                    f"is {buffer.dtype} {list(buffer.shape)}. Rebuild with: {self._rebuild()}"
+                )
+            if not context.set_tensor_address(tensor, buffer.data_ptr()):
+                raise EngineError(f"segment {name}: TensorRT refused the address of tensor {tensor}")
+        return _Segment(name, engine, context)
+
+    # ------------------------------------------------------------------ running
+
+    def _execute(self, segment: _Segment) -> None:
+        if not segment.context.execute_async_v3(self.stream.cuda_stream):
+            raise EngineError(f"TensorRT failed to run segment {segment.name} (its log above says why)")
+
+    def _load(self, index: int, x: Tensor) -> None:
+        buffer = self._hidden[index]
+        if x is not buffer:
+            self.stream.wait_stream(torch.cuda.current_stream(self.device))  # x may come from another stream
+            with torch.cuda.stream(self.stream):
+                buffer.copy_(x)
+
+    def embed(self, inputs: ModelInputs) -> Tensor:
+        with torch.cuda.stream(self.stream):
+            for name, buffer in self._inputs.items():
+                buffer.copy_(torch.as_tensor(np.ascontiguousarray(inputs[name])))
+            self._execute(self._embed)
+        return self._hidden[0]
+
+    def run_layers(self, start: int, stop: int, x: Tensor) -> Tensor:
+        if start == stop:
+            return x
+        self._load(start, x)
+        with torch.cuda.stream(self.stream):
+            for segment in self._layers[start:stop]:
+                self._execute(segment)
+        return self._hidden[stop]
+
+    def adapt(self, layer: int, x: Tensor) -> Tensor:
+        entry = self._adapters.get(layer)
+        if entry is None:
+            raise EngineError(f"engines in {self.engine_dir} have no adapter for layer {layer}: run this model dense")
+        adapter, static = entry
+        self._load(layer, x)
+        with torch.cuda.stream(self.stream):
+            self._execute(adapter)
+        return self._hidden[static]
+
+    def skip_probability(self, layer: int, x: Tensor) -> float:
+        entry = self._controllers.get(layer)
+        if entry is None:
+            raise EngineError(
+                f"engines in {self.engine_dir} have no controller for layer {layer}: run this model dense"
+            )
+        controller, skip = entry
+        self._load(layer, x)
+        with torch.cuda.stream(self.stream):
+            self._execute(controller)
+            return float(skip[0].item())  # copies on self.stream and waits for it
+
+    def head(self, x: Tensor) -> FloatArray:
+        self._load(self.num_layers, x)
+        with torch.cuda.stream(self.stream):
+            self._execute(self._head)
+            return np.asarray(self._actions[0].float().cpu().numpy(), dtype=np.float32)

@@ -1,0 +1,279 @@
+"""The policy variants the closed-loop benchmark compares, on the same episodes.
+
+| variant          | modules                          | runs                                                        |
+|------------------|----------------------------------|-------------------------------------------------------------|
+| `dense`          | -                                | every layer, every tick                                     |
+| `dysl`           | the model dir's                  | DySL as the node runs it (settings from dysl.json)          |
+| `no_pre_skip`    | the model dir's                  | DySL, allow points fixed at the gap starts                  |
+| `no_post_verify` | the model dir's                  | DySL without post-skip verification                         |
+| `no_static`      | `variants/no_static`             | DySL over one gap (only the last layer static)              |
+| `one_stage`      | `variants/one_stage`             | DySL with modules trained without stage 1                   |
+| `random_skip`    | the model dir's adapters         | each controller replaced by a seeded coin (below)           |
+| `router`         | `variants/router`                | per-layer router, FlexiDepth-like (dysl_ros.core.router)    |
+
+Random skip: allow points stay at the gap starts (no pre-skip, no verification) and every consulted
+controller is a coin that says "skip" with probability q, q solved so that the expected executed layers
+per tick equal a target (DySL's measured mean in the same run, or a given number). Within a gap of n
+dynamic layers consulted from its start, layer j (0-based) runs iff the first j+1 coins say "keep":
+E[executed] = static layers + sum_g sum_{j=1..n_g} (1-q)^j, decreasing in q, solved by bisection.
+
+This module has no torch at import; loading a variant imports the backends.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, Protocol, Sequence, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from dysl_ros.core.config import ConfigError, DySLConfig
+from dysl_ros.core.layer_plan import LayerPlan
+from dysl_ros.core.router import run_router_path
+from dysl_ros.core.runner import DySLRunner, FloatArray, ModelInputs, SegmentBackend, TickResult
+
+T = TypeVar("T")
+
+VARIANTS: tuple[str, ...] = (
+    "dense", "dysl", "no_pre_skip", "no_post_verify", "no_static", "one_stage", "random_skip", "router",
+)
+MODULE_VARIANTS = {"no_static": "no_static", "one_stage": "one_stage", "router": "router"}
+"""Variants whose modules live in ``<model dir>/variants/<name>``."""
+
+
+def parse_variants(spec: str) -> list[str]:
+    """``"all"`` or a comma list -> variant names in the canonical order."""
+    wanted = [part.strip() for part in spec.split(",") if part.strip()]
+    if not wanted or wanted == ["all"]:
+        return list(VARIANTS)
+    unknown = [name for name in wanted if name not in VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown variant(s) {unknown}: choose from 'all' or {', '.join(VARIANTS)}")
+    return [name for name in VARIANTS if name in wanted]
+
+
+def variant_modules_dir(model_dir: str | Path, variant: str) -> Path | None:
+    name = MODULE_VARIANTS.get(variant)
+    return None if name is None else Path(model_dir) / "variants" / name
+
+
+# --------------------------------------------------------------------------------------------------
+# Random skip
+
+
+def expected_executed_layers(plan: LayerPlan, q: float, allow_points: Sequence[int] | None = None) -> float:
+    """Expected executed layers per tick when every consulted controller skips with probability ``q``
+    (allow points default to the gap starts: every dynamic layer's coin may be consulted)."""
+    points = [gap.start for gap in plan.gaps] if allow_points is None else list(allow_points)
+    if len(points) != len(plan.gaps):
+        raise ValueError(f"expected {len(plan.gaps)} allow points, got {len(points)}")
+    keep = 1.0 - q
+    total = float(len(plan.static_layers))
+    for gap, allow in zip(plan.gaps, points, strict=True):
+        if not gap.start <= allow <= gap.static:
+            raise ValueError(f"allow point {allow} outside its gap [{gap.start}, {gap.static}]")
+        total += allow - gap.start  # forced prefix
+        total += sum(keep**j for j in range(1, gap.static - allow + 1))
+    return total
+
+
+def random_skip_probability(
+    plan: LayerPlan, target_layers: float, allow_points: Sequence[int] | None = None, tol: float = 1e-9
+) -> float:
+    """The coin's skip probability q whose expected executed layers equal ``target_layers``, clamped
+    to what the plan allows (q = 0: every layer; q = 1: static layers and forced prefixes only)."""
+    low, high = 0.0, 1.0
+    most = expected_executed_layers(plan, 0.0, allow_points)
+    least = expected_executed_layers(plan, 1.0, allow_points)
+    if target_layers >= most:
+        return 0.0
+    if target_layers <= least:
+        return 1.0
+    for _ in range(200):
+        mid = 0.5 * (low + high)
+        if expected_executed_layers(plan, mid, allow_points) > target_layers:
+            low = mid
+        else:
+            high = mid
+        if high - low < tol:
+            break
+    return 0.5 * (low + high)
+
+
+class CoinBackend(Generic[T]):
+    """A segment backend whose controllers are coins: ``skip_probability`` is 1.0 with probability
+    ``q`` and 0.0 otherwise (so any threshold in (0, 1] reads it as skip / keep). Everything else is
+    the wrapped backend's."""
+
+    def __init__(self, inner: SegmentBackend[T], q: float, seed: int = 0) -> None:
+        if not 0.0 <= q <= 1.0:
+            raise ValueError(f"skip probability must lie in [0, 1], got {q}")
+        self.inner = inner
+        self.name = f"{inner.name}+coin"
+        self.q = q
+        self.rng = np.random.default_rng(seed)
+
+    def reseed(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def embed(self, inputs: ModelInputs) -> T:
+        return self.inner.embed(inputs)
+
+    def run_layers(self, start: int, stop: int, x: T) -> T:
+        return self.inner.run_layers(start, stop, x)
+
+    def adapt(self, layer: int, x: T) -> T:
+        return self.inner.adapt(layer, x)
+
+    def skip_probability(self, layer: int, x: T) -> float:
+        return 1.0 if self.rng.random() < self.q else 0.0
+
+    def head(self, x: T) -> FloatArray:
+        return self.inner.head(x)
+
+
+# --------------------------------------------------------------------------------------------------
+# One interface over every variant
+
+
+@dataclass(frozen=True)
+class VariantStep:
+    actions: npt.NDArray[np.float64]
+    """(chunk_len, action_dim), de-normalised."""
+    executed_layers: int
+    layer_evaluations: int
+    verified: bool
+    tick: TickResult | None
+    """DySL ticks (every variant but the router)."""
+
+
+class VariantPolicy(Protocol):
+    name: str
+    num_layers: int
+
+    def reset(self, episode_seed: int) -> None: ...
+
+    def step(self, obs: Any, execute: slice) -> VariantStep: ...
+
+
+class RunnerVariant:
+    """dense, dysl and its ablations, random skip: a DySLRunner over a backend."""
+
+    def __init__(self, name: str, policy: Any, runner: DySLRunner[Any], coin: CoinBackend[Any] | None = None) -> None:
+        self.name = name
+        self.policy = policy
+        self.runner = runner
+        self.coin = coin
+        self.num_layers = runner.plan.num_layers
+
+    def reset(self, episode_seed: int) -> None:
+        self.runner.reset()
+        if self.coin is not None:
+            self.coin.reseed(episode_seed)
+
+    def step(self, obs: Any, execute: slice) -> VariantStep:
+        from dysl_ros.model.spec import denormalise_actions, preprocess
+
+        config = self.policy.config
+        tick = self.runner.step(preprocess(config, obs), execute)
+        return VariantStep(
+            denormalise_actions(config, tick.chunk), tick.executed_layers, tick.layer_evaluations, tick.verified, tick
+        )
+
+
+class RouterVariant:
+    def __init__(self, policy: Any, threshold: float) -> None:
+        self.name = "router"
+        self.policy = policy
+        self.backend = policy.runner.backend
+        self.threshold = threshold
+        self.num_layers = int(policy.config.num_layers)
+
+    def reset(self, episode_seed: int) -> None:
+        pass  # stateless
+
+    def step(self, obs: Any, execute: slice) -> VariantStep:
+        from dysl_ros.model.spec import denormalise_actions, preprocess
+
+        config = self.policy.config
+        chunk, trace = run_router_path(
+            self.backend, preprocess(config, obs), self.threshold, num_layers=self.num_layers
+        )
+        executed = len(trace.executed_layers)
+        return VariantStep(denormalise_actions(config, chunk), executed, executed, False, None)
+
+
+@dataclass(frozen=True)
+class LoadSettings:
+    model_dir: str
+    backend: str = "torch"
+    router_threshold: float | None = None
+
+
+class VariantLoader:
+    """Loads variants on demand, sharing one loaded policy (backbone + backend) per modules dir."""
+
+    def __init__(self, settings: LoadSettings) -> None:
+        self.settings = settings
+        self._policies: dict[str | None, Any] = {}
+        self._variants: dict[str, VariantPolicy] = {}
+
+    def base_policy(self, modules_dir: Path | None) -> Any:
+        key = None if modules_dir is None else str(modules_dir)
+        if key not in self._policies:
+            from dysl_ros.policy import load_policy
+
+            s = self.settings
+            bundle_dense = modules_dir is None and not _has_main_modules(s.model_dir)
+            self._policies[key] = load_policy(
+                s.model_dir, backend=s.backend, num_threads=1, modules_dir=modules_dir, dense=bundle_dense
+            )
+        return self._policies[key]
+
+    def get(self, variant: str, random_skip_q: float | None = None) -> VariantPolicy:
+        """The variant, loaded once (random_skip: once per coin probability)."""
+        key = variant if variant != "random_skip" else f"{variant}:{random_skip_q}"
+        if key not in self._variants:
+            self._variants[key] = self._load(variant, random_skip_q)
+        return self._variants[key]
+
+    def _load(self, variant: str, random_skip_q: float | None) -> VariantPolicy:
+        s = self.settings
+        modules_dir = variant_modules_dir(s.model_dir, variant)
+        policy = self.base_policy(modules_dir)
+        backend = policy.runner.backend
+        settings: DySLConfig = policy.bundle.dysl_config or DySLConfig()
+        plan: LayerPlan = policy.plan
+        if variant == "router":
+            threshold = settings.skip_threshold if s.router_threshold is None else s.router_threshold
+            return RouterVariant(policy, threshold)
+        if variant == "dense":
+            return RunnerVariant(variant, policy, DySLRunner(backend, plan, settings, dense=True))
+        if not policy.bundle.has_dysl:
+            raise ConfigError(f"variant {variant} needs DySL modules in {s.model_dir} (run `dysl_train distill`)")
+        if variant == "random_skip":
+            if random_skip_q is None:
+                raise ConfigError("random_skip needs its coin's skip probability (solved from a target)")
+            coin: CoinBackend[Any] = CoinBackend(backend, random_skip_q)
+            config = dataclasses.replace(settings, enable_pre_skip=False, enable_post_verify=False)
+            return RunnerVariant(variant, policy, DySLRunner(coin, plan, config), coin)
+        overrides = {"no_pre_skip": {"enable_pre_skip": False}, "no_post_verify": {"enable_post_verify": False}}
+        config = dataclasses.replace(settings, **overrides.get(variant, {}))
+        return RunnerVariant(variant, policy, DySLRunner(backend, plan, config))
+
+
+def _has_main_modules(model_dir: str | Path) -> bool:
+    from dysl_ros.model.checkpoint import MODULES_FILE, PLAN_FILE
+
+    return (Path(model_dir) / PLAN_FILE).is_file() and (Path(model_dir) / MODULES_FILE).is_file()
+
+
+def main_plan(model_dir: str | Path) -> LayerPlan | None:
+    """The model dir's own layer plan (read without loading the model), or None."""
+    from dysl_ros.model.checkpoint import PLAN_FILE
+
+    file = Path(model_dir) / PLAN_FILE
+    return LayerPlan.load(file) if file.is_file() else None

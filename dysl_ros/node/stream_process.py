@@ -1,0 +1,370 @@
+"""The control-rate ``~/action`` stream, in a process of its own.
+
+Why a process: in the node's process the stream thread shares the GIL with inference (Python between
+ONNX segments), image decoding and the executor; its period jitter was p99 5-13 ms. Here it has its
+own interpreter, sleeps until ~1 ms before each deadline and spins the rest, and can run SCHED_FIFO
+(``stream_priority``). It is one more DDS participant (node ``<node>_action_stream`` in the node's
+namespace) publishing on the node's resolved ``~/action`` name (remappings applied by the node).
+
+Protocol over a socket pair (``multiprocessing.connection`` framing, pickled tuples):
+
+    node -> stream   ("config", dict) once, then ("chunk", seq, stamp_ns, actions, clock_offset_ns),
+                     ("active", bool, token), ("stop",)
+    stream -> node   ("ready", scheduling), ("ack", token), ("replan", seq) when the queue of chunk
+                     ``seq`` falls to ``replan_threshold`` (or it runs out or goes stale),
+                     ("streamed", seq, first_index, count) when a chunk will send no more,
+                     ("grid", base_ns, dt_ns) once (period k is due at base + k*dt, monotonic),
+                     ("stats", dict) about every 0.1 s.
+
+The stream follows the node's clock (image stamps): ``clock_offset_ns`` = node clock - system clock,
+sent with every chunk. It exits when the node closes the socket (the node died) or on ("stop",).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from dysl_ros.node.action_stream import ActionQueue
+
+SPIN_NS = 1_000_000
+"""Sleep until this long before a deadline, then spin: wake-up latency stays out of the period."""
+PUBLISH_MARGIN_NS = 1_000_000
+"""Staleness is judged this much after the check, covering the publish call itself."""
+STATS_PERIOD_NS = 100_000_000
+PERIOD_WINDOW = 500
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    topic: str
+    """Fully resolved ``~/action`` name of the node."""
+    node_name: str
+    namespace: str
+    dt_ns: int
+    max_age_ns: int
+    on_stale: str
+    action_dim: int
+    replan_threshold: int
+    aggregation: str
+    decay: float
+    priority: int
+    """SCHED_FIFO priority 1-99; 0: normal scheduling."""
+
+
+# ====================================================================== node side
+
+
+class ActionStreamProcess:
+    """The node's handle on the stream process. ``on_replan(seq)`` and ``on_streamed(seq, first,
+    count)`` run on a reader thread."""
+
+    def __init__(
+        self,
+        on_replan: Callable[[int], None],
+        on_streamed: Callable[[int, int, int], None],
+        on_exit: Callable[[str], None],
+    ) -> None:
+        self._on_replan = on_replan
+        self._on_streamed = on_streamed
+        self._on_exit = on_exit
+        self._send_lock = threading.Lock()
+        self._acks: dict[int, threading.Event] = {}
+        self._token = 0
+        self.config: StreamConfig | None = None
+        self.stats: dict[str, float] = {}
+        self.scheduling = ""
+        self.grid: tuple[int, int] | None = None
+        """(base, dt) in CLOCK_MONOTONIC ns: period k of the stream is due at base + k*dt."""
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._conn: Connection | None = None
+        self._reader: threading.Thread | None = None
+        self._stopping = False
+
+    def spawn(self) -> None:
+        """Start the process; it imports rclpy while the node loads its model, then waits for ``start``."""
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        fd = theirs.fileno()
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "dysl_ros.node.stream_process", str(fd)], pass_fds=(fd,), stdin=subprocess.DEVNULL
+        )
+        theirs.close()
+        self._conn = Connection(mine.detach())
+
+    def start(self, config: StreamConfig, timeout: float = 60.0) -> str:
+        """Configure the spawned process and wait until its publisher exists; returns its scheduling."""
+        if self._conn is None:
+            self.spawn()
+        assert self._conn is not None
+        self.config = config
+        self._conn.send(("config", asdict(config)))
+        if not self._conn.poll(timeout):
+            self.stop()
+            raise RuntimeError(f"action stream process did not start within {timeout} s")
+        try:
+            kind, scheduling = self._conn.recv()
+        except EOFError:
+            self.stop()
+            raise RuntimeError("action stream process exited during start-up (see its log above)") from None
+        assert kind == "ready"
+        self.scheduling = str(scheduling)
+        self._reader = threading.Thread(target=self._read, name="dysl_stream_reader", daemon=True)
+        self._reader.start()
+        return self.scheduling
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def send_chunk(self, seq: int, stamp_ns: int, actions: npt.NDArray[np.float64], clock_offset_ns: int) -> None:
+        self._send(("chunk", seq, stamp_ns, np.ascontiguousarray(actions, dtype=np.float64), clock_offset_ns))
+
+    def set_active(self, active: bool, timeout: float = 2.0) -> bool:
+        """Start or stop publishing; True once the stream has confirmed (after that, nothing more goes
+        out when stopped)."""
+        with self._send_lock:
+            self._token += 1
+            token = self._token
+            event = self._acks[token] = threading.Event()
+        self._send(("active", active, token))
+        done = event.wait(timeout)
+        self._acks.pop(token, None)
+        return done
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopping = True
+        with contextlib.suppress(OSError, ValueError):
+            self._send(("stop",))
+        if self._proc is not None:
+            try:
+                self._proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        if self._conn is not None:
+            self._conn.close()
+        if self._reader is not None and self._reader is not threading.current_thread():
+            self._reader.join(timeout)
+        self._proc = self._conn = self._reader = None
+
+    def _send(self, message: tuple[Any, ...]) -> None:
+        if self._conn is None:
+            return
+        with self._send_lock:
+            try:
+                self._conn.send(message)
+            except (OSError, ValueError):
+                pass  # the reader reports the exit
+
+    def _read(self) -> None:
+        assert self._conn is not None
+        conn = self._conn
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError, ValueError):
+                if not self._stopping:
+                    code = self._proc.poll() if self._proc is not None else None
+                    self._on_exit(f"action stream process exited (code {code})")
+                return
+            kind = message[0]
+            if kind == "replan":
+                self._on_replan(int(message[1]))
+            elif kind == "streamed":
+                self._on_streamed(int(message[1]), int(message[2]), int(message[3]))
+            elif kind == "stats":
+                self.stats = dict(message[1])
+            elif kind == "grid":
+                self.grid = (int(message[1]), int(message[2]))
+            elif kind == "ack":
+                event = self._acks.get(int(message[1]))
+                if event is not None:
+                    event.set()
+
+
+# ====================================================================== stream side
+
+
+def _set_scheduling(priority: int) -> str:
+    with contextlib.suppress(OSError, AttributeError):  # finer sleeps than the default 50 us slack
+        ctypes.CDLL(None, use_errno=True).prctl(29, 1, 0, 0, 0)  # PR_SET_TIMERSLACK = 29
+    if priority <= 0:
+        return f"SCHED_OTHER nice {os.nice(0)}"
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+    except (OSError, AttributeError) as exc:
+        return f"SCHED_OTHER nice {os.nice(0)} (SCHED_FIFO {priority} refused: {exc}; grant rtprio, e.g. limits.conf)"
+    return f"SCHED_FIFO {priority}"
+
+
+class _Stream:
+    def __init__(self, conn: Connection, config: StreamConfig) -> None:
+        import rclpy
+        from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+        from std_msgs.msg import Float64MultiArray, MultiArrayDimension
+
+        self.conn = conn
+        self.config = config
+        self.fd = conn.fileno()
+        self.queue = ActionQueue(
+            config.dt_ns, config.max_age_ns, config.on_stale, config.action_dim, config.aggregation, config.decay
+        )
+        try:  # Ctrl-C goes to the whole process group: the node, not a signal, stops the stream
+            from rclpy.signals import SignalHandlerOptions
+
+            rclpy.init(args=[], signal_handler_options=SignalHandlerOptions.NO)
+        except ImportError:
+            rclpy.init(args=[])
+        self.rclpy = rclpy
+        self.node = rclpy.create_node(
+            f"{config.node_name}_action_stream", namespace=config.namespace, start_parameter_services=False
+        )
+        qos = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
+        self.pub = self.node.create_publisher(Float64MultiArray, config.topic, qos)
+        self.msg = Float64MultiArray()
+        self.dim = MultiArrayDimension(label="", size=config.action_dim, stride=config.action_dim)
+        self.msg.layout.dim = [self.dim]
+        self.active = False
+        self.clock_offset_ns = 0
+        self.last_pushed = -1
+        self.replan_sent = -1
+        self.published = 0
+        self.stale = 0
+        self.late = 0
+        self.periods: deque[int] = deque(maxlen=PERIOD_WINDOW)
+        self.sent_times: deque[int] = deque(maxlen=PERIOD_WINDOW)
+        self.last_publish: int | None = None
+
+    def handle(self, message: tuple[Any, ...]) -> bool:
+        kind = message[0]
+        if kind == "chunk":
+            _, seq, stamp_ns, actions, self.clock_offset_ns = message
+            self.queue.push(seq, stamp_ns, actions)
+            self.last_pushed = seq
+        elif kind == "active":
+            self.active = bool(message[1])
+            if not self.active:
+                self.queue.clear()
+                self.last_pushed = self.replan_sent = -1
+                self.last_publish = None
+                self.sent_times.clear()
+            self.conn.send(("ack", message[2]))
+        elif kind == "stop":
+            return False
+        return True
+
+    def run(self) -> None:
+        dt = self.config.dt_ns
+        base = time.monotonic_ns()
+        k = 0
+        next_stats = base + STATS_PERIOD_NS
+        self.conn.send(("grid", base, dt))  # period k is due at base + k*dt (CLOCK_MONOTONIC)
+        while True:
+            k += 1
+            deadline = base + k * dt
+            while True:  # commands until just before the deadline
+                left = deadline - SPIN_NS - time.monotonic_ns()
+                if left <= 0:
+                    break
+                readable, _, _ = select.select([self.fd], [], [], left / 1e9)
+                if readable and not self.handle(self.conn.recv()):
+                    return
+            if not self.active:
+                continue
+            while time.monotonic_ns() < deadline:
+                pass
+            now = time.monotonic_ns()
+            if now - deadline > dt:  # suspended or starved: resynchronise instead of bursting
+                k = (now - base) // dt
+                self.late += 1
+                continue
+            ros_now = time.time_ns() + self.clock_offset_ns
+            action = self.queue.next_action(k, ros_now - (now - deadline), ros_now + PUBLISH_MARGIN_NS)
+            if action is not None:
+                self.msg.data = action.values.tolist()
+                self.dim.label = action.label
+                self.pub.publish(self.msg)
+                sent = time.monotonic_ns()
+                if self.last_publish is not None:
+                    self.periods.append(sent - self.last_publish)
+                self.last_publish = sent
+                self.sent_times.append(sent)
+                self.published += 1
+                self.stale += int(not action.fresh)
+            self._report(k)
+            if time.monotonic_ns() >= next_stats:
+                next_stats = time.monotonic_ns() + STATS_PERIOD_NS
+                self._send_stats()
+
+    def _report(self, k: int) -> None:
+        if self.last_pushed >= 0 and self.replan_sent != self.last_pushed:
+            if self.queue.newest_seq != self.last_pushed or self.queue.remaining(k) <= self.config.replan_threshold:
+                self.replan_sent = self.last_pushed
+                self.conn.send(("replan", self.last_pushed))
+        for s in self.queue.take_finished():
+            self.conn.send(("streamed", s.seq, s.first_index, s.count))
+
+    def _send_stats(self) -> None:
+        periods_ms = np.asarray(self.periods, dtype=np.float64) / 1e6
+        dt_ms = self.config.dt_ns / 1e6
+        now = time.monotonic_ns()
+        stats = {
+            "rate_hz": float(sum(1 for t in self.sent_times if now - t <= 1_000_000_000)),
+            "actions_published": float(self.published),
+            "stale_periods": float(self.stale),
+            "late_periods": float(self.late),
+            "period_p50_ms": float(np.percentile(periods_ms, 50)) if len(periods_ms) else float("nan"),
+            "jitter_p99_ms": float(np.percentile(np.abs(periods_ms - dt_ms), 99)) if len(periods_ms) else float("nan"),
+        }
+        self.conn.send(("stats", stats))
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.node.destroy_node()
+        with contextlib.suppress(Exception):
+            self.rclpy.try_shutdown()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the node stops us
+    conn = Connection(int(args[0]))
+    try:
+        kind, values = conn.recv()
+    except EOFError:
+        return 1
+    assert kind == "config"
+    config = StreamConfig(**values)
+    stream = _Stream(conn, config)
+    import gc
+
+    gc.collect()
+    gc.freeze()  # nothing allocated so far is scanned again: shorter collections in the loop
+    conn.send(("ready", _set_scheduling(config.priority)))
+    try:
+        stream.run()
+    except (EOFError, OSError):
+        pass  # the node went away
+    finally:
+        stream.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Meta-World as a ROS 2 robot (``sim_bridge``) and the closed-loop demo's reporting helpers."""

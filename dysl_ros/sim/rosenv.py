@@ -1,0 +1,125 @@
+"""The project's ROS environment rules for processes a tool starts (the demo launcher).
+
+Every ROS process stays on this host: ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``, the project's Fast
+DDS profile (``config/fastdds.xml``: 16 MB shared memory, UDP on 127.0.0.1 only) and its own
+``ROS_DOMAIN_ID``. Domain ids are claimed with the same lock files as the tests' harness
+(``<tmp>/dysl_ros_test_domains/<id>.lock``), so a demo and a test session never share one.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from contextlib import suppress
+from pathlib import Path
+
+DOMAIN_MIN, DOMAIN_MAX = 1, 200
+"""Fast DDS maps domain d to UDP ports 7400 + 250·d: ids above 232 overflow; 0 is everybody's default."""
+_LOCK_DIR = Path(tempfile.gettempdir()) / "dysl_ros_test_domains"
+_held: list[int] = []  # fds of claimed domains: released when this process exits
+_FASTDDS2_DISTROS = {"foxy", "galactic", "humble", "iron", "jazzy"}
+
+
+def fastdds_profile() -> Path:
+    """``config/fastdds.xml`` of this source tree, else of an installed package (share/dysl_ros)."""
+    candidates = [Path(__file__).resolve().parents[2] / "config" / "fastdds.xml"]
+    prefixes = [sys.prefix, *os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep)]
+    candidates += [Path(p) / "share" / "dysl_ros" / "config" / "fastdds.xml" for p in prefixes if p]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"config/fastdds.xml not found (looked in {', '.join(map(str, candidates))})")
+
+
+def claim_domain_id(preferred: int | None = None) -> int:
+    """A ROS domain id locked for this process's lifetime; ``preferred`` must be free if given."""
+    ids = [preferred] if preferred is not None else list(range(DOMAIN_MIN, DOMAIN_MAX + 1))
+    if preferred is not None and not DOMAIN_MIN <= preferred <= DOMAIN_MAX:
+        raise ValueError(f"domain id must lie in [{DOMAIN_MIN}, {DOMAIN_MAX}], got {preferred}")
+    if preferred is None:  # spread concurrent users over the range
+        start = (os.getpid() * 37) % len(ids)
+        ids = ids[start:] + ids[:start]
+    _LOCK_DIR.mkdir(parents=True, exist_ok=True)
+    for domain in ids:
+        fd = os.open(_LOCK_DIR / f"{domain}.lock", os.O_CREAT | os.O_RDWR, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue
+        _held.append(fd)
+        return domain
+    raise RuntimeError(
+        f"ROS domain {preferred} is in use by another dysl_ros process" if preferred is not None
+        else f"every ROS domain id in [{DOMAIN_MIN}, {DOMAIN_MAX}] is held by other dysl_ros processes"
+    )
+
+
+def ros_environment(domain_id: int) -> dict[str, str]:
+    """The variables every ROS process of the project sets (applied to this process by ``apply``)."""
+    profile = str(fastdds_profile())
+    prefix = os.environ.get("AMENT_PREFIX_PATH", "")
+    if not any(Path(p, "share", "ament_index").is_dir() for p in prefix.split(os.pathsep) if p):
+        # Message packages of the venv's ROS wheels are found through the venv's prefix.
+        prefix = os.pathsep.join(p for p in (sys.prefix, prefix) if p)
+    env = {
+        "ROS_DOMAIN_ID": str(domain_id),
+        "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+        "FASTDDS_DEFAULT_PROFILES_FILE": profile,
+        "AMENT_PREFIX_PATH": prefix,
+        "PYTHONUNBUFFERED": "1",
+        "RCUTILS_LOGGING_BUFFERED_STREAM": "0",
+        "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"),
+    }
+    if os.environ.get("ROS_DISTRO", "") in _FASTDDS2_DISTROS:  # Fast DDS 2.x reads the old name
+        env["FASTRTPS_DEFAULT_PROFILES_FILE"] = profile
+    if os.environ.get("ROS_DISTRO", "") in {"foxy", "galactic", "humble"}:  # no discovery range there
+        env["ROS_LOCALHOST_ONLY"] = "1"
+    return env
+
+
+def apply(env: dict[str, str]) -> None:
+    """Set ``env`` in this process: before its first rclpy context (Fast DDS reads the profile once)."""
+    os.environ.update(env)
+
+
+def start_process(
+    args: list[str], env: dict[str, str], log_path: Path, cwd: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """Start ``args`` in its own process group, stdout + stderr into ``log_path``."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **env},
+            cwd=str(cwd) if cwd else None,
+            start_new_session=True,
+        )
+
+
+def stop_process(proc: subprocess.Popen[bytes], grace_s: float = 10.0) -> int | None:
+    """SIGINT to the process group, then SIGKILL after ``grace_s``; returns the exit status."""
+    if proc.poll() is None:
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            with suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5.0)
+    return proc.poll()
+
+
+def log_tail(path: Path, max_chars: int = 3000) -> str:
+    try:
+        return path.read_text(errors="replace")[-max_chars:]
+    except OSError as exc:
+        return f"<no log: {exc}>"

@@ -1,0 +1,515 @@
+"""``make demo``: the VLA in a closed loop over ROS 2 on this machine (sim_bridge + dysl_node).
+
+    python -m dysl_ros.tools.demo                                # models/reference, 3 tasks x 2 episodes
+    python -m dysl_ros.tools.demo --model-dir /tmp/tiny --tasks all --episodes-per-task 10 --json
+
+What it does: builds the ONNX Runtime engines when missing (``build_engines``), starts ``sim_bridge``
+and ``dysl_node`` as two processes on a ROS domain of their own (loopback only, the project's Fast
+DDS profile), wires them together with topic remaps, runs the episodes, and prints per episode the
+task, success, steps, tick latency p50/p99, mean executed layers and the action stream's jitter
+(p99 of the periods between ``~/action`` messages at this launcher's subscriber, minus the nominal
+period: DDS delivery and this process's scheduling included). Writes under ``--out``
+(``out/demo``): ``results.json``, ``episode.gif`` (one episode, executed layers overlaid),
+``dysl_ticks.png`` (C_t, allow points, executed layers per tick) and ``logs/``.
+
+Exit status: 0 done (whatever the success rate), 1 a process failed or timed out, 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from dysl_ros.sim import rosenv
+from dysl_ros.training.demos import parse_tasks
+
+DEFAULT_TASKS = "reach-v3,drawer-close-v3,button-press-topdown-v3"
+DEFAULT_MODEL = Path("models/reference")
+# Topic names shared by the two processes: those of launch/dysl.launch.py's defaults.
+TOPICS = {
+    "image": "/camera/image_raw",
+    "instruction": "/instruction",
+    "joint_states": "/joint_states",
+    "action_chunk": "/dysl/action_chunk",
+    "action": "/dysl/action",
+}
+RESULT_TOPIC = "/sim_bridge/episode_result"
+TICK_TOPIC = "/dysl_node/dysl_tick"
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="demo", description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL, help="trained model (default models/reference)")
+    p.add_argument("--random-model", action="store_true",
+                   help="no trained model: write an untrained reference-size model under OUT/random_model and use "
+                        "it (plumbing and speed only: it succeeds by chance)")
+    p.add_argument("--tasks", default=DEFAULT_TASKS,
+                   help=f"comma-separated MT10 tasks or 'all' (default {DEFAULT_TASKS})")
+    p.add_argument("--episodes-per-task", type=int, default=2)
+    p.add_argument("--seed", type=int, default=2000, help="run seed (evaluation seeds start at 2000)")
+    p.add_argument("--mode", choices=("real_time", "lockstep"), default="real_time")
+    p.add_argument("--control-rate-hz", type=float, default=20.0, help="sim steps and node action stream (Hz)")
+    p.add_argument("--camera-rate-hz", type=float, default=10.0, help="image rate, <= control rate (Hz)")
+    p.add_argument("--execute-steps", type=int, default=4, help="lockstep: actions executed per chunk")
+    p.add_argument("--max-steps", type=int, default=200, help="episode step limit")
+    p.add_argument("--backend", choices=("onnxruntime", "torch"), default="onnxruntime")
+    p.add_argument("--dense", action="store_true", help="run the node dense (every layer): the baseline")
+    p.add_argument("--engines", type=Path, default=Path("engines"), help="engine cache root (default engines/)")
+    p.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder (default out/demo)")
+    p.add_argument("--gif-episode", type=int, default=1, help="episode number (1-based) for the GIF; 0: none")
+    p.add_argument("--no-plot", action="store_true", help="skip the PNG plot")
+    p.add_argument("--domain-id", type=int, default=None, help="ROS domain (default: a free one in 1..200)")
+    p.add_argument("--startup-timeout-s", type=float, default=300.0, help="for the node to come up")
+    p.add_argument("--json", action="store_true", help="print one JSON object with every figure as the last line")
+    args = p.parse_args(argv)
+    try:
+        args.task_list = parse_tasks(args.tasks)
+    except ValueError as exc:
+        p.error(str(exc))
+    for name in ("episodes_per_task", "execute_steps", "max_steps"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1")
+    if not 0 < args.camera_rate_hz <= args.control_rate_hz <= 1000:
+        p.error("need 0 < --camera-rate-hz <= --control-rate-hz <= 1000")
+    if not 0 <= args.seed < 2**32:
+        p.error("--seed must lie in [0, 2**32)")
+    return args
+
+
+# ---------------------------------------------------------------------------------- preparation
+
+
+def make_random_model(path: Path) -> Path:
+    """An untrained model of the reference shape with DySL modules (random layer plan): the pipeline
+    and its speed can be shown before a trained model exists; its actions are meaningless."""
+    if (path / "vla_config.json").is_file():
+        return path
+    import numpy as np
+    import torch
+
+    from dysl_ros.core.config import DySLConfig
+    from dysl_ros.core.layer_plan import LayerPlan
+    from dysl_ros.model.checkpoint import save_dysl, save_model
+    from dysl_ros.model.reference_vla import ReferenceVLA
+    from dysl_ros.model.skip_modules import DySLModules
+    from dysl_ros.model.spec import VLAConfig
+
+    torch.manual_seed(0)
+    config = VLAConfig()
+    model = ReferenceVLA(config)
+    similarities = np.random.default_rng(0).uniform(0.5, 1.0, config.num_layers)
+    plan = LayerPlan.from_similarities(similarities.tolist(), 0.2)
+    save_model(model, path, dtype=torch.float32)
+    save_dysl(path, plan, DySLModules(config.hidden_size, plan), DySLConfig(static_ratio=0.2), dtype=torch.float32)
+    return path
+
+
+def num_layers(model_dir: Path) -> int:
+    try:
+        return int(json.loads((model_dir / "vla_config.json").read_text()).get("num_layers", 0))
+    except (OSError, ValueError):
+        return 0
+
+
+def build_engines(model_dir: Path, engines: Path) -> None:
+    """``build_engines`` (exit 0 also when the engines are up to date); raises with its output on failure."""
+    command = [sys.executable, "-m", "dysl_ros.tools.build_engines", "--model-dir", str(model_dir),
+               "--out", str(engines)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    first = (done.stdout.strip().splitlines() or [""])[0]
+    if done.returncode != 0:
+        raise RuntimeError(f"build_engines failed ({done.returncode}):\n{done.stderr.strip() or done.stdout.strip()}")
+    print(f"  {first}", file=sys.stderr)
+
+
+def remaps() -> list[str]:
+    args = []
+    for name, topic in TOPICS.items():
+        args += ["-r", f"~/{name}:={topic}"]
+    return args
+
+
+def _param(name: str, value: object) -> list[str]:
+    if isinstance(value, bool):
+        text = str(value).lower()
+    elif isinstance(value, (list, tuple)):
+        text = "[" + ",".join(str(v) for v in value) + "]"
+    else:
+        text = str(value)
+    return ["-p", f"{name}:={text}"]
+
+
+def node_command(args: argparse.Namespace, model_dir: Path, config_dir: Path) -> list[str]:
+    command = [sys.executable, "-m", "dysl_ros.node.dysl_node", "--ros-args"]
+    if (config_dir / "dysl.yaml").is_file():
+        command += ["--params-file", str(config_dir / "dysl.yaml")]
+    params: dict[str, object] = {
+        "model_dir": str(model_dir.resolve()),
+        "engine_dir": str(args.engines.resolve()),
+        "backend": args.backend,
+        "autostart": True,
+        "control_rate_hz": float(args.control_rate_hz),
+        "dense": args.dense,
+    }
+    for name, value in params.items():
+        command += _param(name, value)
+    return command + remaps()
+
+
+def bridge_command(args: argparse.Namespace, config_dir: Path) -> list[str]:
+    command = [sys.executable, "-m", "dysl_ros.tools.sim_bridge", "--ros-args"]
+    if (config_dir / "sim_bridge.yaml").is_file():
+        command += ["--params-file", str(config_dir / "sim_bridge.yaml")]
+    params: dict[str, object] = {
+        "mode": args.mode,
+        "tasks": args.task_list,
+        "episodes_per_task": args.episodes_per_task,
+        "seed": args.seed,
+        "control_rate_hz": float(args.control_rate_hz),
+        "camera_rate_hz": float(args.camera_rate_hz),
+        "execute_steps": args.execute_steps,
+        "max_steps": args.max_steps,
+        "startup_timeout_s": float(args.startup_timeout_s),
+        "on_finish": "exit",
+    }
+    for name, value in params.items():
+        command += _param(name, value)
+    return command + remaps()
+
+
+# ---------------------------------------------------------------------------------- observing
+
+
+class Observer:
+    """This process's ROS side: results, ticks, action arrival times, frames of the GIF episode."""
+
+    def __init__(self, keep_frames_of: int) -> None:
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import Image
+        from std_msgs.msg import Float64MultiArray, String
+
+        from dysl_ros.sim.report import Tick
+
+        self._tick_class = Tick
+        self.lock = threading.Lock()
+        self.results: list[dict[str, Any]] = []
+        self.ticks: list[Tick] = []
+        self.action_times: list[float] = []
+        self.frames: deque[tuple[float, Any]] = deque(maxlen=1000)
+        self.keep_frames_of = keep_frames_of  # 1-based episode number; 0: none
+        self.instructions = 0
+        self.node_diagnostics: dict[str, str] = {}  # the node's own latest /diagnostics values
+
+        rclpy.init()
+        self._rclpy = rclpy
+        self.node = rclpy.create_node("dysl_demo")
+        deep_reliable = QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
+        # Best effort readers match best-effort and reliable writers alike.
+        deep_best_effort = QoSProfile(
+            depth=100, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT
+        )
+        latched = QoSProfile(depth=1000, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        latched1 = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
+                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.node.create_subscription(String, RESULT_TOPIC, self._on_result, latched)
+        self.node.create_subscription(DiagnosticStatus, TICK_TOPIC, self._on_tick, deep_best_effort)
+        self.node.create_subscription(Float64MultiArray, TOPICS["action"], self._on_action, deep_reliable)
+        self.node.create_subscription(String, TOPICS["instruction"], self._on_instruction, latched1)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+        if keep_frames_of:
+            self._image_sub = self.node.create_subscription(Image, TOPICS["image"], self._on_image, deep_best_effort)
+        self._executor = SingleThreadedExecutor()
+        self._executor.add_node(self.node)
+        self._thread = threading.Thread(target=self._spin, name="demo_ros", daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        from rclpy.executors import ExternalShutdownException
+
+        try:
+            self._executor.spin()
+        except ExternalShutdownException:
+            pass
+
+    def now(self) -> float:
+        return float(self.node.get_clock().now().nanoseconds) * 1e-9
+
+    def _on_result(self, msg: Any) -> None:
+        result = json.loads(msg.data)
+        with self.lock:
+            self.results.append(result)
+            if len(self.results) >= self.keep_frames_of > 0:
+                self.keep_frames_of = -self.keep_frames_of  # recorded: stop taking frames
+                self.node.destroy_subscription(self._image_sub)  # and stop receiving them
+
+    def _on_tick(self, msg: Any) -> None:
+        tick = self._tick_class.from_values({kv.key: kv.value for kv in msg.values})
+        with self.lock:
+            self.ticks.append(tick)
+
+    def _on_diagnostics(self, msg: Any) -> None:
+        for status in msg.status:
+            if status.name == "dysl_node: inference":
+                with self.lock:
+                    self.node_diagnostics = {kv.key: kv.value for kv in status.values}
+
+    def _on_action(self, _msg: Any) -> None:
+        now = self.now()
+        with self.lock:
+            self.action_times.append(now)
+
+    def _on_instruction(self, _msg: Any) -> None:
+        with self.lock:
+            self.instructions += 1
+
+    def _on_image(self, msg: Any) -> None:
+        if self.keep_frames_of <= 0:
+            return
+        import numpy as np
+
+        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        if msg.encoding != "rgb8" or msg.step != msg.width * 3:
+            return
+        rgb = np.frombuffer(bytes(msg.data), dtype=np.uint8).reshape(msg.height, msg.width, 3)
+        with self.lock:
+            self.frames.append((stamp, rgb))
+
+    def close(self) -> None:
+        self._executor.shutdown(timeout_sec=2.0)
+        self.node.destroy_node()
+        self._rclpy.try_shutdown()
+
+
+# ---------------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # The subscriber thread must get the GIL promptly, or its own delays read as stream jitter.
+    sys.setswitchinterval(0.0005)
+    started = time.monotonic()
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    logs = out / "logs"
+    model_dir: Path = args.model_dir
+    if args.random_model:
+        print(f"demo: writing an untrained reference-size model to {out / 'random_model'}", file=sys.stderr)
+        model_dir = make_random_model(out / "random_model")
+    elif not (model_dir / "vla_config.json").is_file():
+        print(
+            f"demo: no model at {model_dir} (vla_config.json missing). Train one (`make train`), pass --model-dir, "
+            "or --random-model to see the pipeline run with untrained weights.",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    layers = num_layers(model_dir)
+    if args.backend == "onnxruntime":
+        print(f"demo: ONNX Runtime engines for {model_dir} under {args.engines}/ (built if missing)", file=sys.stderr)
+        try:
+            build_engines(model_dir, args.engines)
+        except RuntimeError as exc:
+            print(f"demo: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+
+    domain = rosenv.claim_domain_id(args.domain_id)
+    env = rosenv.ros_environment(domain)
+    rosenv.apply(env)  # this process's own participant too
+    config_dir = rosenv.fastdds_profile().parent
+    episodes = len(args.task_list) * args.episodes_per_task
+    print(
+        f"demo: {episodes} episode(s) over {', '.join(args.task_list)}, {args.mode}, "
+        f"{args.control_rate_hz:g} Hz control / {args.camera_rate_hz:g} Hz camera, run seed {args.seed}, "
+        f"ROS domain {domain}, logs in {logs}/",
+        file=sys.stderr,
+    )
+    observer = Observer(args.gif_episode)
+    node_log, bridge_log = logs / "dysl_node.log", logs / "sim_bridge.log"
+    node = rosenv.start_process(node_command(args, model_dir, config_dir), env, node_log)
+    bridge = rosenv.start_process(bridge_command(args, config_dir), env, bridge_log)
+    status = EXIT_OK
+    failure = ""
+    try:
+        failure = _wait_for_episodes(args, observer, node, bridge, episodes, node_log, bridge_log)
+    except KeyboardInterrupt:
+        failure = "interrupted"
+    finally:
+        bridge_rc = rosenv.stop_process(bridge)
+        rosenv.stop_process(node)
+        time.sleep(0.2)
+        observer.close()
+    if failure:
+        print(f"demo: {failure}", file=sys.stderr)
+        status = EXIT_FAILED
+    elif bridge_rc not in (0, None):
+        print(f"demo: sim_bridge exited with {bridge_rc}:\n{rosenv.log_tail(bridge_log)}", file=sys.stderr)
+        status = EXIT_FAILED
+    summary = _report(args, observer, layers, model_dir, out, time.monotonic() - started)
+    if args.json:
+        print(json.dumps(summary))
+    return status
+
+
+def _wait_for_episodes(
+    args: argparse.Namespace,
+    observer: Observer,
+    node: subprocess.Popen[bytes],
+    bridge: subprocess.Popen[bytes],
+    episodes: int,
+    node_log: Path,
+    bridge_log: Path,
+) -> str:
+    """Show progress until every episode result arrived; returns why it stopped early ('' when done)."""
+    from tqdm import tqdm
+
+    # Budget: the node coming up, then each episode at most max_steps control periods (real time;
+    # lockstep is faster), twice over, plus a start-up allowance per episode.
+    per_episode = 2.0 * args.max_steps / args.control_rate_hz + 20.0
+    deadline = time.monotonic() + args.startup_timeout_s + episodes * per_episode
+    interactive = sys.stderr.isatty()
+    begun = time.monotonic()
+    bar = tqdm(total=episodes, desc="episodes", unit="ep", file=sys.stderr, dynamic_ncols=True, mininterval=2.0,
+               disable=not interactive)
+    shown = 0
+    next_status = 0.0
+    try:
+        while True:
+            with observer.lock:
+                results = list(observer.results)
+                ticks, actions, started = len(observer.ticks), len(observer.action_times), observer.instructions
+            for result in results[shown:]:
+                ok = "error" if result.get("error") else ("success" if result["success"] else "failure")
+                line = (f"  episode {shown + 1}/{episodes} {result['task']:<24} seed {result['seed']:>10}: {ok} "
+                        f"in {result['steps']} steps, {result['wall_time_s']:.1f} s")
+                shown += 1
+                if interactive:
+                    bar.write(line, file=sys.stderr)
+                else:
+                    print(line, file=sys.stderr)
+                bar.update(1)
+            if time.monotonic() >= next_status:
+                phase = "waiting for dysl_node" if started == 0 else f"episode {min(started, episodes)}/{episodes}"
+                status = (f"{phase}, ticks {ticks}, actions {actions}, "
+                          f"ok {sum(bool(r['success']) for r in results)}")
+                if interactive:
+                    next_status = time.monotonic() + 2.0
+                    bar.set_postfix_str(status, refresh=True)
+                else:  # a log, not a terminal: a plain line every 10 s
+                    next_status = time.monotonic() + 10.0
+                    print(f"  [{time.monotonic() - begun:5.0f} s] {len(results)}/{episodes} done; {status}",
+                          file=sys.stderr)
+            if len(results) >= episodes:
+                return ""
+            if any(r.get("error") for r in results):
+                return f"episode aborted: {results[-1]['error']}\n{rosenv.log_tail(bridge_log)}"
+            if node.poll() is not None:
+                return f"dysl_node exited with {node.returncode}:\n{rosenv.log_tail(node_log)}"
+            if bridge.poll() is not None and bridge.returncode != 0:
+                return f"sim_bridge exited with {bridge.returncode}:\n{rosenv.log_tail(bridge_log)}"
+            if bridge.poll() is not None and time.monotonic() > _exit_grace(bridge):
+                return f"sim_bridge exited after {len(results)} of {episodes} results reached the demo"
+            if time.monotonic() > deadline:
+                return f"timed out after {len(results)} of {episodes} episodes (logs: {node_log.parent})"
+            time.sleep(0.5)
+    finally:
+        bar.close()
+
+
+_EXITED_AT: dict[int, float] = {}
+
+
+def _exit_grace(proc: subprocess.Popen[bytes]) -> float:
+    """Results may still be in flight when the bridge exits: allow a few seconds."""
+    return _EXITED_AT.setdefault(proc.pid, time.monotonic() + 5.0)
+
+
+def _report(
+    args: argparse.Namespace, observer: Observer, layers: int, model_dir: Path, out: Path, wall_s: float
+) -> dict[str, Any]:
+    from dysl_ros.sim import report
+
+    with observer.lock:
+        results = sorted(observer.results, key=lambda r: float(r["start_stamp"]))
+        ticks = list(observer.ticks)
+        action_times = sorted(observer.action_times)
+        frames = sorted(observer.frames, key=lambda f: f[0])
+    rows = []
+    print(report.TABLE_HEADER)
+    for number, result in enumerate(results, start=1):
+        fig = report.episode_figures(ticks, action_times, result, args.control_rate_hz)
+        print(report.table_row(number, result, fig, layers))
+        rows.append({**result, **fig.to_dict()})
+    successes = sum(bool(r["success"]) for r in results)
+    rate = successes / len(results) if results else math.nan
+    print(f"overall: {successes}/{len(results)} successes ({100 * rate:.1f} %)" if results else "overall: no episodes")
+    if not ticks:
+        print(f"note: no {TICK_TOPIC} telemetry arrived, so tick latency and layers are n/a")
+    all_fig = report.episode_figures(
+        ticks, action_times,
+        {"start_stamp": results[0]["start_stamp"], "end_stamp": results[-1]["end_stamp"]} if results
+        else {"start_stamp": 0.0, "end_stamp": 0.0},
+        args.control_rate_hz,
+    )
+    with observer.lock:
+        own = dict(observer.node_diagnostics)
+    if own:
+        print(f"dysl_node's own figures (last /diagnostics, its recent window): action period jitter p99 "
+              f"{own.get('action_period_jitter_p99_ms', 'n/a')} ms, tick p50/p99 "
+              f"{own.get('tick_latency_p50_ms', 'n/a')} / {own.get('tick_latency_p99_ms', 'n/a')} ms, "
+              f"backend {own.get('backend', '?')}")
+    media: dict[str, str] = {}
+    if args.gif_episode and len(results) >= args.gif_episode:
+        gif_result = results[args.gif_episode - 1]
+        mine = [(s, f) for s, f in frames
+                if float(gif_result["start_stamp"]) - 1e-6 <= s <= float(gif_result["end_stamp"]) + 1e-6]
+        written = report.write_gif(out / "episode.gif", mine, report.episode_ticks(ticks, gif_result), gif_result,
+                                   layers, args.camera_rate_hz)
+        if written:
+            media["gif"] = str(out / "episode.gif")
+            print(f"gif: {out / 'episode.gif'} ({written} frames of episode {args.gif_episode}, {gif_result['task']})")
+    if not args.no_plot and ticks and results:
+        title = (f"{model_dir.name}: {'dense' if args.dense else 'DySL'}, {args.mode}, "
+                 f"{len(results)} episodes, run seed {args.seed}")
+        report.write_plot(out / "dysl_ticks.png", ticks, results, layers, title)
+        media["plot"] = str(out / "dysl_ticks.png")
+        print(f"plot: {out / 'dysl_ticks.png'}")
+    summary = {
+        "model_dir": str(model_dir),
+        "backend": args.backend,
+        "dense": args.dense,
+        "mode": args.mode,
+        "tasks": args.task_list,
+        "episodes_per_task": args.episodes_per_task,
+        "seed": args.seed,
+        "control_rate_hz": args.control_rate_hz,
+        "camera_rate_hz": args.camera_rate_hz,
+        "execute_steps": args.execute_steps if args.mode == "lockstep" else None,
+        "max_steps": args.max_steps,
+        "episodes_run": len(results),
+        "successes": successes,
+        "success_rate": rate if results else None,
+        "overall": all_fig.to_dict(),
+        "node_diagnostics": own,
+        "wall_time_s": round(wall_s, 1),
+        "files": media,
+        "episodes": rows,
+    }
+    (out / "results.json").write_text(json.dumps(summary, indent=1) + "\n")
+    print(f"results: {out / 'results.json'} (demo wall time {wall_s:.0f} s)")
+    return summary
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,215 @@
+"""The per-layer router baseline (FlexiDepth-like): ``dysl_train router``.
+
+Every layer but the last gets a router (a DySL controller) and an adapter mapping x_i to an estimate
+of x_{i+1}; at run time each layer either runs or is replaced by its adapter, independently of the
+others (``dysl_ros.core.router.run_router_path``). Stored as ordinary DySL modules over the
+last-layer-only plan, so every backend and engine runs it unchanged. The backbone stays frozen.
+
+Stage 1, adapters only: sum over layers i < L-1 of MSE(adapter_i(x_i), x_{i+1}), dense-pass targets.
+Stage 2, routers + adapters, soft routing through the whole stack:
+    x_{i+1} = p_i * adapter_i(x_i) + (1 - p_i) * layer_i(x_i),  p_i = router_i(x_i)
+    loss = L1(chunk, frozen dense chunk) [+ w * L1(chunk, demo actions)] + lambda * sum_i (1 - p_i).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from dysl_ros.core.config import ConfigError
+from dysl_ros.core.layer_plan import LayerPlan
+from dysl_ros.model import checkpoint
+from dysl_ros.model.backbone import VLABackbone, backbone_parameters
+from dysl_ros.model.skip_modules import DySLModules, SkipModuleConfig, parameter_report
+from dysl_ros.training import dataset as data
+from dysl_ros.training.bc import masked_l1, resolve_device
+from dysl_ros.training.dataset import Batch, EpisodeLike
+from dysl_ros.training.distill import (
+    Stage2Terms,
+    dense_states,
+    freeze,
+    modules_output_dir,
+    run_stage,
+    sample_loader,
+    settings_for,
+    tail_mean,
+    write_modules_dir,
+)
+
+ROUTER_VARIANT = "router"
+
+
+def router_plan(num_layers: int) -> LayerPlan:
+    """Routers and adapters on every layer but the last (which always runs)."""
+    return LayerPlan.last_layer_only(num_layers)
+
+
+def router_stage1_loss(model: VLABackbone, modules: DySLModules, batch: Batch) -> Tensor:
+    """Sum over routed layers i of MSE(adapter_i(x_i), x_{i+1}), x from one no-grad dense pass."""
+    states = dense_states(model, batch)
+    loss = torch.zeros((), device=states[0].device)
+    for i in modules.plan.dynamic_layers:
+        loss = loss + F.mse_loss(modules.adapter(i)(states[i]).float(), states[i + 1].float())
+    return loss
+
+
+def router_forward(model: VLABackbone, modules: DySLModules, batch: Batch) -> tuple[Tensor, list[Tensor]]:
+    """The soft-routed pass: the chunk and each routed layer's p (B,)."""
+    x = model.embed(*data.model_inputs(batch))
+    ps: list[Tensor] = []
+    routed = set(modules.plan.dynamic_layers)
+    for i, layer in enumerate(model.layers):
+        if i in routed:
+            p = modules.controller(i)(x)
+            weight = p.to(x.dtype)[:, None, None]
+            x = weight * modules.adapter(i)(x).to(x.dtype) + (1.0 - weight) * layer(x)
+            ps.append(p)
+        else:
+            x = layer(x)
+    return model.head(x), ps
+
+
+def router_stage2_loss(
+    model: VLABackbone, modules: DySLModules, batch: Batch, lam: float, gt_weight: float = 0.0
+) -> Stage2Terms:
+    """L1 to the frozen dense chunk (+ ground truth) + lambda * sum_i (1 - p_i), batch mean."""
+    with torch.no_grad():
+        teacher = model.head(dense_states(model, batch)[-1]).float()
+    chunk, ps = router_forward(model, modules, batch)
+    task = F.l1_loss(chunk.float(), teacher)
+    if gt_weight > 0:
+        task = task + gt_weight * masked_l1(chunk, batch["actions"], batch["action_mask"])
+    penalty = torch.zeros((), device=chunk.device)
+    for p in ps:
+        penalty = penalty + (1.0 - p.float()).mean()
+    mean_p = float(torch.cat([p.detach().float() for p in ps]).mean().item()) if ps else 0.0
+    return Stage2Terms(task + lam * penalty, float(task.detach().item()), float(penalty.detach().item()), mean_p)
+
+
+def train_router(
+    model: VLABackbone,
+    episodes: Sequence[EpisodeLike],
+    stage1_steps: int,
+    stage2_steps: int,
+    lam: float,
+    batch_size: int,
+    lr: float,
+    device: str = "auto",
+    seed: int = 0,
+    *,
+    skip_config: SkipModuleConfig | None = None,
+    gt_weight: float = 0.0,
+    history: list[dict[str, Any]] | None = None,
+) -> DySLModules:
+    """Train per-layer routers + adapters on a frozen ``model``; returns them in eval mode."""
+    if min(stage1_steps, stage2_steps) < 0 or batch_size < 1 or lr <= 0:
+        raise ConfigError("stage steps must be >= 0, batch_size >= 1 and lr > 0")
+    if model.config.num_layers < 2:
+        raise ConfigError("the router needs at least two layers (the last one always runs)")
+    target = resolve_device(device)
+    torch.manual_seed(seed)
+    freeze(model, target)
+    modules = DySLModules(model.config.hidden_size, router_plan(model.config.num_layers), skip_config)
+    modules.to(target).train()
+    batches = data.endless(sample_loader(episodes, model, batch_size, seed, target))
+    records = history if history is not None else []
+
+    def adapters_only(batch: Batch) -> tuple[Tensor, dict[str, Any]]:
+        return router_stage1_loss(model, modules, batch), {}
+
+    def routed(batch: Batch) -> tuple[Tensor, dict[str, Any]]:
+        terms = router_stage2_loss(model, modules, batch, lam, gt_weight)
+        return terms.loss, {"task_loss": terms.task, "penalty": terms.penalty, "mean_p": terms.mean_p}
+
+    adapter_params = [(f"adapters.{n}", p) for n, p in modules.adapters.named_parameters()]
+    run_stage("router stage 1", 1, stage1_steps, adapter_params, adapters_only, modules, batches, target, lr, records)
+    run_stage("router stage 2", 2, stage2_steps, list(modules.named_parameters()), routed, modules, batches, target,
+              lr, records)
+    modules.eval()
+    return modules
+
+
+def router_model_dir(
+    model_dir: str | Path,
+    episodes: Sequence[EpisodeLike],
+    *,
+    lam: float,
+    stage1_steps: int,
+    stage2_steps: int,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    device: str = "auto",
+    seed: int = 0,
+    modules_out: str | Path | None = None,
+    gt_weight: float = 0.0,
+    skip_config: SkipModuleConfig | None = None,
+) -> tuple[Path, dict[str, Any]]:
+    """Train the router for the model dir's backbone into ``modules_out`` (default
+    ``<model_dir>/variants/router``; never the model dir itself, whose modules are DySL's)."""
+    source = Path(model_dir)
+    bundle = checkpoint.load_bundle(source)
+    default = source / checkpoint.VARIANTS_DIR / ROUTER_VARIANT
+    out = modules_output_dir(source, modules_out if modules_out else default)
+    if out.resolve() == source.resolve():
+        raise ConfigError(
+            f"--modules-out {out} is the model directory: router modules would replace DySL's; use {default}"
+        )
+    plan = router_plan(bundle.config.num_layers)
+    skip_config = skip_config or SkipModuleConfig()
+    budget = parameter_report(
+        backbone_parameters(bundle.model), DySLModules(bundle.config.hidden_size, plan, skip_config)
+    )
+    history: list[dict[str, Any]] = []
+    modules = train_router(
+        bundle.model, episodes, stage1_steps, stage2_steps, lam, batch_size, lr, device, seed,
+        skip_config=skip_config, gt_weight=gt_weight, history=history,
+    )
+    report: dict[str, Any] = {
+        "kind": "router", "lambda": lam, "stage1_steps": stage1_steps, "stage2_steps": stage2_steps,
+        "batch_size": batch_size, "lr": lr, "seed": seed, "gt_weight": gt_weight,
+        "skip_modules": {"adapter_bottleneck": skip_config.adapter_bottleneck,
+                         "controller_hidden": skip_config.controller_hidden},
+        "parameters": budget, "routed_layers": list(plan.dynamic_layers), "source_model_dir": str(source),
+        "argv": sys.argv, "final_task_loss": tail_mean(history, 2, "task_loss"),
+        "final_mean_p": tail_mean(history, 2, "mean_p"),
+    }
+    write_modules_dir(out, plan, modules, settings_for(bundle, plan), history, report)
+    return out, report
+
+
+def main_router(args: argparse.Namespace) -> int:
+    """``dysl_train router --model-dir D --demos DIR --lambda L --stage1-steps N --stage2-steps M
+    [--modules-out DIR] --device --seed --batch-size``."""
+    lam = float(getattr(args, "lam", getattr(args, "lambda", 0.0)))
+    try:
+        episodes = data.load_episodes(args.demos)
+        skip_config = SkipModuleConfig(
+            adapter_bottleneck=int(getattr(args, "adapter_bottleneck", SkipModuleConfig.adapter_bottleneck)),
+            controller_hidden=int(getattr(args, "controller_hidden", SkipModuleConfig.controller_hidden)),
+        )
+        out, report = router_model_dir(
+            args.model_dir, episodes, lam=lam, stage1_steps=int(args.stage1_steps),
+            stage2_steps=int(args.stage2_steps), batch_size=int(getattr(args, "batch_size", 32)),
+            lr=float(getattr(args, "lr", 1e-3)), device=str(getattr(args, "device", "auto")),
+            seed=int(getattr(args, "seed", 0)), modules_out=getattr(args, "modules_out", None),
+            gt_weight=float(getattr(args, "gt_weight", 0.0)), skip_config=skip_config,
+        )
+    except (ConfigError, ValueError, OSError, checkpoint.ModelDirError) as exc:
+        print(f"dysl_train router: {exc}", file=sys.stderr)
+        return 2
+    params = report["parameters"]
+    print(
+        f"router modules: {params['dysl_parameters']:,} parameters = {params['ratio']:.2%} of the backbone's "
+        f"{params['backbone_parameters']:,} (budget 2 %)"
+    )
+    final_p = report["final_mean_p"]
+    print(f"final stage-2 task loss {report['final_task_loss']}, mean route-around probability {final_p}")
+    print(f"wrote {out}")
+    return 0
+

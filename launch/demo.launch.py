@@ -1,0 +1,158 @@
+"""The closed-loop demo on a ROS 2 install: Meta-World ``sim_bridge`` + ``dysl_node``, wired together.
+
+    ros2 launch dysl_ros demo.launch.py model_dir:=/path/to/models/reference
+    ros2 launch dysl_ros demo.launch.py model_dir:=... mode:=lockstep tasks:="[reach-v3,push-v3]" episodes_per_task:=5
+
+``dysl_node`` runs as a lifecycle node that configures and activates itself (``autostart``; use
+``dysl.launch.py`` for a node driven by launch's lifecycle events). ``sim_bridge`` waits until the
+node is connected, runs the episodes and publishes one JSON object per episode on
+``/sim_bridge/episode_result``; the launch ends when it is done (``on_finish: exit``):
+
+    ros2 topic echo /sim_bridge/episode_result --qos-durability transient_local --qos-reliability reliable
+
+Both processes share the rate (``control_rate_hz``: sim steps and the node's action stream) and the
+topic names of ``dysl.launch.py``'s defaults. Fast DDS profile and localhost-only discovery as in
+``dysl.launch.py``; the simulator renders offscreen with EGL (``MUJOCO_GL=egl``; Meta-World and
+MuJoCo must be installed: ``pip install metaworld==3.1.1 packaging``).
+"""
+
+from __future__ import annotations
+
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch.actions import DeclareLaunchArgument, EmitEvent, RegisterEventHandler, SetEnvironmentVariable
+from launch.conditions import IfCondition
+from launch.event_handlers import OnProcessExit
+from launch.events import Shutdown
+from launch.launch_description import LaunchDescription
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import LifecycleNode, Node
+from launch_ros.parameter_descriptions import ParameterValue
+
+PACKAGE = "dysl_ros"
+_LOCALHOST_ONLY_DISTROS = {"foxy", "galactic", "humble"}
+_FASTDDS2_DISTROS = {"foxy", "galactic", "humble", "iron", "jazzy"}
+TOPICS = {
+    "image": "/camera/image_raw",
+    "instruction": "/instruction",
+    "joint_states": "/joint_states",
+    "action_chunk": "/dysl/action_chunk",
+    "action": "/dysl/action",
+}
+
+
+def generate_launch_description() -> LaunchDescription:
+    share = get_package_share_directory(PACKAGE)
+    fastdds_profile = os.path.join(share, "config", "fastdds.xml")
+    localhost_only = IfCondition(LaunchConfiguration("localhost_only"))
+
+    arguments = [
+        DeclareLaunchArgument("model_dir", description="Trained VLA + DySL modules (required)."),
+        DeclareLaunchArgument("engine_dir", default_value="", description="Engine cache; empty: <model_dir>/engines."),
+        DeclareLaunchArgument(
+            "backend", default_value="auto", choices=["auto", "torch", "onnxruntime", "tensorrt"],
+            description="dysl_node backend.",
+        ),
+        DeclareLaunchArgument("device", default_value="cpu", description="torch device: cpu, cuda, cuda:N."),
+        DeclareLaunchArgument("dense", default_value="false", description="Run every layer (the dense baseline)."),
+        DeclareLaunchArgument(
+            "node_params_file",
+            default_value=os.path.join(share, "config", "dysl.yaml"),
+            description="dysl_node parameters (launch arguments above override it).",
+        ),
+        DeclareLaunchArgument(
+            "bridge_params_file",
+            default_value=os.path.join(share, "config", "sim_bridge.yaml"),
+            description="sim_bridge parameters (launch arguments above override it).",
+        ),
+        DeclareLaunchArgument(
+            "mode", default_value="real_time", choices=["real_time", "lockstep"], description="sim_bridge mode."
+        ),
+        DeclareLaunchArgument(
+            "tasks", default_value="[reach-v3,drawer-close-v3,button-press-topdown-v3]",
+            description="MT10 tasks, a YAML list ('[all]': all ten).",
+        ),
+        DeclareLaunchArgument("episodes_per_task", default_value="2", description="Episodes of each task."),
+        DeclareLaunchArgument("seed", default_value="2000", description="Run seed (evaluation seeds: 2000 on)."),
+        DeclareLaunchArgument(
+            "control_rate_hz", default_value="20.0", description="Sim steps and the node's action stream (Hz)."
+        ),
+        DeclareLaunchArgument("camera_rate_hz", default_value="10.0", description="Images (Hz), <= control rate."),
+        DeclareLaunchArgument("execute_steps", default_value="4", description="lockstep: actions run per chunk."),
+        DeclareLaunchArgument(
+            "log_level", default_value="info", choices=["debug", "info", "warn", "error", "fatal"],
+            description="Log level of both processes.",
+        ),
+        DeclareLaunchArgument(
+            "localhost_only", default_value="true",
+            description="Keep DDS discovery on this host (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST).",
+        ),
+    ]
+
+    distro = os.environ.get("ROS_DISTRO", "")
+    environment = [
+        SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", fastdds_profile),
+        SetEnvironmentVariable("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST", condition=localhost_only),
+        SetEnvironmentVariable("MUJOCO_GL", os.environ.get("MUJOCO_GL", "egl")),
+    ]
+    if distro in _FASTDDS2_DISTROS:
+        environment.append(SetEnvironmentVariable("FASTRTPS_DEFAULT_PROFILES_FILE", fastdds_profile))
+    if distro in _LOCALHOST_ONLY_DISTROS:
+        environment.append(SetEnvironmentVariable("ROS_LOCALHOST_ONLY", "1", condition=localhost_only))
+
+    remappings = [(f"~/{name}", topic) for name, topic in TOPICS.items()]
+    log_args = ["--ros-args", "--log-level", LaunchConfiguration("log_level")]
+    rate = ParameterValue(LaunchConfiguration("control_rate_hz"), value_type=float)
+
+    node = LifecycleNode(
+        package=PACKAGE,
+        executable="dysl_node",
+        name="dysl_node",
+        namespace="",
+        parameters=[
+            LaunchConfiguration("node_params_file"),
+            {
+                "model_dir": LaunchConfiguration("model_dir"),
+                "engine_dir": LaunchConfiguration("engine_dir"),
+                "backend": LaunchConfiguration("backend"),
+                "device": LaunchConfiguration("device"),
+                "dense": ParameterValue(LaunchConfiguration("dense"), value_type=bool),
+                "control_rate_hz": rate,
+                # No lifecycle manager here: the node configures and activates itself.
+                "autostart": True,
+            },
+        ],
+        remappings=remappings,
+        arguments=log_args,
+        output="screen",
+        emulate_tty=True,
+    )
+    bridge = Node(
+        package=PACKAGE,
+        executable="sim_bridge",
+        name="sim_bridge",
+        parameters=[
+            LaunchConfiguration("bridge_params_file"),
+            {
+                "mode": LaunchConfiguration("mode"),
+                # A substitution's text is read as YAML by launch_ros: "[reach-v3,push-v3]" is a list.
+                "tasks": LaunchConfiguration("tasks"),
+                "episodes_per_task": ParameterValue(LaunchConfiguration("episodes_per_task"), value_type=int),
+                "seed": ParameterValue(LaunchConfiguration("seed"), value_type=int),
+                "control_rate_hz": rate,
+                "camera_rate_hz": ParameterValue(LaunchConfiguration("camera_rate_hz"), value_type=float),
+                "execute_steps": ParameterValue(LaunchConfiguration("execute_steps"), value_type=int),
+                "on_finish": "exit",
+            },
+        ],
+        remappings=remappings,
+        arguments=log_args,
+        output="screen",
+        emulate_tty=True,
+    )
+    # The demo is over when the bridge has run every episode (or failed): stop dysl_node too.
+    end_with_bridge = RegisterEventHandler(
+        OnProcessExit(target_action=bridge, on_exit=[EmitEvent(event=Shutdown(reason="sim_bridge finished"))])
+    )
+    return LaunchDescription([*arguments, *environment, end_with_bridge, node, bridge])

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Reproduces the shipped reference model (models/reference) from scratch: demonstrations, dense
+# behaviour cloning, calibration, two-stage distillation and the ablations' modules.
+#
+#   make train                      # writes runs/train/reference (the shipped model is not touched)
+#   OUT=runs/x DEVICE=cuda make train
+#
+# Seeds: demos run seed 1000 (evaluation uses 2000 and up), bc seed 0, distillation seed 0.
+# Every step is deterministic for a given device and library versions; CPU vs GPU results differ
+# in the last bits (float reduction order), not in what the commands do.
+set -euo pipefail
+
+BIN=${BIN:-.venv/bin}
+OUT=${OUT:-runs/train/reference}
+DEMOS=${DEMOS:-runs/train/demos_mt10}
+DEVICE=${DEVICE:-auto}
+WORKERS=${WORKERS:-2}
+BC_STEPS=${BC_STEPS:-4000}
+LAMBDA=${LAMBDA:-0.02}
+export MUJOCO_GL=${MUJOCO_GL:-egl}
+
+step() { printf '\n== %s ==\n' "$*"; }
+
+step "1/5 demonstrations: MT10, 50 episodes per task, run seed 1000"
+if [[ ! -f "$DEMOS/index.json" ]]; then
+    "$BIN/dysl_train" demos --out "$DEMOS" --tasks all --episodes-per-task 50 --seed 1000 --workers "$WORKERS"
+fi
+
+step "2/5 dense behaviour cloning: $BC_STEPS steps, batch 64"
+"$BIN/dysl_train" bc --demos "$DEMOS" --out "$OUT" --steps "$BC_STEPS" --batch-size 64 --lr 6e-4 \
+    --warmup-steps 200 --augment-shift 4 --seed 0 --device "$DEVICE" --checkpoint-every 250
+
+step "3/5 calibration: 20 % static layers"
+"$BIN/dysl_train" calibrate --model-dir "$OUT" --demos "$DEMOS" --static-ratio 0.2 --seed 0 --device "$DEVICE"
+
+step "4/5 two-stage distillation, lambda $LAMBDA"
+"$BIN/dysl_train" distill --model-dir "$OUT" --demos "$DEMOS" --lambda "$LAMBDA" \
+    --stage1-steps 600 --stage2-steps 1200 --batch-size 64 --seed 0 --device "$DEVICE"
+
+step "5/5 ablations: one-stage, no static layers, per-layer router"
+"$BIN/dysl_train" distill --model-dir "$OUT" --demos "$DEMOS" --lambda "$LAMBDA" --one-stage \
+    --stage1-steps 600 --stage2-steps 1200 --batch-size 64 --seed 0 --device "$DEVICE" \
+    --modules-out "$OUT/variants/one_stage"
+"$BIN/dysl_train" distill --model-dir "$OUT" --demos "$DEMOS" --lambda "$LAMBDA" --plan last-layer-only \
+    --stage1-steps 600 --stage2-steps 1200 --batch-size 64 --seed 0 --device "$DEVICE" \
+    --modules-out "$OUT/variants/no_static"
+"$BIN/dysl_train" router --model-dir "$OUT" --demos "$DEMOS" --lambda "$LAMBDA" \
+    --stage1-steps 600 --stage2-steps 1200 --batch-size 64 --seed 0 --device "$DEVICE" \
+    --modules-out "$OUT/variants/router"
+
+echo
+echo "done: $OUT"

@@ -1,0 +1,319 @@
+"""Closed-loop benchmark on a tiny random model in real Meta-World, the variants it compares, the
+per-layer router and variant module directories."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pytest
+import torch
+from model_fixture import TINY, make_model_dir, randomise_adapters
+
+from dysl_ros.backends.torch_backend import TorchBackend
+from dysl_ros.bench import closed_loop
+from dysl_ros.bench.trace import DecisionTrace
+from dysl_ros.bench.variants import (
+    VARIANTS,
+    CoinBackend,
+    expected_executed_layers,
+    parse_variants,
+    random_skip_probability,
+)
+from dysl_ros.core.config import DySLConfig
+from dysl_ros.core.layer_plan import LayerPlan
+from dysl_ros.core.router import run_router_path
+from dysl_ros.core.runner import run_path
+from dysl_ros.model.checkpoint import ModelDirError, load_bundle, model_hash, save_dysl
+from dysl_ros.model.skip_modules import DySLModules
+from dysl_ros.model.spec import Observation, preprocess
+from dysl_ros.policy import load_policy
+from dysl_ros.tools import bench
+
+NUM_LAYERS = TINY.num_layers  # 10; 2 static layers at static_ratio 0.2
+# Continuity thresholds no random model can reach: allow points never move and verification never
+# fires, so each variant's executed layers follow from its plan and controllers alone.
+STILL = {"eta": 100.0, "eta_verify": 100.0}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def set_controllers(modules: DySLModules, skip: set[int] | None = None, *, all_skip: bool = False) -> None:
+    """Controllers that always skip (p ~ 1) for the layers in ``skip`` (or all) and never elsewhere."""
+    with torch.no_grad():
+        for key, controller in modules.controllers.items():
+            last = controller.net[-1]
+            last.weight.zero_()
+            last.bias.fill_(20.0 if all_skip or int(key) in (skip or set()) else -20.0)
+
+
+def write_variant(model_dir: Path, name: str, plan: LayerPlan, config: DySLConfig, *, all_skip: bool | None,
+                  seed: int) -> Path:
+    torch.manual_seed(seed)
+    modules = DySLModules(TINY.hidden_size, plan)
+    randomise_adapters(modules, std=0.05)
+    if all_skip is not None:
+        set_controllers(modules, all_skip=all_skip)
+    out = model_dir / "variants" / name
+    save_dysl(out, plan, modules, config, dtype=torch.float32)
+    return out
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = make_model_dir(tmp_path_factory.mktemp("closed_loop") / "tiny")
+    bundle = load_bundle(path)
+    assert bundle.plan is not None and bundle.modules is not None
+    set_controllers(bundle.modules, all_skip=True)  # DySL skips at every consulted controller
+    randomise_adapters(bundle.modules, std=0.05)
+    save_dysl(path, bundle.plan, bundle.modules, DySLConfig(static_ratio=0.2, **STILL), dtype=torch.float32)
+    last_only = LayerPlan.last_layer_only(NUM_LAYERS)
+    write_variant(path, "no_static", last_only, DySLConfig(static_ratio=0.1, **STILL), all_skip=True, seed=1)
+    write_variant(path, "one_stage", bundle.plan, DySLConfig(static_ratio=0.2, **STILL), all_skip=None, seed=2)
+    write_variant(path, "router", last_only, DySLConfig(static_ratio=0.1), all_skip=None, seed=3)
+    return path
+
+
+# --------------------------------------------------------------------------------------------------
+# The benchmark end to end
+
+
+def test_closed_loop_every_variant(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    markdown, trace_file = tmp_path / "results.md", tmp_path / "trace.json"
+    code = bench.main([
+        "closed-loop", "--model-dir", str(model_dir), "--tasks", "reach-v3", "--episodes", "1",
+        "--max-steps", "8", "--execute-steps", "4", "--workers", "1", "--json", "--no-progress",
+        "--markdown", str(markdown), "--record-trace", str(trace_file),
+    ])
+    out = capsys.readouterr().out
+    assert code == 0
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report["seed"] == closed_loop.DEFAULT_EVAL_SEED and report["episodes"] == 1
+    assert list(report["variants"]) == list(VARIANTS)
+    keys = {"success_rate", "mean_executed_layers", "p99_executed_layers", "executed_fraction",
+            "verification_rate", "ticks"}
+    plan = load_bundle(model_dir).plan
+    assert plan is not None
+    static = len(plan.static_layers)
+    for name, figures in report["variants"].items():
+        assert keys <= set(figures), name
+        assert keys <= set(figures["per_task"]["reach-v3"]), name
+        assert 0.0 <= figures["success_rate"] <= 1.0
+        # 8 steps, 4 executed per chunk: two ticks, unless Meta-World reported success earlier.
+        assert 1 <= figures["ticks"] <= 2
+        assert figures["executed_fraction"] == pytest.approx(figures["mean_executed_layers"] / NUM_LAYERS)
+        assert 1 <= figures["mean_executed_layers"] <= figures["p99_executed_layers"] <= NUM_LAYERS
+    v = report["variants"]
+    assert v["dense"]["mean_executed_layers"] == v["dense"]["p99_executed_layers"] == NUM_LAYERS
+    # Controllers that always skip: only the static layers run (no pre-skip moves, no verification).
+    for name in ("dysl", "no_pre_skip", "no_post_verify"):
+        assert v[name]["mean_executed_layers"] == v[name]["p99_executed_layers"] == static, name
+        assert v[name]["verification_rate"] == 0.0
+    assert v["no_static"]["mean_executed_layers"] == 1  # its plan: only the last layer is static
+    assert static <= v["one_stage"]["mean_executed_layers"] <= NUM_LAYERS
+    # Random skip matched dysl's mean: the minimum its plan allows, so every coin says skip.
+    assert v["random_skip"]["skip_probability"] == 1.0
+    assert v["random_skip"]["mean_executed_layers"] == static
+    assert v["router"]["verification_rate"] == 0.0
+
+    trace = DecisionTrace.load(trace_file)
+    assert trace.num_layers == NUM_LAYERS and trace.static_layers == plan.static_layers
+    assert len(trace.ticks) == v["dysl"]["ticks"]
+    assert all(all(s is not None for s in t.skipped_from) for t in trace.ticks)
+    assert trace.model == model_hash(model_dir)
+    text = markdown.read_text()
+    assert "| `dysl` |" in text and "reach-v3" in text and "random_skip" in text
+
+
+def test_closed_loop_workers_and_refusals(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Two worker processes give the same figures as one (paired, seeded episodes).
+    args = ["closed-loop", "--model-dir", str(model_dir), "--tasks", "reach-v3", "--episodes", "2",
+            "--max-steps", "4", "--variants", "dense,router", "--json", "--no-progress"]
+    assert bench.main([*args, "--workers", "2"]) == 0
+    pooled = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert bench.main([*args, "--workers", "1"]) == 0
+    single = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert list(pooled["variants"]) == ["dense", "router"]
+    for name in ("dense", "router"):
+        for key in ("mean_executed_layers", "p99_executed_layers", "ticks", "success_rate"):
+            assert pooled["variants"][name][key] == single["variants"][name][key]
+
+    assert bench.main(["closed-loop", "--model-dir", str(model_dir), "--variants", "random_skip"]) == 2
+    assert "random-target-layers" in capsys.readouterr().err
+    empty = make_model_dir(tmp_path / "bare")
+    assert bench.main(["closed-loop", "--model-dir", str(empty), "--variants", "router"]) == 2
+    assert "variants/router" in capsys.readouterr().err
+    # An eval seed whose episodes the model was trained on is refused.
+    demos = tmp_path / "demos"
+    demos.mkdir()
+    from dysl_ros.training.demos import episode_seed
+
+    seed = episode_seed(1000, "reach-v3", 0)
+    (demos / "index.json").write_text(json.dumps({"episodes": [{"seed": seed}]}))
+    (empty / "train_args.json").write_text(json.dumps({"argv": ["dysl_train", "bc", "--demos", str(demos)]}))
+    assert bench.main(["closed-loop", "--model-dir", str(empty), "--variants", "dense", "--tasks", "reach-v3",
+                       "--seed", "1000"]) == 2
+    assert "training episode" in capsys.readouterr().err
+
+
+def test_parse_variants() -> None:
+    assert parse_variants("all") == list(VARIANTS)
+    assert parse_variants("router,dense") == ["dense", "router"]
+    with pytest.raises(ValueError, match="unknown variant"):
+        parse_variants("dense,sparse")
+
+
+# --------------------------------------------------------------------------------------------------
+# Random skip
+
+
+def test_random_skip_probability_hits_its_target() -> None:
+    plan = LayerPlan(num_layers=10, static_layers=(3, 9))  # gaps of 3 and 5 dynamic layers
+    assert expected_executed_layers(plan, 0.0) == 10
+    assert expected_executed_layers(plan, 1.0) == 2
+    for target in (2.5, 4.0, 6.25, 9.9):
+        q = random_skip_probability(plan, target)
+        assert 0.0 < q < 1.0
+        assert expected_executed_layers(plan, q) == pytest.approx(target, abs=1e-6)
+    assert random_skip_probability(plan, 1.0) == 1.0 and random_skip_probability(plan, 12.0) == 0.0
+    # Allow points past the gap starts force their prefix.
+    assert expected_executed_layers(plan, 1.0, [2, 6]) == 2 + 2 + 2
+    q = random_skip_probability(plan, 7.0, [2, 6])
+    assert expected_executed_layers(plan, q, [2, 6]) == pytest.approx(7.0, abs=1e-6)
+
+
+def test_coin_backend_executes_the_expected_layers_on_average() -> None:
+    """The solver's formula against the real runner path over a real torch backend."""
+    torch.manual_seed(0)
+    from dysl_ros.model.reference_vla import ReferenceVLA
+
+    plan = LayerPlan(num_layers=NUM_LAYERS, static_layers=(3, 9))
+    model = ReferenceVLA(TINY).eval()
+    modules = DySLModules(TINY.hidden_size, plan)
+    target = 5.0
+    q = random_skip_probability(plan, target)
+    coin = CoinBackend(TorchBackend(model, modules), q, seed=7)
+    inputs = preprocess(TINY, observation())
+    counts = [len(run_path(coin, inputs, plan.gaps, [g.start for g in plan.gaps], 0.5)[1].executed_layers)
+              for _ in range(600)]
+    assert float(np.mean(counts)) == pytest.approx(target, abs=0.25)
+    assert min(counts) >= 2 and max(counts) <= NUM_LAYERS
+
+
+def observation(seed: int = 0) -> Observation:
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, (TINY.image_size, TINY.image_size, 3), dtype=np.uint8)
+    return Observation(image, "reach the goal", rng.normal(size=TINY.proprio_dim).astype(np.float32))
+
+
+# --------------------------------------------------------------------------------------------------
+# The per-layer router
+
+
+def test_run_router_path_executes_exactly_the_kept_layers() -> None:
+    torch.manual_seed(0)
+    from dysl_ros.model.reference_vla import ReferenceVLA
+
+    model = ReferenceVLA(TINY).eval()
+    modules = DySLModules(TINY.hidden_size, LayerPlan.last_layer_only(NUM_LAYERS))
+    randomise_adapters(modules, std=0.1)
+    routed = {1, 4, 6}
+    set_controllers(modules, routed)
+    backend = TorchBackend(model, modules)
+    inputs = preprocess(TINY, observation(1))
+    chunk, trace = run_router_path(backend, inputs, 0.5, num_layers=NUM_LAYERS)
+    assert trace.routed_layers == (1, 4, 6)
+    assert trace.executed_layers == (0, 2, 3, 5, 7, 8, 9)
+    assert trace.routers_consulted == NUM_LAYERS - 1
+    with torch.no_grad():
+        x = model.embed(torch.as_tensor(inputs["image"]), torch.as_tensor(inputs["instruction"]),
+                        torch.as_tensor(inputs["proprio"]))
+        for i, layer in enumerate(model.layers):
+            x = modules.adapter(i)(x) if i in routed else layer(x)
+        expected = model.head(x)[0].numpy()
+    np.testing.assert_allclose(chunk, expected, atol=1e-5)
+    # Every router keeps: the dense model; every router skips: only the last layer runs.
+    set_controllers(modules, set())
+    dense_chunk, trace = run_router_path(backend, inputs, 0.5, num_layers=NUM_LAYERS)
+    assert trace.executed_layers == tuple(range(NUM_LAYERS))
+    with torch.no_grad():
+        x = model.embed(torch.as_tensor(inputs["image"]), torch.as_tensor(inputs["instruction"]),
+                        torch.as_tensor(inputs["proprio"]))
+        for layer in model.layers:
+            x = layer(x)
+        np.testing.assert_allclose(dense_chunk, model.head(x)[0].numpy(), atol=1e-5)
+    set_controllers(modules, all_skip=True)
+    _, trace = run_router_path(backend, inputs, 0.5, num_layers=NUM_LAYERS)
+    assert trace.executed_layers == (NUM_LAYERS - 1,)
+
+
+def test_router_module_has_no_torch() -> None:
+    code = "import sys, dysl_ros.core.router, dysl_ros.bench.variants; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+
+
+# --------------------------------------------------------------------------------------------------
+# Variant module directories
+
+
+def test_load_bundle_with_modules_dir(model_dir: Path, tmp_path: Path) -> None:
+    main = load_bundle(model_dir)
+    variant = load_bundle(model_dir, model_dir / "variants" / "no_static")
+    assert variant.plan == LayerPlan.last_layer_only(NUM_LAYERS) != main.plan
+    assert variant.modules is not None and variant.dysl_config is not None
+    assert variant.modules_dir == model_dir / "variants" / "no_static" and variant.model_dir == model_dir
+    assert variant.dysl_config.static_ratio == pytest.approx(0.1)
+    assert set(variant.modules.controllers) == {str(i) for i in range(NUM_LAYERS - 1)}
+    # A variant directory alone loads with the backbone two levels up, and hashes apart from the main.
+    alone = load_bundle(model_dir / "variants" / "no_static")
+    assert alone.plan == variant.plan and alone.model_dir.resolve() == model_dir.resolve()
+    no_static = model_dir / "variants" / "no_static"
+    assert model_hash(no_static) == model_hash(model_dir, no_static) != model_hash(model_dir)
+    # The weights are the backbone's.
+    for a, b in zip(main.model.state_dict().values(), variant.model.state_dict().values(), strict=True):  # type: ignore[attr-defined]
+        assert torch.equal(a, b)
+
+    wrong = tmp_path / "wrong_plan"
+    bigger = LayerPlan.last_layer_only(NUM_LAYERS + 2)
+    save_dysl(wrong, bigger, DySLModules(TINY.hidden_size, bigger), DySLConfig(static_ratio=0.1))
+    with pytest.raises(ModelDirError, match="plans 12 layers, the model has 10"):
+        load_bundle(model_dir, wrong)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ModelDirError, match=r"no layer_plan\.json"):
+        load_bundle(model_dir, empty)
+    with pytest.raises(ModelDirError, match="does not exist"):
+        load_bundle(model_dir, tmp_path / "missing")
+    # Modules of another width do not fit.
+    narrow = tmp_path / "narrow"
+    plan = LayerPlan.last_layer_only(NUM_LAYERS)
+    save_dysl(narrow, plan, DySLModules(TINY.hidden_size * 2, plan), DySLConfig(static_ratio=0.1))
+    with pytest.raises(ModelDirError, match="does not fit"):
+        load_bundle(model_dir, narrow)
+
+
+def test_load_policy_with_modules_dir(model_dir: Path) -> None:
+    policy = load_policy(model_dir, modules_dir=model_dir / "variants" / "no_static", num_threads=1)
+    assert policy.plan.static_layers == (NUM_LAYERS - 1,)
+    out = policy.select_action(observation(2), slice(0, 4))
+    assert out.tick.executed_layers == 1  # its controllers always skip, from layer 0 to the last layer
+    main = load_policy(model_dir, num_threads=1)
+    assert main.plan.static_layers != policy.plan.static_layers
+
+
+def test_bench_variant_results_are_json_serialisable(model_dir: Path) -> None:
+    results = [closed_loop.EpisodeResult("dense", "reach-v3", 0, 1, True, 3, [10, 10], [10, 10], 0, None, 0.1)]
+    figures: dict[str, Any] = closed_loop.variant_figures(results, ["reach-v3"], NUM_LAYERS)
+    assert figures["success_rate"] == 1.0 and figures["ticks"] == 2 and figures["executed_fraction"] == 1.0
+    json.dumps(figures)
