@@ -35,17 +35,17 @@ step "3/5 calibration: 20 % static layers"
 
 step "4/5 two-stage distillation, lambda $LAMBDA"
 "$BIN/dysl_train" distill --model-dir "$OUT" --demos "$DEMOS" --lambda "$LAMBDA" \
-    --stage1-steps 600 --stage2-steps 1200 --batch-size 64 --seed 0 --device "$DEVICE"
+    --stage1-steps 400 --stage2-steps 800 --batch-size 32 --seed 0 --device "$DEVICE"
 
 step "5/5 ablations: one-stage, no static layers, per-layer router"
 "$BIN/dysl_train" distill --model-dir "$OUT" --demos "$DEMOS" --lambda "$LAMBDA" --one-stage \
-    --stage1-steps 600 --stage2-steps 1200 --batch-size 64 --seed 0 --device "$DEVICE" \
+    --stage1-steps 400 --stage2-steps 800 --batch-size 32 --seed 0 --device "$DEVICE" \
     --modules-out "$OUT/variants/one_stage"
 "$BIN/dysl_train" distill --model-dir "$OUT" --demos "$DEMOS" --lambda "$LAMBDA" --plan last-layer-only \
-    --stage1-steps 600 --stage2-steps 1200 --batch-size 64 --seed 0 --device "$DEVICE" \
+    --stage1-steps 400 --stage2-steps 800 --batch-size 32 --seed 0 --device "$DEVICE" \
     --modules-out "$OUT/variants/no_static"
 "$BIN/dysl_train" router --model-dir "$OUT" --demos "$DEMOS" --lambda "$LAMBDA" \
-    --stage1-steps 600 --stage2-steps 1200 --batch-size 64 --seed 0 --device "$DEVICE" \
+    --stage1-steps 400 --stage2-steps 800 --batch-size 32 --seed 0 --device "$DEVICE" \
     --modules-out "$OUT/variants/router"
 
 echo

@@ -7,13 +7,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pytest
@@ -217,10 +218,12 @@ def test_real_time_steps_at_control_rate_and_applies_latest_action(tmp_path: Pat
             while not stop.wait(1.0 / rate):
                 action_pub.publish(Float64MultiArray(data=current["action"]))
 
-        with ros_process(bridge, domain, tmp_path / "bridge.log"):
+        streamer = threading.Thread(target=stream, daemon=True)
+        with ros_process(bridge, domain, tmp_path / "bridge.log"), _stopping(streamer, stop):
             assert images.wait_for(1, timeout=60.0), (tmp_path / "bridge.log").read_text()[-3000:]
+            # Image and joint states are separate best-effort topics: have one of each before looking.
+            assert states.wait_for(1, timeout=10.0), (tmp_path / "bridge.log").read_text()[-3000:]
             still = [p for _, p in states.messages]
-            streamer = threading.Thread(target=stream, daemon=True)
             streamer.start()
             time.sleep(0.5)
             # wait_for_policy: actions alone do not start the episode, a chunk for its image does.
@@ -233,8 +236,6 @@ def test_real_time_steps_at_control_rate_and_applies_latest_action(tmp_path: Pat
             current["action"] = left
             switch = len(states.messages)
             assert results.wait_for(1, timeout=30.0), (tmp_path / "bridge.log").read_text()[-3000:]
-            stop.set()
-            streamer.join()
     result = results.messages[0]
     assert result["error"] is None and result["steps"] == steps
     assert result["actions_applied"] >= 0.75 * steps, result
@@ -250,6 +251,17 @@ def test_real_time_steps_at_control_rate_and_applies_latest_action(tmp_path: Pat
     assert at_switch[2] - start[2] > 0.05, (start, at_switch)
     assert abs(at_switch[0] - start[0]) < 0.02 and abs(at_switch[1] - start[1]) < 0.02
     assert end[0] - at_switch[0] < -0.05, (at_switch, end)
+
+
+@contextlib.contextmanager
+def _stopping(thread: threading.Thread, stop: threading.Event) -> Iterator[None]:
+    """Stop and join a publishing thread before the ROS session it publishes on goes away."""
+    try:
+        yield
+    finally:
+        stop.set()
+        if thread.is_alive():
+            thread.join()
 
 
 def moving(states: list[tuple[int, list[float]]], first: list[float]) -> list[tuple[int, list[float]]]:
