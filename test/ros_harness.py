@@ -18,7 +18,6 @@ from __future__ import annotations
 import fcntl
 import itertools
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+from dysl_ros.sim.rosenv import stop_process
 
 REPO: Path = Path(__file__).resolve().parents[1]
 VENV_BIN: Path = REPO / ".venv" / "bin"
@@ -155,20 +156,6 @@ def _log_tail(log_path: Path, max_chars: int = 4000) -> str:
     return text[-max_chars:]
 
 
-def _stop_process_group(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
-    if proc.poll() is not None:
-        return
-    # The child leads its own process group; signal the whole group so helpers it spawned stop too.
-    with suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGINT)
-    try:
-        proc.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        with suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=5.0)
-
-
 @contextmanager
 def ros_process(
     args: list[str],
@@ -205,7 +192,7 @@ def ros_process(
         raise
     finally:
         died_early = proc.poll()
-        _stop_process_group(proc)
+        stop_process(proc)  # the child leads its own process group: SIGINT to all of it, then SIGKILL
     if died_early not in (None, 0):
         raise RuntimeError(
             f"process {args!r} exited early with code {died_early}; log {log_path}:\n{_log_tail(log_path)}"

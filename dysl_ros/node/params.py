@@ -139,15 +139,15 @@ class NodeParams:
             f"chunk_aggregation must be one of {AGGREGATIONS}, got {v['chunk_aggregation']!r}",
         )
         need(
-            _number(v["aggregation_decay"]) and abs(float(v["aggregation_decay"])) <= 10.0,
+            is_number(v["aggregation_decay"]) and abs(float(v["aggregation_decay"])) <= 10.0,
             f"aggregation_decay must be a finite number in [-10, 10], got {v['aggregation_decay']!r}",
         )
         need(
-            _integer(v["replan_threshold"]) and int(v["replan_threshold"]) >= 0,
+            is_integer(v["replan_threshold"]) and int(v["replan_threshold"]) >= 0,
             f"replan_threshold must be an integer >= 0 (below the chunk length), got {v['replan_threshold']!r}",
         )
         need(
-            _integer(v["stream_priority"]) and 0 <= int(v["stream_priority"]) <= 99,
+            is_integer(v["stream_priority"]) and 0 <= int(v["stream_priority"]) <= 99,
             f"stream_priority must be an integer in [0, 99], got {v['stream_priority']!r}",
         )
         device = str(v["device"])
@@ -156,19 +156,19 @@ class NodeParams:
             f"device must be cpu, cuda or cuda:N, got {device!r}",
         )
         need(
-            _positive(v["control_rate_hz"]) and float(v["control_rate_hz"]) <= 1000.0,
+            is_positive(v["control_rate_hz"]) and float(v["control_rate_hz"]) <= 1000.0,
             f"control_rate_hz must lie in (0, 1000], got {v['control_rate_hz']!r}",
         )
         for name in ("max_image_age_ms", "diagnostics_period_s"):
-            need(_positive(v[name]), f"{name} must be a finite number > 0, got {v[name]!r}")
+            need(is_positive(v[name]), f"{name} must be a finite number > 0, got {v[name]!r}")
         need(
-            _number(v["max_future_stamp_ms"]) and float(v["max_future_stamp_ms"]) >= 0.0,
+            is_number(v["max_future_stamp_ms"]) and float(v["max_future_stamp_ms"]) >= 0.0,
             f"max_future_stamp_ms must be >= 0, got {v['max_future_stamp_ms']!r}",
         )
         for name in ("num_threads", "warmup_ticks"):
-            need(_integer(v[name]) and int(v[name]) >= 0, f"{name} must be an integer >= 0, got {v[name]!r}")
+            need(is_integer(v[name]) and int(v[name]) >= 0, f"{name} must be an integer >= 0, got {v[name]!r}")
         low, high = list(v["action_low"]), list(v["action_high"])
-        need(all(_number(x) for x in low + high), "action_low/action_high must be finite numbers")
+        need(all(is_number(x) for x in low + high), "action_low/action_high must be finite numbers")
         if not problems:
             lengths_match = len(low) == len(high) or 1 in (len(low), len(high))
             need(lengths_match, f"action_low ({len(low)} values) and action_high ({len(high)}) differ in length")
@@ -244,15 +244,16 @@ class NodeParams:
         return low, high
 
 
-def _number(x: object) -> bool:
+def is_number(x: object) -> bool:
+    """A finite int or float parameter value (bool excluded: ROS would accept True as 1)."""
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def _positive(x: object) -> bool:
-    return _number(x) and float(x) > 0.0  # type: ignore[arg-type]
+def is_positive(x: object) -> bool:
+    return is_number(x) and float(x) > 0.0  # type: ignore[arg-type]
 
 
-def _integer(x: object) -> bool:
+def is_integer(x: object) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 

@@ -68,16 +68,10 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray, String
 from trajectory_msgs.msg import JointTrajectory
 
+from dysl_ros.qos import LATCHED_QOS, SENSOR_QOS
 from dysl_ros.sim.params import PARAMETERS, BridgeConfigError, BridgeParams
 from dysl_ros.training.demos import ACTION_DIM, episode_seed, pick_instruction
 
-SENSOR_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT)
-LATCHED_QOS = QoSProfile(
-    depth=1,
-    history=HistoryPolicy.KEEP_LAST,
-    reliability=ReliabilityPolicy.RELIABLE,
-    durability=DurabilityPolicy.TRANSIENT_LOCAL,
-)
 RESULTS_QOS = QoSProfile(
     depth=1000,
     history=HistoryPolicy.KEEP_LAST,

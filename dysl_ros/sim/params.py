@@ -8,10 +8,10 @@ documents the same list.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from dysl_ros.node.params import is_integer, is_number, is_positive
 from dysl_ros.training.metaworld_env import DEFAULT_MAX_STEPS, DEFAULT_POST_SUCCESS_STEPS, MT10_TASKS
 
 MODES = ("real_time", "lockstep")
@@ -114,21 +114,22 @@ class BridgeParams:
                 tasks = tuple(t for t in MT10_TASKS if t in wanted)  # MT10 order, like dysl_train demos
         for name, low in (("episodes_per_task", 1), ("execute_steps", 1), ("max_steps", 1),
                           ("post_success_steps", 0)):
-            need(_integer(v[name]) and v[name] >= low, f"{name} must be an integer >= {low}, got {v[name]!r}")
-        need(_integer(v["image_size"]) and 16 <= v["image_size"] <= 1024,
+            need(is_integer(v[name]) and v[name] >= low, f"{name} must be an integer >= {low}, got {v[name]!r}")
+        need(is_integer(v["image_size"]) and 16 <= v["image_size"] <= 1024,
              f"image_size must be an integer in [16, 1024], got {v['image_size']!r}")
-        need(_integer(v["seed"]) and 0 <= v["seed"] < SEED_LIMIT,
+        need(is_integer(v["seed"]) and 0 <= v["seed"] < SEED_LIMIT,
              f"seed must be an integer in [0, 2**32), got {v['seed']!r}")
-        need(_positive(v["control_rate_hz"]) and float(v["control_rate_hz"]) <= 1000.0,
+        need(is_positive(v["control_rate_hz"]) and float(v["control_rate_hz"]) <= 1000.0,
              f"control_rate_hz must lie in (0, 1000], got {v['control_rate_hz']!r}")
-        need(_positive(v["camera_rate_hz"]), f"camera_rate_hz must be a finite number > 0, got {v['camera_rate_hz']!r}")
-        if _positive(v["camera_rate_hz"]) and _positive(v["control_rate_hz"]):
+        need(is_positive(v["camera_rate_hz"]),
+             f"camera_rate_hz must be a finite number > 0, got {v['camera_rate_hz']!r}")
+        if is_positive(v["camera_rate_hz"]) and is_positive(v["control_rate_hz"]):
             need(float(v["camera_rate_hz"]) <= float(v["control_rate_hz"]),
                  f"camera_rate_hz ({v['camera_rate_hz']}) must not exceed control_rate_hz ({v['control_rate_hz']}): "
                  "the simulated scene only changes at a step")
         for name in ("policy_timeout_s", "lockstep_retry_s"):
-            need(_positive(v[name]), f"{name} must be a finite number > 0, got {v[name]!r}")
-        need(_number(v["startup_timeout_s"]) and float(v["startup_timeout_s"]) >= 0.0,
+            need(is_positive(v[name]), f"{name} must be a finite number > 0, got {v[name]!r}")
+        need(is_number(v["startup_timeout_s"]) and float(v["startup_timeout_s"]) >= 0.0,
              f"startup_timeout_s must be a finite number >= 0 (0: wait forever), got {v['startup_timeout_s']!r}")
         need(isinstance(v["camera"], str) and v["camera"].strip() != "",
              f"camera must be a camera name, got {v['camera']!r}")
@@ -156,14 +157,3 @@ class BridgeParams:
             on_finish=v["on_finish"],
         )
 
-
-def _number(x: object) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def _positive(x: object) -> bool:
-    return _number(x) and float(x) > 0.0  # type: ignore[arg-type]
-
-
-def _integer(x: object) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)

@@ -499,6 +499,14 @@ def distill_model_dir(
     return out, report
 
 
+def skip_config_from_args(args: argparse.Namespace) -> SkipModuleConfig:
+    """--adapter-bottleneck / --controller-hidden, defaults where absent."""
+    return SkipModuleConfig(
+        adapter_bottleneck=int(getattr(args, "adapter_bottleneck", SkipModuleConfig.adapter_bottleneck)),
+        controller_hidden=int(getattr(args, "controller_hidden", SkipModuleConfig.controller_hidden)),
+    )
+
+
 def main_distill(args: argparse.Namespace) -> int:
     """``dysl_train distill --model-dir D --demos DIR --lambda L --stage1-steps N --stage2-steps M
     [--one-stage] [--plan calibrated|last-layer-only] [--modules-out DIR] --device --seed --batch-size``."""
@@ -506,10 +514,7 @@ def main_distill(args: argparse.Namespace) -> int:
     lam = float(getattr(args, "lam", getattr(args, "lambda", 0.0)))
     try:
         episodes = data.load_episodes(args.demos)
-        skip_config = SkipModuleConfig(
-            adapter_bottleneck=int(getattr(args, "adapter_bottleneck", SkipModuleConfig.adapter_bottleneck)),
-            controller_hidden=int(getattr(args, "controller_hidden", SkipModuleConfig.controller_hidden)),
-        )
+        skip_config = skip_config_from_args(args)
         out, report = distill_model_dir(
             args.model_dir, episodes, lam=lam, stage1_steps=int(args.stage1_steps),
             stage2_steps=int(args.stage2_steps), one_stage=bool(getattr(args, "one_stage", False)),

@@ -38,6 +38,7 @@ from dysl_ros.training.distill import (
     run_stage,
     sample_loader,
     settings_for,
+    skip_config_from_args,
     tail_mean,
     write_modules_dir,
 )
@@ -189,10 +190,7 @@ def main_router(args: argparse.Namespace) -> int:
     lam = float(getattr(args, "lam", getattr(args, "lambda", 0.0)))
     try:
         episodes = data.load_episodes(args.demos)
-        skip_config = SkipModuleConfig(
-            adapter_bottleneck=int(getattr(args, "adapter_bottleneck", SkipModuleConfig.adapter_bottleneck)),
-            controller_hidden=int(getattr(args, "controller_hidden", SkipModuleConfig.controller_hidden)),
-        )
+        skip_config = skip_config_from_args(args)
         out, report = router_model_dir(
             args.model_dir, episodes, lam=lam, stage1_steps=int(args.stage1_steps),
             stage2_steps=int(args.stage2_steps), batch_size=int(getattr(args, "batch_size", 32)),

@@ -1,0 +1,20 @@
+"""The QoS profiles of the public topics (DESIGN: best-effort sensors, latched instruction, reliable
+commands), shared by dysl_node and sim_bridge so both ends of every topic agree."""
+
+from __future__ import annotations
+
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+SENSOR_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT)
+"""Camera and joint states: the newest sample matters, a lost one is replaced by the next."""
+
+LATCHED_QOS = QoSProfile(
+    depth=1,
+    history=HistoryPolicy.KEEP_LAST,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.TRANSIENT_LOCAL,
+)
+"""The instruction: a late-joining node still gets the current one."""
+
+RELIABLE_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
+"""Action chunks and the action stream."""
