@@ -47,7 +47,7 @@ bench: setup
 	mkdir -p out/bench
 	$(BIN)/dysl_bench closed-loop --model-dir models/reference --episodes 10 --seed 2000 --workers 2 \
 		--record-trace out/bench/decisions.json --markdown out/bench/closed_loop.md --json | tee out/bench/closed_loop.log
-	$(BIN)/dysl_bench latency --model-dir models/reference --backend onnxruntime \
+	$(BIN)/dysl_bench latency --model-dir models/reference --backend onnxruntime --num-threads 1 \
 		--trace out/bench/decisions.json --json | tee out/bench/latency.log
 
 # Reproduces models/reference from scratch into runs/train/reference (see scripts/train_reference.sh).
