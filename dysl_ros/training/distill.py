@@ -526,11 +526,16 @@ def main_distill(args: argparse.Namespace) -> int:
     except (ConfigError, ValueError, OSError, checkpoint.ModelDirError) as exc:
         print(f"dysl_train distill: {exc}", file=sys.stderr)
         return 2
+    print_report("DySL modules", "skip", report, out)
+    return 0
+
+
+def print_report(what: str, decision: str, report: dict[str, Any], out: Path) -> None:
+    """The end of a distillation run: parameter budget, final loss and decision probability, output."""
     params = report["parameters"]
     print(
-        f"DySL modules: {params['dysl_parameters']:,} parameters = {params['ratio']:.2%} of the backbone's "
+        f"{what}: {params['dysl_parameters']:,} parameters = {params['ratio']:.2%} of the backbone's "
         f"{params['backbone_parameters']:,} (budget 2 %)"
     )
-    print(f"final stage-2 task loss {report['final_task_loss']}, mean skip probability {report['final_mean_p']}")
+    print(f"final stage-2 task loss {report['final_task_loss']}, mean {decision} probability {report['final_mean_p']}")
     print(f"wrote {out}")
-    return 0

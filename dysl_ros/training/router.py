@@ -35,6 +35,7 @@ from dysl_ros.training.distill import (
     dense_states,
     freeze,
     modules_output_dir,
+    print_report,
     run_stage,
     sample_loader,
     settings_for,
@@ -201,13 +202,6 @@ def main_router(args: argparse.Namespace) -> int:
     except (ConfigError, ValueError, OSError, checkpoint.ModelDirError) as exc:
         print(f"dysl_train router: {exc}", file=sys.stderr)
         return 2
-    params = report["parameters"]
-    print(
-        f"router modules: {params['dysl_parameters']:,} parameters = {params['ratio']:.2%} of the backbone's "
-        f"{params['backbone_parameters']:,} (budget 2 %)"
-    )
-    final_p = report["final_mean_p"]
-    print(f"final stage-2 task loss {report['final_task_loss']}, mean route-around probability {final_p}")
-    print(f"wrote {out}")
+    print_report("router modules", "route-around", report, out)
     return 0
 
