@@ -53,6 +53,11 @@ class DySLPolicy:
         tick = self.runner.step(preprocess(self.config, obs), execute)
         return PolicyOutput(denormalise_actions(self.config, tick.chunk), tick)
 
+    def withdraw_last(self) -> None:
+        """The last ``select_action``'s chunk will not be executed: take it out of the continuity
+        history (and undo the allow-point move it caused)."""
+        self.runner.withdraw_last()
+
 
 def load_policy(
     model_dir: str | Path,

@@ -166,6 +166,29 @@ def test_closed_loop_workers_and_refusals(model_dir: Path, tmp_path: Path, capsy
     assert "training episode" in capsys.readouterr().err
 
 
+def test_closed_loop_modules_dir_and_eta_override(model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Another speed/accuracy point: modules whose controllers never skip, so dysl runs every layer
+    # there while the model dir's own modules (always skip) run only the static layers.
+    plan = load_bundle(model_dir).plan
+    assert plan is not None
+    never = write_variant(model_dir, "never_skip", plan, DySLConfig(static_ratio=0.2, **STILL), all_skip=False, seed=4)
+    args = ["closed-loop", "--model-dir", str(model_dir), "--tasks", "reach-v3", "--episodes", "1",
+            "--max-steps", "8", "--variants", "dysl", "--workers", "1", "--json", "--no-progress"]
+    assert bench.main([*args, "--modules-dir", str(never), "--eta", "0.5"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["variants"]["dysl"]["mean_executed_layers"] == NUM_LAYERS
+    assert report["modules_dir"] == str(never) and report["dysl_overrides"] == {"eta": 0.5}
+    assert bench.main(args) == 0
+    own = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert own["variants"]["dysl"]["mean_executed_layers"] == len(plan.static_layers)
+    assert own["modules_dir"] is None and own["dysl_overrides"] == {}
+
+    assert bench.main([*args, "--modules-dir", str(model_dir / "variants" / "missing")]) == 2
+    assert "variants/missing" in capsys.readouterr().err
+    assert bench.main([*args, "--eta-verify", "0"]) == 2
+    assert "--eta-verify must be > 0" in capsys.readouterr().err
+
+
 def test_parse_variants() -> None:
     assert parse_variants("all") == list(VARIANTS)
     assert parse_variants("router,dense") == ["dense", "router"]

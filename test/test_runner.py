@@ -487,3 +487,25 @@ def test_reset_restores_allow_points_and_continuity() -> None:
     assert runner.allow.points == (0, 6)
     after = runner.step(INPUTS)
     assert (after.continuity, after.delta, after.verified) == (0.0, 0.0, False)  # a fresh episode
+
+
+def test_withdraw_last_takes_a_dropped_chunk_out_of_history_and_allow_points() -> None:
+    # (0,0) executed, then (30,40) computed but dropped (its image went stale), then (3,4) executed.
+    backend = ScriptedBackend([(0, 0), (30, 40), (3, 4)])
+    runner = DySLRunner(backend, PLAN, DySLConfig(k=1, eta=4.0, eta_verify=2.0, enable_post_verify=False))
+    runner.step(INPUTS)
+    dropped = runner.step(INPUTS)
+    assert (dropped.delta, dropped.next_allow_points) == (-50.0, (5, 11))  # the drop moved the points
+    runner.withdraw_last()
+    assert runner.allow.points == (0, 6)
+    after = runner.step(INPUTS)
+    # History is (0,0) -> (3,4): C = -5 and dC = -5 against the executed (0,0)'s C = 0.
+    assert (after.continuity, after.delta) == (-5.0, -5.0)
+    assert after.allow_points == (0, 6)
+
+    runner.withdraw_last()
+    with pytest.raises(RuntimeError, match="no step to withdraw"):
+        runner.withdraw_last()  # only the last step can be taken back, once
+    runner.reset()
+    with pytest.raises(RuntimeError, match="no step to withdraw"):
+        runner.withdraw_last()

@@ -203,6 +203,27 @@ def test_bc_stops_at_time_limit_and_resumes(tmp_path: Path, monkeypatch: pytest.
     assert bc.main_bc(args) == 2
 
 
+def test_bc_init_from_starts_at_the_trained_models_loss(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    kwargs: dict[str, Any] = dict(batch_size=16, lr=3e-3, device="cpu", seed=3, log_every=1)
+    bc.train_bc(EPISODES, TINY, steps=40, out_dir=tmp_path / "first", **kwargs)
+    trained = [json.loads(line)["loss"] for line in (tmp_path / "first" / bc.LOG_FILE).read_text().splitlines()]
+
+    monkeypatch.setattr(dataset, "load_episodes", lambda path: EPISODES)
+    args = argparse.Namespace(demos="demos", out=str(tmp_path / "second"), steps=3, batch_size=16, lr=1e-4,
+                              device="cpu", seed=4, log_every=1, init_from=str(tmp_path / "first"))
+    assert bc.main_bc(args) == 0
+    log = [json.loads(line)["loss"] for line in (tmp_path / "second" / bc.LOG_FILE).read_text().splitlines()]
+    # The second phase starts where the first ended, far below a fresh model's first losses.
+    assert log[0] < 0.5 * trained[0], (log[0], trained[0])
+    provenance = json.loads((tmp_path / "second" / bc.PROVENANCE_FILE).read_text())
+    assert provenance["init_from"] == str(tmp_path / "first")
+
+    args.config_json, args.out = "config.json", str(tmp_path / "third")  # the architecture comes from init_from
+    assert bc.main_bc(args) == 2
+    args.config_json, args.init_from = None, str(tmp_path / "missing")
+    assert bc.main_bc(args) == 2
+
+
 DDP_SCRIPT = """
 import sys
 sys.path.insert(0, {test_dir!r})

@@ -80,6 +80,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--router-threshold", type=float, default=None,
         help="router skips a layer when p >= this (default: the router's dysl.json skip_threshold)",
     )
+    parser.add_argument(
+        "--modules-dir", default=None,
+        help="DySL modules for dysl, no_pre_skip, no_post_verify and random_skip (another lambda's "
+        "`dysl_train distill --modules-out`; default: the model dir's)",
+    )
+    parser.add_argument("--eta", type=float, default=None, help="override dysl.json's eta in every variant (sweeps)")
+    parser.add_argument("--eta-verify", type=float, default=None, help="override dysl.json's eta_verify (sweeps)")
     parser.add_argument("--camera", default="corner", help="Meta-World camera (default: corner, as the demos)")
     parser.add_argument("--json", action="store_true", help="print the results as one JSON object, last line")
     parser.add_argument("--markdown", metavar="FILE", help="write the results table (markdown) to FILE")
@@ -104,12 +111,10 @@ class Job:
 
 @dataclass(frozen=True)
 class WorkerSettings:
-    model_dir: str
-    backend: str
+    load: LoadSettings
     camera: str
     max_steps: int
     execute_steps: int
-    router_threshold: float | None
 
 
 @dataclass
@@ -163,8 +168,7 @@ def _init_worker(settings: WorkerSettings) -> None:
     import torch
 
     torch.set_num_threads(1)
-    _STATE = _WorkerState(settings, VariantLoader(LoadSettings(settings.model_dir, settings.backend,
-                                                                settings.router_threshold)))
+    _STATE = _WorkerState(settings, VariantLoader(settings.load))
 
 
 def _run_job(job: Job) -> EpisodeResult:
@@ -407,7 +411,13 @@ def _run(args: argparse.Namespace) -> int:
     variants = parse_variants(args.variants)
     num_layers = config.num_layers
 
-    plan = main_plan(model_dir)
+    load = LoadSettings(
+        str(model_dir), args.backend, args.router_threshold, args.modules_dir, args.eta, args.eta_verify
+    )
+    for name, value in load.dysl_overrides().items():
+        if not value > 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {value}")
+    plan = main_plan(model_dir if load.modules_dir is None else load.modules_dir)  # what random_skip follows
     target_given = args.random_target_layers is not None
     if "random_skip" in variants:
         if plan is None:
@@ -416,7 +426,7 @@ def _run(args: argparse.Namespace) -> int:
             raise ConfigError("random_skip matches dysl's executed layers: add dysl to --variants "
                               "or give --random-target-layers")
     for variant in variants:
-        where = variant_modules_dir(model_dir, variant)
+        where = variant_modules_dir(model_dir, variant, load.modules_dir)
         if where is not None and not where.is_dir():
             raise ConfigError(
                 f"variant {variant} needs its modules in {where} (see scripts/train_reference.sh: "
@@ -445,14 +455,12 @@ def _run(args: argparse.Namespace) -> int:
     later = "random_skip" in variants and not target_given
     total = len(phase1) + (len(tasks) * args.episodes if later else 0)
 
-    settings = WorkerSettings(
-        str(model_dir), args.backend, args.camera, args.max_steps, args.execute_steps, args.router_threshold
-    )
+    settings = WorkerSettings(load, args.camera, args.max_steps, args.execute_steps)
     if args.backend == "onnxruntime":
         # Built (or checked) once here: workers building the same engines at once would race.
-        loader = VariantLoader(LoadSettings(str(model_dir), args.backend, args.router_threshold))
+        loader = VariantLoader(load)
         for variant in variants:
-            loader.base_policy(variant_modules_dir(model_dir, variant))
+            loader.base_policy(variant_modules_dir(model_dir, variant, load.modules_dir))
         del loader
     from tqdm import tqdm
 
@@ -507,6 +515,8 @@ def _run(args: argparse.Namespace) -> int:
         "execute_steps": args.execute_steps,
         "max_steps": args.max_steps,
         "camera": args.camera,
+        "modules_dir": load.modules_dir,
+        "dysl_overrides": load.dysl_overrides(),
         "wall_s": wall,
     }
     if random_info is not None:

@@ -55,9 +55,14 @@ def parse_variants(spec: str) -> list[str]:
     return [name for name in VARIANTS if name in wanted]
 
 
-def variant_modules_dir(model_dir: str | Path, variant: str) -> Path | None:
+def variant_modules_dir(model_dir: str | Path, variant: str, modules_dir: str | Path | None = None) -> Path | None:
+    """Where ``variant`` takes its plan and modules from: ``<model dir>/variants/<name>`` for the
+    ablations, else ``modules_dir`` (another speed/accuracy point, e.g. a distillation at another
+    lambda), else None (the model dir's own)."""
     name = MODULE_VARIANTS.get(variant)
-    return None if name is None else Path(model_dir) / "variants" / name
+    if name is not None:
+        return Path(model_dir) / "variants" / name
+    return None if modules_dir is None or variant == "dense" else Path(modules_dir)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -211,6 +216,15 @@ class LoadSettings:
     model_dir: str
     backend: str = "torch"
     router_threshold: float | None = None
+    modules_dir: str | None = None
+    """The DySL variants' modules (``variant_modules_dir``); None: the model dir's."""
+    eta: float | None = None
+    """Overrides every variant's dysl.json eta (for sweeps); None keeps each file's value."""
+    eta_verify: float | None = None
+
+    def dysl_overrides(self) -> dict[str, float]:
+        given = {"eta": self.eta, "eta_verify": self.eta_verify}
+        return {key: value for key, value in given.items() if value is not None}
 
 
 class VariantLoader:
@@ -242,10 +256,10 @@ class VariantLoader:
 
     def _load(self, variant: str, random_skip_q: float | None) -> VariantPolicy:
         s = self.settings
-        modules_dir = variant_modules_dir(s.model_dir, variant)
+        modules_dir = variant_modules_dir(s.model_dir, variant, s.modules_dir)
         policy = self.base_policy(modules_dir)
         backend = policy.runner.backend
-        settings: DySLConfig = policy.bundle.dysl_config or DySLConfig()
+        settings: DySLConfig = dataclasses.replace(policy.bundle.dysl_config or DySLConfig(), **s.dysl_overrides())
         plan: LayerPlan = policy.plan
         if variant == "router":
             threshold = settings.skip_threshold if s.router_threshold is None else s.router_threshold

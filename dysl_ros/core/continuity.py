@@ -28,11 +28,21 @@ class ContinuityReading:
     """C_t - C_{t-1}; 0.0 on the first inference (no previous reading)."""
 
 
+@dataclass(frozen=True)
+class MonitorState:
+    """A ContinuityMonitor's whole state (``snapshot`` / ``restore``)."""
+
+    actions: tuple[FloatArray, ...]
+    last_continuity: float | None
+    last_delta: float | None
+
+
 class ContinuityMonitor:
     """Holds the last k+1 executed/planned actions and the previous C value.
 
     ``preview`` computes the reading a chunk would give without changing state (post-skip
-    verification needs it before deciding which chunk to keep); ``push`` commits.
+    verification needs it before deciding which chunk to keep); ``push`` commits; ``restore`` of an
+    earlier ``snapshot`` takes back pushes whose actions were never executed.
     """
 
     def __init__(self, k: int) -> None:
@@ -56,6 +66,14 @@ class ContinuityMonitor:
         self._actions.clear()
         self._last_continuity = None
         self._last_delta = None
+
+    def snapshot(self) -> MonitorState:
+        return MonitorState(tuple(self._actions), self._last_continuity, self._last_delta)
+
+    def restore(self, state: MonitorState) -> None:
+        self._actions = deque(state.actions, maxlen=self.k + 1)
+        self._last_continuity = state.last_continuity
+        self._last_delta = state.last_delta
 
     def preview(self, actions: npt.ArrayLike) -> ContinuityReading:
         window = list(self._actions) + list(_as_rows(actions))

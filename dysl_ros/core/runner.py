@@ -17,7 +17,7 @@ import numpy.typing as npt
 
 from dysl_ros.core.allow_points import AllowPoints
 from dysl_ros.core.config import DySLConfig
-from dysl_ros.core.continuity import ContinuityMonitor, ContinuityReading, is_first_drop
+from dysl_ros.core.continuity import ContinuityMonitor, ContinuityReading, MonitorState, is_first_drop
 from dysl_ros.core.layer_plan import Gap, LayerPlan
 
 T = TypeVar("T")
@@ -120,6 +120,9 @@ class TickResult:
 class DySLRunner(Generic[T]):
     """Stateful per-episode driver: call ``step`` once per inference, ``reset`` between episodes.
 
+    ``withdraw_last`` takes back the last step's effect on continuity and allow points, for a chunk
+    that was computed but never executed (the node drops one whose image aged past its limit).
+
     ``dense=True`` never skips (every allow point at its static layer) but keeps the same telemetry:
     that is the dense baseline run through identical code.
     """
@@ -139,9 +142,11 @@ class DySLRunner(Generic[T]):
         self.gaps = plan.gaps
         self.allow = AllowPoints(plan, config.eta)
         self.monitor = ContinuityMonitor(config.k)
+        self._before_last_step: tuple[MonitorState, tuple[int, ...]] | None = None
         self.reset()
 
     def reset(self) -> None:
+        self._before_last_step = None
         self.monitor.reset()
         if self.dense:
             self.allow.close_all()
@@ -193,7 +198,18 @@ class DySLRunner(Generic[T]):
             reran=reran,
         )
 
+    def withdraw_last(self) -> None:
+        """Undo the last ``step``'s push to the continuity history and its allow-point move: its
+        chunk was not executed, so the history must keep following the actions actually executed."""
+        if self._before_last_step is None:
+            raise RuntimeError("no step to withdraw: none since the last reset, or it was withdrawn already")
+        monitor_state, points = self._before_last_step
+        self.monitor.restore(monitor_state)
+        self.allow.set(points)
+        self._before_last_step = None
+
     def _commit(self, chunk: FloatArray, execute: slice | None, expected: ContinuityReading) -> ContinuityReading:
+        self._before_last_step = (self.monitor.snapshot(), self.allow.points)
         reading = self.monitor.push(_executed(chunk, execute))
         assert reading == expected  # preview and push must agree, or verification saw another world
         if self.config.enable_pre_skip and not self.dense:

@@ -122,6 +122,11 @@ def _add_bc(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="stop cleanly after this many seconds (exit 4); continue later with --resume",
     )
     p.add_argument("--resume", action="store_true", help="continue from <out>/train_state.pt")
+    p.add_argument(
+        "--init-from",
+        default=_OPTIONAL,
+        help="start from this trained model's weights and architecture (fresh optimiser and schedule)",
+    )
     p.set_defaults(handler=_stage("dysl_ros.training.bc", "main_bc"))
 
 

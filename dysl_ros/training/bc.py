@@ -9,7 +9,9 @@ the same demos, a DistributedSampler splits them, and only rank 0 logs and write
 
 Every checkpoint also keeps ``train_state.pt`` (weights, optimiser, schedule) until the last step, so
 an interrupted run goes on with ``--resume``; ``--time-limit-s T`` stops cleanly after T seconds
-(exit code 4) for machines that only allow short commands.
+(exit code 4) for machines that only allow short commands. ``--init-from DIR`` starts from a trained
+model's weights (its architecture too) with a fresh optimiser and schedule: a second, lower learning
+rate phase, or fine-tuning on new demonstrations.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from dysl_ros.core.config import ConfigError
-from dysl_ros.model.checkpoint import save_model
+from dysl_ros.model.checkpoint import ModelDirError, load_bundle, save_model
 from dysl_ros.model.reference_vla import ReferenceVLA
 from dysl_ros.model.spec import VLAConfig
 from dysl_ros.training import dataset as data
@@ -149,11 +151,12 @@ class BCSettings:
     augment_shift: int
     time_limit_s: float | None
     resume: bool
+    init_from: str | None = None
 
     def must_match(self) -> dict[str, Any]:
         """What a resumed run must share with the run it continues (the schedule depends on them)."""
         return {"steps": self.steps, "batch_size": self.batch_size, "lr": self.lr, "seed": self.seed,
-                "warmup_steps": self.warmup_steps}
+                "warmup_steps": self.warmup_steps, "init_from": self.init_from}
 
 
 def train_bc(
@@ -175,8 +178,10 @@ def train_bc(
     augment_shift: int = 0,
     time_limit_s: float | None = None,
     resume: bool = False,
+    init_from: str | Path | None = None,
 ) -> ReferenceVLA:
-    """Train a ReferenceVLA from scratch; returns it (rank 0's copy under DDP) in eval mode.
+    """Train a ReferenceVLA (from scratch, or from ``init_from``'s weights); returns it (rank 0's
+    copy under DDP) in eval mode.
 
     ``batch_size`` is the global batch (split over DDP ranks), so a run's result does not depend on
     the number of GPUs. The fitted normalisation goes into the model's VLAConfig. With ``out_dir``,
@@ -186,6 +191,9 @@ def train_bc(
     ``time_limit_s`` stops after that much training time with a checkpoint plus ``train_state.pt``
     (weights, optimiser, schedule); ``resume`` continues from it. Machines that allow only short
     commands train the reference model that way; ``train_state.pt`` is deleted once all steps ran.
+
+    ``init_from``: a model directory (``dysl_train bc --out``) whose weights start this run; its
+    architecture must equal ``config``'s (``init_config_model`` reads it). Optimiser and schedule start afresh.
     """
     if steps < 1 or batch_size < 1 or lr <= 0 or log_every < 1:
         raise ConfigError(
@@ -198,6 +206,7 @@ def train_bc(
         warmup_steps=warmup_steps if warmup_steps is not None else max(1, min(1000, steps // 20)),
         grad_clip=grad_clip, checkpoint_every=checkpoint_every or max(log_every, steps // 10),
         num_workers=num_workers, augment_shift=augment_shift, time_limit_s=time_limit_s, resume=resume,
+        init_from=None if init_from is None else str(init_from),
     )
     env = setup_distributed(device)
     try:
@@ -234,7 +243,11 @@ def _train(
         persistent_workers=workers > 0,
     )
 
-    model = ReferenceVLA(config).to(env.device)
+    model = ReferenceVLA(config)
+    if s.init_from is not None:
+        # Architecture checked by init_config; the normalisation is refitted on this run's demos.
+        model.load_state_dict(init_config_model(s.init_from).state_dict())
+    model = model.to(env.device)
     optimizer = adamw(list(model.named_parameters()), s.lr, s.weight_decay)
     schedule = warmup_cosine(optimizer, s.steps, s.warmup_steps)
     done = 0
@@ -368,6 +381,14 @@ def _default_workers(env: DistributedEnv) -> int:
     return max(1, min(8, (os.cpu_count() or 2) // env.world_size - 1))
 
 
+def init_config_model(model_dir: str | Path) -> ReferenceVLA:
+    """The trained model a run starts from (``--init-from``); only reference backbones."""
+    model = load_bundle(model_dir).model
+    if not isinstance(model, ReferenceVLA):
+        raise ConfigError(f"--init-from {model_dir}: bc trains the reference VLA, that model has another backbone")
+    return model
+
+
 def load_config(path: str | Path | None) -> VLAConfig:
     """VLAConfig from a JSON file (any subset of fields; the rest keep their defaults)."""
     if not path:
@@ -379,7 +400,10 @@ def load_config(path: str | Path | None) -> VLAConfig:
 def main_bc(args: argparse.Namespace) -> int:
     """``dysl_train bc``: demos directory -> trained model directory."""
     try:
-        config = load_config(getattr(args, "config_json", None))
+        init_from = getattr(args, "init_from", None)
+        if init_from and getattr(args, "config_json", None):
+            raise ConfigError("--init-from takes the architecture from that model: leave out --config-json")
+        config = init_config_model(init_from).config if init_from else load_config(getattr(args, "config_json", None))
         episodes = data.load_episodes(args.demos)
         model = train_bc(
             episodes,
@@ -398,8 +422,9 @@ def main_bc(args: argparse.Namespace) -> int:
             weight_decay=float(getattr(args, "weight_decay", 0.05)),
             time_limit_s=getattr(args, "time_limit_s", None),
             resume=bool(getattr(args, "resume", False)),
+            init_from=init_from or None,
         )
-    except (ConfigError, ValueError, OSError) as exc:
+    except (ConfigError, ModelDirError, ValueError, OSError) as exc:
         print(f"dysl_train bc: {exc}", file=sys.stderr)
         return 2
     if (Path(args.out) / STATE_FILE).is_file():
