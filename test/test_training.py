@@ -284,8 +284,11 @@ def test_calibrate_writes_plan_with_last_layer_static_and_plot(tmp_path: Path) -
     assert bundle.plan == plan and bundle.dysl_config is not None and bundle.dysl_config.static_ratio == 0.34
     # eta / eta_verify come from the demonstrations' continuity changes, 4 actions per inference.
     deltas = continuity_deltas([e.actions for e in EPISODES], bundle.dysl_config.k, 4)
-    assert (bundle.dysl_config.eta, bundle.dysl_config.eta_verify) == suggest_etas(deltas)
+    assert (bundle.dysl_config.eta, bundle.dysl_config.eta_verify) == suggest_etas(
+        deltas, eta_quantile=distill.ETA_QUANTILE
+    )
     assert 0 < bundle.dysl_config.eta <= bundle.dysl_config.eta_verify
+    assert bundle.dysl_config.eta > suggest_etas(deltas, eta_quantile=0.5)[0]  # the quantile is honoured
 
 
 # --------------------------------------------------------------------------------------------------

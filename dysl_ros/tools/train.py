@@ -139,6 +139,10 @@ def _add_calibrate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "--execute-steps", type=int, default=_OPTIONAL,
         help="actions executed per inference when measuring continuity changes for eta (default: 4)",
     )
+    p.add_argument(
+        "--eta-quantile", type=float, default=_OPTIONAL,
+        help="eta = this quantile of the demonstrations' |dC| (default: 0.75)",
+    )
     p.add_argument("--batches", type=int, default=_OPTIONAL)
     p.add_argument("--batch-size", type=int, default=_OPTIONAL)
     p.add_argument("--device", default=_OPTIONAL)
