@@ -9,7 +9,7 @@ export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
 export FASTDDS_DEFAULT_PROFILES_FILE := $(CURDIR)/config/fastdds.xml
 export AMENT_PREFIX_PATH := $(CURDIR)/$(VENV)
 
-.PHONY: setup test lint typecheck unit demo bench train clean
+.PHONY: setup test lint typecheck unit demo bench bench-curve train clean
 
 setup: $(STAMP)
 
@@ -42,13 +42,21 @@ demo: setup
 	$(BIN)/python -m dysl_ros.tools.demo
 
 # CPU figures of the README: closed-loop success per variant, then dense vs DySL latency on onnxruntime
-# replaying the closed loop's decisions.
+# replaying the closed loop's decisions. Eval seed 3000: seed 2000 served to choose lambda and eta
+# (bench-curve), so the figures of record come from episodes no choice was made on.
 bench: setup
 	mkdir -p out/bench
-	$(BIN)/dysl_bench closed-loop --model-dir models/reference --episodes 10 --seed 2000 --workers 2 \
+	$(BIN)/dysl_bench closed-loop --model-dir models/reference --episodes 10 --seed 3000 --workers 2 \
+		--variants dense,dysl,no_pre_skip,no_post_verify,no_static,one_stage,random_skip \
 		--record-trace out/bench/decisions.json --markdown out/bench/closed_loop.md --json | tee out/bench/closed_loop.log
 	$(BIN)/dysl_bench latency --model-dir models/reference --backend onnxruntime --num-threads 1 \
 		--trace out/bench/decisions.json --json | tee out/bench/latency.log
+
+# The speed/accuracy curve (lambda points x eta values) on the validation seed 2000.
+bench-curve: setup
+	$(BIN)/python scripts/speed_accuracy.py --model-dir models/reference --episodes 10 --seed 2000 \
+		--modules models/reference,models/reference/variants/lambda_0.001,models/reference/variants/lambda_0.002,models/reference/variants/lambda_0.02 \
+		--etas 0.0258,0.06,0.12 --out out/bench/speed_accuracy
 
 # Reproduces models/reference from scratch into runs/train/reference (see scripts/train_reference.sh).
 train: setup
