@@ -420,7 +420,10 @@ class DySLNode(LifecycleNode):
             # The image may have aged past the limit during inference: then nothing from it goes out.
             if not self._active.is_set() or now_ns - image.stamp_ns > max_age_ns:
                 self.stats.images_stale += 1
-                policy.withdraw_last()  # never executed: continuity keeps following what the arm did
+                try:
+                    policy.withdraw_last()  # never executed: continuity keeps following what the arm did
+                except RuntimeError:
+                    pass  # re-activation reset the policy meanwhile: no history left to amend
                 if self._active.is_set() and self.context.ok():
                     self._publish_tick(image, out.tick, tick_ms, None)
                 continue
