@@ -27,17 +27,11 @@ from std_msgs.msg import Float64MultiArray, String
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from dysl_ros.sim.params import BridgeConfigError, BridgeParams
+from dysl_ros.tools.demo import TOPICS, remaps  # the launcher's wiring: the same topic names
 from dysl_ros.training.demos import episode_seed, pick_instruction
 
 pytestmark = pytest.mark.ros
 
-TOPICS = {
-    "image": "/camera/image_raw",
-    "instruction": "/instruction",
-    "joint_states": "/joint_states",
-    "action_chunk": "/dysl/action_chunk",
-    "action": "/dysl/action",
-}
 RESULT_TOPIC = "/sim_bridge/episode_result"
 DEEP_BEST_EFFORT = QoSProfile(depth=200, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT)
 DEEP_RELIABLE = QoSProfile(depth=200, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
@@ -47,10 +41,6 @@ RESULTS_QOS = QoSProfile(
     reliability=ReliabilityPolicy.RELIABLE,
     durability=DurabilityPolicy.TRANSIENT_LOCAL,
 )
-
-
-def remaps() -> list[str]:
-    return [arg for name, topic in TOPICS.items() for arg in ("-r", f"~/{name}:={topic}")]
 
 
 def ros_args(params: dict[str, Any]) -> list[str]:

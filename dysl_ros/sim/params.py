@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from dysl_ros.node.params import is_integer, is_number, is_positive
+from dysl_ros.node.params import ParamSpec, is_integer, is_number, is_positive
 from dysl_ros.training.metaworld_env import DEFAULT_MAX_STEPS, DEFAULT_POST_SUCCESS_STEPS, MT10_TASKS
 
 MODES = ("real_time", "lockstep")
@@ -22,13 +22,6 @@ SEED_LIMIT = 2**32
 
 class BridgeConfigError(ValueError):
     """Invalid ``sim_bridge`` parameters; the message lists every problem."""
-
-
-@dataclass(frozen=True)
-class ParamSpec:
-    name: str
-    default: Any
-    description: str
 
 
 PARAMETERS: tuple[ParamSpec, ...] = (
