@@ -20,6 +20,7 @@ from dysl_ros.bench import latency
 from dysl_ros.bench.replay import (
     check_trace,
     dense_decision,
+    load_trace,
     map_trace,
     replay_tick,
     synthetic_decisions,
@@ -120,6 +121,9 @@ def test_json_last_line_with_a_trace(model_dir: Path, tmp_path: Path, capsys: py
     assert report["dysl"]["mean_executed_layers"] == pytest.approx(expected)
     assert report["dense"]["mean_executed_layers"] == plan.num_layers
     assert report["dysl"]["reran_ticks"] == 2 * sum(t.reran for t in ticks)
+    # These hand-made re-run ticks do not say where the skipping pass jumped: replayed as an upper bound.
+    assert report["dysl"]["reran_upper_bound_ticks"] == report["dysl"]["reran_ticks"] > 0
+    assert "(an upper bound)" in out
     assert report["skip_pattern"] == "trace" and report["trace"] == str(trace)
     assert report["iterations"] == 2 * len(ticks)
 
@@ -218,9 +222,9 @@ def test_replay_runs_exactly_the_recorded_path(model_dir: Path) -> None:
         assert timing.controllers == len(controllers) and timing.adapters == len(adapters)
 
 
-def test_replay_reproduces_a_recorded_runner(model_dir: Path) -> None:
+def test_replay_reproduces_a_recorded_runner(model_dir: Path, tmp_path: Path) -> None:
     """Decisions recorded from DySLRunner, replayed on the same inputs: the same backend calls and the
-    same chunks on every tick that was not re-run; the same dense pass and chunk on re-run ticks."""
+    same chunks on every tick, re-run ticks included."""
     backend, bundle = torch_recording(model_dir)
     plan = plan_of(model_dir)
     config = DySLConfig(static_ratio=0.2, k=2, eta=0.001, eta_verify=0.003, skip_threshold=0.5)
@@ -244,20 +248,34 @@ def test_replay_reproduces_a_recorded_runner(model_dir: Path) -> None:
         calls = backend.take()
         assert np.array_equal(chunk, tick.chunk)
         assert timing.executed_layers == tick.executed_layers
-        if tick.reran:
-            dense_pass = len(runner_calls) - runner_calls[::-1].index(("embed",)) - 1
-            assert calls[-(len(runner_calls) - dense_pass) :] == runner_calls[dense_pass:]
-            assert timing.layer_evaluations >= tick.layer_evaluations  # upper bound on the discarded pass
-        else:
-            assert calls == runner_calls
-            assert timing.layer_evaluations == tick.layer_evaluations
+        # Re-run ticks included: the replay issues the runner's calls, the dense rest after the first skip.
+        assert calls == runner_calls
+        assert timing.layer_evaluations == tick.layer_evaluations
 
+    # A version-1 trace did not record where a re-run's discarded pass jumped: it still loads, and its
+    # re-run ticks replay as an upper bound (no skip in the first pass, then a whole dense pass).
+    saved = tmp_path / "trace.json"
+    trace.save(saved)
+    data = json.loads(saved.read_text())
+    data["format"] = "dysl-decision-trace/1"
+    for tick_data in data["ticks"]:
+        del tick_data["discarded_skipped_from"]
+    saved.write_text(json.dumps(data))
+    old = load_trace(saved)
+    check_trace(old, plan)
+    for item, decision, (tick, _) in zip(inputs, old.ticks, recorded, strict=True):
+        assert decision.discarded_skipped_from is None
+        chunk, timing = replay_tick(backend, functools.partial(dict, item), plan.gaps, decision)
+        backend.take()
+        assert np.array_equal(chunk, tick.chunk)
+        if tick.reran:
+            assert timing.layer_evaluations > tick.layer_evaluations
 
 @pytest.mark.parametrize(
     ("content", "message"),
     [
         ("not json {", "cannot read decision trace"),
-        (json.dumps({"format": "something-else/1"}), "is not a dysl-decision-trace/1 file"),
+        (json.dumps({"format": "something-else/1"}), "is not a dysl-decision-trace/2 file"),
         (
             json.dumps({"format": "dysl-decision-trace/1", "model": "m", "num_layers": 10, "static_layers": [3, 9],
                         "ticks": [{"allow_points": [0, 4]}]}),
@@ -270,7 +288,9 @@ def test_replay_reproduces_a_recorded_runner(model_dir: Path) -> None:
         ),
         ("PLAN_MISMATCH", "recorded on a model with 12 layers"),
         ("BAD_ALLOW", "allow point 7 outside"),
-        ("BAD_SKIP", "skip from layer"),
+        ("BAD_SKIP", "skipped_from layer"),
+        ("DISCARDED_WITHOUT_RERUN", "did not re-run"),
+        ("RERUN_WITHOUT_SKIP", "skipped nothing"),
     ],
 )  # fmt: skip
 def test_bad_trace_is_a_clear_error(
@@ -287,6 +307,10 @@ def test_bad_trace_is_a_clear_error(
     elif content == "BAD_SKIP":
         gap = plan.gaps[0]
         write_trace(path, plan, [TickDecision(starts, (gap.static, *none[1:]), False, False)])
+    elif content == "DISCARDED_WITHOUT_RERUN":
+        write_trace(path, plan, [TickDecision(starts, none, True, False, (starts[0], *none[1:]))])
+    elif content == "RERUN_WITHOUT_SKIP":
+        write_trace(path, plan, [TickDecision(starts, none, True, True, none)])
     else:
         path.write_text(content)
     if content == "BAD_ALLOW":

@@ -269,7 +269,9 @@ def test_verification_rerun_publishes_the_dense_chunk(case: Case) -> None:
     expected_c = -float(np.linalg.norm(dense[0].astype(np.float64) - r1.chunk[0].astype(np.float64)))
     assert r2.continuity == pytest.approx(expected_c, rel=1e-12)
     assert r2.executed_layers == case.plan.num_layers
-    assert r2.layer_evaluations == len(case.plan.static_layers) + case.plan.num_layers
+    # The re-run resumes at the first dynamic layer: the static layers in front of it ran once.
+    first_dynamic = next(gap.start for gap in case.plan.gaps if len(gap) > 0)
+    assert r2.layer_evaluations == len(case.plan.static_layers) + case.plan.num_layers - first_dynamic
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -359,8 +361,9 @@ def test_verification_fires_on_first_drop_and_rerun_chunk_drives_allow_points() 
     assert r[1].allow_points == (0, 6)
     assert r[1].next_allow_points == (4, 10)
     assert r[1].executed_layers == 12  # the published chunk's path
-    assert r[1].layer_evaluations == 2 + 12  # discarded skipping pass + dense re-run
+    assert r[1].layer_evaluations == 2 + 12  # discarded skipping pass + dense re-run (it skipped at 0)
     assert r[1].skipped_from == (None, None)
+    assert r[1].discarded_skipped_from == (0, 6)
     assert r[1].controllers_consulted == 0
 
     # t3: points (4, 10): layers 0-3 forced, controller at 4 skips to 5; 6-9 forced, controller at 10
@@ -391,7 +394,11 @@ def test_verification_fires_on_first_drop_and_rerun_chunk_drives_allow_points() 
     np.testing.assert_array_equal(r[5].chunk, [[39.0, 53.0]])
     assert (r[5].continuity, r[5].delta) == (-1.0, -1.0)
     assert r[5].next_allow_points == (4, 10)
-    assert r[5].layer_evaluations == 10 + 12
+    # The skipping pass left the dense path at layer 4 (0-3 forced): the re-run resumes there and
+    # runs 4-11, not the whole stack again. The path is the dense one all the same.
+    assert backend.paths[7] == tuple(range(12))
+    assert r[5].discarded_skipped_from == (4, 10)
+    assert r[5].layer_evaluations == 10 + 8
 
     # t7: C = 0, delta = +1: no verification, no move.
     assert (r[6].verified, r[6].delta, r[6].next_allow_points) == (False, 1.0, (4, 10))

@@ -87,6 +87,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--eta", type=float, default=None, help="override dysl.json's eta in every variant (sweeps)")
     parser.add_argument("--eta-verify", type=float, default=None, help="override dysl.json's eta_verify (sweeps)")
+    parser.add_argument(
+        "--skip-threshold", type=float, default=None, help="override dysl.json's skip_threshold, in (0, 1] (sweeps)"
+    )
     parser.add_argument("--camera", default="corner", help="Meta-World camera (default: corner, as the demos)")
     parser.add_argument("--json", action="store_true", help="print the results as one JSON object, last line")
     parser.add_argument("--markdown", metavar="FILE", help="write the results table (markdown) to FILE")
@@ -412,11 +415,19 @@ def _run(args: argparse.Namespace) -> int:
     num_layers = config.num_layers
 
     load = LoadSettings(
-        str(model_dir), args.backend, args.router_threshold, args.modules_dir, args.eta, args.eta_verify
+        str(model_dir),
+        args.backend,
+        args.router_threshold,
+        args.modules_dir,
+        args.eta,
+        args.eta_verify,
+        args.skip_threshold,
     )
     for name, value in load.dysl_overrides().items():
-        if not value > 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {value}")
+        upper = 1.0 if name == "skip_threshold" else float("inf")
+        if not 0 < value <= upper:
+            bound = "in (0, 1]" if name == "skip_threshold" else "> 0"
+            raise ConfigError(f"--{name.replace('_', '-')} must be {bound}, got {value}")
     plan = main_plan(model_dir if load.modules_dir is None else load.modules_dir)  # what random_skip follows
     target_given = args.random_target_layers is not None
     if "random_skip" in variants:

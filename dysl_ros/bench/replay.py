@@ -9,12 +9,13 @@ allow point on ``skip_probability(layer)`` (the controller runs: its cost counts
 ``run_layers(static, static + 1)``; ``embed`` before and ``head`` after. The skip decision is the
 recorded one, not the controller's answer (latency must not depend on the observation's content).
 
-Re-run ticks (post-skip verification that re-ran densely) cost two passes: the skipping pass with the
-recorded allow points, then a full dense pass (``embed`` again, as ``DySLRunner.step`` does). A
-``dysl-decision-trace/1`` file records, on such ticks, the kept dense pass's ``skipped_from`` (all
-None): where the discarded skipping pass jumped is not recorded. That pass is therefore replayed from
-its allow points without skipping (controllers consulted up to every static layer): an upper bound
-of its cost, so re-run ticks and the p99 they drive are measured conservatively.
+Re-run ticks (post-skip verification that re-ran densely) cost what ``DySLRunner.step`` runs: the
+skipping pass with the recorded allow points and ``discarded_skipped_from``, then the dense rest from
+its first skip on (``run_layers(skip, static + 1)`` for that gap, every later gap whole) and a second
+``head``. A ``dysl-decision-trace/1`` file did not record where the discarded pass jumped; on its
+re-run ticks the skipping pass is replayed without skipping (controllers consulted up to every static
+layer) and then a full dense pass with its own ``embed``: an upper bound of the cost, as that version
+of the runner re-ran from the embedding.
 
 Mapping a trace onto another layer plan (the 7B-shaped synthetic backbone replays a reference-model
 trace): each target gap takes the decisions of the source gap that contains the target gap's middle
@@ -81,6 +82,9 @@ class TickTiming:
     controllers: int
     adapters: int
     reran: bool
+    rerun_upper_bound: bool = False
+    """A re-run tick of a version-1 trace, replayed as a skipping pass without skips plus a whole
+    dense pass (where the discarded pass jumped was not recorded)."""
 
 
 def dense_decision(plan: LayerPlan) -> TickDecision:
@@ -94,10 +98,12 @@ def replay_pass(
     gaps: Sequence[Gap],
     allow_points: Sequence[int],
     skipped_from: Sequence[int | None],
-) -> tuple[T, PassCount]:
-    """The backbone part of one pass (hidden states in and out), as ``run_path`` calls it."""
+) -> tuple[T, PassCount, tuple[int, int, T] | None]:
+    """The backbone part of one pass (hidden states in and out), as ``run_path`` calls it; also the
+    first skip's (gap index, layer, hidden state entering it), where a dense re-run resumes."""
     executed = controllers = adapters = 0
-    for gap, allow, skip in zip(gaps, allow_points, skipped_from, strict=True):
+    first_skip: tuple[int, int, T] | None = None
+    for index, (gap, allow, skip) in enumerate(zip(gaps, allow_points, skipped_from, strict=True)):
         x = backend.run_layers(gap.start, allow, x)  # forced prefix
         executed += allow - gap.start
         layer = allow
@@ -105,6 +111,8 @@ def replay_pass(
             backend.skip_probability(layer, x)  # its cost counts; the decision is the recorded one
             controllers += 1
             if layer == skip:
+                if first_skip is None:
+                    first_skip = (index, layer, x)
                 x = backend.adapt(layer, x)
                 adapters += 1
                 break
@@ -113,7 +121,19 @@ def replay_pass(
             layer += 1
         x = backend.run_layers(gap.static, gap.static + 1, x)
         executed += 1
-    return x, PassCount(executed, controllers, adapters)
+    return x, PassCount(executed, controllers, adapters), first_skip
+
+
+def replay_dense_rest(backend: SegmentBackend[T], gaps: Sequence[Gap], first_skip: tuple[int, int, T]) -> tuple[T, int]:
+    """The dense re-run from a skipping pass's first skip on, as ``finish_dense``; returns the hidden
+    state and the layers run."""
+    gap_index, layer, x = first_skip
+    run = 0
+    for index in range(gap_index, len(gaps)):
+        start = layer if index == gap_index else gaps[index].start
+        x = backend.run_layers(start, gaps[index].static + 1, x)
+        run += gaps[index].static + 1 - start
+    return x, run
 
 
 def replay_tick(
@@ -125,26 +145,48 @@ def replay_tick(
     synchronize: Callable[[], None] = _noop,
     clock: Callable[[], float] = time.perf_counter,
 ) -> tuple[FloatArray, TickTiming]:
-    """Replay one tick: preprocess, embed, the recorded path, head, and on ``reran`` a dense pass.
+    """Replay one tick: preprocess, embed, the recorded path, head, and on ``reran`` the dense re-run.
 
     ``synchronize`` waits for the device (CUDA backends: queued kernels) before a clock is read
     between segments; ``head`` returns host memory, so the tick's end needs none. ``decision`` must
     fit ``gaps`` (see ``check_trace``)."""
-    passes: list[tuple[Sequence[int], Sequence[int | None]]] = [(decision.allow_points, decision.skipped_from)]
-    if decision.reran:
-        passes.append(([g.static for g in gaps], [None] * len(gaps)))
-    embed_s = backbone_s = head_s = 0.0
-    counts: list[PassCount] = []
+    dense_skips: list[int | None] = [None] * len(gaps)
+    resume = decision.reran and decision.discarded_skipped_from is not None
+    first_skips = decision.discarded_skipped_from if resume else decision.skipped_from
+    assert first_skips is not None
     start = clock()
     inputs = preprocess()
     preprocess_s = clock() - start
-    chunk: FloatArray | None = None
-    for allow_points, skipped_from in passes:
+
+    t0 = clock()
+    x = backend.embed(inputs)
+    synchronize()
+    t1 = clock()
+    x, count, first_skip = replay_pass(backend, x, gaps, decision.allow_points, first_skips)
+    synchronize()
+    t2 = clock()
+    chunk = backend.head(x)
+    t3 = clock()
+    embed_s, backbone_s, head_s = t1 - t0, t2 - t1, t3 - t2
+    executed, evaluations = count.executed_layers, count.executed_layers
+    controllers, adapters = count.controllers, count.adapters
+
+    if decision.reran:
         t0 = clock()
-        x = backend.embed(inputs)
-        synchronize()
-        t1 = clock()
-        x, count = replay_pass(backend, x, gaps, allow_points, skipped_from)
+        if resume:
+            assert first_skip is not None  # check_trace: a re-run's discarded pass skipped somewhere
+            t1 = t0
+            x, rest = replay_dense_rest(backend, gaps, first_skip)
+            executed = gaps[-1].static + 1  # the kept chunk's path is dense
+            evaluations += rest
+        else:  # version-1 trace: a whole second pass, embedding included
+            x = backend.embed(inputs)
+            synchronize()
+            t1 = clock()
+            x, dense_count, _ = replay_pass(backend, x, gaps, [g.static for g in gaps], dense_skips)
+            executed = dense_count.executed_layers
+            evaluations += executed
+            controllers += dense_count.controllers
         synchronize()
         t2 = clock()
         chunk = backend.head(x)
@@ -152,19 +194,18 @@ def replay_tick(
         embed_s += t1 - t0
         backbone_s += t2 - t1
         head_s += t3 - t2
-        counts.append(count)
-    assert chunk is not None
     return chunk, TickTiming(
         preprocess_s=preprocess_s,
         embed_s=embed_s,
         backbone_s=backbone_s,
         head_s=head_s,
         tick_s=clock() - start,
-        executed_layers=counts[-1].executed_layers,
-        layer_evaluations=sum(c.executed_layers for c in counts),
-        controllers=sum(c.controllers for c in counts),
-        adapters=sum(c.adapters for c in counts),
+        executed_layers=executed,
+        layer_evaluations=evaluations,
+        controllers=controllers,
+        adapters=adapters,
         reran=decision.reran,
+        rerun_upper_bound=decision.reran and not resume,
     )
 
 
@@ -210,21 +251,33 @@ def check_trace(trace: DecisionTrace, plan: LayerPlan, source: str = "decision t
     gaps = plan.gaps
     for index, tick in enumerate(trace.ticks):
         where = f"{source}, tick {index}"
-        if len(tick.allow_points) != len(gaps) or len(tick.skipped_from) != len(gaps):
-            raise TraceError(
-                f"{where}: {len(tick.allow_points)} allow points and {len(tick.skipped_from)} skipped_from "
-                f"entries for {len(gaps)} gaps"
-            )
-        for number, (gap, allow, skip) in enumerate(zip(gaps, tick.allow_points, tick.skipped_from, strict=True)):
+        if len(tick.allow_points) != len(gaps):
+            raise TraceError(f"{where}: {len(tick.allow_points)} allow points for {len(gaps)} gaps")
+        for number, (gap, allow) in enumerate(zip(gaps, tick.allow_points, strict=True)):
             if not gap.start <= allow <= gap.static:
                 raise TraceError(f"{where}, gap {number}: allow point {allow} outside [{gap.start}, {gap.static}]")
-            if skip is not None and not allow <= skip < gap.static:
-                raise TraceError(
-                    f"{where}, gap {number}: skip from layer {skip} outside [{allow}, {gap.static - 1}] "
-                    "(between the allow point and the static layer)"
-                )
+        _check_skips(where, "skipped_from", gaps, tick.allow_points, tick.skipped_from)
         if tick.reran and not tick.verified:
             raise TraceError(f"{where}: reran without verified")
+        if tick.discarded_skipped_from is not None:
+            if not tick.reran:
+                raise TraceError(f"{where}: discarded_skipped_from on a tick that did not re-run")
+            _check_skips(where, "discarded_skipped_from", gaps, tick.allow_points, tick.discarded_skipped_from)
+            if all(skip is None for skip in tick.discarded_skipped_from):
+                raise TraceError(f"{where}: re-run after a pass that skipped nothing (the runner does not re-run it)")
+
+
+def _check_skips(
+    where: str, name: str, gaps: Sequence[Gap], allow_points: Sequence[int], skips: Sequence[int | None]
+) -> None:
+    if len(skips) != len(gaps):
+        raise TraceError(f"{where}: {len(skips)} {name} entries for {len(gaps)} gaps")
+    for number, (gap, allow, skip) in enumerate(zip(gaps, allow_points, skips, strict=True)):
+        if skip is not None and not allow <= skip < gap.static:
+            raise TraceError(
+                f"{where}, gap {number}: {name} layer {skip} outside [{allow}, {gap.static - 1}] "
+                "(between the allow point and the static layer)"
+            )
 
 
 def synthetic_decisions(plan: LayerPlan, pattern: str) -> list[TickDecision]:
@@ -255,25 +308,37 @@ def map_decision(source: LayerPlan, target: LayerPlan, decision: TickDecision) -
     """A decision on ``source``'s gaps carried onto ``target``'s (see the module docstring)."""
     allow_points: list[int] = []
     skipped_from: list[int | None] = []
+    discarded: list[int | None] = []
     for gap in target.gaps:
         index = _source_gap(source, target, gap)
         origin = source.gaps[index]
-        length = len(gap)
         if len(origin) == 0:
             allow_fraction = 1.0
         else:
             allow_fraction = (decision.allow_points[index] - origin.start) / len(origin)
-        allow = min(gap.static, gap.start + round(allow_fraction * length))
-        skip_origin = decision.skipped_from[index]
-        skip: int | None = None
-        if skip_origin is not None and length > 0:
-            skip_fraction = (skip_origin - origin.start) / len(origin)
-            skip = gap.start + math.floor(skip_fraction * length)
+        allow = min(gap.static, gap.start + round(allow_fraction * len(gap)))
+        skip = _map_skip(origin, gap, decision.skipped_from[index])
+        lost = None if decision.discarded_skipped_from is None else decision.discarded_skipped_from[index]
+        discarded_skip = _map_skip(origin, gap, lost)
+        if skip is not None or discarded_skip is not None:
             allow = min(allow, gap.static - 1)
-            skip = max(allow, min(skip, gap.static - 1))
         allow_points.append(allow)
-        skipped_from.append(skip)
-    return TickDecision(tuple(allow_points), tuple(skipped_from), decision.verified, decision.reran)
+        skipped_from.append(None if skip is None else max(allow, skip))
+        discarded.append(None if discarded_skip is None else max(allow, discarded_skip))
+    return TickDecision(
+        tuple(allow_points),
+        tuple(skipped_from),
+        decision.verified,
+        decision.reran,
+        None if decision.discarded_skipped_from is None else tuple(discarded),
+    )
+
+
+def _map_skip(origin: Gap, gap: Gap, skip: int | None) -> int | None:
+    """A skip layer of ``origin`` at the same fraction of ``gap`` (before clamping to the allow point)."""
+    if skip is None or len(gap) == 0:
+        return None
+    return gap.start + min(math.floor((skip - origin.start) / len(origin) * len(gap)), len(gap) - 1)
 
 
 def map_trace(trace: DecisionTrace, target: LayerPlan) -> DecisionTrace:

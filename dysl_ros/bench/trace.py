@@ -1,9 +1,12 @@
 """Recorded DySL decisions of a closed-loop run, so the latency benchmark replays DySL's real skip
 pattern (verifications included) instead of a guessed one.
 
-File format (JSON): ``{"format": "dysl-decision-trace/1", "model": <model hash or name>,
+File format (JSON): ``{"format": "dysl-decision-trace/2", "model": <model hash or name>,
 "num_layers": L, "static_layers": [...], "ticks": [{"allow_points": [...], "skipped_from":
-[layer | null per gap], "verified": bool, "reran": bool}, ...]}``.
+[layer | null per gap], "verified": bool, "reran": bool, "discarded_skipped_from": [layer | null
+per gap] | null}, ...]}``. On a re-run tick ``skipped_from`` is the kept dense pass's (all null) and
+``discarded_skipped_from`` where the discarded skipping pass jumped. ``dysl-decision-trace/1`` files
+(no ``discarded_skipped_from``) still load.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from typing import Any
 
 from dysl_ros.core.runner import TickResult
 
-FORMAT = "dysl-decision-trace/1"
+FORMAT = "dysl-decision-trace/2"
+READABLE_FORMATS = ("dysl-decision-trace/1", FORMAT)
 
 
 @dataclass(frozen=True)
@@ -25,12 +29,15 @@ class TickDecision:
     """Per gap: the dynamic layer whose adapter jumped to the static layer, or None (ran it all)."""
     verified: bool
     reran: bool
+    discarded_skipped_from: tuple[int | None, ...] | None = None
+    """On a re-run tick: where the discarded skipping pass (run with ``allow_points``) jumped. None
+    elsewhere, and on re-run ticks of a version-1 trace, which did not record it."""
 
     @classmethod
     def from_tick(cls, tick: TickResult) -> TickDecision:
         # On a re-run, skipped_from describes the dense pass that was kept; the discarded skipping pass
-        # used tick.allow_points. Replaying "skipping pass, then dense pass" is what the tick cost.
-        return cls(tick.allow_points, tick.skipped_from, tick.verified, tick.reran)
+        # used tick.allow_points. Replaying "skipping pass, then the dense rest" is what the tick cost.
+        return cls(tick.allow_points, tick.skipped_from, tick.verified, tick.reran, tick.discarded_skipped_from)
 
 
 @dataclass
@@ -59,15 +66,20 @@ class DecisionTrace:
             data: dict[str, Any] = json.loads(Path(path).read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise ValueError(f"cannot read decision trace {path}: {exc}") from exc
-        if data.get("format") != FORMAT:
+        if data.get("format") not in READABLE_FORMATS:
             raise ValueError(f"{path} is not a {FORMAT} file (format: {data.get('format')!r})")
         ticks = [
             TickDecision(
                 tuple(int(a) for a in t["allow_points"]),
-                tuple(None if s is None else int(s) for s in t["skipped_from"]),
+                _skips(t["skipped_from"]),
                 bool(t["verified"]),
                 bool(t["reran"]),
+                None if t.get("discarded_skipped_from") is None else _skips(t["discarded_skipped_from"]),
             )
             for t in data["ticks"]
         ]
         return cls(str(data["model"]), int(data["num_layers"]), tuple(int(s) for s in data["static_layers"]), ticks)
+
+
+def _skips(values: list[Any]) -> tuple[int | None, ...]:
+    return tuple(None if v is None else int(v) for v in values)

@@ -221,9 +221,10 @@ class LoadSettings:
     eta: float | None = None
     """Overrides every variant's dysl.json eta (for sweeps); None keeps each file's value."""
     eta_verify: float | None = None
+    skip_threshold: float | None = None
 
     def dysl_overrides(self) -> dict[str, float]:
-        given = {"eta": self.eta, "eta_verify": self.eta_verify}
+        given = {"eta": self.eta, "eta_verify": self.eta_verify, "skip_threshold": self.skip_threshold}
         return {key: value for key, value in given.items() if value is not None}
 
 

@@ -63,6 +63,18 @@ class PathTrace:
         return any(s is not None for s in self.skipped_from)
 
 
+@dataclass(frozen=True)
+class DensePrefix(Generic[T]):
+    """Where a skipping pass first left the dense path: the hidden state entering dynamic layer
+    ``layer`` of gap ``gap_index``, before its adapter ran. Every layer before it ran exactly as in the
+    dense pass, so a dense re-run (post-skip verification) resumes here instead of at the embedding."""
+
+    gap_index: int
+    layer: int
+    hidden: T
+    executed_layers: tuple[int, ...]
+
+
 def run_path(
     backend: SegmentBackend[T],
     inputs: ModelInputs,
@@ -71,11 +83,24 @@ def run_path(
     skip_threshold: float,
 ) -> tuple[FloatArray, PathTrace]:
     """Run one forward pass with the given allow points (each in ``[gap.start, gap.static]``)."""
+    chunk, trace, _ = run_path_keeping_prefix(backend, inputs, gaps, allow_points, skip_threshold)
+    return chunk, trace
+
+
+def run_path_keeping_prefix(
+    backend: SegmentBackend[T],
+    inputs: ModelInputs,
+    gaps: Sequence[Gap],
+    allow_points: Sequence[int],
+    skip_threshold: float,
+) -> tuple[FloatArray, PathTrace, DensePrefix[T] | None]:
+    """``run_path``, also returning the dense prefix of a pass that skipped (None if it skipped nothing)."""
     x = backend.embed(inputs)
     executed: list[int] = []
     skipped_from: list[int | None] = []
+    prefix: DensePrefix[T] | None = None
     consulted = 0
-    for gap, allow in zip(gaps, allow_points, strict=True):
+    for index, (gap, allow) in enumerate(zip(gaps, allow_points, strict=True)):
         x = backend.run_layers(gap.start, allow, x)  # forced prefix
         executed.extend(range(gap.start, allow))
         jumped: int | None = None
@@ -83,6 +108,8 @@ def run_path(
         while layer < gap.static:
             consulted += 1
             if backend.skip_probability(layer, x) >= skip_threshold:
+                if prefix is None:
+                    prefix = DensePrefix(index, layer, x, tuple(executed))
                 x = backend.adapt(layer, x)
                 jumped = layer
                 break
@@ -93,7 +120,23 @@ def run_path(
         executed.append(gap.static)
         skipped_from.append(jumped)
     chunk = backend.head(x)
-    return chunk, PathTrace(tuple(executed), tuple(skipped_from), consulted)
+    return chunk, PathTrace(tuple(executed), tuple(skipped_from), consulted), prefix
+
+
+def finish_dense(
+    backend: SegmentBackend[T], gaps: Sequence[Gap], prefix: DensePrefix[T]
+) -> tuple[FloatArray, PathTrace]:
+    """The dense pass from a skipping pass's ``prefix`` on: the chunk a dense pass gives, for the
+    layers from ``prefix.layer`` to the last only. The backend must not have overwritten
+    ``prefix.hidden`` (a skipping pass never runs a layer again after it left the dense path)."""
+    x = prefix.hidden
+    executed = list(prefix.executed_layers)
+    for index in range(prefix.gap_index, len(gaps)):
+        gap = gaps[index]
+        start = prefix.layer if index == prefix.gap_index else gap.start
+        x = backend.run_layers(start, gap.static + 1, x)
+        executed.extend(range(start, gap.static + 1))
+    return backend.head(x), PathTrace(tuple(executed), tuple(None for _ in gaps), 0)
 
 
 @dataclass(frozen=True)
@@ -115,6 +158,9 @@ class TickResult:
     """Post-skip verification fired (first step of a continuity drop)."""
     reran: bool
     """Verification re-ran densely (False if the skipping pass had skipped nothing)."""
+    discarded_skipped_from: tuple[int | None, ...] | None = None
+    """On a re-run tick, where the discarded skipping pass jumped per gap (the dense re-run resumed
+    at the first of these); None on every other tick."""
 
 
 class DySLRunner(Generic[T]):
@@ -165,7 +211,9 @@ class DySLRunner(Generic[T]):
         """One tick. ``execute`` selects the chunk's actions that will be executed (default: all);
         they are what the continuity history records."""
         used_points = self.allow.points
-        chunk, trace = self.forward(inputs, used_points)
+        chunk, trace, prefix = run_path_keeping_prefix(
+            self.backend, inputs, self.gaps, used_points, self.config.skip_threshold
+        )
         evaluations = len(trace.executed_layers)
         reading = self.monitor.preview(_executed(chunk, execute))
 
@@ -175,11 +223,15 @@ class DySLRunner(Generic[T]):
             and is_first_drop(reading.delta, self.monitor.last_delta, self.config.eta_verify)
         )
         reran = False
-        if verified and trace.skipped_any:
+        discarded: tuple[int | None, ...] | None = None
+        if verified and prefix is not None:
             # The chunk may be the first critical action, computed with skipping: redo it densely
-            # and let the dense chunk drive continuity and the allow points.
-            chunk, trace = self.forward(inputs, [gap.static for gap in self.gaps])
-            evaluations += len(trace.executed_layers)
+            # and let the dense chunk drive continuity and the allow points. Everything before the
+            # first skip already ran as the dense pass would, so the re-run resumes there: the
+            # worst tick costs about one dense pass plus the controllers, not two passes.
+            discarded = trace.skipped_from
+            chunk, trace = finish_dense(self.backend, self.gaps, prefix)
+            evaluations += len(trace.executed_layers) - len(prefix.executed_layers)
             reading = self.monitor.preview(_executed(chunk, execute))
             reran = True
 
@@ -196,6 +248,7 @@ class DySLRunner(Generic[T]):
             delta=reading.delta,
             verified=verified,
             reran=reran,
+            discarded_skipped_from=discarded,
         )
 
     def withdraw_last(self) -> None:
