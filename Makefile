@@ -47,7 +47,7 @@ demo: setup
 bench: setup
 	mkdir -p out/bench
 	$(BIN)/dysl_bench closed-loop --model-dir models/reference --episodes 10 --seed 3000 --workers 2 \
-		--variants dense,dysl,no_pre_skip,no_post_verify,no_static,one_stage,random_skip \
+		--variants all \
 		--record-trace out/bench/decisions.json --markdown out/bench/closed_loop.md --json | tee out/bench/closed_loop.log
 	$(BIN)/dysl_bench latency --model-dir models/reference --backend onnxruntime --num-threads 1 \
 		--trace out/bench/decisions.json --json | tee out/bench/latency.log

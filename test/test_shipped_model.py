@@ -18,7 +18,7 @@ from dysl_ros.policy import load_policy
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / "models" / "reference"
 SIZE_BUDGET = 32 * 1024 * 1024
-VARIANTS = ("one_stage", "no_static", "lambda_0.001", "lambda_0.002", "lambda_0.02")
+VARIANTS = ("one_stage", "no_static", "router", "lambda_0.001", "lambda_0.002", "lambda_0.02")
 
 
 def shipped_files() -> list[Path]:
