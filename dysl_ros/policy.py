@@ -3,11 +3,12 @@ chunk out, with DySL telemetry. One small surface over a model directory and a b
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import numpy.typing as npt
@@ -66,6 +67,7 @@ def load_policy(
     device: str = "cpu",
     precision: str = "fp32",
     dysl: DySLConfig | None = None,
+    dysl_overrides: Mapping[str, Any] | None = None,
     dense: bool = False,
     num_threads: int = 0,
     engine_dir: str | None = None,
@@ -86,6 +88,9 @@ def load_policy(
     in fp32 when engines exist or the engine directory is writable (built on first use), else
     ``torch``. The returned policy's ``backend_reason`` says why its backend runs.
 
+    DySL settings: ``dysl`` when given, else the modules' dysl.json (calibrated thresholds), else the
+    DySLConfig defaults; ``dysl_overrides`` then replaces single fields (the node's parameters).
+
     ``modules_dir``: run the DySL modules (layer plan, controllers, adapters, settings) of that directory
     instead of the model directory's own, e.g. an ablation in ``<model_dir>/variants/<name>``. Its
     onnxruntime engines are built from and kept under that directory (``<modules_dir>/engines`` unless
@@ -97,7 +102,7 @@ def load_policy(
             f"{model_dir} has no layer plan and DySL modules (run `dysl_train calibrate` and `dysl_train distill`), "
             "so it can only run dense (dense: true)"
         )
-    config = dysl or bundle.dysl_config or DySLConfig()
+    config = dataclasses.replace(dysl or bundle.dysl_config or DySLConfig(), **(dysl_overrides or {}))
     plan = bundle.plan or LayerPlan.dense(bundle.config.num_layers)
     if not dense and round(config.static_ratio * plan.num_layers) != len(plan.static_layers):
         raise ConfigError(

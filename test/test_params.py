@@ -33,6 +33,13 @@ def test_shipped_defaults_validate_once_model_dir_is_set() -> None:
     assert params.dt == pytest.approx(0.02)
     assert params.action_limits(4) == ([-1.0] * 4, [1.0] * 4)
     assert params.inference_threads >= 1
+    # The DySL thresholds are left to the model's dysl.json: only the two switches are parameters.
+    assert params.dysl_overrides == {"enable_pre_skip": True, "enable_post_verify": True}
+
+
+def test_a_nonzero_dysl_setting_overrides_the_models() -> None:
+    params = NodeParams.from_values({**shipped_values(), "model_dir": "/m", "eta": 0.3, "k": 3})
+    assert params.dysl_overrides == {"eta": 0.3, "k": 3, "enable_pre_skip": True, "enable_post_verify": True}
 
 
 def test_readme_tabulates_every_parameter() -> None:
@@ -51,8 +58,8 @@ def test_readme_tabulates_every_parameter() -> None:
         ({"control_rate_hz": 0.0}, "control_rate_hz must lie in"),
         ({"max_image_age_ms": -5.0}, "max_image_age_ms must be a finite number > 0"),
         ({"num_threads": -1}, "num_threads must be an integer >= 0"),
-        ({"eta": 0.0}, "eta must be a finite number > 0"),
-        ({"k": 0}, "k must be an integer >= 1"),
+        ({"eta": -0.1}, "eta must be a finite number > 0"),
+        ({"k": -1}, "k must be an integer >= 1"),
         ({"static_ratio": 1.0}, "static_ratio must lie in"),
         ({"action_low": [1.0], "action_high": [-1.0]}, "action_low must be below action_high"),
         ({"action_low": [0.0, 0.0], "action_high": [1.0, 1.0, 1.0]}, "differ in length"),

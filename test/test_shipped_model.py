@@ -73,3 +73,20 @@ def test_shipped_policy_runs_a_tick_dense_and_dysl() -> None:
             assert out.tick.executed_layers == config.num_layers
         else:
             assert len(policy.plan.static_layers) <= out.tick.executed_layers <= config.num_layers
+
+
+def test_the_node_parameters_keep_the_models_calibrated_dysl_settings() -> None:
+    # config/dysl.yaml as shipped: the node must run the thresholds calibration wrote, not defaults.
+    import yaml
+
+    from dysl_ros.node.params import NodeParams
+
+    shipped = yaml.safe_load((REPO / "config" / "dysl.yaml").read_text())["/**"]["ros__parameters"]
+    params = NodeParams.from_values({**shipped, "model_dir": str(MODEL)})
+    calibrated = load_bundle(MODEL).dysl_config
+    assert calibrated is not None
+    policy = load_policy(MODEL, dysl_overrides=params.dysl_overrides)
+    assert policy.runner.config == calibrated
+    tuned = NodeParams.from_values({**shipped, "model_dir": str(MODEL), "eta": 0.3})
+    policy = load_policy(MODEL, dysl_overrides=tuned.dysl_overrides)
+    assert policy.runner.config.eta == 0.3 and policy.runner.config.eta_verify == calibrated.eta_verify

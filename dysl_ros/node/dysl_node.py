@@ -52,7 +52,7 @@ from dysl_ros.node.inputs import (
     parse_proprio,
     string_from_cdr,
 )
-from dysl_ros.node.params import PARAMETERS, NodeParams
+from dysl_ros.node.params import DYSL_FROM_MODEL, PARAMETERS, NodeParams
 from dysl_ros.node.stream_process import SPIN_NS, ActionStreamProcess, StreamConfig
 from dysl_ros.policy import DySLPolicy, load_policy
 from dysl_ros.qos import LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS
@@ -138,7 +138,7 @@ class DySLNode(LifecycleNode):
                 backend=params.backend,
                 device=params.device,
                 precision=params.precision,
-                dysl=params.dysl,
+                dysl_overrides=params.dysl_overrides,
                 dense=params.dense,
                 num_threads=params.inference_threads,
                 engine_dir=params.engine_dir or None,  # engines: "" means <model_dir>/engines
@@ -189,6 +189,13 @@ class DySLNode(LifecycleNode):
             f"{params.control_rate_hz:g} Hz actions on {stream_config.topic} ({scheduling}), re-plan at "
             f"{params.replan_threshold} of {config.chunk_len} queued, {params.chunk_aggregation} aggregation"
         )
+        if not params.dense:
+            dysl = policy.runner.config
+            settings = ", ".join(
+                f"{name} {getattr(dysl, name):g} ({'parameter' if name in params.dysl_overrides else 'model'})"
+                for name in DYSL_FROM_MODEL
+            )
+            self.get_logger().info(f"DySL settings: {settings}")
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:

@@ -6,6 +6,7 @@ validated as a whole at configure time; a bad value is a startup error naming th
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass
@@ -25,6 +26,9 @@ class ParamSpec:
     default: Any
     description: str
 
+
+DYSL_FROM_MODEL = ("static_ratio", "eta", "eta_verify", "k", "skip_threshold")
+"""DySL settings whose parameter default 0 means: the model's dysl.json value."""
 
 # The single list the node declares, config/dysl.yaml documents and the README tabulates.
 PARAMETERS: tuple[ParamSpec, ...] = (
@@ -66,11 +70,22 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "and /diagnostics stream_scheduling saying so.",
     ),
     ParamSpec("dense", False, "Run every layer (the dense baseline) instead of DySL skipping."),
-    ParamSpec("static_ratio", 0.2, "Fraction of static layers; must match the model's layer plan."),
-    ParamSpec("eta", 0.02, "Continuity-change threshold moving the allow points (Eq. 2-3)."),
-    ParamSpec("eta_verify", 0.05, "Continuity-drop threshold of post-skip verification."),
-    ParamSpec("k", 5, "Actions in the continuity window (Eq. 1)."),
-    ParamSpec("skip_threshold", 0.5, "A consulted controller skips when its probability is >= this."),
+    ParamSpec(
+        "static_ratio", 0.0, "Fraction of static layers; must match the model's layer plan. 0: the model's dysl.json."
+    ),
+    ParamSpec(
+        "eta",
+        0.0,
+        "Continuity-change threshold moving the allow points (Eq. 2-3). 0: the model's dysl.json (calibrated on "
+        "its demonstrations by dysl_train calibrate).",
+    ),
+    ParamSpec("eta_verify", 0.0, "Continuity-drop threshold of post-skip verification. 0: the model's dysl.json."),
+    ParamSpec("k", 0, "Actions in the continuity window (Eq. 1). 0: the model's dysl.json."),
+    ParamSpec(
+        "skip_threshold",
+        0.0,
+        "A consulted controller skips when its probability is >= this. 0: the model's dysl.json.",
+    ),
     ParamSpec("enable_pre_skip", True, "Move allow points with continuity (pre-skip prediction)."),
     ParamSpec("enable_post_verify", True, "Re-run densely on the first step of a continuity drop."),
     ParamSpec("action_names", [""], "Names in ~/action_chunk joint_names; [''] uses the model's names."),
@@ -100,8 +115,9 @@ class NodeParams:
     aggregation_decay: float
     stream_priority: int
     dense: bool
-    static_ratio: float
-    dysl: DySLConfig
+    dysl_overrides: dict[str, Any]
+    """DySL settings given as parameters; the others come from the model's dysl.json (see
+    ``DYSL_FROM_MODEL``)."""
     action_names: tuple[str, ...]
     action_low: tuple[float, ...]
     action_high: tuple[float, ...]
@@ -177,18 +193,16 @@ class NodeParams:
                 or all(lo < hi for lo, hi in zip(_broadcast(low, high), _broadcast(high, low), strict=True)),
                 f"action_low must be below action_high in every dimension, got {low} / {high}",
             )
+        # 0 leaves a setting to the model's dysl.json, where calibration put it; any other value is
+        # checked by DySLConfig itself (negative, NaN, out of range).
+        overrides: dict[str, Any] = {
+            name: v[name] for name in DYSL_FROM_MODEL if not (is_number(v[name]) and v[name] == 0)
+        }
+        overrides.update(enable_pre_skip=v["enable_pre_skip"], enable_post_verify=v["enable_post_verify"])
         dysl: DySLConfig | None = None
         try:
-            dysl = DySLConfig(
-                static_ratio=v["static_ratio"],
-                k=v["k"],
-                eta=v["eta"],
-                eta_verify=v["eta_verify"],
-                skip_threshold=v["skip_threshold"],
-                enable_pre_skip=v["enable_pre_skip"],
-                enable_post_verify=v["enable_post_verify"],
-            )
-        except ConfigError as exc:
+            dysl = dataclasses.replace(DySLConfig(), **overrides)
+        except (ConfigError, TypeError) as exc:
             problems.append(str(exc))
         for name in ("force_engine_update", "autostart", "dense"):
             need(isinstance(v[name], bool), f"{name} must be true or false, got {v[name]!r}")
@@ -213,8 +227,7 @@ class NodeParams:
             aggregation_decay=float(v["aggregation_decay"]),
             stream_priority=int(v["stream_priority"]),
             dense=v["dense"],
-            static_ratio=float(v["static_ratio"]),
-            dysl=dysl,
+            dysl_overrides=overrides,
             action_names=names,
             action_low=tuple(float(x) for x in low),
             action_high=tuple(float(x) for x in high),
