@@ -91,12 +91,17 @@ def main() -> int:
     bench_rate = float(in_process["success_rate"])
     lines.append(f"| **all** | **{ros_rate:.1%}** | **{bench_rate:.1%}** | **{100 * (ros_rate - bench_rate):+.1f}** |")
     overall = ros["overall"]
+
+    def figure(key: str) -> str:
+        value = overall.get(key)
+        return "n/a" if value is None else f"{float(value):.2f}"
+
     lines += [
         "",
-        f"Over ROS: {ros['episodes_run']} episodes in {ros['wall_time_s']} s; tick p50/p99 "
-        f"{overall.get('tick_ms_p50')} / {overall.get('tick_ms_p99')} ms; executed layers "
-        f"{overall.get('executed_layers_mean')}; action period jitter p99 at the launcher's subscriber "
-        f"{overall.get('jitter_p99_ms')} ms. In process: executed layers {in_process['mean_executed_layers']:.2f}.",
+        f"Over ROS: {ros['episodes_run']} episodes in {float(ros['wall_time_s']):.0f} s; tick p50/p99 "
+        f"{figure('tick_ms_p50')} / {figure('tick_ms_p99')} ms; executed layers {figure('executed_layers_mean')}; "
+        f"action period jitter p99 at the launcher's subscriber {figure('jitter_p99_ms')} ms. "
+        f"In process: executed layers {in_process['mean_executed_layers']:.2f}.",
     ]
     table = "\n".join(lines) + "\n"
     args.out.mkdir(parents=True, exist_ok=True)
