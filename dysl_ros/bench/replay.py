@@ -35,7 +35,7 @@ from typing import Callable, Sequence, TypeVar
 
 from dysl_ros.bench.trace import DecisionTrace, TickDecision
 from dysl_ros.core.layer_plan import Gap, LayerPlan
-from dysl_ros.core.runner import FloatArray, ModelInputs, SegmentBackend
+from dysl_ros.core.runner import FloatArray, ModelInputs, SegmentBackend, run_dense_rest
 
 T = TypeVar("T")
 
@@ -124,18 +124,6 @@ def replay_pass(
     return x, PassCount(executed, controllers, adapters), first_skip
 
 
-def replay_dense_rest(backend: SegmentBackend[T], gaps: Sequence[Gap], first_skip: tuple[int, int, T]) -> tuple[T, int]:
-    """The dense re-run from a skipping pass's first skip on, as ``finish_dense``; returns the hidden
-    state and the layers run."""
-    gap_index, layer, x = first_skip
-    run = 0
-    for index in range(gap_index, len(gaps)):
-        start = layer if index == gap_index else gaps[index].start
-        x = backend.run_layers(start, gaps[index].static + 1, x)
-        run += gaps[index].static + 1 - start
-    return x, run
-
-
 def replay_tick(
     backend: SegmentBackend[T],
     preprocess: Callable[[], ModelInputs],
@@ -150,7 +138,6 @@ def replay_tick(
     ``synchronize`` waits for the device (CUDA backends: queued kernels) before a clock is read
     between segments; ``head`` returns host memory, so the tick's end needs none. ``decision`` must
     fit ``gaps`` (see ``check_trace``)."""
-    dense_skips: list[int | None] = [None] * len(gaps)
     resume = decision.reran and decision.discarded_skipped_from is not None
     first_skips = decision.discarded_skipped_from if resume else decision.skipped_from
     assert first_skips is not None
@@ -176,14 +163,14 @@ def replay_tick(
         if resume:
             assert first_skip is not None  # check_trace: a re-run's discarded pass skipped somewhere
             t1 = t0
-            x, rest = replay_dense_rest(backend, gaps, first_skip)
+            x, rest = run_dense_rest(backend, gaps, *first_skip)
             executed = gaps[-1].static + 1  # the kept chunk's path is dense
-            evaluations += rest
+            evaluations += len(rest)
         else:  # version-1 trace: a whole second pass, embedding included
             x = backend.embed(inputs)
             synchronize()
             t1 = clock()
-            x, dense_count, _ = replay_pass(backend, x, gaps, [g.static for g in gaps], dense_skips)
+            x, dense_count, _ = replay_pass(backend, x, gaps, [g.static for g in gaps], [None] * len(gaps))
             executed = dense_count.executed_layers
             evaluations += executed
             controllers += dense_count.controllers

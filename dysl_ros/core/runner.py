@@ -123,20 +123,28 @@ def run_path_keeping_prefix(
     return chunk, PathTrace(tuple(executed), tuple(skipped_from), consulted), prefix
 
 
+def run_dense_rest(
+    backend: SegmentBackend[T], gaps: Sequence[Gap], gap_index: int, layer: int, x: T
+) -> tuple[T, list[int]]:
+    """The dense pass from dynamic layer ``layer`` of gap ``gap_index`` on (``x`` entering it) to the
+    last layer; returns the hidden state and the layers run. Shared by the runner and the replay."""
+    executed: list[int] = []
+    for index in range(gap_index, len(gaps)):
+        start = layer if index == gap_index else gaps[index].start
+        x = backend.run_layers(start, gaps[index].static + 1, x)
+        executed.extend(range(start, gaps[index].static + 1))
+    return x, executed
+
+
 def finish_dense(
     backend: SegmentBackend[T], gaps: Sequence[Gap], prefix: DensePrefix[T]
 ) -> tuple[FloatArray, PathTrace]:
     """The dense pass from a skipping pass's ``prefix`` on: the chunk a dense pass gives, for the
     layers from ``prefix.layer`` to the last only. The backend must not have overwritten
     ``prefix.hidden`` (a skipping pass never runs a layer again after it left the dense path)."""
-    x = prefix.hidden
-    executed = list(prefix.executed_layers)
-    for index in range(prefix.gap_index, len(gaps)):
-        gap = gaps[index]
-        start = prefix.layer if index == prefix.gap_index else gap.start
-        x = backend.run_layers(start, gap.static + 1, x)
-        executed.extend(range(start, gap.static + 1))
-    return backend.head(x), PathTrace(tuple(executed), tuple(None for _ in gaps), 0)
+    x, rest = run_dense_rest(backend, gaps, prefix.gap_index, prefix.layer, prefix.hidden)
+    executed = prefix.executed_layers + tuple(rest)
+    return backend.head(x), PathTrace(executed, tuple(None for _ in gaps), 0)
 
 
 @dataclass(frozen=True)
