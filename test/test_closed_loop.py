@@ -33,6 +33,7 @@ from dysl_ros.model.skip_modules import DySLModules
 from dysl_ros.model.spec import Observation, preprocess
 from dysl_ros.policy import load_policy
 from dysl_ros.tools import bench
+from dysl_ros.training.metaworld_env import model_goal_marker_radius
 
 NUM_LAYERS = TINY.num_layers  # 10; 2 static layers at static_ratio 0.2
 # Continuity thresholds no random model can reach: allow points never move and verification never
@@ -195,6 +196,24 @@ def test_closed_loop_modules_dir_and_eta_override(model_dir: Path, capsys: pytes
     assert report["dysl_overrides"] == {"skip_threshold": 1e-12}
     assert bench.main([*args, "--skip-threshold", "1.5"]) == 2
     assert "--skip-threshold must be in (0, 1]" in capsys.readouterr().err
+
+    # The goal marker: the model's (no train_args.json here: Meta-World's), or the flag's with a warning.
+    assert own["goal_marker_radius"] is None
+    assert bench.main([*args, "--goal-marker-radius", "0.04"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out.strip().splitlines()[-1])["goal_marker_radius"] == 0.04
+    assert "warning: goal marker radius 0.04 m, the model's demos had None" in captured.err
+    assert bench.main([*args, "--goal-marker-radius", "5"]) == 2
+    assert "--goal-marker-radius: a radius in (0, 0.2] metres or 'none', got '5'" in capsys.readouterr().err
+
+
+def test_model_goal_marker_radius_comes_from_train_args(tmp_path: Path) -> None:
+    assert model_goal_marker_radius(tmp_path) is None  # no train_args.json: trained before it was recorded
+    (tmp_path / "train_args.json").write_text(json.dumps({"command": "bc", "goal_marker_radius": 0.04}))
+    assert model_goal_marker_radius(tmp_path) == 0.04
+    (tmp_path / "train_args.json").write_text(json.dumps({"goal_marker_radius": -1}))
+    with pytest.raises(ValueError, match="goal_marker_radius must be None or in"):
+        model_goal_marker_radius(tmp_path)
 
 
 def test_parse_variants() -> None:

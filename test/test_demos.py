@@ -84,6 +84,20 @@ def test_env_is_deterministic_and_renders_upright() -> None:
         assert image[: SIZE // 8].std() < image[SIZE // 2 :].std()
 
 
+def test_goal_marker_radius_changes_the_picture_only() -> None:
+    with make_env(TASK, seed=3, image_size=SIZE) as plain, make_env(
+        TASK, seed=3, image_size=SIZE, goal_marker_radius=0.05
+    ) as marked:
+        obs = plain.reset()
+        np.testing.assert_array_equal(marked.reset(), obs)
+        np.testing.assert_array_equal(marked.expert_action(obs), plain.expert_action(obs))
+        changed = np.any(plain.render() != marked.render(), axis=-1)
+        # A 5 cm sphere instead of 2 cm: a blob of pixels around the goal, not the whole picture.
+        assert 4 <= changed.sum() <= SIZE * SIZE // 20
+        action = plain.expert_action(obs)
+        np.testing.assert_array_equal(marked.step(action)[0], plain.step(action)[0])
+
+
 def test_bad_env_arguments() -> None:
     with pytest.raises(ValueError, match="unknown task"):
         make_env("reach-v2", seed=0)
@@ -91,12 +105,17 @@ def test_bad_env_arguments() -> None:
         make_env(TASK, seed=-1)
     with pytest.raises(ValueError, match="no camera"):
         make_env(TASK, seed=0, camera="nope")
+    for radius in (0.0, -0.01, 0.5):
+        with pytest.raises(ValueError, match="goal_marker_radius"):
+            make_env(TASK, seed=0, goal_marker_radius=radius)
 
 
 def test_demos_round_trip(demos_dir: Path) -> None:
     index = json.loads((demos_dir / "index.json").read_text())
     assert index["format"] == FORMAT and index["image_size"] == SIZE and index["camera"] == "corner"
+    assert index["goal_marker_radius"] is None  # Meta-World's own marker, the default
     demos = load_demos(demos_dir)
+    assert demos.goal_marker_radius is None
     assert isinstance(demos, DemoSet) and demos.image_size == SIZE and len(demos.episodes) == 2
     assert [e.seed for e in demos.episodes] == [episode_seed(0, TASK, i) for i in range(2)]
     for entry, episode in zip(index["episodes"], demos.episodes, strict=True):
@@ -146,6 +165,15 @@ def test_same_seed_same_data_different_seed_different_data(demos_dir: Path, tmp_
     assert not np.array_equal(episode.images[0], reference[0].images[0])
     assert not np.array_equal(episode.actions, reference[0].actions[:5])
 
+    # The goal marker's radius is recorded, and changes the pictures, not the episode.
+    marked = tmp_path / "marked"
+    generate_demos(marked, TASK, 1, seed=1, workers=1, image_size=SIZE, max_steps=5, keep_failures=True,
+                   goal_marker_radius=0.04, progress=False)
+    marked_set = load_demos(marked)
+    assert marked_set.goal_marker_radius == 0.04
+    np.testing.assert_array_equal(marked_set.episodes[0].actions, episode.actions)
+    assert not np.array_equal(marked_set.episodes[0].images, episode.images)
+
 
 def _copy_demos(src: Path, dst: Path) -> Path:
     dst.mkdir()
@@ -174,6 +202,7 @@ def test_bad_index_is_a_clear_error(demos_dir: Path, tmp_path: Path) -> None:
         ({"episodes": [{**good["episodes"][0], "file": "../x.npz"}]}, "plain name"),
         ({"episodes": [{k: v for k, v in good["episodes"][0].items() if k != "task"}]}, "missing 'task'"),
         ({"image_size": 32}, "the index says 32"),
+        ({"goal_marker_radius": -1.0}, "goal_marker_radius must be None or in"),
     ):
         index_path.write_text(json.dumps({**good, **change}))
         with pytest.raises(DemoFormatError, match=message):
@@ -207,6 +236,9 @@ def test_write_episode_checks_arrays(tmp_path: Path) -> None:
 def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert train.main(["demos", "--out", str(tmp_path), "--tasks", "reach-v2"]) == 2
     assert "unknown task" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train.main(["demos", "--out", str(tmp_path), "--goal-marker-radius", "0.5"])
+    assert "in (0, 0.2] metres or 'none', got '0.5'" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
         train.main(["nonsense"])
     assert exit_info.value.code == 2

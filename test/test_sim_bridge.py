@@ -83,15 +83,29 @@ def test_parameter_validation_names_every_problem() -> None:
     with pytest.raises(BridgeConfigError) as info:
         BridgeParams.from_values(
             {"mode": "fast", "tasks": ["reach-v3", "fly-v3"], "seed": 2**32, "camera_rate_hz": 60.0,
-             "control_rate_hz": 50, "execute_steps": 0, "wait_for_policy": "yes"}
+             "control_rate_hz": 50, "execute_steps": 0, "wait_for_policy": "yes", "goal_marker_radius": -0.04}
         )
     text = str(info.value)
     for expected in ("mode must be one of", "unknown task(s) ['fly-v3']", "seed must be an integer",
                      "camera_rate_hz (60.0) must not exceed control_rate_hz (50)", "execute_steps must be an integer",
-                     "wait_for_policy must be true or false"):
+                     "wait_for_policy must be true or false", "goal_marker_radius must be in [0, 0.2] metres"):
         assert expected in text
     params = BridgeParams.from_values({"tasks": ["all"], "control_rate_hz": 20, "camera_rate_hz": 10})
     assert params.control_rate_hz == 20.0 and len(params.tasks) == 10
+    assert params.goal_marker_radius is None  # 0 in the parameter: Meta-World's own marker
+    assert BridgeParams.from_values({"goal_marker_radius": 0.04}).goal_marker_radius == 0.04
+
+
+def test_params_file_documents_exactly_the_declared_parameters() -> None:
+    import yaml
+
+    from dysl_ros.sim.params import PARAMETERS
+
+    text = (REPO / "config" / "sim_bridge.yaml").read_text()
+    values = yaml.safe_load(text)["/**"]["ros__parameters"]
+    assert set(values) == {spec.name for spec in PARAMETERS}
+    # The file's values are the declared defaults, so running with or without it is the same.
+    assert BridgeParams.from_values(values) == BridgeParams.from_values({})
 
 
 def test_report_writes_gif_and_plot(tmp_path: Path) -> None:

@@ -24,8 +24,9 @@ from dysl_ros.model.checkpoint import load_bundle, save_dysl, save_model
 from dysl_ros.model.reference_vla import ReferenceVLA
 from dysl_ros.model.skip_modules import DySLModules
 from dysl_ros.model.spec import Observation, VLAConfig, preprocess
-from dysl_ros.training import bc, dataset, distill, router
+from dysl_ros.training import bc, dataset, demos, distill, router
 from dysl_ros.training.dataset import ChunkDataset, action_chunk, fit_normalisation
+from dysl_ros.training.metaworld_env import model_goal_marker_radius
 
 TINY = VLAConfig(
     image_size=32, patch_size=16, instruction_tokens=16, hidden_size=32, num_layers=6, num_heads=2, ffn_size=64
@@ -68,6 +69,21 @@ def make_episode(seed: int, steps: int = 24, size: int = 32) -> Episode:
 
 
 EPISODES = [make_episode(seed) for seed in range(6)]
+
+
+@pytest.fixture(scope="module")
+def demos_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """EPISODES as a demonstrations directory (dysl_demos/1), drawn with a 4 cm goal marker."""
+    out = tmp_path_factory.mktemp("demos")
+    for e in EPISODES:
+        demos.write_episode(out, demos.Episode(**e.__dict__))
+    index = {
+        "format": demos.FORMAT, "image_size": 32, "camera": "corner", "goal_marker_radius": 0.04,
+        "episodes": [{"file": f"{e.task}__{e.seed}.npz", "task": e.task, "instruction": e.instruction,
+                      "seed": e.seed, "steps": len(e.actions), "success": False} for e in EPISODES],
+    }
+    (out / demos.INDEX_FILE).write_text(json.dumps(index))
+    return out
 
 
 def active_model(seed: int = 0) -> ReferenceVLA:
@@ -177,12 +193,11 @@ def test_bc_reduces_loss_logs_saves_and_is_deterministic(tmp_path: Path) -> None
         assert torch.equal(a, b), name
 
 
-def test_bc_stops_at_time_limit_and_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(dataset, "load_episodes", lambda path: EPISODES)
+def test_bc_stops_at_time_limit_and_resumes(tmp_path: Path, demos_dir: Path) -> None:
     config_json = tmp_path / "config.json"
     TINY.save(config_json)
     args = argparse.Namespace(
-        demos="demos", out=str(tmp_path / "m"), steps=6, batch_size=8, lr=1e-3, device="cpu", seed=0,
+        demos=str(demos_dir), out=str(tmp_path / "m"), steps=6, batch_size=8, lr=1e-3, device="cpu", seed=0,
         config_json=str(config_json), log_every=1, time_limit_s=0.0,
     )
     assert bc.main_bc(args) == bc.INCOMPLETE_EXIT_CODE  # a zero limit stops after the first step
@@ -203,13 +218,12 @@ def test_bc_stops_at_time_limit_and_resumes(tmp_path: Path, monkeypatch: pytest.
     assert bc.main_bc(args) == 2
 
 
-def test_bc_init_from_starts_at_the_trained_models_loss(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bc_init_from_starts_at_the_trained_models_loss(tmp_path: Path, demos_dir: Path) -> None:
     kwargs: dict[str, Any] = dict(batch_size=16, lr=3e-3, device="cpu", seed=3, log_every=1)
     bc.train_bc(EPISODES, TINY, steps=40, out_dir=tmp_path / "first", **kwargs)
     trained = [json.loads(line)["loss"] for line in (tmp_path / "first" / bc.LOG_FILE).read_text().splitlines()]
 
-    monkeypatch.setattr(dataset, "load_episodes", lambda path: EPISODES)
-    args = argparse.Namespace(demos="demos", out=str(tmp_path / "second"), steps=3, batch_size=16, lr=1e-4,
+    args = argparse.Namespace(demos=str(demos_dir), out=str(tmp_path / "second"), steps=3, batch_size=16, lr=1e-4,
                               device="cpu", seed=4, log_every=1, init_from=str(tmp_path / "first"))
     assert bc.main_bc(args) == 0
     log = [json.loads(line)["loss"] for line in (tmp_path / "second" / bc.LOG_FILE).read_text().splitlines()]
@@ -217,6 +231,9 @@ def test_bc_init_from_starts_at_the_trained_models_loss(tmp_path: Path, monkeypa
     assert log[0] < 0.5 * trained[0], (log[0], trained[0])
     provenance = json.loads((tmp_path / "second" / bc.PROVENANCE_FILE).read_text())
     assert provenance["init_from"] == str(tmp_path / "first")
+    # How the demos were drawn goes with the model: evaluation draws the goal the same way.
+    assert (provenance["camera"], provenance["goal_marker_radius"]) == ("corner", 0.04)
+    assert model_goal_marker_radius(tmp_path / "second") == 0.04
 
     args.config_json, args.out = "config.json", str(tmp_path / "third")  # the architecture comes from init_from
     assert bc.main_bc(args) == 2
@@ -383,30 +400,29 @@ def test_one_stage_runs_stage_two_loss_for_all_steps() -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# Command-line entry points (demos loading replaced by the synthetic episodes)
+# Command-line entry points (the synthetic episodes as a demos directory)
 
 
-def test_cli_bc_calibrate_distill(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
-    monkeypatch.setattr(dataset, "load_episodes", lambda path: EPISODES)
+def test_cli_bc_calibrate_distill(tmp_path: Path, demos_dir: Path, capsys: Any) -> None:
     model_dir = tmp_path / "model"
     config_json = tmp_path / "config.json"
     TINY.save(config_json)
     args = argparse.Namespace(
-        demos="demos", out=str(model_dir), steps=5, batch_size=8, lr=1e-3, device="cpu", seed=0,
+        demos=str(demos_dir), out=str(model_dir), steps=5, batch_size=8, lr=1e-3, device="cpu", seed=0,
         config_json=str(config_json), log_every=1,
     )
     assert bc.main_bc(args) == 0
     assert (model_dir / "model.safetensors").is_file()
 
     args = argparse.Namespace(
-        model_dir=str(model_dir), demos="demos", static_ratio=0.34, batches=1, batch_size=8, device="cpu", seed=0
+        model_dir=str(model_dir), demos=str(demos_dir), static_ratio=0.34, batches=1, batch_size=8, device="cpu", seed=0
     )
     assert distill.main_calibrate(args) == 0
     assert "static [" in capsys.readouterr().out
 
     variant = model_dir / "variants" / "lam0.01"
     distill_args: dict[str, Any] = {
-        "model_dir": str(model_dir), "demos": "demos", "lambda": 0.01, "stage1_steps": 2, "stage2_steps": 2,
+        "model_dir": str(model_dir), "demos": str(demos_dir), "lambda": 0.01, "stage1_steps": 2, "stage2_steps": 2,
         "one_stage": False, "device": "cpu", "seed": 0, "batch_size": 8, "modules_out": str(variant),
     }
     # The default module widths hold more than 2 % of this tiny backbone: refused before training.
@@ -443,7 +459,7 @@ def test_cli_bc_calibrate_distill(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
     # The per-layer router goes to <model dir>/variants/router by default.
     router_args = argparse.Namespace(
-        model_dir=str(model_dir), demos="demos", lam=0.01, stage1_steps=2, stage2_steps=2, device="cpu", seed=0,
+        model_dir=str(model_dir), demos=str(demos_dir), lam=0.01, stage1_steps=2, stage2_steps=2, device="cpu", seed=0,
         batch_size=8, adapter_bottleneck=1, controller_hidden=1,
     )
     assert router.main_router(router_args) == 0

@@ -46,6 +46,7 @@ from dysl_ros.bench.variants import (
     variant_modules_dir,
 )
 from dysl_ros.core.config import ConfigError
+from dysl_ros.training.metaworld_env import goal_marker_radius_arg, model_goal_marker_radius
 
 DEFAULT_EVAL_SEED = 2000
 TRAINING_DEMOS_SEED = 1000
@@ -91,6 +92,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--skip-threshold", type=float, default=None, help="override dysl.json's skip_threshold, in (0, 1] (sweeps)"
     )
     parser.add_argument("--camera", default="corner", help="Meta-World camera (default: corner, as the demos)")
+    parser.add_argument(
+        "--goal-marker-radius", default="model", metavar="M",
+        help="goal marker radius in metres, 'none' for Meta-World's 2 cm (default: model, the radius "
+        "its demos were drawn with, from its train_args.json)",
+    )
     parser.add_argument("--json", action="store_true", help="print the results as one JSON object, last line")
     parser.add_argument("--markdown", metavar="FILE", help="write the results table (markdown) to FILE")
     parser.add_argument("--record-trace", metavar="FILE", help="write the dysl variant's decisions (DecisionTrace)")
@@ -118,6 +124,7 @@ class WorkerSettings:
     camera: str
     max_steps: int
     execute_steps: int
+    goal_marker_radius: float | None
 
 
 @dataclass
@@ -151,7 +158,10 @@ class _WorkerState:
             _, old = self.envs.popitem(last=False)
             old.close()
         s = self.settings
-        env = make_env(task, 0, image_size, s.camera, max_steps=s.max_steps, post_success_steps=0)
+        env = make_env(
+            task, 0, image_size, s.camera, max_steps=s.max_steps, post_success_steps=0,
+            goal_marker_radius=s.goal_marker_radius,
+        )
         self.envs[task] = env
         return env
 
@@ -385,6 +395,13 @@ def training_episode_seeds(model_dir: Path) -> tuple[set[int], str | None]:
         return set(), None
 
 
+def _radius_flag(text: str) -> float | None:
+    try:
+        return goal_marker_radius_arg(text)
+    except argparse.ArgumentTypeError as exc:
+        raise ConfigError(f"--goal-marker-radius: {exc}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         return _run(args)
@@ -466,7 +483,12 @@ def _run(args: argparse.Namespace) -> int:
     later = "random_skip" in variants and not target_given
     total = len(phase1) + (len(tasks) * args.episodes if later else 0)
 
-    settings = WorkerSettings(load, args.camera, args.max_steps, args.execute_steps)
+    trained_radius = model_goal_marker_radius(model_dir)
+    radius = trained_radius if args.goal_marker_radius == "model" else _radius_flag(args.goal_marker_radius)
+    if radius != trained_radius:
+        print(f"dysl_bench closed-loop: warning: goal marker radius {radius} m, the model's demos had "
+              f"{trained_radius} (None: Meta-World's)", file=sys.stderr)
+    settings = WorkerSettings(load, args.camera, args.max_steps, args.execute_steps, radius)
     if args.backend == "onnxruntime":
         # Built (or checked) once here: workers building the same engines at once would race.
         loader = VariantLoader(load)
@@ -526,6 +548,7 @@ def _run(args: argparse.Namespace) -> int:
         "execute_steps": args.execute_steps,
         "max_steps": args.max_steps,
         "camera": args.camera,
+        "goal_marker_radius": radius,
         "modules_dir": load.modules_dir,
         "dysl_overrides": load.dysl_overrides(),
         "wall_s": wall,

@@ -344,6 +344,7 @@ class SimBridge(Node):
                     env = make_env(
                         spec.task, spec.seed, params.image_size, params.camera,
                         max_steps=params.max_steps, post_success_steps=params.post_success_steps,
+                        goal_marker_radius=params.goal_marker_radius,
                     )
                 stats = EpisodeStats(spec)
                 try:

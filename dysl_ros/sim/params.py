@@ -12,7 +12,12 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from dysl_ros.node.params import ParamSpec, is_integer, is_number, is_positive
-from dysl_ros.training.metaworld_env import DEFAULT_MAX_STEPS, DEFAULT_POST_SUCCESS_STEPS, MT10_TASKS
+from dysl_ros.training.metaworld_env import (
+    DEFAULT_GOAL_MARKER_RADIUS,
+    DEFAULT_MAX_STEPS,
+    DEFAULT_POST_SUCCESS_STEPS,
+    MT10_TASKS,
+)
 
 MODES = ("real_time", "lockstep")
 ON_MISSING_ACTION = ("hold", "zero")
@@ -38,6 +43,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "with one of its images arrived (the policy has seen the new episode)."),
     ParamSpec("image_size", 128, "Camera image width and height in pixels (the reference model's: 128)."),
     ParamSpec("camera", "corner", "Meta-World camera name (the reference model's: corner)."),
+    ParamSpec("goal_marker_radius", DEFAULT_GOAL_MARKER_RADIUS or 0.0,
+              "Radius (m) the goal marker is drawn with, as in the policy's demos; 0: Meta-World's 2 cm."),
     ParamSpec("max_steps", DEFAULT_MAX_STEPS, "Episode step limit."),
     ParamSpec("post_success_steps", DEFAULT_POST_SUCCESS_STEPS, "Steps run after the first success."),
     ParamSpec("policy_timeout_s", 30.0, "No action chunk for the current episode / image within this: error, exit 1."),
@@ -62,6 +69,7 @@ class BridgeParams:
     wait_for_policy: bool
     image_size: int
     camera: str
+    goal_marker_radius: float | None
     max_steps: int
     post_success_steps: int
     policy_timeout_s: float
@@ -126,6 +134,8 @@ class BridgeParams:
              f"startup_timeout_s must be a finite number >= 0 (0: wait forever), got {v['startup_timeout_s']!r}")
         need(isinstance(v["camera"], str) and v["camera"].strip() != "",
              f"camera must be a camera name, got {v['camera']!r}")
+        need(is_number(v["goal_marker_radius"]) and 0.0 <= float(v["goal_marker_radius"]) <= 0.2,
+             f"goal_marker_radius must be in [0, 0.2] metres (0: Meta-World's), got {v['goal_marker_radius']!r}")
         need(isinstance(v["wait_for_policy"], bool),
              f"wait_for_policy must be true or false, got {v['wait_for_policy']!r}")
         if problems:
@@ -142,6 +152,7 @@ class BridgeParams:
             wait_for_policy=bool(v["wait_for_policy"]),
             image_size=int(v["image_size"]),
             camera=str(v["camera"]),
+            goal_marker_radius=float(v["goal_marker_radius"]) or None,
             max_steps=int(v["max_steps"]),
             post_success_steps=int(v["post_success_steps"]),
             policy_timeout_s=float(v["policy_timeout_s"]),

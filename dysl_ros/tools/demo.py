@@ -30,6 +30,7 @@ from typing import Any
 
 from dysl_ros.sim import rosenv
 from dysl_ros.training.demos import parse_tasks
+from dysl_ros.training.metaworld_env import model_goal_marker_radius
 
 DEFAULT_TASKS = "reach-v3,drawer-close-v3,button-press-topdown-v3"
 DEFAULT_MODEL = Path("models/reference")
@@ -165,7 +166,7 @@ def node_command(args: argparse.Namespace, model_dir: Path, config_dir: Path) ->
     return command + remaps()
 
 
-def bridge_command(args: argparse.Namespace, config_dir: Path) -> list[str]:
+def bridge_command(args: argparse.Namespace, model_dir: Path, config_dir: Path) -> list[str]:
     command = [sys.executable, "-m", "dysl_ros.tools.sim_bridge", "--ros-args"]
     if (config_dir / "sim_bridge.yaml").is_file():
         command += ["--params-file", str(config_dir / "sim_bridge.yaml")]
@@ -180,6 +181,8 @@ def bridge_command(args: argparse.Namespace, config_dir: Path) -> list[str]:
         "max_steps": args.max_steps,
         "startup_timeout_s": float(args.startup_timeout_s),
         "on_finish": "exit",
+        # Draw the goal as the model's demos did (0: Meta-World's marker).
+        "goal_marker_radius": model_goal_marker_radius(model_dir) or 0.0,
     }
     for name, value in params.items():
         command += _param(name, value)
@@ -338,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     observer = Observer(args.gif_episode)
     node_log, bridge_log = logs / "dysl_node.log", logs / "sim_bridge.log"
     node = rosenv.start_process(node_command(args, model_dir, config_dir), env, node_log)
-    bridge = rosenv.start_process(bridge_command(args, config_dir), env, bridge_log)
+    bridge = rosenv.start_process(bridge_command(args, model_dir, config_dir), env, bridge_log)
     status = EXIT_OK
     failure = ""
     try:

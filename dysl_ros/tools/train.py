@@ -19,6 +19,7 @@ import sys
 from typing import Callable, Sequence
 
 from dysl_ros.tools.pending import PENDING_EXIT_CODE
+from dysl_ros.training.metaworld_env import DEFAULT_GOAL_MARKER_RADIUS, goal_marker_radius_arg
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -59,6 +60,7 @@ def _demos(args: argparse.Namespace) -> int:
             workers=args.workers,
             image_size=args.image_size,
             camera=args.camera,
+            goal_marker_radius=args.goal_marker_radius,
             max_steps=args.max_steps,
             keep_failures=args.keep_failures,
             overwrite=args.overwrite,
@@ -87,6 +89,11 @@ def _add_demos(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--workers", type=int, default=2, help="worker processes, one core each (default: 2)")
     p.add_argument("--image-size", type=int, default=128, help="square image size in pixels (default: 128)")
     p.add_argument("--camera", default="corner", help="Meta-World camera name (default: corner)")
+    p.add_argument(
+        "--goal-marker-radius", type=goal_marker_radius_arg, default=DEFAULT_GOAL_MARKER_RADIUS, metavar="M",
+        help="draw the goal marker with this radius in metres, 'none' for Meta-World's 2 cm "
+        f"(default: {DEFAULT_GOAL_MARKER_RADIUS}, the reference model's)",
+    )
     p.add_argument("--max-steps", type=int, default=200, help="episode step limit (default: 200)")
     p.add_argument("--keep-failures", action="store_true", help="also write episodes the expert failed")
     p.add_argument("--overwrite", action="store_true", help="replace an existing index in OUT")

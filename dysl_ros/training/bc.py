@@ -41,6 +41,7 @@ from dysl_ros.model.reference_vla import ReferenceVLA
 from dysl_ros.model.spec import VLAConfig
 from dysl_ros.training import dataset as data
 from dysl_ros.training.dataset import Batch, ChunkDataset, EpisodeLike
+from dysl_ros.training.demos import load_demos
 
 LOG_FILE = "train_log.jsonl"
 PROVENANCE_FILE = "train_args.json"
@@ -152,6 +153,9 @@ class BCSettings:
     time_limit_s: float | None
     resume: bool
     init_from: str | None = None
+    # How the demos' pictures were drawn (recorded: evaluation must draw them the same way).
+    camera: str | None = None
+    goal_marker_radius: float | None = None
 
     def must_match(self) -> dict[str, Any]:
         """What a resumed run must share with the run it continues (the schedule depends on them)."""
@@ -179,6 +183,8 @@ def train_bc(
     time_limit_s: float | None = None,
     resume: bool = False,
     init_from: str | Path | None = None,
+    camera: str | None = None,
+    goal_marker_radius: float | None = None,
 ) -> ReferenceVLA:
     """Train a ReferenceVLA (from scratch, or from ``init_from``'s weights); returns it (rank 0's
     copy under DDP) in eval mode.
@@ -207,6 +213,7 @@ def train_bc(
         grad_clip=grad_clip, checkpoint_every=checkpoint_every or max(log_every, steps // 10),
         num_workers=num_workers, augment_shift=augment_shift, time_limit_s=time_limit_s, resume=resume,
         init_from=None if init_from is None else str(init_from),
+        camera=camera, goal_marker_radius=goal_marker_radius,
     )
     env = setup_distributed(device)
     try:
@@ -404,9 +411,11 @@ def main_bc(args: argparse.Namespace) -> int:
         if init_from and getattr(args, "config_json", None):
             raise ConfigError("--init-from takes the architecture from that model: leave out --config-json")
         config = init_config_model(init_from).config if init_from else load_config(getattr(args, "config_json", None))
-        episodes = data.load_episodes(args.demos)
+        demos = load_demos(args.demos)
+        if not demos.episodes:
+            raise ValueError(f"{args.demos} holds no demonstration episodes")
         model = train_bc(
-            episodes,
+            demos.episodes,
             config,
             steps=int(args.steps),
             batch_size=int(args.batch_size),
@@ -423,6 +432,8 @@ def main_bc(args: argparse.Namespace) -> int:
             time_limit_s=getattr(args, "time_limit_s", None),
             resume=bool(getattr(args, "resume", False)),
             init_from=init_from or None,
+            camera=demos.camera,
+            goal_marker_radius=demos.goal_marker_radius,
         )
     except (ConfigError, ModelDirError, ValueError, OSError) as exc:
         print(f"dysl_train bc: {exc}", file=sys.stderr)

@@ -4,7 +4,7 @@ On disk (format ``dysl_demos/1``)::
 
     <out>/index.json
         {"format": "dysl_demos/1", "image_size": 128, "camera": "corner",
-         "max_steps": 200, "seed": 0,
+         "goal_marker_radius": 0.04, "max_steps": 200, "seed": 0,
          "episodes": [{"file": "reach-v3__123456.npz", "task": "reach-v3",
                        "instruction": "reach the goal position", "seed": 123456,
                        "steps": 53, "success": true}, ...],
@@ -15,6 +15,8 @@ On disk (format ``dysl_demos/1``)::
         actions  float32 (T, 4)        the expert's action, clipped to [-1, 1]
         success  bool    (T,)          Meta-World's info["success"] after that action
 
+``goal_marker_radius``: the radius (m) the goal marker was drawn with (``metaworld_env``), null or
+absent for Meta-World's own; evaluate a policy with the radius its demonstrations had.
 ``summary`` counts per task: ``episodes`` run, ``successes`` of the expert among them, ``kept``
 episodes written (only successful ones unless ``--keep-failures``) and their ``frames``.
 
@@ -38,11 +40,13 @@ import numpy as np
 import numpy.typing as npt
 
 from dysl_ros.training.metaworld_env import (
+    DEFAULT_GOAL_MARKER_RADIUS,
     DEFAULT_MAX_STEPS,
     DEFAULT_POST_SUCCESS_STEPS,
     INSTRUCTIONS,
     MT10_TASKS,
     MetaWorldTask,
+    check_goal_marker_radius,
     make_env,
 )
 
@@ -90,6 +94,7 @@ class DemoSet:
     image_size: int
     camera: str
     summary: dict[str, dict[str, int]] = field(default_factory=dict)
+    goal_marker_radius: float | None = None
 
     def tasks(self) -> list[str]:
         return sorted({e.task for e in self.episodes})
@@ -132,6 +137,11 @@ def load_demos(path: str | Path) -> DemoSet:
         raise DemoFormatError(f"{index_path}: format is {found!r}, expected {FORMAT!r}")
     image_size = _field(index, "image_size", int, index_path)
     camera = _field(index, "camera", str, index_path)
+    goal_marker_radius = index.get("goal_marker_radius")
+    try:
+        check_goal_marker_radius(goal_marker_radius)
+    except ValueError as exc:
+        raise DemoFormatError(f"{index_path}: {exc}") from exc
     entries = _field(index, "episodes", list, index_path)
     summary = index.get("summary", {})
     if not isinstance(summary, dict):
@@ -175,7 +185,10 @@ def load_demos(path: str | Path) -> DemoSet:
                 success=success,
             )
         )
-    return DemoSet(episodes=episodes, image_size=image_size, camera=camera, summary=summary)
+    return DemoSet(
+        episodes=episodes, image_size=image_size, camera=camera, summary=summary,
+        goal_marker_radius=None if goal_marker_radius is None else float(goal_marker_radius),
+    )
 
 
 def _field(data: Mapping[str, Any], name: str, kind: type, where: object) -> Any:
@@ -257,10 +270,11 @@ class _Job:
     max_steps: int
     post_success_steps: int
     keep_failures: bool
+    goal_marker_radius: float | None
 
 
 # Per worker process: one environment (model + GL context) per task, reused across its episodes.
-_WORKER_ENVS: dict[tuple[str, int, str, int, int], MetaWorldTask] = {}
+_WORKER_ENVS: dict[tuple[str, int, str, int, int, float | None], MetaWorldTask] = {}
 
 
 def _worker_init() -> None:
@@ -272,12 +286,13 @@ def _worker_init() -> None:
 
 def _run_job(job: _Job) -> dict[str, Any]:
     try:
-        key = (job.task, job.image_size, job.camera, job.max_steps, job.post_success_steps)
+        key = (job.task, job.image_size, job.camera, job.max_steps, job.post_success_steps, job.goal_marker_radius)
         env = _WORKER_ENVS.get(key)
         if env is None:
             env = make_env(
                 job.task, job.seed, job.image_size, job.camera,
                 max_steps=job.max_steps, post_success_steps=job.post_success_steps,
+                goal_marker_radius=job.goal_marker_radius,
             )
             _WORKER_ENVS[key] = env
         started = time.perf_counter()
@@ -323,6 +338,7 @@ def generate_demos(
     camera: str = "corner",
     max_steps: int = DEFAULT_MAX_STEPS,
     post_success_steps: int = DEFAULT_POST_SUCCESS_STEPS,
+    goal_marker_radius: float | None = DEFAULT_GOAL_MARKER_RADIUS,
     keep_failures: bool = False,
     overwrite: bool = False,
     progress: bool = True,
@@ -335,6 +351,7 @@ def generate_demos(
         raise ValueError("episodes_per_task, workers, image_size and max_steps must all be >= 1")
     if not 0 <= seed < 2**32:
         raise ValueError(f"seed must be in [0, 2**32), got {seed}")
+    check_goal_marker_radius(goal_marker_radius)
     out = Path(out_dir)
     index_path = out / INDEX_FILE
     if index_path.exists() and not overwrite:
@@ -342,7 +359,7 @@ def generate_demos(
     out.mkdir(parents=True, exist_ok=True)
     jobs = [
         _Job(task, episode_seed(seed, task, i), str(out), image_size, camera, max_steps, post_success_steps,
-             keep_failures)
+             keep_failures, goal_marker_radius)
         for task in task_list
         for i in range(episodes_per_task)
     ]
@@ -372,6 +389,7 @@ def generate_demos(
         "format": FORMAT,
         "image_size": image_size,
         "camera": camera,
+        "goal_marker_radius": goal_marker_radius,
         "max_steps": max_steps,
         "post_success_steps": post_success_steps,
         "seed": seed,

@@ -22,6 +22,11 @@ Choices, and why:
 - Rendering: MuJoCo's OpenGL renderer offscreen, EGL by default (``MUJOCO_GL=egl``: Mesa's CPU
   rasteriser when there is no GPU, no display needed), with no shadows, no reflections and no
   multisample anti-aliasing: at 128x128 a frame takes about 10 ms on one core instead of about 110.
+- Goal marker: Meta-World draws the goal as a site sphere of radius 2 cm, 2-3 pixels at 128x128
+  (1 cm for peg-insert-side's hole). ``goal_marker_radius`` enlarges that sphere for the camera
+  only (sites have no collision; success and the expert are unchanged), so a small image shows
+  where the goal is. ``None`` keeps Meta-World's size. A policy must be evaluated with the radius
+  its demonstrations were recorded with (demos record it in their index).
 - Cameras whose up axis points below the horizon (Meta-World's ``corner`` cameras) give images
   upside down; they are rotated by 180 degrees, which is the physically right fix (a vertical
   flip alone would mirror the scene left to right).
@@ -29,7 +34,9 @@ Choices, and why:
 
 from __future__ import annotations
 
+import argparse
 import atexit
+import json
 import os
 import warnings
 import weakref
@@ -125,6 +132,9 @@ DEFAULT_POST_SUCCESS_STEPS = 8
 """Steps kept after the first success: one action chunk (chunk_len 8) of the expert holding the goal,
 so chunks that end at the success are real actions rather than padding."""
 
+DEFAULT_GOAL_MARKER_RADIUS: float | None = None
+"""``dysl_train demos``' goal marker radius (metres); None: Meta-World's own 2 cm."""
+
 Obs = npt.NDArray[np.float64]
 """Meta-World's 39-value state: hand xyz, gripper opening, objects, the previous frame's copy, goal."""
 
@@ -140,6 +150,7 @@ class MetaWorldTask:
         camera: str = "corner",
         max_steps: int = DEFAULT_MAX_STEPS,
         post_success_steps: int = DEFAULT_POST_SUCCESS_STEPS,
+        goal_marker_radius: float | None = DEFAULT_GOAL_MARKER_RADIUS,
     ) -> None:
         if task not in INSTRUCTIONS:
             raise ValueError(f"unknown task {task!r}: expected one of {', '.join(MT10_TASKS)}")
@@ -148,6 +159,7 @@ class MetaWorldTask:
         if max_steps < 1 or post_success_steps < 0:
             raise ValueError(f"need max_steps >= 1 and post_success_steps >= 0, got {max_steps}, {post_success_steps}")
         _check_seed(seed)
+        check_goal_marker_radius(goal_marker_radius)
         # EGL needs no display (Mesa renders on the CPU without a GPU). A value set by the user
         # (osmesa, glfw) wins. Set before importing mujoco so that its own Renderer, if anything
         # else in this process uses it, picks the same backend.
@@ -180,6 +192,12 @@ class MetaWorldTask:
         expert_class: Any = ENV_POLICY_MAP[task]  # annotated as the abstract base class
         self._expert: Any = expert_class()
 
+        self.goal_marker_radius = goal_marker_radius
+        if goal_marker_radius is not None:
+            # button-press-topdown draws no goal: the button is the target.
+            goal_site = mujoco.mj_name2id(self._env.model, mujoco.mjtObj.mjOBJ_SITE, "goal")
+            if goal_site >= 0:
+                self._env.model.site_size[goal_site, 0] = goal_marker_radius
         self._camera = _OffscreenCamera(mujoco, self._env.model, self._env.data, camera, image_size, task)
         _LIVE_ENVS.add(self)
 
@@ -370,9 +388,45 @@ def make_env(
     *,
     max_steps: int = DEFAULT_MAX_STEPS,
     post_success_steps: int = DEFAULT_POST_SUCCESS_STEPS,
+    goal_marker_radius: float | None = DEFAULT_GOAL_MARKER_RADIUS,
 ) -> MetaWorldTask:
     """An MT10 task ready to ``reset()``: the episode (goal and object placement) is fixed by ``seed``."""
-    return MetaWorldTask(task, seed, image_size, camera, max_steps, post_success_steps)
+    return MetaWorldTask(task, seed, image_size, camera, max_steps, post_success_steps, goal_marker_radius)
+
+
+def model_goal_marker_radius(model_dir: str | os.PathLike[str]) -> float | None:
+    """The goal marker radius a model's demonstrations were drawn with (``train_args.json``, written
+    by ``dysl_train bc``); None (Meta-World's) when it records none, as models trained before it did."""
+    path = os.path.join(model_dir, "train_args.json")
+    try:
+        with open(path) as f:
+            radius = json.load(f).get("goal_marker_radius")
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, AttributeError) as exc:
+        raise ValueError(f"{path} is not a readable JSON object: {exc}") from exc
+    check_goal_marker_radius(radius)
+    return None if radius is None else float(radius)
+
+
+def goal_marker_radius_arg(text: str) -> float | None:
+    """argparse type for ``--goal-marker-radius``: metres, or ``none`` for Meta-World's own marker."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        radius = float(text)
+        check_goal_marker_radius(radius)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a radius in (0, 0.2] metres or 'none', got {text!r}") from None
+    return radius
+
+
+def check_goal_marker_radius(radius: float | None) -> None:
+    """Raise ValueError unless ``radius`` is None or a length in (0, 0.2] metres."""
+    if radius is None:
+        return
+    if isinstance(radius, bool) or not isinstance(radius, (int, float)) or not 0.0 < float(radius) <= 0.2:
+        raise ValueError(f"goal_marker_radius must be None or in (0, 0.2] metres, got {radius!r}")
 
 
 def _check_seed(seed: int) -> None:
