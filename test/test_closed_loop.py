@@ -165,6 +165,12 @@ def test_closed_loop_workers_and_refusals(model_dir: Path, tmp_path: Path, capsy
     assert bench.main(["closed-loop", "--model-dir", str(empty), "--variants", "dense", "--tasks", "reach-v3",
                        "--seed", "1000"]) == 2
     assert "training episode" in capsys.readouterr().err
+    # Trained on two directories (`--demos A,B`): the second one's episodes count too.
+    first = tmp_path / "first_demos"
+    first.mkdir()
+    (first / "index.json").write_text(json.dumps({"episodes": []}))
+    (empty / "train_args.json").write_text(json.dumps({"argv": ["bc", "--demos", f"{first},{demos}"]}))
+    assert closed_loop.training_episode_seeds(empty)[0] == {seed}
 
 
 def test_closed_loop_modules_dir_and_eta_override(model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -21,6 +21,7 @@ from dysl_ros.training.demos import (
     Episode,
     episode_seed,
     generate_demos,
+    load_demo_dirs,
     load_demos,
     parse_tasks,
     write_episode,
@@ -173,6 +174,24 @@ def test_same_seed_same_data_different_seed_different_data(demos_dir: Path, tmp_
     assert marked_set.goal_marker_radius == 0.04
     np.testing.assert_array_equal(marked_set.episodes[0].actions, episode.actions)
     assert not np.array_equal(marked_set.episodes[0].images, episode.images)
+
+
+def test_several_directories_read_as_one_set(demos_dir: Path, tmp_path: Path) -> None:
+    # Episodes 0..2 of the same run seed: the first two are the fixture's, so they count once.
+    more = tmp_path / "more"
+    generate_demos(more, TASK, 3, seed=0, workers=1, image_size=SIZE, max_steps=MAX_STEPS, keep_failures=True,
+                   progress=False)
+    merged = load_demo_dirs(f"{demos_dir},{more}")
+    assert [e.seed for e in merged.episodes] == [episode_seed(0, TASK, i) for i in range(3)]
+    assert len(load_demo_dirs([demos_dir]).episodes) == 2
+    # Pictures drawn otherwise do not mix.
+    other = _copy_demos(demos_dir, tmp_path / "other_size")
+    index = json.loads((other / "index.json").read_text())
+    (other / "index.json").write_text(json.dumps({**index, "goal_marker_radius": 0.04}))
+    with pytest.raises(DemoFormatError, match="drawn differently"):
+        load_demo_dirs([demos_dir, other])
+    with pytest.raises(DemoFormatError, match="no demonstrations directory"):
+        load_demo_dirs(" , ")
 
 
 def _copy_demos(src: Path, dst: Path) -> Path:

@@ -389,8 +389,11 @@ def training_episode_seeds(model_dir: Path) -> tuple[set[int], str | None]:
                 demos = arg.split("=", 1)[1]
         if demos is None:
             return set(), None
-        index = json.loads((Path(str(demos)) / "index.json").read_text())
-        return {int(e["seed"]) for e in index["episodes"]}, str(demos)
+        seeds: set[int] = set()
+        for directory in str(demos).split(","):  # `--demos A,B`: several directories
+            index = json.loads((Path(directory.strip()) / "index.json").read_text())
+            seeds |= {int(e["seed"]) for e in index["episodes"]}
+        return seeds, str(demos)
     except (OSError, AttributeError, KeyError, TypeError, ValueError):
         return set(), None
 

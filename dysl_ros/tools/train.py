@@ -108,7 +108,7 @@ _OPTIONAL = argparse.SUPPRESS
 
 def _add_bc(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("bc", help="train the dense VLA by behaviour cloning on the demos")
-    p.add_argument("--demos", required=True, help="demonstrations directory (dysl_train demos --out)")
+    p.add_argument("--demos", required=True, help="demonstrations directory (dysl_train demos --out); several: A,B")
     p.add_argument("--out", required=True, help="model directory to write")
     p.add_argument("--steps", type=int, default=20000, help="optimiser steps (default: 20000)")
     p.add_argument("--batch-size", type=int, default=256, help="batch size (default: 256)")
@@ -140,7 +140,7 @@ def _add_bc(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _add_calibrate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("calibrate", help="pick static/dynamic layers from layer similarities on the demos")
     p.add_argument("--model-dir", required=True, help="trained model directory (dysl_train bc --out)")
-    p.add_argument("--demos", required=True, help="demonstrations directory")
+    p.add_argument("--demos", required=True, help="demonstrations directory; several: A,B")
     p.add_argument("--static-ratio", type=float, default=_OPTIONAL, help="share of static layers (default: 0.2)")
     p.add_argument(
         "--execute-steps", type=int, default=_OPTIONAL,
@@ -160,7 +160,7 @@ def _add_calibrate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 def _add_distill(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("distill", help="train the DySL adapters and controllers (two-stage distillation)")
     p.add_argument("--model-dir", required=True, help="calibrated model directory")
-    p.add_argument("--demos", required=True, help="demonstrations directory")
+    p.add_argument("--demos", required=True, help="demonstrations directory; several: A,B")
     p.add_argument("--stage1-steps", type=int, required=True)
     p.add_argument("--stage2-steps", type=int, required=True)
     p.add_argument("--lambda", dest="lam", type=float, default=_OPTIONAL, help="skip reward weight (Eq. 6)")
@@ -190,7 +190,7 @@ def _add_router(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "router", help="train the per-layer router baseline (FlexiDepth-like) for the closed-loop comparison"
     )
     p.add_argument("--model-dir", required=True, help="trained model directory")
-    p.add_argument("--demos", required=True, help="demonstrations directory")
+    p.add_argument("--demos", required=True, help="demonstrations directory; several: A,B")
     p.add_argument("--stage1-steps", type=int, required=True, help="adapter-only steps (targets x_{i+1})")
     p.add_argument("--stage2-steps", type=int, required=True, help="soft-routing steps")
     p.add_argument("--lambda", dest="lam", type=float, default=_OPTIONAL, help="weight of sum_i (1 - p_i)")

@@ -41,7 +41,7 @@ from dysl_ros.model.reference_vla import ReferenceVLA
 from dysl_ros.model.spec import VLAConfig
 from dysl_ros.training import dataset as data
 from dysl_ros.training.dataset import Batch, ChunkDataset, EpisodeLike
-from dysl_ros.training.demos import load_demos
+from dysl_ros.training.demos import load_demo_dirs
 
 LOG_FILE = "train_log.jsonl"
 PROVENANCE_FILE = "train_args.json"
@@ -411,7 +411,7 @@ def main_bc(args: argparse.Namespace) -> int:
         if init_from and getattr(args, "config_json", None):
             raise ConfigError("--init-from takes the architecture from that model: leave out --config-json")
         config = init_config_model(init_from).config if init_from else load_config(getattr(args, "config_json", None))
-        demos = load_demos(args.demos)
+        demos = load_demo_dirs(args.demos)
         if not demos.episodes:
             raise ValueError(f"{args.demos} holds no demonstration episodes")
         model = train_bc(

@@ -54,10 +54,11 @@ class EpisodeLike(Protocol):
 
 
 def load_episodes(path: str | Path) -> list[EpisodeLike]:
-    """Episodes of a demonstrations directory written by ``dysl_train demos``."""
+    """Episodes of a demonstrations directory written by ``dysl_train demos`` (or several,
+    comma-separated: ``demos.load_demo_dirs``)."""
     # Imported by name: the demos module is optional for everything else in this package.
     demos = importlib.import_module("dysl_ros.training.demos")
-    episodes: list[EpisodeLike] = list(demos.load_demos(path).episodes)
+    episodes: list[EpisodeLike] = list(demos.load_demo_dirs(path).episodes)
     if not episodes:
         raise ValueError(f"{path} holds no demonstration episodes")
     return episodes

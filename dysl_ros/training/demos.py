@@ -119,6 +119,38 @@ def write_episode(out_dir: str | Path, episode: Episode) -> Path:
     return path
 
 
+def load_demo_dirs(spec: str | Path | Sequence[str | Path]) -> DemoSet:
+    """One demonstrations directory, or several (a list, or comma-separated) read as one set.
+
+    Several must be drawn alike (image size, camera, goal marker); an episode in more than one of
+    them (same task and seed, e.g. a run with more episodes per task) counts once.
+    """
+    paths = [part.strip() for part in spec.split(",") if part.strip()] if isinstance(spec, str) else (
+        [spec] if isinstance(spec, Path) else list(spec))
+    if not paths:
+        raise DemoFormatError("no demonstrations directory given")
+    sets = [load_demos(path) for path in paths]
+    first = sets[0]
+    drawn = (first.image_size, first.camera, first.goal_marker_radius)
+    for path, other in zip(paths[1:], sets[1:], strict=True):
+        if (other.image_size, other.camera, other.goal_marker_radius) != drawn:
+            raise DemoFormatError(
+                f"{path} is drawn differently from {paths[0]}: image size, camera, goal marker "
+                f"{(other.image_size, other.camera, other.goal_marker_radius)} vs {drawn}"
+            )
+    episodes: list[Episode] = []
+    seen: set[tuple[str, int]] = set()
+    for demo_set in sets:
+        for episode in demo_set.episodes:
+            if (episode.task, episode.seed) not in seen:
+                seen.add((episode.task, episode.seed))
+                episodes.append(episode)
+    if len(sets) == 1:
+        return first
+    return DemoSet(episodes=episodes, image_size=first.image_size, camera=first.camera,
+                   goal_marker_radius=first.goal_marker_radius)
+
+
 def load_demos(path: str | Path) -> DemoSet:
     """Read a demonstrations directory (or its ``index.json``); every file is checked against the index."""
     root = Path(path)
