@@ -457,7 +457,7 @@ def summarise(results: Iterable[Mapping[str, Any]], tasks: Sequence[str]) -> dic
 
 
 def format_summary(summary: Mapping[str, Mapping[str, int]]) -> str:
-    lines = [f"{'task':<26}{'episodes':>9}{'kept':>6}{'frames':>8}{'expert success':>16}"]
+    lines = [f"{'task':<26}{'episodes':>9}{'kept':>7}{'frames':>8}{'expert success':>18}"]
     totals = {"episodes": 0, "successes": 0, "kept": 0, "frames": 0}
     for task, row in summary.items():
         for key in totals:
@@ -470,6 +470,6 @@ def format_summary(summary: Mapping[str, Mapping[str, int]]) -> str:
 def _summary_line(name: str, row: Mapping[str, int]) -> str:
     rate = row["successes"] / row["episodes"] if row["episodes"] else 0.0
     return (
-        f"{name:<26}{row['episodes']:>9}{row['kept']:>6}{row['frames']:>8}"
-        f"{row['successes']:>9}/{row['episodes']:<3}{rate:>4.0%}"
+        f"{name:<26}{row['episodes']:>9}{row['kept']:>7}{row['frames']:>8}"
+        f"{row['successes']:>10}/{row['episodes']:<5} {rate:>4.0%}"
     )
