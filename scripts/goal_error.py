@@ -18,6 +18,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,7 +45,7 @@ def main() -> int:
     policy = load_policy(args.model_dir, dense=True)
     radius = model_goal_marker_radius(args.model_dir)
     window = slice(0, args.execute_steps)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for task in TASKS:
         env = make_env(task, 0, policy.config.image_size, max_steps=args.max_steps, post_success_steps=0,
                        goal_marker_radius=radius)
