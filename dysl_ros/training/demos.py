@@ -125,12 +125,19 @@ def load_demo_dirs(spec: str | Path | Sequence[str | Path]) -> DemoSet:
     Several must be drawn alike (image size, camera, goal marker); an episode in more than one of
     them (same task and seed, e.g. a run with more episodes per task) counts once.
     """
-    paths = [part.strip() for part in spec.split(",") if part.strip()] if isinstance(spec, str) else (
-        [spec] if isinstance(spec, Path) else list(spec))
+    paths: list[str | Path]
+    if isinstance(spec, str):
+        paths = [part.strip() for part in spec.split(",") if part.strip()]
+    elif isinstance(spec, Path):
+        paths = [spec]
+    else:
+        paths = list(spec)
     if not paths:
         raise DemoFormatError("no demonstrations directory given")
     sets = [load_demos(path) for path in paths]
     first = sets[0]
+    if len(sets) == 1:
+        return first
     drawn = (first.image_size, first.camera, first.goal_marker_radius)
     for path, other in zip(paths[1:], sets[1:], strict=True):
         if (other.image_size, other.camera, other.goal_marker_radius) != drawn:
@@ -145,8 +152,6 @@ def load_demo_dirs(spec: str | Path | Sequence[str | Path]) -> DemoSet:
             if (episode.task, episode.seed) not in seen:
                 seen.add((episode.task, episode.seed))
                 episodes.append(episode)
-    if len(sets) == 1:
-        return first
     return DemoSet(episodes=episodes, image_size=first.image_size, camera=first.camera,
                    goal_marker_radius=first.goal_marker_radius)
 
