@@ -127,6 +127,12 @@ def test_demos_round_trip(demos_dir: Path) -> None:
         assert episode.proprio.shape == (steps, 4) and episode.proprio.dtype == np.float32
         assert episode.actions.shape == (steps, 4) and episode.actions.dtype == np.float32
         assert episode.success.shape == (steps,) and episode.success.dtype == np.bool_
+        # Meta-World's state rides along for training-time supervision: hand and gripper are the proprio,
+        # the goal (last three values) stays put during a reach episode.
+        assert episode.states is not None and episode.states.shape == (steps, 39)
+        assert episode.states.dtype == np.float32
+        assert np.array_equal(episode.states[:, :4], episode.proprio)
+        assert np.allclose(episode.states[:, 36:], episode.states[0, 36:])
         assert np.abs(episode.actions).max() <= 1.0
         assert not np.array_equal(episode.images[0], episode.images[-1])  # the arm moved
         assert np.abs(np.diff(episode.proprio[:, :3], axis=0)).max() > 1e-3
@@ -250,6 +256,30 @@ def test_write_episode_checks_arrays(tmp_path: Path) -> None:
     assert write_episode(tmp_path, episode).name == f"{TASK}__1.npz"
     with pytest.raises(DemoFormatError, match="proprio has shape"):
         write_episode(tmp_path, Episode(**{**episode.__dict__, "proprio": np.zeros((2, 4), np.float32)}))
+    with pytest.raises(DemoFormatError, match=r"states must be float32 \(3, 39\)"):
+        write_episode(tmp_path, Episode(**{**episode.__dict__, "states": np.zeros((3, 38), np.float32)}))
+
+
+def test_demonstrations_without_states_still_load(tmp_path: Path) -> None:
+    """Directories recorded before states were kept load with ``states`` None; a torn states array
+    in a file is a clear error."""
+    steps = 2
+    episode = Episode(
+        task=TASK, instruction="reach the goal position", seed=5,
+        images=np.zeros((steps, 8, 8, 3), np.uint8), proprio=np.zeros((steps, 4), np.float32),
+        actions=np.zeros((steps, 4), np.float32), success=np.zeros(steps, np.bool_),
+    )
+    write_episode(tmp_path, episode)
+    index = {"format": FORMAT, "image_size": 8, "camera": "corner", "episodes": [
+        {"file": episode.file_name, "task": TASK, "instruction": episode.instruction, "seed": 5, "steps": steps,
+         "success": False}]}
+    (tmp_path / "index.json").write_text(json.dumps(index))
+    assert load_demos(tmp_path).episodes[0].states is None
+
+    arrays = {name: getattr(episode, name) for name in ("images", "proprio", "actions", "success")}
+    np.savez_compressed(tmp_path / episode.file_name, **arrays, states=np.zeros((steps, 39), np.float64))
+    with pytest.raises(DemoFormatError, match="states must be float32"):
+        load_demos(tmp_path)
 
 
 def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 
+from dysl_ros.core.config import ConfigError
 from dysl_ros.core.continuity import continuity_deltas, suggest_etas
 from dysl_ros.core.layer_plan import LayerPlan
 from dysl_ros.model.checkpoint import load_bundle, save_dysl, save_model
@@ -45,6 +46,7 @@ class Episode:
     proprio: np.ndarray
     actions: np.ndarray
     success: np.ndarray
+    states: np.ndarray | None = None
 
 
 def make_episode(seed: int, steps: int = 24, size: int = 32) -> Episode:
@@ -65,7 +67,12 @@ def make_episode(seed: int, steps: int = 24, size: int = 32) -> Episode:
     images[:, row : row + 6, col : col + 6] = 220
     proprio = np.concatenate([hand, np.full((steps, 1), 0.5 + 0.1 * (seed % 3))], axis=1).astype(np.float32)
     task = "reach" if seed % 2 else "push"
-    return Episode(task, f"{task} the target", seed, images, proprio, actions, np.zeros(steps, dtype=bool))
+    # Meta-World's state layout: hand xyz + gripper at 0..3, an object at 4..6, the goal at 36..38.
+    states = np.zeros((steps, 39), dtype=np.float32)
+    states[:, :4] = proprio
+    states[:, 4:7] = rng.uniform(-0.5, 0.5, 3)
+    states[:, 36:39] = goal
+    return Episode(task, f"{task} the target", seed, images, proprio, actions, np.zeros(steps, dtype=bool), states)
 
 
 EPISODES = [make_episode(seed) for seed in range(6)]
@@ -191,6 +198,36 @@ def test_bc_reduces_loss_logs_saves_and_is_deterministic(tmp_path: Path) -> None
     again = bc.train_bc(EPISODES, TINY, out_dir=None, **kwargs)
     for (name, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
+
+
+def test_bc_scene_loss_learns_the_goal_and_leaves_the_model_unchanged(tmp_path: Path) -> None:
+    """The auxiliary head learns where the goal square is from the vision tokens; what is saved is
+    the plain policy (same tensors as a run without the head)."""
+    kwargs: dict[str, Any] = dict(steps=60, batch_size=16, lr=3e-3, device="cpu", seed=3, log_every=1)
+    model = bc.train_bc(EPISODES, TINY, out_dir=tmp_path / "scene", scene_loss_weight=1.0, **kwargs)
+    log = [json.loads(line) for line in (tmp_path / "scene" / bc.LOG_FILE).read_text().splitlines()]
+    first, last = first_last([r["scene_loss"] for r in log], 5)
+    assert last < 0.8 * first, (first, last)
+    first, last = first_last([r["loss"] for r in log], 5)
+    assert last < 0.7 * first, (first, last)
+    plain = ReferenceVLA(TINY)
+    assert model.state_dict().keys() == plain.state_dict().keys()
+    assert load_bundle(tmp_path / "scene").model.state_dict().keys() == plain.state_dict().keys()
+    assert json.loads((tmp_path / "scene" / bc.PROVENANCE_FILE).read_text())["scene_loss_weight"] == 1.0
+
+    targets = dataset.scene_targets(EPISODES)
+    assert targets is not None and len(targets) == len(EPISODES)
+    stacked = np.concatenate(targets)
+    assert stacked.shape[1] == len(dataset.SCENE_STATE_COLUMNS)
+    assert np.allclose(stacked.mean(axis=0), 0.0, atol=1e-5)  # standardised over the demos
+
+    without = [Episode(**{**e.__dict__, "states": None}) for e in EPISODES]
+    with pytest.raises(ConfigError, match="record states"):
+        bc.train_bc(without, TINY, out_dir=None, scene_loss_weight=1.0, **kwargs)
+    with pytest.raises(ConfigError, match="2 of 6 episodes record no states"):
+        bc.train_bc(without[:2] + EPISODES[2:], TINY, out_dir=None, scene_loss_weight=1.0, **kwargs)
+    with pytest.raises(ConfigError, match="scene_loss_weight"):
+        bc.train_bc(EPISODES, TINY, out_dir=None, scene_loss_weight=-1.0, **kwargs)
 
 
 def test_bc_stops_at_time_limit_and_resumes(tmp_path: Path, demos_dir: Path) -> None:

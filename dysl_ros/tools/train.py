@@ -130,6 +130,13 @@ def _add_bc(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--resume", action="store_true", help="continue from <out>/train_state.pt")
     p.add_argument(
+        "--scene-loss-weight",
+        type=float,
+        default=_OPTIONAL,
+        help="weight of the auxiliary loss locating hand, object and goal from the vision tokens "
+        "(training only; needs demos that record states; default: 0 = off)",
+    )
+    p.add_argument(
         "--init-from",
         default=_OPTIONAL,
         help="start from this trained model's weights and architecture (fresh optimiser and schedule)",

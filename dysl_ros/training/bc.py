@@ -1,8 +1,13 @@
 """Behaviour cloning of the reference VLA on demonstrations (``dysl_train bc``).
 
 L1 regression of the action chunk (as OpenVLA-OFT), AdamW with a linear warm-up then cosine decay,
-bf16 autocast on CUDA. Launched with ``torchrun`` it trains data-parallel (DDP): every rank reads
-the same demos, a DistributedSampler splits them, and only rank 0 logs and writes the model.
+bf16 autocast on CUDA. ``--scene-loss-weight w`` adds an auxiliary loss: a training-only head reads
+the vision tokens and regresses where the hand, the object and the goal are (Meta-World's state,
+recorded with the demos), so the stem learns to localise from position labels, not only from the
+action error that reaches it through 24 layers. The head is dropped: the served model is unchanged.
+
+Launched with ``torchrun`` it trains data-parallel (DDP): every rank reads the same demos, a
+DistributedSampler splits them, and only rank 0 logs and writes the model.
 
     dysl_train bc --demos data/demos --out models/reference --steps 20000 --batch-size 256 --lr 3e-4
     torchrun --nproc-per-node 4 -m dysl_ros.tools.train bc ...        # same, on 4 GPUs
@@ -156,11 +161,44 @@ class BCSettings:
     # How the demos' pictures were drawn (recorded: evaluation must draw them the same way).
     camera: str | None = None
     goal_marker_radius: float | None = None
+    scene_loss_weight: float = 0.0
 
     def must_match(self) -> dict[str, Any]:
         """What a resumed run must share with the run it continues (the schedule depends on them)."""
         return {"steps": self.steps, "batch_size": self.batch_size, "lr": self.lr, "seed": self.seed,
-                "warmup_steps": self.warmup_steps, "init_from": self.init_from}
+                "warmup_steps": self.warmup_steps, "init_from": self.init_from,
+                "scene_loss_weight": self.scene_loss_weight}
+
+
+class SceneHead(nn.Module):
+    """Training-only: vision tokens (B, V, D) -> standardised hand, object and goal xyz (B, 9)."""
+
+    def __init__(self, config: VLAConfig, outputs: int = len(data.SCENE_STATE_COLUMNS), hidden: int = 256) -> None:
+        super().__init__()
+        self.vision_tokens = config.vision_tokens
+        self.net = nn.Sequential(
+            nn.Flatten(), nn.Linear(config.vision_tokens * config.hidden_size, hidden), nn.SiLU(),
+            nn.Linear(hidden, outputs),
+        )
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        return self.net(tokens[:, : self.vision_tokens])
+
+
+class _BCNet(nn.Module):
+    """The policy plus the optional scene head, as one module so DDP sees a single forward."""
+
+    def __init__(self, model: ReferenceVLA, scene_head: SceneHead | None) -> None:
+        super().__init__()
+        self.model = model
+        self.scene_head = scene_head
+
+    def forward(self, image: Tensor, instruction: Tensor, proprio: Tensor) -> tuple[Tensor, Tensor | None]:
+        x = self.model.embed(image, instruction, proprio)
+        scene = self.scene_head(x) if self.scene_head is not None else None
+        for layer in self.model.layers:
+            x = layer(x)
+        return self.model.head(x), scene
 
 
 def train_bc(
@@ -185,6 +223,7 @@ def train_bc(
     init_from: str | Path | None = None,
     camera: str | None = None,
     goal_marker_radius: float | None = None,
+    scene_loss_weight: float = 0.0,
 ) -> ReferenceVLA:
     """Train a ReferenceVLA (from scratch, or from ``init_from``'s weights); returns it (rank 0's
     copy under DDP) in eval mode.
@@ -200,11 +239,16 @@ def train_bc(
 
     ``init_from``: a model directory (``dysl_train bc --out``) whose weights start this run; its
     architecture must equal ``config``'s (``init_config_model`` reads it). Optimiser and schedule start afresh.
+
+    ``scene_loss_weight`` > 0: add that times the L1 error of ``SceneHead`` on the standardised scene
+    targets (every episode must record ``states``).
     """
     if steps < 1 or batch_size < 1 or lr <= 0 or log_every < 1:
         raise ConfigError(
             f"need steps, batch_size, log_every >= 1 and lr > 0; got {steps}, {batch_size}, {log_every}, {lr}"
         )
+    if not (math.isfinite(scene_loss_weight) and scene_loss_weight >= 0):
+        raise ConfigError(f"scene_loss_weight must be a finite number >= 0, got {scene_loss_weight}")
     if (time_limit_s is not None or resume) and out_dir is None:
         raise ConfigError("time_limit_s and resume need an out_dir to keep the training state in")
     settings = BCSettings(
@@ -213,7 +257,7 @@ def train_bc(
         grad_clip=grad_clip, checkpoint_every=checkpoint_every or max(log_every, steps // 10),
         num_workers=num_workers, augment_shift=augment_shift, time_limit_s=time_limit_s, resume=resume,
         init_from=None if init_from is None else str(init_from),
-        camera=camera, goal_marker_radius=goal_marker_radius,
+        camera=camera, goal_marker_radius=goal_marker_radius, scene_loss_weight=float(scene_loss_weight),
     )
     env = setup_distributed(device)
     try:
@@ -238,7 +282,10 @@ def _train(
         torch.backends.cudnn.allow_tf32 = True
 
     config = data.with_normalisation(config, episodes)
-    dataset = ChunkDataset(episodes, config)
+    try:
+        dataset = ChunkDataset(episodes, config, scene=s.scene_loss_weight > 0)
+    except ValueError as exc:
+        raise ConfigError(f"scene loss: {exc}") from exc
     sampler: DistributedSampler[Batch] = DistributedSampler(
         dataset, num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=s.seed,
         drop_last=len(dataset) // env.world_size >= local_batch,
@@ -254,17 +301,17 @@ def _train(
     if s.init_from is not None:
         # Architecture checked by init_config; the normalisation is refitted on this run's demos.
         model.load_state_dict(init_config_model(s.init_from).state_dict())
-    model = model.to(env.device)
-    optimizer = adamw(list(model.named_parameters()), s.lr, s.weight_decay)
+    trained = _BCNet(model, SceneHead(config) if s.scene_loss_weight > 0 else None).to(env.device)
+    optimizer = adamw(list(trained.named_parameters()), s.lr, s.weight_decay)
     schedule = warmup_cosine(optimizer, s.steps, s.warmup_steps)
     done = 0
     state_file = None if out_dir is None else out_dir / STATE_FILE
     if s.resume and state_file is not None and state_file.is_file():
-        done = _load_state(state_file, model, optimizer, schedule, config, s, env.device)
-    model.train()
-    net: nn.Module = model
+        done = _load_state(state_file, trained, optimizer, schedule, config, s, env.device)
+    trained.train()
+    net: nn.Module = trained
     if env.world_size > 1:
-        net = DistributedDataParallel(model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
+        net = DistributedDataParallel(trained, device_ids=[env.device.index] if env.device.type == "cuda" else None)
     # A resumed run starts a fresh shuffle (epoch numbered by the step): deterministic for the same
     # stop points, without replaying the batches already seen.
     batches = data.endless(loader, sampler, start_epoch=done)
@@ -282,6 +329,7 @@ def _train(
 
     progress = tqdm(total=s.steps, initial=done, desc="bc", disable=not env.is_main, dynamic_ncols=True)
     interval_loss = torch.zeros((), device=env.device)
+    interval_scene = torch.zeros((), device=env.device)
     interval_steps = 0
     start = last_log = time.perf_counter()
     step = done
@@ -291,12 +339,17 @@ def _train(
             batch = data.to_device(next(batches), env.device)
             image = random_shift(batch["image"], s.augment_shift, shift_rng)
             with autocast(env.device):
-                pred = net(image, batch["instruction"], batch["proprio"])
+                pred, scene = net(image, batch["instruction"], batch["proprio"])
             loss = masked_l1(pred, batch["actions"], batch["action_mask"])
+            total = loss
+            if scene is not None:
+                scene_loss = (scene.float() - batch["scene"]).abs().mean()
+                total = loss + s.scene_loss_weight * scene_loss
+                interval_scene += scene_loss.detach()
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            total.backward()
             if s.grad_clip > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
+                nn.utils.clip_grad_norm_(trained.parameters(), s.grad_clip)
             optimizer.step()
             schedule.step()
             interval_loss += loss.detach()
@@ -305,30 +358,37 @@ def _train(
 
             out_of_time = _out_of_time(env, step, start, s)
             if step % s.log_every == 0 or step == s.steps or out_of_time:
-                mean_loss = interval_loss / interval_steps
+                means = torch.stack([interval_loss, interval_scene]) / interval_steps
                 if env.world_size > 1:
-                    dist.all_reduce(mean_loss)
-                    mean_loss /= env.world_size
+                    dist.all_reduce(means)
+                    means /= env.world_size
+                mean_loss, mean_scene = (float(v) for v in means.tolist())
                 now = time.perf_counter()
-                record = {
+                record: dict[str, float] = {
                     "step": step,
-                    "loss": float(mean_loss.item()),
-                    "lr": schedule.get_last_lr()[0],
+                    "loss": mean_loss,
+                    "lr": float(schedule.get_last_lr()[0]),
                     "samples_per_s": interval_steps * s.batch_size / max(now - last_log, 1e-9),
                     "elapsed_s": now - start,
                 }
-                progress.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
+                postfix = {"loss": f"{mean_loss:.4f}"}
+                if s.scene_loss_weight > 0:
+                    record["scene_loss"] = mean_scene
+                    postfix["scene"] = f"{mean_scene:.3f}"
+                postfix["lr"] = f"{record['lr']:.2e}"
+                progress.set_postfix(postfix)
                 if log is not None:
                     log.write(json.dumps(record) + "\n")
                     log.flush()
                 interval_loss.zero_()
+                interval_scene.zero_()
                 interval_steps = 0
                 last_log = now
             checkpoint = step % s.checkpoint_every == 0 or step == s.steps or out_of_time
             if out_dir is not None and state_file is not None and env.is_main and checkpoint:
                 save_model(model, out_dir)
                 if step < s.steps:  # whatever stops this run (time limit, a killed command), --resume goes on
-                    _save_state(state_file, step, model, optimizer, schedule, s)
+                    _save_state(state_file, step, trained, optimizer, schedule, s)
             if out_of_time and step < s.steps:
                 if env.is_main:
                     print(f"bc: time limit reached at step {step} of {s.steps}; run again with --resume to go on",
@@ -434,6 +494,7 @@ def main_bc(args: argparse.Namespace) -> int:
             init_from=init_from or None,
             camera=demos.camera,
             goal_marker_radius=demos.goal_marker_radius,
+            scene_loss_weight=float(getattr(args, "scene_loss_weight", 0.0)),
         )
     except (ConfigError, ModelDirError, ValueError, OSError) as exc:
         print(f"dysl_train bc: {exc}", file=sys.stderr)

@@ -53,6 +53,28 @@ class EpisodeLike(Protocol):
         ...
 
 
+SCENE_STATE_COLUMNS = (0, 1, 2, 4, 5, 6, 36, 37, 38)
+"""Where things are, as columns of Meta-World's state vector: hand xyz, first object xyz, goal xyz.
+The targets of bc's auxiliary scene loss (``dysl_train bc --scene-loss-weight``)."""
+
+
+def scene_targets(episodes: Sequence[EpisodeLike]) -> list[npt.NDArray[np.float32]] | None:
+    """Per episode, the ``SCENE_STATE_COLUMNS`` of its recorded states, standardised over all
+    episodes; None when no episode records states. Raises when only some do."""
+    states = [getattr(e, "states", None) for e in episodes]
+    if all(s is None for s in states):
+        return None
+    if any(s is None for s in states):
+        missing = sum(s is None for s in states)
+        raise ValueError(f"{missing} of {len(states)} episodes record no states: re-record them with dysl_train demos")
+    columns = [np.asarray(s, dtype=np.float64)[:, SCENE_STATE_COLUMNS] for s in states if s is not None]
+    stacked = np.concatenate(columns)
+    if not np.all(np.isfinite(stacked)):
+        raise ValueError("demonstration states contain NaN or inf")
+    mean, std = stacked.mean(axis=0), np.maximum(stacked.std(axis=0), 1e-3)
+    return [((c - mean) / std).astype(np.float32) for c in columns]
+
+
 def load_episodes(path: str | Path) -> list[EpisodeLike]:
     """Episodes of a demonstrations directory written by ``dysl_train demos`` (or several,
     comma-separated: ``demos.load_demo_dirs``)."""
@@ -100,11 +122,16 @@ def with_normalisation(config: VLAConfig, episodes: Sequence[EpisodeLike]) -> VL
 class ChunkDataset(Dataset[Batch]):
     """Every time step of every episode. Items: ``image`` (3,S,S) float32, ``instruction`` (T,) int64,
     ``proprio`` (P,) float32 (as ``preprocess`` returns them, without the batch axis), ``actions``
-    (chunk_len, A) float32 normalised targets, ``action_mask`` (chunk_len,) float32 (1 = real)."""
+    (chunk_len, A) float32 normalised targets, ``action_mask`` (chunk_len,) float32 (1 = real); with
+    ``scene=True`` also ``scene`` (9,) float32: standardised ``SCENE_STATE_COLUMNS`` (training only)."""
 
-    def __init__(self, episodes: Sequence[EpisodeLike], config: VLAConfig) -> None:
+    def __init__(self, episodes: Sequence[EpisodeLike], config: VLAConfig, scene: bool = False) -> None:
         self.episodes = list(episodes)
         self.config = config
+        self.scene = scene_targets(self.episodes) if scene else None
+        if scene and self.scene is None:
+            raise ValueError("the scene targets need demonstrations that record states (re-record them with "
+                             "dysl_train demos)")
         index: list[tuple[int, int]] = []
         for number, episode in enumerate(self.episodes):
             steps = _check_episode(number, episode, config)
@@ -127,13 +154,16 @@ class ChunkDataset(Dataset[Batch]):
         image = decode_image("rgb8", height, width, width * 3, frame.tobytes(), self.config.image_size)
         inputs = preprocess(self.config, Observation(image, episode.instruction, np.asarray(episode.proprio[t])))
         chunk, mask = action_chunk(np.asarray(episode.actions, dtype=np.float32), t, self.config.chunk_len)
-        return {
+        sample = {
             "image": torch.from_numpy(inputs["image"][0]),
             "instruction": torch.from_numpy(inputs["instruction"][0]),
             "proprio": torch.from_numpy(inputs["proprio"][0]),
             "actions": torch.from_numpy((chunk - self._offset) / self._scale),
             "action_mask": torch.from_numpy(mask),
         }
+        if self.scene is not None:
+            sample["scene"] = torch.from_numpy(self.scene[number][t])
+        return sample
 
 
 def action_chunk(

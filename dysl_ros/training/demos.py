@@ -14,6 +14,9 @@ On disk (format ``dysl_demos/1``)::
         proprio  float32 (T, 4)        hand xyz (m) and gripper opening (0..1) in that state
         actions  float32 (T, 4)        the expert's action, clipped to [-1, 1]
         success  bool    (T,)          Meta-World's info["success"] after that action
+        states   float32 (T, 39)       Meta-World's state vector in that state (hand, objects, goal);
+                                       privileged, for training-time supervision only (optional:
+                                       demonstrations recorded before 2026-12 lack it)
 
 ``goal_marker_radius``: the radius (m) the goal marker was drawn with (``metaworld_env``), null or
 absent for Meta-World's own; evaluate a policy with the radius its demonstrations had.
@@ -55,6 +58,9 @@ INDEX_FILE = "index.json"
 ARRAYS = ("images", "proprio", "actions", "success")
 PROPRIO_DIM = 4
 ACTION_DIM = 4
+STATE_DIM = 39
+"""Meta-World v3's state vector: hand xyz, gripper, object 1 pos + quat, object 2 pos + quat, the
+previous frame's 18 values, goal xyz."""
 
 
 class DemoFormatError(ValueError):
@@ -74,6 +80,9 @@ class Episode:
     """(T, 4) in [-1, 1]."""
     success: npt.NDArray[np.bool_]
     """(T,) success after each action."""
+    states: npt.NDArray[np.float32] | None = None
+    """(T, 39) Meta-World's state vector, or None (older demonstrations). Never a model input: it
+    is what the scene was, for auxiliary losses in training."""
 
     @property
     def steps(self) -> int:
@@ -106,15 +115,19 @@ class DemoSet:
 def write_episode(out_dir: str | Path, episode: Episode) -> Path:
     """Write one episode as ``<out_dir>/<task>__<seed>.npz`` (atomically) and return its path."""
     _check_arrays(episode.images, episode.proprio, episode.actions, episode.success, f"episode {episode.file_name}")
+    _check_states(episode.states, episode.steps, f"episode {episode.file_name}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / episode.file_name
     # Written under a temporary name and renamed, so an interrupted run never leaves a torn file.
     tmp = path.with_name(path.name + ".tmp")
+    arrays: dict[str, npt.NDArray[Any]] = {
+        "images": episode.images, "proprio": episode.proprio, "actions": episode.actions, "success": episode.success,
+    }
+    if episode.states is not None:
+        arrays["states"] = episode.states
     with open(tmp, "wb") as f:
-        np.savez_compressed(
-            f, images=episode.images, proprio=episode.proprio, actions=episode.actions, success=episode.success
-        )
+        np.savez_compressed(f, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as allow_pickle
     os.replace(tmp, path)
     return path
 
@@ -202,11 +215,13 @@ def load_demos(path: str | Path) -> DemoSet:
                 if missing:
                     raise DemoFormatError(f"{file_path}: missing array(s) {missing}")
                 images, proprio, actions, success = (data[name] for name in ARRAYS)
+                states = data["states"] if "states" in data.files else None
         except DemoFormatError:
             raise
         except (OSError, ValueError) as exc:
             raise DemoFormatError(f"{file_path} is not a readable npz file: {exc}") from exc
         _check_arrays(images, proprio, actions, success, str(file_path))
+        _check_states(states, actions.shape[0], str(file_path))
         if images.shape[1] != image_size:
             raise DemoFormatError(f"{file_path}: images are {images.shape[1]} px, the index says {image_size}")
         if actions.shape[0] != steps:
@@ -220,6 +235,7 @@ def load_demos(path: str | Path) -> DemoSet:
                 proprio=proprio,
                 actions=actions,
                 success=success,
+                states=states,
             )
         )
     return DemoSet(
@@ -258,6 +274,14 @@ def _check_arrays(images: Any, proprio: Any, actions: Any, success: Any, where: 
         raise DemoFormatError(f"{where}: images must be square, got {images.shape[1:3]}")
 
 
+def _check_states(states: Any, steps: int, where: str) -> None:
+    if states is None:
+        return
+    if not isinstance(states, np.ndarray) or states.dtype != np.float32 or states.shape != (steps, STATE_DIM):
+        found = (states.dtype, states.shape) if isinstance(states, np.ndarray) else type(states).__name__
+        raise DemoFormatError(f"{where}: states must be float32 ({steps}, {STATE_DIM}), got {found}")
+
+
 # Generating ---------------------------------------------------------------------------------------
 
 
@@ -275,11 +299,12 @@ def pick_instruction(task: str, env_seed: int) -> str:
 def record_episode(env: MetaWorldTask, seed: int, instruction: str) -> Episode:
     """Run the scripted expert for one episode of ``env``'s task, recording what the VLA sees and does."""
     obs = env.reset(seed)
-    images, proprio, actions, success = [], [], [], []
+    images, proprio, actions, success, states = [], [], [], [], []
     while True:
         # The frame, proprio and action of a row all belong to the state before the action.
         images.append(env.render())
         proprio.append(env.proprio(obs))
+        states.append(obs)
         action = env.expert_action(obs)
         actions.append(action)
         obs, succeeded, done = env.step(action)
@@ -294,6 +319,7 @@ def record_episode(env: MetaWorldTask, seed: int, instruction: str) -> Episode:
         proprio=np.stack(proprio).astype(np.float32),
         actions=np.stack(actions).astype(np.float32),
         success=np.asarray(success, dtype=np.bool_),
+        states=np.stack(states).astype(np.float32),
     )
 
 
