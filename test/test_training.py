@@ -201,13 +201,14 @@ def test_bc_reduces_loss_logs_saves_and_is_deterministic(tmp_path: Path) -> None
 
 
 def test_bc_scene_loss_learns_the_goal_and_leaves_the_model_unchanged(tmp_path: Path) -> None:
-    """The auxiliary head learns where the goal square is from the vision tokens; what is saved is
-    the plain policy (same tensors as a run without the head)."""
+    """The auxiliary heads learn where the goal square is, from the vision tokens and from the
+    action queries; what is saved is the plain policy (same tensors as a run without the heads)."""
     kwargs: dict[str, Any] = dict(steps=60, batch_size=16, lr=3e-3, device="cpu", seed=3, log_every=1)
     model = bc.train_bc(EPISODES, TINY, out_dir=tmp_path / "scene", scene_loss_weight=1.0, **kwargs)
     log = [json.loads(line) for line in (tmp_path / "scene" / bc.LOG_FILE).read_text().splitlines()]
-    first, last = first_last([r["scene_loss"] for r in log], 5)
-    assert last < 0.8 * first, (first, last)
+    for readout in ("scene_loss_vision", "scene_loss_queries"):
+        first, last = first_last([r[readout] for r in log], 5)
+        assert last < 0.8 * first, (readout, first, last)
     first, last = first_last([r["loss"] for r in log], 5)
     assert last < 0.7 * first, (first, last)
     plain = ReferenceVLA(TINY)

@@ -1,10 +1,11 @@
 """Behaviour cloning of the reference VLA on demonstrations (``dysl_train bc``).
 
 L1 regression of the action chunk (as OpenVLA-OFT), AdamW with a linear warm-up then cosine decay,
-bf16 autocast on CUDA. ``--scene-loss-weight w`` adds an auxiliary loss: a training-only head reads
-the vision tokens and regresses where the hand, the object and the goal are (Meta-World's state,
-recorded with the demos), so the stem learns to localise from position labels, not only from the
-action error that reaches it through 24 layers. The head is dropped: the served model is unchanged.
+bf16 autocast on CUDA. ``--scene-loss-weight w`` adds an auxiliary loss: training-only heads regress
+where the hand, the object and the goal are (Meta-World's state, recorded with the demos) from the
+vision tokens and from the action queries after the last layer, so the policy learns to localise
+from position labels, not only from the action error. The heads are dropped: the served model is
+unchanged.
 
 Launched with ``torchrun`` it trains data-parallel (DDP): every rank reads the same demos, a
 DistributedSampler splits them, and only rank 0 logs and writes the model.
@@ -170,34 +171,46 @@ class BCSettings:
                 "scene_loss_weight": self.scene_loss_weight}
 
 
-class SceneHead(nn.Module):
-    """Training-only: vision tokens (B, V, D) -> standardised hand, object and goal xyz (B, 9)."""
+class SceneHeads(nn.Module):
+    """Training-only readouts of where the hand, the object and the goal are (standardised xyz, 9
+    values), from two places: the vision tokens after the embedding, and the action-query tokens
+    after the last layer. The first teaches the stem to localise; the second makes the backbone
+    carry those positions to the tokens the action head reads: with the first alone, the stem
+    localised to about a centimetre while the policy still regressed the mean action, ignoring it."""
 
     def __init__(self, config: VLAConfig, outputs: int = len(data.SCENE_STATE_COLUMNS), hidden: int = 256) -> None:
         super().__init__()
         self.vision_tokens = config.vision_tokens
-        self.net = nn.Sequential(
-            nn.Flatten(), nn.Linear(config.vision_tokens * config.hidden_size, hidden), nn.SiLU(),
-            nn.Linear(hidden, outputs),
-        )
+        self.chunk_len = config.chunk_len
 
-    def forward(self, tokens: Tensor) -> Tensor:
-        return self.net(tokens[:, : self.vision_tokens])
+        def readout(tokens: int) -> nn.Sequential:
+            return nn.Sequential(
+                nn.Flatten(), nn.Linear(tokens * config.hidden_size, hidden), nn.SiLU(), nn.Linear(hidden, outputs)
+            )
+
+        self.from_vision = readout(config.vision_tokens)
+        self.from_queries = readout(config.chunk_len)
+
+    def forward(self, embedded: Tensor, final: Tensor) -> Tensor:
+        """(B, 2, outputs): row 0 read from the vision tokens, row 1 from the action queries."""
+        return torch.stack(
+            [self.from_vision(embedded[:, : self.vision_tokens]), self.from_queries(final[:, -self.chunk_len :])], dim=1
+        )
 
 
 class _BCNet(nn.Module):
-    """The policy plus the optional scene head, as one module so DDP sees a single forward."""
+    """The policy plus the optional scene heads, as one module so DDP sees a single forward."""
 
-    def __init__(self, model: ReferenceVLA, scene_head: SceneHead | None) -> None:
+    def __init__(self, model: ReferenceVLA, scene_heads: SceneHeads | None) -> None:
         super().__init__()
         self.model = model
-        self.scene_head = scene_head
+        self.scene_heads = scene_heads
 
     def forward(self, image: Tensor, instruction: Tensor, proprio: Tensor) -> tuple[Tensor, Tensor | None]:
-        x = self.model.embed(image, instruction, proprio)
-        scene = self.scene_head(x) if self.scene_head is not None else None
+        embedded = x = self.model.embed(image, instruction, proprio)
         for layer in self.model.layers:
             x = layer(x)
+        scene = self.scene_heads(embedded, x) if self.scene_heads is not None else None
         return self.model.head(x), scene
 
 
@@ -240,8 +253,8 @@ def train_bc(
     ``init_from``: a model directory (``dysl_train bc --out``) whose weights start this run; its
     architecture must equal ``config``'s (``init_config_model`` reads it). Optimiser and schedule start afresh.
 
-    ``scene_loss_weight`` > 0: add that times the L1 error of ``SceneHead`` on the standardised scene
-    targets (every episode must record ``states``).
+    ``scene_loss_weight`` > 0: add that times the mean L1 error of ``SceneHeads`` on the
+    standardised scene targets (every episode must record ``states``).
     """
     if steps < 1 or batch_size < 1 or lr <= 0 or log_every < 1:
         raise ConfigError(
@@ -301,7 +314,7 @@ def _train(
     if s.init_from is not None:
         # Architecture checked by init_config; the normalisation is refitted on this run's demos.
         model.load_state_dict(init_config_model(s.init_from).state_dict())
-    trained = _BCNet(model, SceneHead(config) if s.scene_loss_weight > 0 else None).to(env.device)
+    trained = _BCNet(model, SceneHeads(config) if s.scene_loss_weight > 0 else None).to(env.device)
     optimizer = adamw(list(trained.named_parameters()), s.lr, s.weight_decay)
     schedule = warmup_cosine(optimizer, s.steps, s.warmup_steps)
     done = 0
@@ -329,7 +342,7 @@ def _train(
 
     progress = tqdm(total=s.steps, initial=done, desc="bc", disable=not env.is_main, dynamic_ncols=True)
     interval_loss = torch.zeros((), device=env.device)
-    interval_scene = torch.zeros((), device=env.device)
+    interval_scene = torch.zeros(2, device=env.device)  # per readout: vision tokens, action queries
     interval_steps = 0
     start = last_log = time.perf_counter()
     step = done
@@ -343,9 +356,9 @@ def _train(
             loss = masked_l1(pred, batch["actions"], batch["action_mask"])
             total = loss
             if scene is not None:
-                scene_loss = (scene.float() - batch["scene"]).abs().mean()
-                total = loss + s.scene_loss_weight * scene_loss
-                interval_scene += scene_loss.detach()
+                scene_errors = (scene.float() - batch["scene"].unsqueeze(1)).abs().mean(dim=(0, 2))
+                total = loss + s.scene_loss_weight * scene_errors.mean()
+                interval_scene += scene_errors.detach()
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             if s.grad_clip > 0:
@@ -358,11 +371,11 @@ def _train(
 
             out_of_time = _out_of_time(env, step, start, s)
             if step % s.log_every == 0 or step == s.steps or out_of_time:
-                means = torch.stack([interval_loss, interval_scene]) / interval_steps
+                means = torch.cat([interval_loss.reshape(1), interval_scene]) / interval_steps
                 if env.world_size > 1:
                     dist.all_reduce(means)
                     means /= env.world_size
-                mean_loss, mean_scene = (float(v) for v in means.tolist())
+                mean_loss, scene_vision, scene_queries = (float(v) for v in means.tolist())
                 now = time.perf_counter()
                 record: dict[str, float] = {
                     "step": step,
@@ -373,8 +386,9 @@ def _train(
                 }
                 postfix = {"loss": f"{mean_loss:.4f}"}
                 if s.scene_loss_weight > 0:
-                    record["scene_loss"] = mean_scene
-                    postfix["scene"] = f"{mean_scene:.3f}"
+                    record["scene_loss_vision"] = scene_vision
+                    record["scene_loss_queries"] = scene_queries
+                    postfix["scene"] = f"{scene_vision:.3f}/{scene_queries:.3f}"
                 postfix["lr"] = f"{record['lr']:.2e}"
                 progress.set_postfix(postfix)
                 if log is not None:
