@@ -14,7 +14,8 @@ set -euo pipefail
 BIN=${BIN:-.venv/bin}
 OUT=${OUT:-runs/train/reference}
 DEMOS=${DEMOS:-runs/train/demos_mt10}
-# Phase 3's demonstrations: the goal drawn at 4 cm, Meta-World's state recorded for the scene loss.
+# Phase 3's demonstrations: the goal drawn at 4 cm, Meta-World's state recorded for the scene loss,
+# the expert's executed hand actions perturbed (DART, noise std 0.3; labels stay clean).
 DEMOS_G4=${DEMOS_G4:-runs/train/demos_mt10_g4}
 DEMOS_HARD=${DEMOS_HARD:-runs/train/demos_hard_g4}
 DEVICE=${DEVICE:-auto}
@@ -44,20 +45,21 @@ step "2/8 dense behaviour cloning: $BC_STEPS steps at lr 6e-4, then $BC2_STEPS a
     --batch-size 64 --lr 3e-4 --warmup-steps 100 --augment-shift 4 --seed 1 --device "$DEVICE" \
     --checkpoint-every 250
 
-step "3/8 demonstrations for phase 3: goal marker 4 cm, states recorded; MT10 x 100 (seed 1000) + 150 more of the four hardest tasks (seed 1001)"
+step "3/8 demonstrations for phase 3: goal marker 4 cm, states recorded, DART noise 0.3; MT10 x 100 (seed 1000) + 150 more of the four hardest tasks (seed 1001)"
 if [[ ! -f "$DEMOS_G4/index.json" ]]; then
     "$BIN/dysl_train" demos --out "$DEMOS_G4" --tasks all --episodes-per-task 100 --seed 1000 \
-        --workers "$WORKERS" --goal-marker-radius 0.04
+        --workers "$WORKERS" --goal-marker-radius 0.04 --action-noise 0.3
 fi
 if [[ ! -f "$DEMOS_HARD/index.json" ]]; then
     "$BIN/dysl_train" demos --out "$DEMOS_HARD" --tasks reach-v3,push-v3,pick-place-v3,peg-insert-side-v3 \
-        --episodes-per-task 150 --seed 1001 --workers "$WORKERS" --goal-marker-radius 0.04
+        --episodes-per-task 150 --seed 1001 --workers "$WORKERS" --goal-marker-radius 0.04 --action-noise 0.3
 fi
 DEMOS3="$DEMOS_G4,$DEMOS_HARD"
 
 step "4/8 third bc phase: $BC3_STEPS steps at lr 5e-4 on the phase-3 demos, scene loss 0.5"
-# The first two phases left the policy unable to place the hand within a few cm (its stem learned
-# where things are only from the action error); the scene loss teaches the stem the positions.
+# The first two phases left a policy that ignored where the goal was: on the clean demos the hand's
+# position already told the way (every episode a straight line from one start). The noisy demos
+# break that shortcut; the scene loss teaches the stem and the action queries where things are.
 "$BIN/dysl_train" bc --demos "$DEMOS3" --out "$OUT" --init-from "$PHASE2" --steps "$BC3_STEPS" \
     --batch-size 64 --lr 5e-4 --warmup-steps 200 --augment-shift 4 --seed 2 --device "$DEVICE" \
     --checkpoint-every 250 --scene-loss-weight 0.5

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -83,6 +84,45 @@ def test_env_is_deterministic_and_renders_upright() -> None:
         np.testing.assert_array_equal(env.render(), image)
         # The camera looks at the table from above: the top rows are background, the table is below.
         assert image[: SIZE // 8].std() < image[SIZE // 2 :].std()
+
+
+def test_first_frame_shows_this_episodes_goal() -> None:
+    """After an episode of one seed, the first frame of the next is exactly that of a fresh
+    environment: Meta-World moves the goal site after its last forward pass of the reset, and the
+    first frame used to draw the previous episode's goal."""
+    with make_env(TASK, seed=3, image_size=SIZE) as used, make_env(TASK, seed=4, image_size=SIZE) as fresh:
+        used.reset()
+        for _ in range(3):
+            used.step(np.zeros(4))
+        used.reset(seed=4)
+        fresh.reset()
+        np.testing.assert_array_equal(used.render(), fresh.render())
+        # And it is the frame of the state itself: nothing changes when MuJoCo recomputes it.
+        first = fresh.render()
+        fresh._mujoco.mj_forward(fresh._env.model, fresh._env.data)
+        np.testing.assert_array_equal(fresh.render(), first)
+
+
+def test_action_noise_moves_the_arm_off_the_expert_path_with_clean_labels(tmp_path: Path) -> None:
+    """DART: the executed actions carry noise, the recorded labels are the expert's for the states
+    actually reached (Meta-World's experts read only the state vector), and an episode is still a pure
+    function of its seed."""
+    noisy, again, clean = tmp_path / "noisy", tmp_path / "again", tmp_path / "clean"
+    common: dict[str, Any] = dict(seed=0, workers=1, image_size=SIZE, max_steps=20, keep_failures=True,
+                                  progress=False)
+    generate_demos(noisy, TASK, 1, action_noise=0.3, **common)
+    generate_demos(again, TASK, 1, action_noise=0.3, **common)
+    generate_demos(clean, TASK, 1, **common)
+    assert json.loads((noisy / "index.json").read_text())["action_noise"] == 0.3
+    (episode,), (repeat,), (plain,) = (load_demos(d).episodes for d in (noisy, again, clean))
+    assert episode.seed == plain.seed and episode.states is not None
+    np.testing.assert_array_equal(episode.proprio, repeat.proprio)
+    assert not np.allclose(episode.proprio[1:, :3], plain.proprio[1:, :3], atol=1e-4)  # off the clean path
+    with make_env(TASK, seed=episode.seed, image_size=SIZE) as env:
+        labels = np.stack([env.expert_action(state.astype(np.float64)) for state in episode.states])
+    np.testing.assert_allclose(episode.actions, labels, atol=1e-5)
+    with pytest.raises(ValueError, match="action_noise"):
+        generate_demos(tmp_path / "bad", TASK, 1, action_noise=-0.1, **common)
 
 
 def test_goal_marker_radius_changes_the_picture_only() -> None:

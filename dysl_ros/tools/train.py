@@ -61,6 +61,7 @@ def _demos(args: argparse.Namespace) -> int:
             image_size=args.image_size,
             camera=args.camera,
             goal_marker_radius=args.goal_marker_radius,
+            action_noise=args.action_noise,
             max_steps=args.max_steps,
             keep_failures=args.keep_failures,
             overwrite=args.overwrite,
@@ -95,6 +96,14 @@ def _add_demos(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         f"(default: {DEFAULT_GOAL_MARKER_RADIUS}, the reference model's)",
     )
     p.add_argument("--max-steps", type=int, default=200, help="episode step limit (default: 200)")
+    p.add_argument(
+        "--action-noise",
+        type=float,
+        default=0.0,
+        metavar="SIGMA",
+        help="DART: execute the expert's hand actions plus Gaussian noise of this std (labels stay the clean "
+        "expert actions), so the demos show corrections from off-path states (default: 0)",
+    )
     p.add_argument("--keep-failures", action="store_true", help="also write episodes the expert failed")
     p.add_argument("--overwrite", action="store_true", help="replace an existing index in OUT")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

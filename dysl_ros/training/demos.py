@@ -4,7 +4,7 @@ On disk (format ``dysl_demos/1``)::
 
     <out>/index.json
         {"format": "dysl_demos/1", "image_size": 128, "camera": "corner",
-         "goal_marker_radius": 0.04, "max_steps": 200, "seed": 0,
+         "goal_marker_radius": 0.04, "action_noise": 0.3, "max_steps": 200, "seed": 0,
          "episodes": [{"file": "reach-v3__123456.npz", "task": "reach-v3",
                        "instruction": "reach the goal position", "seed": 123456,
                        "steps": 53, "success": true}, ...],
@@ -20,6 +20,8 @@ On disk (format ``dysl_demos/1``)::
 
 ``goal_marker_radius``: the radius (m) the goal marker was drawn with (``metaworld_env``), null or
 absent for Meta-World's own; evaluate a policy with the radius its demonstrations had.
+``action_noise``: the standard deviation of the noise added to the executed hand actions (DART,
+``record_episode``; the recorded ``actions`` are always the expert's clean ones), 0 or absent: none.
 ``summary`` counts per task: ``episodes`` run, ``successes`` of the expert among them, ``kept``
 episodes written (only successful ones unless ``--keep-failures``) and their ``frames``.
 
@@ -296,8 +298,18 @@ def pick_instruction(task: str, env_seed: int) -> str:
     return phrasings[int(np.random.default_rng(env_seed).integers(len(phrasings)))]
 
 
-def record_episode(env: MetaWorldTask, seed: int, instruction: str) -> Episode:
-    """Run the scripted expert for one episode of ``env``'s task, recording what the VLA sees and does."""
+def record_episode(env: MetaWorldTask, seed: int, instruction: str, action_noise: float = 0.0) -> Episode:
+    """Run the scripted expert for one episode of ``env``'s task, recording what the VLA sees and does.
+
+    ``action_noise`` > 0 (DART): the arm executes the expert's action plus Gaussian noise of that
+    standard deviation on the hand's dx, dy, dz (not the gripper), while the recorded label stays the
+    expert's clean action for the state reached. The policy then sees states off the expert's exact
+    path, with the correction to make there. Without it, every episode runs on a straight line from
+    the same start, so the hand's position alone tells which way the goal lies: the policy learned to
+    keep going the way it went, and one wrong first chunk sent it astray for good. The noise is drawn
+    from the episode seed, so an episode stays a pure function of it.
+    """
+    rng = np.random.default_rng([seed, 7])
     obs = env.reset(seed)
     images, proprio, actions, success, states = [], [], [], [], []
     while True:
@@ -307,7 +319,10 @@ def record_episode(env: MetaWorldTask, seed: int, instruction: str) -> Episode:
         states.append(obs)
         action = env.expert_action(obs)
         actions.append(action)
-        obs, succeeded, done = env.step(action)
+        executed = action.copy()
+        if action_noise > 0:
+            executed[:3] += rng.normal(0.0, action_noise, 3).astype(np.float32)
+        obs, succeeded, done = env.step(executed)
         success.append(succeeded)
         if done:
             break
@@ -334,6 +349,7 @@ class _Job:
     post_success_steps: int
     keep_failures: bool
     goal_marker_radius: float | None
+    action_noise: float
 
 
 # Per worker process: one environment (model + GL context) per task, reused across its episodes.
@@ -359,7 +375,7 @@ def _run_job(job: _Job) -> dict[str, Any]:
             )
             _WORKER_ENVS[key] = env
         started = time.perf_counter()
-        episode = record_episode(env, job.seed, pick_instruction(job.task, job.seed))
+        episode = record_episode(env, job.seed, pick_instruction(job.task, job.seed), job.action_noise)
         seconds = time.perf_counter() - started
         kept = episode.succeeded or job.keep_failures
         if kept:
@@ -402,6 +418,7 @@ def generate_demos(
     max_steps: int = DEFAULT_MAX_STEPS,
     post_success_steps: int = DEFAULT_POST_SUCCESS_STEPS,
     goal_marker_radius: float | None = DEFAULT_GOAL_MARKER_RADIUS,
+    action_noise: float = 0.0,
     keep_failures: bool = False,
     overwrite: bool = False,
     progress: bool = True,
@@ -415,6 +432,8 @@ def generate_demos(
     if not 0 <= seed < 2**32:
         raise ValueError(f"seed must be in [0, 2**32), got {seed}")
     check_goal_marker_radius(goal_marker_radius)
+    if not (np.isfinite(action_noise) and 0.0 <= action_noise <= 1.0):
+        raise ValueError(f"action_noise is a standard deviation in [0, 1] (actions span [-1, 1]), got {action_noise}")
     out = Path(out_dir)
     index_path = out / INDEX_FILE
     if index_path.exists() and not overwrite:
@@ -422,7 +441,7 @@ def generate_demos(
     out.mkdir(parents=True, exist_ok=True)
     jobs = [
         _Job(task, episode_seed(seed, task, i), str(out), image_size, camera, max_steps, post_success_steps,
-             keep_failures, goal_marker_radius)
+             keep_failures, goal_marker_radius, float(action_noise))
         for task in task_list
         for i in range(episodes_per_task)
     ]
@@ -453,6 +472,7 @@ def generate_demos(
         "image_size": image_size,
         "camera": camera,
         "goal_marker_radius": goal_marker_radius,
+        "action_noise": float(action_noise),
         "max_steps": max_steps,
         "post_success_steps": post_success_steps,
         "seed": seed,

@@ -192,6 +192,7 @@ class MetaWorldTask:
         expert_class: Any = ENV_POLICY_MAP[task]  # annotated as the abstract base class
         self._expert: Any = expert_class()
 
+        self._mujoco: Any = mujoco
         self.goal_marker_radius = goal_marker_radius
         if goal_marker_radius is not None:
             # button-press-topdown draws no goal: the button is the target.
@@ -220,6 +221,10 @@ class MetaWorldTask:
         env.seeded_rand_vec = True
         env.seed(self.seed)
         obs, _info = env.reset()
+        # Meta-World moves the goal site after its last forward pass of the reset: without this the
+        # first frame drew the previous episode's goal (70 pixels off at 128 px), so the first chunk
+        # of every episode was planned, and every demonstration's first frame recorded, against it.
+        self._mujoco.mj_forward(env.model, env.data)
         self._steps = 0
         self._success_step = None
         self._episode_over = False
