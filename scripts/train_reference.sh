@@ -4,6 +4,8 @@
 #
 #   make train                      # writes runs/train/reference (the shipped model is not touched)
 #   OUT=runs/x DEVICE=cuda make train
+#   START_AT=5 OUT=runs/x make train  # steps 5-8 only (calibrate, distil) on a bc output already in runs/x
+#   START_AT=5 STOP_AT=6 ...           # steps 5 and 6
 #
 # Seeds: demos run seeds 1000 and 1001 (evaluation uses 2000 and up), bc seeds 0, 1, 2 (three
 # phases), distillation seed 0. On a CPU shared with other work set OMP_WAIT_POLICY=PASSIVE.
@@ -18,6 +20,7 @@ DEMOS=${DEMOS:-runs/train/demos_mt10}
 # the expert's executed hand actions perturbed (DART, noise std 0.3; labels stay clean).
 DEMOS_G4=${DEMOS_G4:-runs/train/demos_mt10_g4}
 DEMOS_HARD=${DEMOS_HARD:-runs/train/demos_hard_g4}
+DEMOS3="$DEMOS_G4,$DEMOS_HARD"
 DEVICE=${DEVICE:-auto}
 WORKERS=${WORKERS:-2}
 BC_STEPS=${BC_STEPS:-4000}
@@ -29,14 +32,20 @@ LAMBDA=${LAMBDA:-0.005}
 SWEEP_LAMBDAS=${SWEEP_LAMBDAS:-0.001 0.002 0.02}
 export MUJOCO_GL=${MUJOCO_GL:-egl}
 
-step() { printf '\n== %s ==\n' "$*"; }
+START_AT=${START_AT:-1}
+STOP_AT=${STOP_AT:-8}
+# step N "title": prints the title and returns whether step N runs (START_AT <= N <= STOP_AT).
+step() { local n=$1; shift
+         if (( n < START_AT || n > STOP_AT )); then printf '\n== skipped: %s ==\n' "$*"; return 1; fi
+         printf '\n== %s ==\n' "$*"; }
 
-step "1/8 demonstrations: MT10, 50 episodes per task, run seed 1000"
+if step 1 "1/8 demonstrations: MT10, 50 episodes per task, run seed 1000"; then
 if [[ ! -f "$DEMOS/index.json" ]]; then
     "$BIN/dysl_train" demos --out "$DEMOS" --tasks all --episodes-per-task 50 --seed 1000 --workers "$WORKERS"
 fi
+fi
 
-step "2/8 dense behaviour cloning: $BC_STEPS steps at lr 6e-4, then $BC2_STEPS at lr 3e-4, batch 64"
+if step 2 "2/8 dense behaviour cloning: $BC_STEPS steps at lr 6e-4, then $BC2_STEPS at lr 3e-4, batch 64"; then
 "$BIN/dysl_train" bc --demos "$DEMOS" --out "$PHASE1" --steps "$BC_STEPS" --batch-size 64 --lr 6e-4 \
     --warmup-steps 200 --augment-shift 4 --seed 0 --device "$DEVICE" --checkpoint-every 250
 # Second phase: the loss was still falling when the first schedule ended; a fresh, lower schedule
@@ -44,8 +53,9 @@ step "2/8 dense behaviour cloning: $BC_STEPS steps at lr 6e-4, then $BC2_STEPS a
 "$BIN/dysl_train" bc --demos "$DEMOS" --out "$PHASE2" --init-from "$PHASE1" --steps "$BC2_STEPS" \
     --batch-size 64 --lr 3e-4 --warmup-steps 100 --augment-shift 4 --seed 1 --device "$DEVICE" \
     --checkpoint-every 250
+fi
 
-step "3/8 demonstrations for phase 3: goal marker 4 cm, states recorded, DART noise 0.3; MT10 x 100 (seed 1000) + 150 more of the four hardest tasks (seed 1001)"
+if step 3 "3/8 demonstrations for phase 3: goal marker 4 cm, states recorded, DART noise 0.3; MT10 x 100 (seed 1000) + 150 more of the four hardest tasks (seed 1001)"; then
 if [[ ! -f "$DEMOS_G4/index.json" ]]; then
     "$BIN/dysl_train" demos --out "$DEMOS_G4" --tasks all --episodes-per-task 100 --seed 1000 \
         --workers "$WORKERS" --goal-marker-radius 0.04 --action-noise 0.3
@@ -54,9 +64,9 @@ if [[ ! -f "$DEMOS_HARD/index.json" ]]; then
     "$BIN/dysl_train" demos --out "$DEMOS_HARD" --tasks reach-v3,push-v3,pick-place-v3,peg-insert-side-v3 \
         --episodes-per-task 150 --seed 1001 --workers "$WORKERS" --goal-marker-radius 0.04 --action-noise 0.3
 fi
-DEMOS3="$DEMOS_G4,$DEMOS_HARD"
+fi
 
-step "4/8 third bc phase: $BC3_STEPS steps at lr 5e-4 on the phase-3 demos, scene loss 0.5, no image shift"
+if step 4 "4/8 third bc phase: $BC3_STEPS steps at lr 5e-4 on the phase-3 demos, scene loss 0.5, no image shift"; then
 # The first two phases left a policy that ignored where the goal was: on the clean demos the hand's
 # position already told the way (every episode a straight line from one start). The noisy demos
 # break that shortcut; the scene loss teaches the stem and the action queries where things are; no
@@ -65,23 +75,27 @@ step "4/8 third bc phase: $BC3_STEPS steps at lr 5e-4 on the phase-3 demos, scen
 "$BIN/dysl_train" bc --demos "$DEMOS3" --out "$OUT" --init-from "$PHASE2" --steps "$BC3_STEPS" \
     --batch-size 64 --lr 5e-4 --warmup-steps 200 --augment-shift 0 --seed 2 --device "$DEVICE" \
     --checkpoint-every 250 --scene-loss-weight 0.5
+fi
 DEMOS="$DEMOS3"  # calibration and distillation see what the policy is evaluated on: the 4 cm marker
 
-step "5/8 calibration: 20 % static layers"
+if step 5 "5/8 calibration: 20 % static layers"; then
 "$BIN/dysl_train" calibrate --model-dir "$OUT" --demos "$DEMOS" --static-ratio 0.2 --seed 0 --device "$DEVICE"
+fi
 
-step "6/8 two-stage distillation, lambda $LAMBDA"
+if step 6 "6/8 two-stage distillation, lambda $LAMBDA"; then
 "$BIN/dysl_train" distill --model-dir "$OUT" --demos "$DEMOS" --lambda "$LAMBDA" \
     --stage1-steps 400 --stage2-steps 800 --batch-size 32 --seed 0 --device "$DEVICE"
+fi
 
-step "7/8 speed/accuracy points: lambda $SWEEP_LAMBDAS (scripts/speed_accuracy.py plots them)"
+if step 7 "7/8 speed/accuracy points: lambda $SWEEP_LAMBDAS (scripts/speed_accuracy.py plots them)"; then
 for lam in $SWEEP_LAMBDAS; do
     "$BIN/dysl_train" distill --model-dir "$OUT" --demos "$DEMOS" --lambda "$lam" \
         --stage1-steps 400 --stage2-steps 800 --batch-size 32 --seed 0 --device "$DEVICE" \
         --modules-out "$OUT/variants/lambda_$lam"
 done
+fi
 
-step "8/8 ablations: one-stage, no static layers, per-layer router"
+if step 8 "8/8 ablations: one-stage, no static layers, per-layer router"; then
 "$BIN/dysl_train" distill --model-dir "$OUT" --demos "$DEMOS" --lambda "$LAMBDA" --one-stage \
     --stage1-steps 400 --stage2-steps 800 --batch-size 32 --seed 0 --device "$DEVICE" \
     --modules-out "$OUT/variants/one_stage"
@@ -91,6 +105,7 @@ step "8/8 ablations: one-stage, no static layers, per-layer router"
 "$BIN/dysl_train" router --model-dir "$OUT" --demos "$DEMOS" --lambda "$LAMBDA" \
     --stage1-steps 400 --stage2-steps 800 --batch-size 32 --seed 0 --device "$DEVICE" \
     --modules-out "$OUT/variants/router"
+fi
 
 echo
 echo "done: $OUT"
