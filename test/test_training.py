@@ -231,6 +231,36 @@ def test_bc_scene_loss_learns_the_goal_and_leaves_the_model_unchanged(tmp_path: 
         bc.train_bc(EPISODES, TINY, out_dir=None, scene_loss_weight=-1.0, **kwargs)
 
 
+def _chunk_error(model: ReferenceVLA, skip_from: int | None = None) -> float:
+    """Mean L1 error of the chunk on the demos; with ``skip_from``, layers skip_from..L-2 skipped."""
+    loader = torch.utils.data.DataLoader(ChunkDataset(EPISODES, model.config), batch_size=64)
+    errors = []
+    with torch.no_grad():
+        for batch in loader:
+            x = model.embed(*dataset.model_inputs(batch))
+            kept = model.layers if skip_from is None else [*model.layers[:skip_from], model.layers[-1]]
+            for layer in kept:
+                x = layer(x)
+            errors.append(float(bc.masked_l1(model.head(x), batch["actions"], batch["action_mask"])))
+    return float(np.mean(errors))
+
+
+def test_bc_skip_loss_makes_the_stack_tolerate_skipping() -> None:
+    """With the skip loss, leaving out the middle layers costs far less than for the same run without it."""
+    kwargs: dict[str, Any] = dict(steps=200, batch_size=16, lr=3e-3, device="cpu", seed=3, log_every=50)
+    dense = bc.train_bc(EPISODES, TINY, out_dir=None, **kwargs)
+    tolerant = bc.train_bc(EPISODES, TINY, out_dir=None, skip_loss_weight=1.0, skip_min_layer=1, **kwargs)
+    assert tolerant.state_dict().keys() == dense.state_dict().keys()  # nothing added to the served model
+    for skip_from in (1, 2):
+        dense_cost = _chunk_error(dense, skip_from) - _chunk_error(dense)
+        tolerant_cost = _chunk_error(tolerant, skip_from) - _chunk_error(tolerant)
+        assert dense_cost > 0.02 and tolerant_cost < 0.5 * dense_cost, (skip_from, dense_cost, tolerant_cost)
+    with pytest.raises(ConfigError, match=r"skip_min_layer must lie in 1\.\.4"):
+        bc.train_bc(EPISODES, TINY, out_dir=None, skip_loss_weight=1.0, skip_min_layer=5, **kwargs)
+    with pytest.raises(ConfigError, match="skip_loss_weight"):
+        bc.train_bc(EPISODES, TINY, out_dir=None, skip_loss_weight=float("nan"), **kwargs)
+
+
 def test_bc_stops_at_time_limit_and_resumes(tmp_path: Path, demos_dir: Path) -> None:
     config_json = tmp_path / "config.json"
     TINY.save(config_json)

@@ -146,6 +146,19 @@ def _add_bc(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "(training only; needs demos that record states; default: 0 = off)",
     )
     p.add_argument(
+        "--skip-loss-weight",
+        type=float,
+        default=_OPTIONAL,
+        help="weight of the loss on the chunk computed with layers i..L-2 skipped, i drawn each step "
+        "(teaches the backbone the redundancy DySL uses; default: 0 = off)",
+    )
+    p.add_argument(
+        "--skip-min-layer",
+        type=int,
+        default=_OPTIONAL,
+        help="first layer the skip loss may skip from (default: 1)",
+    )
+    p.add_argument(
         "--init-from",
         default=_OPTIONAL,
         help="start from this trained model's weights and architecture (fresh optimiser and schedule)",

@@ -7,6 +7,13 @@ vision tokens and from the action queries after the last layer, so the policy le
 from position labels, not only from the action error. The heads are dropped: the served model is
 unchanged.
 
+``--skip-loss-weight w`` trains the backbone to tolerate skipping, as large pretrained VLAs do without
+being asked (the redundancy DySL exploits; a 5 M-parameter stack trained densely has little): each
+step also computes the chunk with layers i..L-2 left out (layer i's input goes straight to the last
+layer), i drawn uniformly from ``--skip-min-layer``..L-2, and adds w times its L1 error. It reuses the
+dense pass's x_i, so it costs one layer and the head. Early-exit and layer-dropout training (LayerDrop,
+LayerSkip) do the same for language models.
+
 Launched with ``torchrun`` it trains data-parallel (DDP): every rank reads the same demos, a
 DistributedSampler splits them, and only rank 0 logs and writes the model.
 
@@ -32,6 +39,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -163,12 +171,15 @@ class BCSettings:
     camera: str | None = None
     goal_marker_radius: float | None = None
     scene_loss_weight: float = 0.0
+    skip_loss_weight: float = 0.0
+    skip_min_layer: int = 1
 
     def must_match(self) -> dict[str, Any]:
         """What a resumed run must share with the run it continues (the schedule depends on them)."""
         return {"steps": self.steps, "batch_size": self.batch_size, "lr": self.lr, "seed": self.seed,
                 "warmup_steps": self.warmup_steps, "init_from": self.init_from,
-                "scene_loss_weight": self.scene_loss_weight}
+                "scene_loss_weight": self.scene_loss_weight, "skip_loss_weight": self.skip_loss_weight,
+                "skip_min_layer": self.skip_min_layer}
 
 
 class SceneHeads(nn.Module):
@@ -206,12 +217,19 @@ class _BCNet(nn.Module):
         self.model = model
         self.scene_heads = scene_heads
 
-    def forward(self, image: Tensor, instruction: Tensor, proprio: Tensor) -> tuple[Tensor, Tensor | None]:
+    def forward(
+        self, image: Tensor, instruction: Tensor, proprio: Tensor, skip_from: int | None = None
+    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """(chunk, scene readouts or None, chunk with layers skip_from..L-2 skipped or None)."""
         embedded = x = self.model.embed(image, instruction, proprio)
-        for layer in self.model.layers:
+        layers = self.model.layers
+        skipped = None
+        for index, layer in enumerate(layers):
+            if index == skip_from:
+                skipped = self.model.head(layers[-1](x))
             x = layer(x)
         scene = self.scene_heads(embedded, x) if self.scene_heads is not None else None
-        return self.model.head(x), scene
+        return self.model.head(x), scene, skipped
 
 
 def train_bc(
@@ -237,6 +255,8 @@ def train_bc(
     camera: str | None = None,
     goal_marker_radius: float | None = None,
     scene_loss_weight: float = 0.0,
+    skip_loss_weight: float = 0.0,
+    skip_min_layer: int = 1,
 ) -> ReferenceVLA:
     """Train a ReferenceVLA (from scratch, or from ``init_from``'s weights); returns it (rank 0's
     copy under DDP) in eval mode.
@@ -255,6 +275,9 @@ def train_bc(
 
     ``scene_loss_weight`` > 0: add that times the mean L1 error of ``SceneHeads`` on the
     standardised scene targets (every episode must record ``states``).
+
+    ``skip_loss_weight`` > 0: add that times the L1 error of the chunk computed with layers
+    i..L-2 skipped, i uniform in ``skip_min_layer``..L-2 (one draw per step).
     """
     if steps < 1 or batch_size < 1 or lr <= 0 or log_every < 1:
         raise ConfigError(
@@ -262,6 +285,13 @@ def train_bc(
         )
     if not (math.isfinite(scene_loss_weight) and scene_loss_weight >= 0):
         raise ConfigError(f"scene_loss_weight must be a finite number >= 0, got {scene_loss_weight}")
+    if not (math.isfinite(skip_loss_weight) and skip_loss_weight >= 0):
+        raise ConfigError(f"skip_loss_weight must be a finite number >= 0, got {skip_loss_weight}")
+    if skip_loss_weight > 0 and not 1 <= skip_min_layer <= config.num_layers - 2:
+        raise ConfigError(
+            f"skip_min_layer must lie in 1..{config.num_layers - 2} (a {config.num_layers}-layer stack), "
+            f"got {skip_min_layer}"
+        )
     if (time_limit_s is not None or resume) and out_dir is None:
         raise ConfigError("time_limit_s and resume need an out_dir to keep the training state in")
     settings = BCSettings(
@@ -271,6 +301,7 @@ def train_bc(
         num_workers=num_workers, augment_shift=augment_shift, time_limit_s=time_limit_s, resume=resume,
         init_from=None if init_from is None else str(init_from),
         camera=camera, goal_marker_radius=goal_marker_radius, scene_loss_weight=float(scene_loss_weight),
+        skip_loss_weight=float(skip_loss_weight), skip_min_layer=int(skip_min_layer),
     )
     env = setup_distributed(device)
     try:
@@ -329,6 +360,8 @@ def _train(
     # stop points, without replaying the batches already seen.
     batches = data.endless(loader, sampler, start_epoch=done)
     shift_rng = torch.Generator().manual_seed(s.seed + 1000 * env.rank + 1 + done)
+    # Same draw on every rank (DDP needs one graph per step); indexed by the step, so resuming repeats it.
+    skip_layers = np.random.default_rng([s.seed, 11]).integers(s.skip_min_layer, config.num_layers - 1, size=s.steps)
 
     log = None
     if out_dir is not None and env.is_main:
@@ -343,6 +376,7 @@ def _train(
     progress = tqdm(total=s.steps, initial=done, desc="bc", disable=not env.is_main, dynamic_ncols=True)
     interval_loss = torch.zeros((), device=env.device)
     interval_scene = torch.zeros(2, device=env.device)  # per readout: vision tokens, action queries
+    interval_skip = torch.zeros((), device=env.device)
     interval_steps = 0
     start = last_log = time.perf_counter()
     step = done
@@ -351,13 +385,18 @@ def _train(
             step += 1
             batch = data.to_device(next(batches), env.device)
             image = random_shift(batch["image"], s.augment_shift, shift_rng)
+            skip_from = int(skip_layers[step - 1]) if s.skip_loss_weight > 0 else None
             with autocast(env.device):
-                pred, scene = net(image, batch["instruction"], batch["proprio"])
+                pred, scene, skipped = net(image, batch["instruction"], batch["proprio"], skip_from)
             loss = masked_l1(pred, batch["actions"], batch["action_mask"])
             total = loss
+            if skipped is not None:
+                skip_loss = masked_l1(skipped, batch["actions"], batch["action_mask"])
+                total = total + s.skip_loss_weight * skip_loss
+                interval_skip += skip_loss.detach()
             if scene is not None:
                 scene_errors = (scene.float() - batch["scene"].unsqueeze(1)).abs().mean(dim=(0, 2))
-                total = loss + s.scene_loss_weight * scene_errors.mean()
+                total = total + s.scene_loss_weight * scene_errors.mean()
                 interval_scene += scene_errors.detach()
             optimizer.zero_grad(set_to_none=True)
             total.backward()
@@ -371,11 +410,11 @@ def _train(
 
             out_of_time = _out_of_time(env, step, start, s)
             if step % s.log_every == 0 or step == s.steps or out_of_time:
-                means = torch.cat([interval_loss.reshape(1), interval_scene]) / interval_steps
+                means = torch.cat([interval_loss.reshape(1), interval_scene, interval_skip.reshape(1)]) / interval_steps
                 if env.world_size > 1:
                     dist.all_reduce(means)
                     means /= env.world_size
-                mean_loss, scene_vision, scene_queries = (float(v) for v in means.tolist())
+                mean_loss, scene_vision, scene_queries, mean_skip = (float(v) for v in means.tolist())
                 now = time.perf_counter()
                 record: dict[str, float] = {
                     "step": step,
@@ -389,6 +428,9 @@ def _train(
                     record["scene_loss_vision"] = scene_vision
                     record["scene_loss_queries"] = scene_queries
                     postfix["scene"] = f"{scene_vision:.3f}/{scene_queries:.3f}"
+                if s.skip_loss_weight > 0:
+                    record["skip_loss"] = mean_skip
+                    postfix["skip"] = f"{mean_skip:.4f}"
                 postfix["lr"] = f"{record['lr']:.2e}"
                 progress.set_postfix(postfix)
                 if log is not None:
@@ -396,6 +438,7 @@ def _train(
                     log.flush()
                 interval_loss.zero_()
                 interval_scene.zero_()
+                interval_skip.zero_()
                 interval_steps = 0
                 last_log = now
             checkpoint = step % s.checkpoint_every == 0 or step == s.steps or out_of_time
@@ -509,6 +552,8 @@ def main_bc(args: argparse.Namespace) -> int:
             camera=demos.camera,
             goal_marker_radius=demos.goal_marker_radius,
             scene_loss_weight=float(getattr(args, "scene_loss_weight", 0.0)),
+            skip_loss_weight=float(getattr(args, "skip_loss_weight", 0.0)),
+            skip_min_layer=int(getattr(args, "skip_min_layer", 1)),
         )
     except (ConfigError, ModelDirError, ValueError, OSError) as exc:
         print(f"dysl_train bc: {exc}", file=sys.stderr)
