@@ -516,6 +516,15 @@ def test_cli_bc_calibrate_distill(tmp_path: Path, demos_dir: Path, capsys: Any) 
     assert bundle.plan is not None and bundle.plan.static_layers == (TINY.num_layers - 1,)
     assert bundle.dysl_config is not None and round(bundle.dysl_config.static_ratio * TINY.num_layers) == 1
     assert json.loads((no_static / distill.DISTILL_REPORT_FILE).read_text())["plan"] == "last-layer-only"
+    assert bundle.dysl_config.skip_threshold == 0.5  # the model dir's
+    # --skip-threshold goes into the variant's dysl.json; out of (0, 1] it is refused.
+    distill_args.update(modules_out=str(model_dir / "variants" / "t04"), plan="calibrated", skip_threshold=0.4)
+    assert distill.main_distill(argparse.Namespace(**distill_args)) == 0
+    assert load_bundle(model_dir, model_dir / "variants" / "t04").dysl_config.skip_threshold == 0.4  # type: ignore[union-attr]
+    distill_args.update(skip_threshold=1.5)
+    assert distill.main_distill(argparse.Namespace(**distill_args)) == 2
+    assert "skip_threshold must lie in (0.0, 1.0]" in capsys.readouterr().err
+    del distill_args["skip_threshold"]
     # A modules dir that holds a model is refused (it would mix two models' files).
     distill_args.update(modules_out=str(tmp_path / "model"), plan="calibrated")
     assert distill.main_distill(argparse.Namespace(**distill_args)) == 0  # the model dir itself is fine

@@ -194,6 +194,10 @@ def _add_distill(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--stage2-steps", type=int, required=True)
     p.add_argument("--lambda", dest="lam", type=float, default=_OPTIONAL, help="skip reward weight (Eq. 6)")
     p.add_argument("--one-stage", action="store_true", default=_OPTIONAL, help="ablation: no stage 1")
+    p.add_argument(
+        "--skip-threshold", type=float, default=_OPTIONAL,
+        help="skip when the controller's p reaches this (written to dysl.json; default: the model dir's, 0.5)",
+    )
     p.add_argument("--batch-size", type=int, default=_OPTIONAL)
     p.add_argument("--lr", type=float, default=_OPTIONAL)
     p.add_argument("--gt-weight", type=float, default=_OPTIONAL, help="weight of the demo-action loss")

@@ -480,12 +480,17 @@ def distill_model_dir(
     plan: str = "calibrated",
     gt_weight: float = 0.0,
     skip_config: SkipModuleConfig | None = None,
+    skip_threshold: float | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Distil DySL modules for the model dir's backbone into ``modules_out`` (default: the model dir
-    itself); returns that directory and its report."""
+    itself); returns that directory and its report. ``skip_threshold`` goes into the written
+    dysl.json (default: the model dir's)."""
     source = Path(model_dir)
     bundle = checkpoint.load_bundle(source)
     layer_plan = choose_plan(bundle, plan)
+    settings = settings_for(bundle, layer_plan)
+    if skip_threshold is not None:
+        settings = dataclasses.replace(settings, skip_threshold=float(skip_threshold))  # validated there
     out = modules_output_dir(source, modules_out)
     skip_config = skip_config or SkipModuleConfig()
     budget = parameter_report(
@@ -505,7 +510,7 @@ def distill_model_dir(
         "final_task_loss": tail_mean(history, 2, "task_loss"),
         "final_mean_p": tail_mean(history, 2, "mean_p"),
     }
-    write_modules_dir(out, layer_plan, modules, settings_for(bundle, layer_plan), history, report)
+    write_modules_dir(out, layer_plan, modules, settings, history, report)
     return out, report
 
 
@@ -532,6 +537,7 @@ def main_distill(args: argparse.Namespace) -> int:
             device=str(getattr(args, "device", "auto")), seed=int(getattr(args, "seed", 0)),
             modules_out=getattr(args, "modules_out", None), plan=str(getattr(args, "plan", "calibrated")),
             gt_weight=float(getattr(args, "gt_weight", 0.0)), skip_config=skip_config,
+            skip_threshold=getattr(args, "skip_threshold", None),
         )
     except (ConfigError, ValueError, OSError, checkpoint.ModelDirError) as exc:
         print(f"dysl_train distill: {exc}", file=sys.stderr)
