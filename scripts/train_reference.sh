@@ -26,10 +26,15 @@ WORKERS=${WORKERS:-2}
 BC_STEPS=${BC_STEPS:-4000}
 BC2_STEPS=${BC2_STEPS:-2500}
 BC3_STEPS=${BC3_STEPS:-4000}
+BC4_STEPS=${BC4_STEPS:-2000}
 PHASE1=${PHASE1:-${OUT}_phase1}
 PHASE2=${PHASE2:-${OUT}_phase2}
-LAMBDA=${LAMBDA:-0.005}
-SWEEP_LAMBDAS=${SWEEP_LAMBDAS:-0.001 0.002 0.02}
+PHASE3=${PHASE3:-${OUT}_phase3}
+LAMBDA=${LAMBDA:-0.001}
+# Chosen on the validation seed 2000 with lambda 0.001: 0.5 -> 88 % at 14.0 layers, 0.4 -> 88 % at
+# 10.7, 0.35 -> 83 % at 9.3 (dense 89 %). Only inference reads it; distillation writes it to dysl.json.
+SKIP_THRESHOLD=${SKIP_THRESHOLD:-0.4}
+SWEEP_LAMBDAS=${SWEEP_LAMBDAS:-0.002 0.005}
 export MUJOCO_GL=${MUJOCO_GL:-egl}
 
 START_AT=${START_AT:-1}
@@ -66,15 +71,21 @@ if [[ ! -f "$DEMOS_HARD/index.json" ]]; then
 fi
 fi
 
-if step 4 "4/8 third bc phase: $BC3_STEPS steps at lr 5e-4 on the phase-3 demos, scene loss 0.5, no image shift"; then
+if step 4 "4/8 third and fourth bc phases: $BC3_STEPS steps at lr 5e-4 on the phase-3 demos, scene loss 0.5, no image shift; then $BC4_STEPS at lr 3e-4 with the skip loss"; then
 # The first two phases left a policy that ignored where the goal was: on the clean demos the hand's
 # position already told the way (every episode a straight line from one start). The noisy demos
 # break that shortcut; the scene loss teaches the stem and the action queries where things are; no
 # random shift: with the camera fixed, shifting the picture only hid where the goal is
 # (scripts/vision_ablation.py).
-"$BIN/dysl_train" bc --demos "$DEMOS3" --out "$OUT" --init-from "$PHASE2" --steps "$BC3_STEPS" \
+"$BIN/dysl_train" bc --demos "$DEMOS3" --out "$PHASE3" --init-from "$PHASE2" --steps "$BC3_STEPS" \
     --batch-size 64 --lr 5e-4 --warmup-steps 200 --augment-shift 0 --seed 2 --device "$DEVICE" \
     --checkpoint-every 250 --scene-loss-weight 0.5
+# Phase 4: the same, plus the skip loss (the chunk with layers i..22 left out, i = 4..22, must be
+# right too). Densely trained, this 24-layer stack kept no redundancy: DySL lost 20 points at 11.4
+# layers; after this phase it loses 1 at 10.7 on seed 2000 (README, Results).
+"$BIN/dysl_train" bc --demos "$DEMOS3" --out "$OUT" --init-from "$PHASE3" --steps "$BC4_STEPS" \
+    --batch-size 64 --lr 3e-4 --warmup-steps 100 --augment-shift 0 --seed 3 --device "$DEVICE" \
+    --checkpoint-every 250 --scene-loss-weight 0.5 --skip-loss-weight 1.0 --skip-min-layer 4
 fi
 DEMOS="$DEMOS3"  # calibration and distillation see what the policy is evaluated on: the 4 cm marker
 
@@ -84,23 +95,23 @@ fi
 
 if step 6 "6/8 two-stage distillation, lambda $LAMBDA"; then
 "$BIN/dysl_train" distill --model-dir "$OUT" --demos "$DEMOS" --lambda "$LAMBDA" \
-    --stage1-steps 400 --stage2-steps 800 --batch-size 32 --seed 0 --device "$DEVICE"
+    --stage1-steps 400 --stage2-steps 800 --batch-size 32 --seed 0 --device "$DEVICE" --skip-threshold "$SKIP_THRESHOLD"
 fi
 
 if step 7 "7/8 speed/accuracy points: lambda $SWEEP_LAMBDAS (scripts/speed_accuracy.py plots them)"; then
 for lam in $SWEEP_LAMBDAS; do
     "$BIN/dysl_train" distill --model-dir "$OUT" --demos "$DEMOS" --lambda "$lam" \
-        --stage1-steps 400 --stage2-steps 800 --batch-size 32 --seed 0 --device "$DEVICE" \
+        --stage1-steps 400 --stage2-steps 800 --batch-size 32 --seed 0 --device "$DEVICE" --skip-threshold "$SKIP_THRESHOLD" \
         --modules-out "$OUT/variants/lambda_$lam"
 done
 fi
 
 if step 8 "8/8 ablations: one-stage, no static layers, per-layer router"; then
 "$BIN/dysl_train" distill --model-dir "$OUT" --demos "$DEMOS" --lambda "$LAMBDA" --one-stage \
-    --stage1-steps 400 --stage2-steps 800 --batch-size 32 --seed 0 --device "$DEVICE" \
+    --stage1-steps 400 --stage2-steps 800 --batch-size 32 --seed 0 --device "$DEVICE" --skip-threshold "$SKIP_THRESHOLD" \
     --modules-out "$OUT/variants/one_stage"
 "$BIN/dysl_train" distill --model-dir "$OUT" --demos "$DEMOS" --lambda "$LAMBDA" --plan last-layer-only \
-    --stage1-steps 400 --stage2-steps 800 --batch-size 32 --seed 0 --device "$DEVICE" \
+    --stage1-steps 400 --stage2-steps 800 --batch-size 32 --seed 0 --device "$DEVICE" --skip-threshold "$SKIP_THRESHOLD" \
     --modules-out "$OUT/variants/no_static"
 "$BIN/dysl_train" router --model-dir "$OUT" --demos "$DEMOS" --lambda "$LAMBDA" \
     --stage1-steps 400 --stage2-steps 800 --batch-size 32 --seed 0 --device "$DEVICE" \

@@ -18,7 +18,7 @@ from dysl_ros.policy import load_policy
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / "models" / "reference"
 SIZE_BUDGET = 32 * 1024 * 1024
-VARIANTS = ("one_stage", "no_static", "router", "lambda_0.001", "lambda_0.002", "lambda_0.02")
+VARIANTS = ("one_stage", "no_static", "router", "lambda_0.002", "lambda_0.005")
 
 
 def shipped_files() -> list[Path]:
@@ -45,7 +45,7 @@ def test_shipped_model_loads_with_its_dysl_modules_and_provenance() -> None:
     backbone = sum(p.numel() for p in bundle.model.parameters())  # type: ignore[attr-defined]
     assert bundle.modules.num_parameters() <= MAX_PARAMETER_RATIO * backbone
     provenance = json.loads((MODEL / "train_args.json").read_text())
-    assert provenance["command"] == "bc" and provenance["init_from"], "the recipe's second bc phase made it"
+    assert provenance["command"] == "bc" and provenance["init_from"], "a later bc phase made it (the recipe has four)"
     distilled = json.loads((MODEL / "distill.json").read_text())
     assert distilled["static_layers"] == list(bundle.plan.static_layers)
 
