@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 from collections import deque
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,8 @@ TOPICS = {
 RESULT_TOPIC = "/sim_bridge/episode_result"
 TICK_TOPIC = "/dysl_node/dysl_tick"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+BRIDGE_EXIT_WAIT_S = 15.0
+"""After the last result: how long the bridge may take to end by itself before it is stopped."""
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -349,6 +352,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         failure = "interrupted"
     finally:
+        if not failure:
+            # Every result is in and the bridge ends by itself: a SIGINT during its shutdown would turn
+            # a complete run into "sim_bridge exited with -2" (seen on a 50-episode run).
+            with suppress(subprocess.TimeoutExpired):
+                bridge.wait(timeout=BRIDGE_EXIT_WAIT_S)
         bridge_rc = rosenv.stop_process(bridge)
         rosenv.stop_process(node)
         time.sleep(0.2)
