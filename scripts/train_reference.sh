@@ -88,34 +88,30 @@ if step 4 "4/8 third and fourth bc phases: $BC3_STEPS steps at lr 5e-4 on the ph
     --checkpoint-every 250 --scene-loss-weight 0.5 --skip-loss-weight 1.0 --skip-min-layer 4
 fi
 DEMOS="$DEMOS3"  # calibration and distillation see what the policy is evaluated on: the 4 cm marker
+# What every distillation below shares.
+DISTILL=(--demos "$DEMOS" --stage1-steps 400 --stage2-steps 800 --batch-size 32 --seed 0 --device "$DEVICE")
 
 if step 5 "5/8 calibration: 20 % static layers"; then
 "$BIN/dysl_train" calibrate --model-dir "$OUT" --demos "$DEMOS" --static-ratio 0.2 --seed 0 --device "$DEVICE"
 fi
 
 if step 6 "6/8 two-stage distillation, lambda $LAMBDA"; then
-"$BIN/dysl_train" distill --model-dir "$OUT" --demos "$DEMOS" --lambda "$LAMBDA" \
-    --stage1-steps 400 --stage2-steps 800 --batch-size 32 --seed 0 --device "$DEVICE" --skip-threshold "$SKIP_THRESHOLD"
+"$BIN/dysl_train" distill --model-dir "$OUT" "${DISTILL[@]}" --lambda "$LAMBDA" --skip-threshold "$SKIP_THRESHOLD"
 fi
 
 if step 7 "7/8 speed/accuracy points: lambda $SWEEP_LAMBDAS (scripts/speed_accuracy.py plots them)"; then
 for lam in $SWEEP_LAMBDAS; do
-    "$BIN/dysl_train" distill --model-dir "$OUT" --demos "$DEMOS" --lambda "$lam" \
-        --stage1-steps 400 --stage2-steps 800 --batch-size 32 --seed 0 --device "$DEVICE" --skip-threshold "$SKIP_THRESHOLD" \
+    "$BIN/dysl_train" distill --model-dir "$OUT" "${DISTILL[@]}" --lambda "$lam" --skip-threshold "$SKIP_THRESHOLD" \
         --modules-out "$OUT/variants/lambda_$lam"
 done
 fi
 
 if step 8 "8/8 ablations: one-stage, no static layers, per-layer router"; then
-"$BIN/dysl_train" distill --model-dir "$OUT" --demos "$DEMOS" --lambda "$LAMBDA" --one-stage \
-    --stage1-steps 400 --stage2-steps 800 --batch-size 32 --seed 0 --device "$DEVICE" --skip-threshold "$SKIP_THRESHOLD" \
-    --modules-out "$OUT/variants/one_stage"
-"$BIN/dysl_train" distill --model-dir "$OUT" --demos "$DEMOS" --lambda "$LAMBDA" --plan last-layer-only \
-    --stage1-steps 400 --stage2-steps 800 --batch-size 32 --seed 0 --device "$DEVICE" --skip-threshold "$SKIP_THRESHOLD" \
-    --modules-out "$OUT/variants/no_static"
-"$BIN/dysl_train" router --model-dir "$OUT" --demos "$DEMOS" --lambda "$LAMBDA" \
-    --stage1-steps 400 --stage2-steps 800 --batch-size 32 --seed 0 --device "$DEVICE" \
-    --modules-out "$OUT/variants/router"
+"$BIN/dysl_train" distill --model-dir "$OUT" "${DISTILL[@]}" --lambda "$LAMBDA" --skip-threshold "$SKIP_THRESHOLD" \
+    --one-stage --modules-out "$OUT/variants/one_stage"
+"$BIN/dysl_train" distill --model-dir "$OUT" "${DISTILL[@]}" --lambda "$LAMBDA" --skip-threshold "$SKIP_THRESHOLD" \
+    --plan last-layer-only --modules-out "$OUT/variants/no_static"
+"$BIN/dysl_train" router --model-dir "$OUT" "${DISTILL[@]}" --lambda "$LAMBDA" --modules-out "$OUT/variants/router"
 fi
 
 echo

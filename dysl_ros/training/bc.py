@@ -361,7 +361,10 @@ def _train(
     batches = data.endless(loader, sampler, start_epoch=done)
     shift_rng = torch.Generator().manual_seed(s.seed + 1000 * env.rank + 1 + done)
     # Same draw on every rank (DDP needs one graph per step); indexed by the step, so resuming repeats it.
-    skip_layers = np.random.default_rng([s.seed, 11]).integers(s.skip_min_layer, config.num_layers - 1, size=s.steps)
+    skip_layers = (
+        np.random.default_rng([s.seed, 11]).integers(s.skip_min_layer, config.num_layers - 1, size=s.steps)
+        if s.skip_loss_weight > 0 else None
+    )
 
     log = None
     if out_dir is not None and env.is_main:
@@ -385,7 +388,7 @@ def _train(
             step += 1
             batch = data.to_device(next(batches), env.device)
             image = random_shift(batch["image"], s.augment_shift, shift_rng)
-            skip_from = int(skip_layers[step - 1]) if s.skip_loss_weight > 0 else None
+            skip_from = None if skip_layers is None else int(skip_layers[step - 1])
             with autocast(env.device):
                 pred, scene, skipped = net(image, batch["instruction"], batch["proprio"], skip_from)
             loss = masked_l1(pred, batch["actions"], batch["action_mask"])
