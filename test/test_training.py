@@ -257,6 +257,10 @@ def test_bc_skip_loss_makes_the_stack_tolerate_skipping() -> None:
         assert dense_cost > 0.02 and tolerant_cost < 0.5 * dense_cost, (skip_from, dense_cost, tolerant_cost)
     with pytest.raises(ConfigError, match=r"skip_min_layer must lie in 1\.\.4"):
         bc.train_bc(EPISODES, TINY, out_dir=None, skip_loss_weight=1.0, skip_min_layer=5, **kwargs)
+    for bad_max in (0, 5):  # below the min layer, or past L-2
+        with pytest.raises(ConfigError, match=r"skip_max_layer must lie in 2\.\.4 \(skip_min_layer to L-2\), got"):
+            bc.train_bc(EPISODES, TINY, out_dir=None, skip_loss_weight=1.0, skip_min_layer=2,
+                        skip_max_layer=bad_max, **kwargs)
     with pytest.raises(ConfigError, match="skip_loss_weight"):
         bc.train_bc(EPISODES, TINY, out_dir=None, skip_loss_weight=float("nan"), **kwargs)
 

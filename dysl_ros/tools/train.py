@@ -159,6 +159,13 @@ def _add_bc(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="first layer the skip loss may skip from (default: 1)",
     )
     p.add_argument(
+        "--skip-max-layer",
+        type=int,
+        default=_OPTIONAL,
+        help="last layer the skip loss may skip from (default: L-2, the one before the last); "
+        "a lower value puts the weight on the shallow exits DySL takes most",
+    )
+    p.add_argument(
         "--init-from",
         default=_OPTIONAL,
         help="start from this trained model's weights and architecture (fresh optimiser and schedule)",

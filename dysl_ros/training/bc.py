@@ -10,7 +10,8 @@ unchanged.
 ``--skip-loss-weight w`` trains the backbone to tolerate skipping, as large pretrained VLAs do without
 being asked (the redundancy DySL exploits; a 5 M-parameter stack trained densely has little): each
 step also computes the chunk with layers i..L-2 left out (layer i's input goes straight to the last
-layer), i drawn uniformly from ``--skip-min-layer``..L-2, and adds w times its L1 error. It reuses the
+layer), i drawn uniformly from ``--skip-min-layer``..``--skip-max-layer`` (default L-2), and adds w
+times its L1 error. It reuses the
 dense pass's x_i, so it costs one layer and the head. Early-exit and layer-dropout training (LayerDrop,
 LayerSkip) do the same for language models.
 
@@ -173,13 +174,14 @@ class BCSettings:
     scene_loss_weight: float = 0.0
     skip_loss_weight: float = 0.0
     skip_min_layer: int = 1
+    skip_max_layer: int | None = None
 
     def must_match(self) -> dict[str, Any]:
         """What a resumed run must share with the run it continues (the schedule depends on them)."""
         return {"steps": self.steps, "batch_size": self.batch_size, "lr": self.lr, "seed": self.seed,
                 "warmup_steps": self.warmup_steps, "init_from": self.init_from,
                 "scene_loss_weight": self.scene_loss_weight, "skip_loss_weight": self.skip_loss_weight,
-                "skip_min_layer": self.skip_min_layer}
+                "skip_min_layer": self.skip_min_layer, "skip_max_layer": self.skip_max_layer}
 
 
 class SceneHeads(nn.Module):
@@ -257,6 +259,7 @@ def train_bc(
     scene_loss_weight: float = 0.0,
     skip_loss_weight: float = 0.0,
     skip_min_layer: int = 1,
+    skip_max_layer: int | None = None,
 ) -> ReferenceVLA:
     """Train a ReferenceVLA (from scratch, or from ``init_from``'s weights); returns it (rank 0's
     copy under DDP) in eval mode.
@@ -277,7 +280,7 @@ def train_bc(
     standardised scene targets (every episode must record ``states``).
 
     ``skip_loss_weight`` > 0: add that times the L1 error of the chunk computed with layers
-    i..L-2 skipped, i uniform in ``skip_min_layer``..L-2 (one draw per step).
+    i..L-2 skipped, i uniform in ``skip_min_layer``..``skip_max_layer`` (None: L-2; one draw per step).
     """
     if steps < 1 or batch_size < 1 or lr <= 0 or log_every < 1:
         raise ConfigError(
@@ -292,6 +295,13 @@ def train_bc(
             f"skip_min_layer must lie in 1..{config.num_layers - 2} (a {config.num_layers}-layer stack), "
             f"got {skip_min_layer}"
         )
+    if skip_max_layer is None:
+        skip_max_layer = config.num_layers - 2
+    if skip_loss_weight > 0 and not skip_min_layer <= skip_max_layer <= config.num_layers - 2:
+        raise ConfigError(
+            f"skip_max_layer must lie in {skip_min_layer}..{config.num_layers - 2} (skip_min_layer to L-2), "
+            f"got {skip_max_layer}"
+        )
     if (time_limit_s is not None or resume) and out_dir is None:
         raise ConfigError("time_limit_s and resume need an out_dir to keep the training state in")
     settings = BCSettings(
@@ -302,6 +312,7 @@ def train_bc(
         init_from=None if init_from is None else str(init_from),
         camera=camera, goal_marker_radius=goal_marker_radius, scene_loss_weight=float(scene_loss_weight),
         skip_loss_weight=float(skip_loss_weight), skip_min_layer=int(skip_min_layer),
+        skip_max_layer=int(skip_max_layer),
     )
     env = setup_distributed(device)
     try:
@@ -362,7 +373,8 @@ def _train(
     shift_rng = torch.Generator().manual_seed(s.seed + 1000 * env.rank + 1 + done)
     # Same draw on every rank (DDP needs one graph per step); indexed by the step, so resuming repeats it.
     skip_layers = (
-        np.random.default_rng([s.seed, 11]).integers(s.skip_min_layer, config.num_layers - 1, size=s.steps)
+        np.random.default_rng([s.seed, 11]).integers(
+            s.skip_min_layer, (s.skip_max_layer or config.num_layers - 2) + 1, size=s.steps)
         if s.skip_loss_weight > 0 else None
     )
 
@@ -557,6 +569,7 @@ def main_bc(args: argparse.Namespace) -> int:
             scene_loss_weight=float(getattr(args, "scene_loss_weight", 0.0)),
             skip_loss_weight=float(getattr(args, "skip_loss_weight", 0.0)),
             skip_min_layer=int(getattr(args, "skip_min_layer", 1)),
+            skip_max_layer=getattr(args, "skip_max_layer", None),
         )
     except (ConfigError, ModelDirError, ValueError, OSError) as exc:
         print(f"dysl_train bc: {exc}", file=sys.stderr)
