@@ -307,9 +307,10 @@ def test_action_stream_runs_at_control_rate(node: NodeUnderTest) -> None:
 
 def check_action_sources(handle: NodeUnderTest, sent: list[Sent], max_age_ms: float) -> int:
     """Every fresh action names images the test published, none older than ``max_age_ms`` when it was
-    written (5 ms allowed for a preemption between the stream's check and the DDS write: the stream
-    judges age 1 ms ahead, and these tests run it without real-time priority); hold repeats the
-    previous command. Returns the number of fresh actions checked."""
+    written (10 ms, half a period, allowed for a preemption between the stream's check and the DDS
+    write: the stream judges age 1 ms ahead, and these tests run it without real-time priority; on
+    the CI's two shared cores a write once trailed its check by 6 ms); hold repeats the previous
+    command. Returns the number of fresh actions checked."""
     fresh = 0
     for previous, action in zip([None, *sent[:-1]], sent, strict=True):
         if action.label == "hold":
@@ -323,7 +324,7 @@ def check_action_sources(handle: NodeUnderTest, sent: list[Sent], max_age_ms: fl
         for source in action.sources:
             assert source in handle.sent_stamps, f"action from an image the test never published: {action.label}"
             age_ms = (action.written_ns - source) / 1e6
-            assert age_ms <= max_age_ms + 5.0, f"action written {age_ms:.1f} ms after its image ({action.label})"
+            assert age_ms <= max_age_ms + 10.0, f"action written {age_ms:.1f} ms after its image ({action.label})"
     return fresh
 
 
