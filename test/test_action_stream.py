@@ -124,6 +124,58 @@ def test_weighted_with_zero_decay_is_the_plain_mean_and_latest_ignores_older_chu
         assert action is not None and np.allclose(action.values, expected), aggregation
 
 
+def test_a_planned_action_is_not_sent_until_committed() -> None:
+    """plan_action records nothing: the held command and the chunk's sent count move only on commit."""
+    q = queue("hold", max_age_ms=100)
+    q.push(1, T0, CHUNK)
+    first = q.plan_action(0, T0, T0)
+    assert first is not None and first.fresh and first.expires_ns == T0 + 100 * MS
+    again = q.plan_action(0, T0, T0)
+    assert again is not None and again.index == first.index and again.values.tolist() == first.values.tolist()
+    q.push(2, T0 + DT, CHUNK + 10)  # chunk 1 retires having sent nothing
+    [unsent] = q.take_finished()
+    assert (unsent.seq, unsent.first_index, unsent.count) == (1, -1, 0)
+    assert q.plan_action(1, T0 + DT, T0 + DT - 1) is not None
+    q.push(3, T0 + 2 * DT, CHUNK + 20)
+    q.take_finished()
+    # Still nothing committed: a stale plan finds no command to hold.
+    assert q.plan_action(2, T0 + 2 * DT, T0 + 2 * DT + 101 * MS) is None
+
+
+def test_a_write_that_slipped_past_max_age_is_planned_again_and_never_recorded() -> None:
+    """The stream's re-check before the DDS write: planned on time, the write slipped 2 ms past the
+    image's max age; re-planned at the later time it is the hold of the last committed command, and
+    the chunk's report counts only what really went out."""
+    q = queue("hold", max_age_ms=100)
+    q.push(1, T0, CHUNK)
+    for p in range(3):
+        q.next_action(p, T0 + p * DT, T0 + p * DT)
+    planned = q.plan_action(4, T0 + 4 * DT, T0 + 4 * DT + 19 * MS)  # 99 ms: fresh when planned
+    assert planned is not None and planned.fresh and planned.index == 4
+    assert planned.expires_ns is not None and T0 + 4 * DT + 21 * MS > planned.expires_ns  # written at 101 ms
+    again = q.plan_action(4, T0 + 4 * DT, T0 + 4 * DT + 21 * MS)
+    assert again is not None and again.kind == "hold" and again.values.tolist() == CHUNK[2].tolist()
+    assert again.expires_ns is None
+    q.commit_action(again)
+    [done] = q.take_finished()
+    assert (done.seq, done.first_index, done.count) == (1, 0, 3)
+    with pytest.raises(ValueError, match="plan it again"):
+        q.commit_action(planned)
+
+
+def test_weighted_replan_drops_only_the_chunk_that_aged_out() -> None:
+    q = queue(aggregation="weighted", decay=0.0, max_age_ms=100)
+    q.push(1, T0, CHUNK)
+    q.push(2, T0 + 40 * MS, CHUNK + 50)
+    planned = q.plan_action(4, T0 + 4 * DT, T0 + 4 * DT + 19 * MS)
+    assert planned is not None and planned.sources == (T0, T0 + 40 * MS) and planned.expires_ns == T0 + 100 * MS
+    again = q.plan_action(4, T0 + 4 * DT, T0 + 4 * DT + 21 * MS)
+    assert again is not None and again.sources == (T0 + 40 * MS,) and again.values.tolist() == (CHUNK[2] + 50).tolist()
+    assert again.expires_ns == T0 + 140 * MS
+    q.commit_action(again)
+    assert q.remaining(4) == L - 3
+
+
 def test_clear_forgets_chunks_and_the_held_command() -> None:
     q = queue("hold")
     q.push(1, T0, CHUNK)

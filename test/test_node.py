@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
+import random
+import signal
 import struct
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -307,11 +311,12 @@ def test_action_stream_runs_at_control_rate(node: NodeUnderTest) -> None:
 
 def check_action_sources(handle: NodeUnderTest, sent: list[Sent], max_age_ms: float) -> int:
     """Every fresh action names images the test published, none older than ``max_age_ms`` when it was
-    written (10 ms, half a period, allowed for a preemption between the stream's check and the DDS
-    write: the stream judges age 1 ms ahead, and these tests run it without real-time priority; on
-    the CI's two shared cores a write once trailed its check by 6 ms); hold repeats the previous
-    command. Returns the number of fresh actions checked."""
+    written, unless the stream itself counted it in ``actions_written_past_max_age`` (its write call
+    returned after the image aged out: a preemption inside the DDS write, which these tests, run
+    without real-time priority on shared cores, can suffer); hold repeats the previous command.
+    1 ms is allowed for the node clock's offset, measured per chunk. Returns the fresh actions checked."""
     fresh = 0
+    late: list[str] = []
     for previous, action in zip([None, *sent[:-1]], sent, strict=True):
         if action.label == "hold":
             assert previous is not None and action.values == previous.values, "hold did not repeat the last command"
@@ -323,8 +328,17 @@ def check_action_sources(handle: NodeUnderTest, sent: list[Sent], max_age_ms: fl
         fresh += 1
         for source in action.sources:
             assert source in handle.sent_stamps, f"action from an image the test never published: {action.label}"
-            age_ms = (action.written_ns - source) / 1e6
-            assert age_ms <= max_age_ms + 10.0, f"action written {age_ms:.1f} ms after its image ({action.label})"
+        age_ms = (action.written_ns - min(action.sources)) / 1e6
+        if age_ms > max_age_ms + 1.0:
+            late.append(f"{age_ms:.1f} ms ({action.label})")
+    if late:
+        counted = handle.ros.wait_until(
+            lambda: handle.counter("actions_written_past_max_age") >= len(late), timeout=3.0
+        )
+        assert counted, (
+            f"{len(late)} action(s) written after their image passed {max_age_ms} ms, the stream counted "
+            f"{handle.counter('actions_written_past_max_age')}: {late}"
+        )
     return fresh
 
 
@@ -409,6 +423,63 @@ def test_no_action_from_an_image_older_than_max_age(node: NodeUnderTest) -> None
     sent = node.sent_since(start)
     assert check_action_sources(node, sent, MAX_AGE_MS) > 30
     assert sent[-1].label == "hold"
+
+
+def stream_pid(handle: NodeUnderTest) -> int:
+    """The node's action-stream process (a child running ``dysl_ros.node.stream_process``)."""
+    children = Path(f"/proc/{handle.proc.pid}/task/{handle.proc.pid}/children").read_text().split()
+    for pid in children:
+        if b"dysl_ros.node.stream_process" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            return int(pid)
+    raise AssertionError(f"no stream process among the node's children {children}")
+
+
+def test_a_preempted_stream_writes_no_uncounted_stale_action(model_dir: Path, tmp_path: Path) -> None:
+    """The stream process frozen (SIGSTOP) for 1-30 ms at random moments, with max_image_age_ms 60
+    (three periods: every chunk runs into the limit) and weighted aggregation: an action whose image
+    aged out while the stream was frozen is withdrawn before the write (or, frozen inside the write,
+    counted in actions_written_past_max_age); none reaches the wire uncounted, and the stream serves
+    fresh actions again once it runs freely."""
+    max_age = 60.0
+    domain = unique_domain_id()
+    log = tmp_path / "preempted.log"
+    params = dict(chunk_aggregation="weighted", max_image_age_ms=max_age, replan_threshold=6)
+    with (
+        ros_process(node_command(model_dir, "dysl_preempted", **params), domain, log) as proc,
+        ros_session(domain, "preempted_probe") as ros,
+    ):
+        handle = NodeUnderTest(ros, "dysl_preempted", proc, log, domain)
+        assert handle.wait_active()
+        handle.instruction("open the drawer")
+        handle.wait_for_stream()
+        pid = stream_pid(handle)
+        stop = threading.Event()
+
+        def preempt() -> None:
+            rng = random.Random(7)
+            while not stop.is_set():
+                os.kill(pid, signal.SIGSTOP)
+                time.sleep(rng.uniform(0.001, 0.030))
+                os.kill(pid, signal.SIGCONT)
+                time.sleep(rng.uniform(0.002, 0.040))
+
+        handle.feed(0.5)  # fresh actions before the window: its first hold has a command to repeat
+        start = time.monotonic()
+        thread = threading.Thread(target=preempt, daemon=True)
+        thread.start()
+        try:
+            handle.feed(4.0)
+        finally:
+            stop.set()
+            thread.join()
+            os.kill(pid, signal.SIGCONT)
+        after = time.monotonic()
+        handle.feed(1.0)
+        sent = handle.sent_since(start)
+        assert check_action_sources(handle, sent, max_age) > 30, f"diagnostics {handle.diag()}"
+        later = [a for a in handle.sent_since(after + 0.3) if a.sources]
+        assert len(later) > 10, f"the stream did not recover: {len(later)} fresh actions; {handle.diag()}"
+        check_alive(proc, log)
 
 
 def test_weighted_aggregation_and_stale_sources(model_dir: Path, tmp_path: Path) -> None:

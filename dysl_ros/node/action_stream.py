@@ -21,6 +21,11 @@ Staleness. An action is only ever computed from chunks whose image is at most ``
 the time it is published (the caller passes that time); a stale chunk drops out of an average, and
 when the newest chunk is stale or used up nothing fresh goes out: ``on_stale`` ``hold`` repeats the
 last command sent (nothing before the first one), ``zero`` sends zeros.
+
+Two steps. ``plan_action`` chooses a period's action without recording it as sent, and
+``commit_action`` records it; ``next_action`` does both. The stream plans, fills the message, then
+checks the clock again just before the write: an action whose ``expires_ns`` has passed by then
+(the process was preempted in between) is planned again for the later time and never written.
 """
 
 from __future__ import annotations
@@ -100,6 +105,9 @@ class StreamAction:
     """Sequence number of the newest chunk used (-1 when not fresh)."""
     index: int = -1
     """Index of the action in that chunk (-1 when not fresh)."""
+    expires_ns: int | None = None
+    """Fresh: when its oldest source image passes max_age (the action must be written before then);
+    None for hold/zero."""
 
     @property
     def fresh(self) -> bool:
@@ -181,7 +189,17 @@ class ActionQueue:
 
     def next_action(self, period: int, nominal_ns: int, publish_ns: int) -> StreamAction | None:
         """The action of period ``period``, due at ``nominal_ns`` and published at ``publish_ns`` (both
-        on the image stamps' clock). None: publish nothing (hold before any command was sent)."""
+        on the image stamps' clock), recorded as sent. None: publish nothing (hold before any command
+        was sent)."""
+        action = self.plan_action(period, nominal_ns, publish_ns)
+        if action is not None:
+            self.commit_action(action)
+        return action
+
+    def plan_action(self, period: int, nominal_ns: int, publish_ns: int) -> StreamAction | None:
+        """``next_action`` without recording it as sent: planning a period again for a later
+        ``publish_ns`` (the write slipped) gives the action that is right at that time. Chunks that are
+        used up or stale at ``publish_ns`` retire here; they stay so at any later time."""
         contributors: list[tuple[_Chunk, int]] = []
         for chunk in self._chunks:
             if chunk.offset is None:
@@ -206,11 +224,20 @@ class ActionQueue:
             weights = np.exp(-self.decay * np.arange(len(contributors)))
             stacked = np.stack([c.actions[i] for c, i in contributors])
             values = (weights[:, None] * stacked).sum(axis=0) / weights.sum()
+        sources = tuple(c.stamp_ns for c, _ in contributors)
+        return StreamAction(values, "fresh", sources, newest.seq, index, min(sources) + self.max_age_ns)
+
+    def commit_action(self, action: StreamAction) -> None:
+        """Record a planned action as sent (the last command for ``hold``; the newest chunk's count)."""
+        if not action.fresh:
+            return
+        newest = self._chunks[-1] if self._chunks else None
+        if newest is None or newest.seq != action.seq:
+            raise ValueError(f"action of chunk {action.seq} committed after the queue moved on (plan it again)")
         if newest.first_index < 0:
-            newest.first_index = index
+            newest.first_index = action.index
         newest.sent += 1
-        self._last = values
-        return StreamAction(values.copy(), "fresh", tuple(c.stamp_ns for c, _ in contributors), newest.seq, index)
+        self._last = action.values.copy()
 
     def remaining(self, period: int) -> int:
         """Fresh actions of the newest chunk still queued after period ``period`` (0 when none)."""

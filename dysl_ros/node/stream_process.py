@@ -247,6 +247,8 @@ class _Stream:
         self.published = 0
         self.stale = 0
         self.late = 0
+        self.withdrawn = 0
+        self.written_past_max_age = 0
         self.periods: deque[int] = deque(maxlen=PERIOD_WINDOW)
         self.sent_times: deque[int] = deque(maxlen=PERIOD_WINDOW)
         self.last_publish: int | None = None
@@ -295,11 +297,29 @@ class _Stream:
                 self.late += 1
                 continue
             ros_now = time.time_ns() + self.clock_offset_ns
-            action = self.queue.next_action(k, ros_now - (now - deadline), ros_now + PUBLISH_MARGIN_NS)
+            nominal = ros_now - (now - deadline)
+            action = self.queue.plan_action(k, nominal, ros_now + PUBLISH_MARGIN_NS)
             if action is not None:
                 self.msg.data = action.values.tolist()
                 self.dim.label = action.label
+                # Checked again just before the write: preempted since the plan, a source may have
+                # passed max_age; then the period's action is planned again (hold/zero, or the mean
+                # of the younger chunks) and the stale one is never written.
+                ros_now = time.time_ns() + self.clock_offset_ns
+                if action.expires_ns is not None and ros_now + PUBLISH_MARGIN_NS > action.expires_ns:
+                    self.withdrawn += 1
+                    action = self.queue.plan_action(k, nominal, ros_now + PUBLISH_MARGIN_NS)
+                    if action is not None:
+                        self.msg.data = action.values.tolist()
+                        self.dim.label = action.label
+            if action is not None:
+                self.queue.commit_action(action)
                 self.pub.publish(self.msg)
+                # The write's own time (DDS source timestamp) lies inside publish(): a fresh action
+                # whose source expired before publish() returned may have been written late.
+                written_by = time.time_ns() + self.clock_offset_ns
+                if action.expires_ns is not None and written_by > action.expires_ns:
+                    self.written_past_max_age += 1
                 sent = time.monotonic_ns()
                 if self.last_publish is not None:
                     self.periods.append(sent - self.last_publish)
@@ -329,6 +349,8 @@ class _Stream:
             "actions_published": float(self.published),
             "stale_periods": float(self.stale),
             "late_periods": float(self.late),
+            "withdrawn_actions": float(self.withdrawn),
+            "written_past_max_age": float(self.written_past_max_age),
             "period_p50_ms": float(np.percentile(periods_ms, 50)) if len(periods_ms) else float("nan"),
             "jitter_p99_ms": float(np.percentile(np.abs(periods_ms - dt_ms), 99)) if len(periods_ms) else float("nan"),
         }
