@@ -16,7 +16,7 @@ bench() {  # bench NAME ARGS...
     tail -n 1 "$OUT/$name.log" | "$BIN/python" -c '
 import json, sys
 for variant, v in json.loads(sys.stdin.read())["variants"].items():
-    print(f"'"$name"': {variant} {v["success_rate"]:.1%} at {v["mean_executed_layers"]:.2f} layers")'
+    print("%s: %s %.1f %% at %.2f layers" % (sys.argv[1], variant, 100 * v["success_rate"], v["mean_executed_layers"]))' "$name"
 }
 bench dense --variants dense
 for threshold in 0.3 0.35; do

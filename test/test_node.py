@@ -3,6 +3,7 @@ with rclpy on its own loopback-only domain."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import os
@@ -425,6 +426,23 @@ def test_no_action_from_an_image_older_than_max_age(node: NodeUnderTest) -> None
     assert sent[-1].label == "hold"
 
 
+@contextlib.contextmanager
+def own_node(model_dir: Path, log: Path, name: str, **params: Any) -> Iterator[NodeUnderTest]:
+    """A node of the test's own (``params`` on top of the module's), active, with an instruction and
+    its action stream flowing; checked alive at the end."""
+    domain = unique_domain_id()
+    with (
+        ros_process(node_command(model_dir, name, **params), domain, log) as proc,
+        ros_session(domain, f"{name}_probe") as ros,
+    ):
+        handle = NodeUnderTest(ros, name, proc, log, domain)
+        assert handle.wait_active()
+        handle.instruction("open the drawer")
+        handle.wait_for_stream()
+        yield handle
+        check_alive(proc, log)
+
+
 def stream_pid(handle: NodeUnderTest) -> int:
     """The node's action-stream process (a child running ``dysl_ros.node.stream_process``)."""
     children = Path(f"/proc/{handle.proc.pid}/task/{handle.proc.pid}/children").read_text().split()
@@ -441,17 +459,8 @@ def test_a_preempted_stream_writes_no_uncounted_stale_action(model_dir: Path, tm
     counted in actions_written_past_max_age); none reaches the wire uncounted, and the stream serves
     fresh actions again once it runs freely."""
     max_age = 60.0
-    domain = unique_domain_id()
-    log = tmp_path / "preempted.log"
     params = dict(chunk_aggregation="weighted", max_image_age_ms=max_age, replan_threshold=6)
-    with (
-        ros_process(node_command(model_dir, "dysl_preempted", **params), domain, log) as proc,
-        ros_session(domain, "preempted_probe") as ros,
-    ):
-        handle = NodeUnderTest(ros, "dysl_preempted", proc, log, domain)
-        assert handle.wait_active()
-        handle.instruction("open the drawer")
-        handle.wait_for_stream()
+    with own_node(model_dir, tmp_path / "preempted.log", "dysl_preempted", **params) as handle:
         pid = stream_pid(handle)
         stop = threading.Event()
 
@@ -479,7 +488,6 @@ def test_a_preempted_stream_writes_no_uncounted_stale_action(model_dir: Path, tm
         assert check_action_sources(handle, sent, max_age) > 30, f"diagnostics {handle.diag()}"
         later = [a for a in handle.sent_since(after + 0.3) if a.sources]
         assert len(later) > 10, f"the stream did not recover: {len(later)} fresh actions; {handle.diag()}"
-        check_alive(proc, log)
 
 
 def test_weighted_aggregation_and_stale_sources(model_dir: Path, tmp_path: Path) -> None:
@@ -487,17 +495,8 @@ def test_weighted_aggregation_and_stale_sources(model_dir: Path, tmp_path: Path)
     w_i = exp(-decay*i) with i = 0 the oldest; a chunk whose image passes max_image_age_ms (100 ms,
     shorter than a chunk) drops out of the mean and is never used alone."""
     decay, max_age = 0.5, 100.0
-    domain = unique_domain_id()
-    log = tmp_path / "weighted.log"
     params = dict(chunk_aggregation="weighted", aggregation_decay=decay, max_image_age_ms=max_age, replan_threshold=6)
-    with (
-        ros_process(node_command(model_dir, "dysl_weighted", **params), domain, log) as proc,
-        ros_session(domain, "weighted_probe") as ros,
-    ):
-        handle = NodeUnderTest(ros, "dysl_weighted", proc, log, domain)
-        assert handle.wait_active()
-        handle.instruction("open the drawer")
-        handle.wait_for_stream()
+    with own_node(model_dir, tmp_path / "weighted.log", "dysl_weighted", **params) as handle:
         start = time.monotonic()
         handle.feed(3.0)
         time.sleep(0.2)
@@ -524,7 +523,6 @@ def test_weighted_aggregation_and_stale_sources(model_dir: Path, tmp_path: Path)
             assert matches, f"{action} is not the weighted mean of its chunks' actions"
             blended += 1
         assert blended >= 10, f"only {blended} actions had overlapping chunks"
-        check_alive(proc, log)
 
 
 def _serialized_string(payload: bytes) -> bytes:
