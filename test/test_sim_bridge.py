@@ -191,7 +191,9 @@ def test_lockstep_episode_with_dysl_node(tmp_path: Path) -> None:
     published = set(images.messages)
     answered = [s for s in chunks.messages if s in published]
     assert set(chunks.messages) <= published, "a chunk carried a stamp of no published image"
-    assert len(set(answered)) >= result["chunks_executed"]
+    assert len(set(answered)) >= result["chunks_executed"], (
+        f"the probe saw {len(published)} images and {len(chunks)} chunks for {result['chunks_executed']} executed"
+    )
     assert result["start_stamp"] * 1e9 == pytest.approx(min(published), abs=1e3)
     # Each image went out with the joint state of the same simulated state (same stamp), hand xyz + gripper.
     state_stamps = {s for s, _, _ in states.messages}
