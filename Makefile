@@ -55,6 +55,10 @@ bench: setup
 		--record-trace out/bench/decisions.json --markdown out/bench/closed_loop.md --json | tee out/bench/closed_loop.log
 	$(BIN)/dysl_bench latency --model-dir models/reference --backend onnxruntime --num-threads 1 \
 		--trace out/bench/decisions.json --json | tee out/bench/latency.log
+	# The floor: the five static layers alone (random_drop with every dynamic layer dropped).
+	$(BIN)/dysl_bench closed-loop --model-dir models/reference --episodes 30 --seed 3000 --workers 2 \
+		--variants random_drop --random-target-layers 5 --markdown out/bench/static_only.md --json \
+		| tee out/bench/static_only.log
 
 # The speed/accuracy curve (lambda points x eta values) on the validation seed 2000.
 bench-curve: setup

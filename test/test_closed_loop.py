@@ -20,8 +20,11 @@ from dysl_ros.bench.trace import DecisionTrace
 from dysl_ros.bench.variants import (
     VARIANTS,
     CoinBackend,
+    LoadSettings,
+    VariantLoader,
     expected_executed_layers,
     parse_variants,
+    random_drop_keep_probability,
     random_skip_probability,
 )
 from dysl_ros.core.config import DySLConfig
@@ -30,7 +33,7 @@ from dysl_ros.core.router import run_router_path
 from dysl_ros.core.runner import run_path
 from dysl_ros.model.checkpoint import ModelDirError, load_bundle, model_hash, save_dysl
 from dysl_ros.model.skip_modules import DySLModules
-from dysl_ros.model.spec import Observation, preprocess
+from dysl_ros.model.spec import Observation, denormalise_actions, preprocess
 from dysl_ros.policy import load_policy
 from dysl_ros.tools import bench
 from dysl_ros.training.metaworld_env import model_goal_marker_radius
@@ -123,8 +126,12 @@ def test_closed_loop_every_variant(model_dir: Path, tmp_path: Path, capsys: pyte
     assert v["no_static"]["mean_executed_layers"] == 1  # its plan: only the last layer is static
     assert static <= v["one_stage"]["mean_executed_layers"] <= NUM_LAYERS
     # Random skip matched dysl's mean: the minimum its plan allows, so every coin says skip.
-    assert v["random_skip"]["skip_probability"] == 1.0
+    assert v["random_skip"]["skip_probability"] == v["random_skip"]["coin_probability"] == 1.0
     assert v["random_skip"]["mean_executed_layers"] == static
+    # Random drop matched it too: every dynamic layer's coin says drop.
+    assert v["random_drop"]["keep_probability"] == 0.0 and v["random_drop"]["mean_executed_layers"] == static
+    target = report["random_target"]["target_layers"]
+    assert v["random_drop"]["target_layers"] == target == v["dysl"]["mean_executed_layers"]
     assert v["router"]["verification_rate"] == 0.0
 
     trace = DecisionTrace.load(trace_file)
@@ -133,7 +140,8 @@ def test_closed_loop_every_variant(model_dir: Path, tmp_path: Path, capsys: pyte
     assert all(all(s is not None for s in t.skipped_from) for t in trace.ticks)
     assert trace.model == model_hash(model_dir)
     text = markdown.read_text()
-    assert "| `dysl` |" in text and "reach-v3" in text and "random_skip" in text
+    assert "| `dysl` |" in text and "reach-v3" in text and "| `random_drop` |" in text
+    assert "probability that each dynamic layer runs (no adapters) 0.0000" in text
 
 
 def test_closed_loop_workers_and_refusals(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -264,6 +272,40 @@ def test_coin_backend_executes_the_expected_layers_on_average() -> None:
               for _ in range(600)]
     assert float(np.mean(counts)) == pytest.approx(target, abs=0.25)
     assert min(counts) >= 2 and max(counts) <= NUM_LAYERS
+
+
+def test_random_drop_runs_the_static_layers_and_a_matched_share_of_the_others(model_dir: Path) -> None:
+    loader = VariantLoader(LoadSettings(str(model_dir)))
+    plan = load_bundle(model_dir).plan
+    assert plan is not None
+    static, dynamic = len(plan.static_layers), len(plan.dynamic_layers)
+    assert random_drop_keep_probability(plan, static + 0.25 * dynamic) == pytest.approx(0.25)
+    assert random_drop_keep_probability(plan, 0.0) == 0.0 and random_drop_keep_probability(plan, 99.0) == 1.0
+    obs = observation(2)
+    # Every coin says run: the dense model's actions; every coin says drop: the static layers alone,
+    # with nothing (no adapter) standing in for the dropped layers.
+    dense = loader.get("dense").step(obs, slice(0, 4))
+    everything = loader.get("random_drop", 1.0).step(obs, slice(0, 4))
+    assert everything.executed_layers == NUM_LAYERS
+    np.testing.assert_allclose(everything.actions, dense.actions, atol=1e-6)
+    policy = loader.base_policy(None)
+    backend, config = policy.runner.backend, policy.config
+    x = backend.embed(preprocess(config, obs))
+    for layer in plan.static_layers:
+        x = backend.run_layers(layer, layer + 1, x)
+    statics_only = loader.get("random_drop", 0.0).step(obs, slice(0, 4))
+    assert statics_only.executed_layers == static and not statics_only.verified
+    np.testing.assert_allclose(statics_only.actions, denormalise_actions(config, backend.head(x)), atol=1e-6)
+    assert not np.allclose(statics_only.actions, dense.actions, atol=1e-3)
+    # In between: the expected count on average, and an episode seed replays its coins.
+    keep = random_drop_keep_probability(plan, static + 0.5 * dynamic)
+    variant = loader.get("random_drop", keep)
+    variant.reset(11)
+    counts = [variant.step(obs, slice(0, 4)).executed_layers for _ in range(400)]
+    assert float(np.mean(counts)) == pytest.approx(static + 0.5 * dynamic, abs=0.3)
+    assert min(counts) >= static and max(counts) <= NUM_LAYERS and len(set(counts)) > 2
+    variant.reset(11)
+    assert [variant.step(obs, slice(0, 4)).executed_layers for _ in range(400)] == counts
 
 
 def observation(seed: int = 0) -> Observation:

@@ -3,7 +3,7 @@
     dysl_bench closed-loop --model-dir models/reference --episodes 10 --workers 2 --json \\
         --markdown out/bench/closed_loop.md --record-trace out/bench/decisions.json
 
-Every variant (dense, dysl, no_pre_skip, no_post_verify, no_static, one_stage, random_skip, router;
+Every variant (dense, dysl, no_pre_skip, no_post_verify, no_static, one_stage, random_skip, random_drop, router;
 see dysl_ros.bench.variants) runs the same episodes: episode i of task k under the eval run seed s
 has the environment seed SeedSequence([s, k, i]) and instruction of `dysl_train demos` (the training
 demonstrations used run seed 1000, so a different seed never replays a training episode; the
@@ -11,8 +11,8 @@ benchmark also refuses any episode whose seed is in the model's training demonst
 can find them). Per tick the policy sees the camera image, instruction and proprio, the first
 --execute-steps actions of its chunk are executed (as dysl_node re-plans), then it re-plans.
 An episode ends as a success at the first step with Meta-World's info["success"], as a failure at
---max-steps. random_skip runs after dysl: its coin is solved to match dysl's mean executed layers
-of this run (or --random-target-layers).
+--max-steps. random_skip and random_drop run after dysl: their coins are solved to match dysl's
+mean executed layers of this run (or --random-target-layers).
 
 Reported per variant, per task and overall: success rate, mean and p99 executed layers per tick
 (the layers on the path that produced the executed chunk), executed fraction (mean / num_layers),
@@ -37,12 +37,13 @@ import numpy as np
 
 from dysl_ros.bench.trace import DecisionTrace, TickDecision
 from dysl_ros.bench.variants import (
+    RANDOM_VARIANTS,
     VARIANTS,
     LoadSettings,
     VariantLoader,
+    coin_probability,
     main_plan,
     parse_variants,
-    random_skip_probability,
     variant_modules_dir,
 )
 from dysl_ros.core.config import ConfigError
@@ -75,7 +76,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch", help="(default: torch)")
     parser.add_argument(
         "--random-target-layers", type=float, default=None,
-        help="random_skip's expected executed layers per tick (default: dysl's measured mean in this run)",
+        help="random_skip's and random_drop's expected executed layers per tick (default: dysl's measured mean "
+        "in this run)",
     )
     parser.add_argument(
         "--router-threshold", type=float, default=None,
@@ -114,7 +116,8 @@ class Job:
     episode: int
     seed: int
     instruction: str
-    random_skip_q: float | None = None
+    coin: float | None = None
+    """The random variants' coin (variants.coin_probability); None for the others."""
     record: bool = False
 
 
@@ -200,7 +203,7 @@ def run_episode(state: _WorkerState, job: Job) -> EpisodeResult:
     from dysl_ros.model.spec import Observation
 
     started = time.perf_counter()
-    policy = state.loader.get(job.variant, job.random_skip_q)
+    policy = state.loader.get(job.variant, job.coin)
     config = policy.policy.config  # type: ignore[attr-defined]
     env = state.env(job.task, config.image_size)
     execute = state.settings.execute_steps
@@ -283,8 +286,8 @@ class _Runner:
 
 
 def make_jobs(
-    variants: Sequence[str], tasks: Sequence[str], episodes: int, seed: int, *, random_skip_q: float | None = None,
-    record: bool = False,
+    variants: Sequence[str], tasks: Sequence[str], episodes: int, seed: int, *,
+    coins: Mapping[str, float] | None = None, record: bool = False,
 ) -> list[Job]:
     """Jobs sorted by task, then episode, then variant: paired episodes run close together and a
     worker meets each task's environment in one stretch."""
@@ -298,7 +301,7 @@ def make_jobs(
             for variant in variants:
                 jobs.append(Job(
                     variant, task, i, env_seed, instruction,
-                    random_skip_q if variant == "random_skip" else None, record and variant == "dysl",
+                    (coins or {}).get(variant), record and variant == "dysl",
                 ))
     return jobs
 
@@ -356,7 +359,7 @@ def markdown_table(report: Mapping[str, Any]) -> str:
 
 
 def markdown_report(report: Mapping[str, Any]) -> str:
-    random = report.get("random_skip")
+    random = report.get("random_target")
     notes = [
         f"Meta-World MT10, {report['episodes']} episode(s) per task and variant (the same episodes for every "
         f"variant), eval run seed {report['seed']}; model `{report['model_dir']}` ({report['num_layers']} layers, "
@@ -364,10 +367,14 @@ def markdown_report(report: Mapping[str, Any]) -> str:
         f"re-plan every {report['execute_steps']} actions, at most {report['max_steps']} steps per episode.",
     ]
     if random is not None:
-        notes.append(
-            f"random_skip: coin skip probability {random['skip_probability']:.4f}, solved for "
-            f"{random['target_layers']:.2f} expected executed layers ({random['target_from']})."
+        coins = {"random_skip": "skip probability of each consulted controller's coin",
+                 "random_drop": "probability that each dynamic layer runs (no adapters)"}
+        solved = "; ".join(
+            f"{name}: {coins[name]} {report['variants'][name]['coin_probability']:.4f}"
+            for name in RANDOM_VARIANTS if name in report["variants"]
         )
+        notes.append(f"{solved}; solved for {random['target_layers']:.2f} expected executed layers "
+                     f"({random['target_from']}).")
     return "\n\n".join(["### Closed loop", *notes, markdown_table(report)]) + "\n"
 
 
@@ -448,13 +455,16 @@ def _run(args: argparse.Namespace) -> int:
         if not 0 < value <= upper:
             bound = "in (0, 1]" if name == "skip_threshold" else "> 0"
             raise ConfigError(f"--{name.replace('_', '-')} must be {bound}, got {value}")
-    plan = main_plan(model_dir if load.modules_dir is None else load.modules_dir)  # what random_skip follows
+    plan = main_plan(model_dir if load.modules_dir is None else load.modules_dir)  # what the random variants follow
     target_given = args.random_target_layers is not None
-    if "random_skip" in variants:
+    randoms = [v for v in variants if v in RANDOM_VARIANTS]
+    if randoms:
         if plan is None:
-            raise ConfigError(f"random_skip needs the DySL modules of {model_dir} (no layer plan)")
+            raise ConfigError(
+                f"{', '.join(randoms)} need(s) the layer plan of {model_dir} (run `dysl_train calibrate`)"
+            )
         if not target_given and "dysl" not in variants:
-            raise ConfigError("random_skip matches dysl's executed layers: add dysl to --variants "
+            raise ConfigError(f"{', '.join(randoms)} match(es) dysl's executed layers: add dysl to --variants "
                               "or give --random-target-layers")
     for variant in variants:
         where = variant_modules_dir(model_dir, variant, load.modules_dir)
@@ -472,19 +482,19 @@ def _run(args: argparse.Namespace) -> int:
             f"--seed {args.seed} replays {len(reused)} training episode(s) of {demos}: choose another eval seed"
         )
 
-    first = [v for v in variants if v != "random_skip" or target_given]
-    q: float | None = None
-    target_from = ""
-    if target_given and "random_skip" in variants:
+    first = [v for v in variants if v not in RANDOM_VARIANTS or target_given]
+    coins: dict[str, float] = {}
+    target = float(args.random_target_layers) if target_given else float("nan")
+    target_from = "--random-target-layers"
+    if target_given and randoms:
         assert plan is not None
-        q = random_skip_probability(plan, float(args.random_target_layers))
-        target_from = "--random-target-layers"
+        coins = {v: coin_probability(v, plan, target) for v in randoms}
     record = args.record_trace is not None and "dysl" in variants
     if args.record_trace is not None and "dysl" not in variants:
         raise ConfigError("--record-trace records the dysl variant: add it to --variants")
-    phase1 = make_jobs(first, tasks, args.episodes, args.seed, random_skip_q=q, record=record)
-    later = "random_skip" in variants and not target_given
-    total = len(phase1) + (len(tasks) * args.episodes if later else 0)
+    phase1 = make_jobs(first, tasks, args.episodes, args.seed, coins=coins, record=record)
+    later = [] if target_given else randoms
+    total = len(phase1) + len(tasks) * args.episodes * len(later)
 
     trained_radius = model_goal_marker_radius(model_dir)
     radius = trained_radius if args.goal_marker_radius == "model" else _radius_flag(args.goal_marker_radius)
@@ -507,22 +517,12 @@ def _run(args: argparse.Namespace) -> int:
                dynamic_ncols=True)
     try:
         _collect(runner.run(phase1), results, bar)
-        random_info: dict[str, Any] | None = None
         if later:
             assert plan is not None
-            dysl_ticks = [n for r in results if r.variant == "dysl" for n in r.executed]
-            target = float(np.mean(dysl_ticks))
-            q = random_skip_probability(plan, target)
+            target = float(np.mean([n for r in results if r.variant == "dysl" for n in r.executed]))
             target_from = "dysl's mean executed layers in this run"
-            _collect(runner.run(make_jobs(["random_skip"], tasks, args.episodes, args.seed, random_skip_q=q)),
-                     results, bar)
-        if "random_skip" in variants:
-            assert plan is not None and q is not None
-            random_info = {
-                "skip_probability": q,
-                "target_layers": float(args.random_target_layers) if target_given else target,
-                "target_from": target_from,
-            }
+            coins = {v: coin_probability(v, plan, target) for v in later}
+            _collect(runner.run(make_jobs(later, tasks, args.episodes, args.seed, coins=coins)), results, bar)
     except BaseException:
         bar.close()
         runner.terminate()
@@ -556,10 +556,13 @@ def _run(args: argparse.Namespace) -> int:
         "dysl_overrides": load.dysl_overrides(),
         "wall_s": wall,
     }
-    if random_info is not None:
-        report["random_skip"] = random_info
-        report["variants"]["random_skip"]["skip_probability"] = random_info["skip_probability"]
-        report["variants"]["random_skip"]["target_layers"] = random_info["target_layers"]
+    if randoms:
+        report["random_target"] = {"target_layers": target, "target_from": target_from}
+        names = {"random_skip": "skip_probability", "random_drop": "keep_probability"}
+        for name in randoms:
+            figures = report["variants"][name]
+            figures["coin_probability"] = figures[names[name]] = coins[name]
+            figures["target_layers"] = target
 
     if record:
         assert plan is not None

@@ -9,6 +9,7 @@
 | `no_static`      | `variants/no_static`             | DySL over one gap (only the last layer static)              |
 | `one_stage`      | `variants/one_stage`             | DySL with modules trained without stage 1                   |
 | `random_skip`    | the model dir's adapters         | each controller replaced by a seeded coin (below)           |
+| `random_drop`    | none (the plan's static layers)  | untrained: seeded coins drop single dynamic layers (below)  |
 | `router`         | `variants/router`                | per-layer router, FlexiDepth-like (dysl_ros.core.router)    |
 
 Random skip: allow points stay at the gap starts (no pre-skip, no verification) and every consulted
@@ -16,6 +17,13 @@ controller is a coin that says "skip" with probability q, q solved so that the e
 per tick equal a target (DySL's measured mean in the same run, or a given number). Within a gap of n
 dynamic layers consulted from its start, layer j (0-based) runs iff the first j+1 coins say "keep":
 E[executed] = static layers + sum_g sum_{j=1..n_g} (1-q)^j, decreasing in q, solved by bisection.
+It keeps DySL's trained adapters and exit structure, so it measures what the controllers' choice of
+exit layer is worth.
+
+Random drop is the paper's "Random Skip" row (Table 2: no fine-tuned parameters): no adapters, no
+controllers; each dynamic layer runs with probability r, else the residual stream passes it
+unchanged. The static layers always run (the baseline gets calibration for free), and r =
+(target - static layers) / dynamic layers matches the same expected executed layers.
 
 This module has no torch at import; loading a variant imports the backends.
 """
@@ -38,8 +46,10 @@ from dysl_ros.core.runner import DySLRunner, FloatArray, ModelInputs, SegmentBac
 T = TypeVar("T")
 
 VARIANTS: tuple[str, ...] = (
-    "dense", "dysl", "no_pre_skip", "no_post_verify", "no_static", "one_stage", "random_skip", "router",
+    "dense", "dysl", "no_pre_skip", "no_post_verify", "no_static", "one_stage", "random_skip", "random_drop", "router",
 )
+RANDOM_VARIANTS: tuple[str, ...] = ("random_skip", "random_drop")
+"""Variants whose coin is solved for a target of executed layers (dysl's measured mean by default)."""
 MODULE_VARIANTS = {"no_static": "no_static", "one_stage": "one_stage", "router": "router"}
 """Variants whose modules live in ``<model dir>/variants/<name>``."""
 
@@ -106,6 +116,25 @@ def random_skip_probability(
         if high - low < tol:
             break
     return 0.5 * (low + high)
+
+
+def random_drop_keep_probability(plan: LayerPlan, target_layers: float) -> float:
+    """The probability r that random drop runs a dynamic layer, for ``target_layers`` expected
+    executed layers per tick, clamped to [0, 1] (static layers only .. every layer)."""
+    dynamic = len(plan.dynamic_layers)
+    if dynamic == 0:
+        return 1.0
+    return min(1.0, max(0.0, (target_layers - len(plan.static_layers)) / dynamic))
+
+
+def coin_probability(variant: str, plan: LayerPlan, target_layers: float) -> float:
+    """A random variant's coin for ``target_layers``: random_skip's skip probability q, random_drop's
+    keep probability r."""
+    if variant == "random_skip":
+        return random_skip_probability(plan, target_layers)
+    if variant == "random_drop":
+        return random_drop_keep_probability(plan, target_layers)
+    raise ValueError(f"{variant} is not one of the random variants {RANDOM_VARIANTS}")
 
 
 class CoinBackend(Generic[T]):
@@ -211,6 +240,38 @@ class RouterVariant:
         return VariantStep(denormalise_actions(config, chunk), executed, executed, False, None)
 
 
+class RandomDropVariant:
+    """The paper's untrained random skip: embed, then each layer in order; a dynamic layer runs
+    when a seeded coin (probability ``keep``) says so, else x passes it unchanged; then the head."""
+
+    def __init__(self, policy: Any, plan: LayerPlan, keep: float) -> None:
+        if not 0.0 <= keep <= 1.0:
+            raise ValueError(f"keep probability must lie in [0, 1], got {keep}")
+        self.name = "random_drop"
+        self.policy = policy
+        self.backend = policy.runner.backend
+        self.static = frozenset(plan.static_layers)
+        self.keep = keep
+        self.num_layers = plan.num_layers
+        self.rng = np.random.default_rng(0)
+
+    def reset(self, episode_seed: int) -> None:
+        self.rng = np.random.default_rng(episode_seed)
+
+    def step(self, obs: Any, execute: slice) -> VariantStep:
+        from dysl_ros.model.spec import denormalise_actions, preprocess
+
+        config = self.policy.config
+        x = self.backend.embed(preprocess(config, obs))
+        executed = 0
+        for layer in range(self.num_layers):
+            if layer in self.static or self.rng.random() < self.keep:
+                x = self.backend.run_layers(layer, layer + 1, x)
+                executed += 1
+        chunk = self.backend.head(x)
+        return VariantStep(denormalise_actions(config, chunk), executed, executed, False, None)
+
+
 @dataclass(frozen=True)
 class LoadSettings:
     model_dir: str
@@ -248,14 +309,14 @@ class VariantLoader:
             )
         return self._policies[key]
 
-    def get(self, variant: str, random_skip_q: float | None = None) -> VariantPolicy:
-        """The variant, loaded once (random_skip: once per coin probability)."""
-        key = variant if variant != "random_skip" else f"{variant}:{random_skip_q}"
+    def get(self, variant: str, coin: float | None = None) -> VariantPolicy:
+        """The variant, loaded once (the random variants: once per ``coin``, see coin_probability)."""
+        key = variant if variant not in RANDOM_VARIANTS else f"{variant}:{coin}"
         if key not in self._variants:
-            self._variants[key] = self._load(variant, random_skip_q)
+            self._variants[key] = self._load(variant, coin)
         return self._variants[key]
 
-    def _load(self, variant: str, random_skip_q: float | None) -> VariantPolicy:
+    def _load(self, variant: str, coin_p: float | None) -> VariantPolicy:
         s = self.settings
         modules_dir = variant_modules_dir(s.model_dir, variant, s.modules_dir)
         policy = self.base_policy(modules_dir)
@@ -267,12 +328,16 @@ class VariantLoader:
             return RouterVariant(policy, threshold)
         if variant == "dense":
             return RunnerVariant(variant, policy, DySLRunner(backend, plan, settings, dense=True))
+        if variant in RANDOM_VARIANTS and coin_p is None:
+            raise ConfigError(f"{variant} needs its coin's probability (solved from a target of executed layers)")
+        if variant == "random_drop":
+            assert coin_p is not None
+            return RandomDropVariant(policy, plan, coin_p)
         if not policy.bundle.has_dysl:
             raise ConfigError(f"variant {variant} needs DySL modules in {s.model_dir} (run `dysl_train distill`)")
         if variant == "random_skip":
-            if random_skip_q is None:
-                raise ConfigError("random_skip needs its coin's skip probability (solved from a target)")
-            coin: CoinBackend[Any] = CoinBackend(backend, random_skip_q)
+            assert coin_p is not None
+            coin: CoinBackend[Any] = CoinBackend(backend, coin_p)
             config = dataclasses.replace(settings, enable_pre_skip=False, enable_post_verify=False)
             return RunnerVariant(variant, policy, DySLRunner(coin, plan, config), coin)
         overrides = {"no_pre_skip": {"enable_pre_skip": False}, "no_post_verify": {"enable_post_verify": False}}
