@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.setup-stamp
+# A bench command piped into tee must still fail the target when it fails.
+SHELL       := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 
 # Every ROS process started from here stays on loopback with the project's Fast DDS profile.
 export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
@@ -46,7 +49,7 @@ demo: setup
 # (bench-curve) and the router's threshold, so the figures of record come from episodes no choice was
 # made on. The router's threshold 0.34 put its executed layers next to DySL's on seed 2000 (9.54 vs
 # 9.49 at DySL's threshold 0.35, 30 episodes per task; 0.33: 9.24): baselines compare at matched
-# layers. 30 episodes per task (300 per variant, about 13 min on 2 cores): at 10 a task's rate moves
+# layers. 30 episodes per task (300 per variant, about 17 min on 2 cores with the latency replay and the static-only run): at 10 a task's rate moves
 # 10 points per episode.
 bench: setup
 	mkdir -p out/bench
