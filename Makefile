@@ -49,8 +49,8 @@ demo: setup
 # (bench-curve) and the router's threshold, so the figures of record come from episodes no choice was
 # made on. The router's threshold 0.34 put its executed layers next to DySL's on seed 2000 (9.54 vs
 # 9.49 at DySL's threshold 0.35, 30 episodes per task; 0.33: 9.24): baselines compare at matched
-# layers. 30 episodes per task (300 per variant, about 17 min on 2 cores with the latency replay and the static-only run): at 10 a task's rate moves
-# 10 points per episode.
+# layers. 30 episodes per task (300 per variant; 17 min on 2 cores with the latency replay and the
+# static-only run): at 10 a task's rate moves 10 points per episode.
 bench: setup
 	mkdir -p out/bench
 	$(BIN)/dysl_bench closed-loop --model-dir models/reference --episodes 30 --seed 3000 --workers 2 \
