@@ -1,7 +1,8 @@
 """Camera-sized best-effort images must cross process boundaries with the project's Fast DDS profile.
 
-Without config/fastdds.xml (default 512 KB shared-memory segment) only a handful of 640x480 rgb8
-frames out of hundreds arrive; with it, essentially all of them must.
+Without config/fastdds.xml's segment size (default 512 KB shared-memory segment) 4 of 300 640x480
+rgb8 frames arrived (1.3 %, measured here); with it, 300 of 300 on an idle machine and 264 of 300 on a
+busy 2-core CI runner, where the best-effort reader falls behind. The bar sits between the two.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ pytestmark = pytest.mark.ros
 PUBLISHER = REPO / "test" / "dds_publisher.py"
 TOPIC = "/dds_transport_test/image"
 WIDTH, HEIGHT, RATE_HZ, DURATION_S = 640, 480, 30.0, 10.0
-MIN_DELIVERY = 0.95
+# Far above the 1.3 % of the default segment, and below what a loaded CI runner delivers (88 %):
+# best effort is allowed to drop frames when the reader is starved of CPU; it is not allowed to
+# drop nearly all of them because the segment cannot hold one.
+MIN_DELIVERY = 0.5
 
 
 def _frame_index(msg: Image) -> int:

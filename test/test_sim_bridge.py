@@ -141,7 +141,8 @@ def test_report_writes_gif_and_plot(tmp_path: Path) -> None:
 
 
 def test_bad_parameters_are_a_clear_startup_error(tmp_path: Path) -> None:
-    command = bridge_command(mode="sideways", control_rate_hz=-1.0, tasks=["nope-v3"], episodes_per_task=0)
+    command = bridge_command(mode="sideways", control_rate_hz=-1.0, tasks=["nope-v3"], episodes_per_task=0,
+                             min_image_subscribers=0)
     done = subprocess.run(command, env=ros_env(unique_domain_id()), capture_output=True, text=True, timeout=60,
                           cwd=REPO)
     output = done.stdout + done.stderr
@@ -149,7 +150,8 @@ def test_bad_parameters_are_a_clear_startup_error(tmp_path: Path) -> None:
     assert done.returncode == 1, output
     for expected in ("invalid sim_bridge parameters", "mode must be one of ('real_time', 'lockstep'), got 'sideways'",
                      "control_rate_hz must lie in (0, 1000], got -1", "unknown task(s) ['nope-v3']",
-                     "episodes_per_task must be an integer >= 1, got 0"):
+                     "episodes_per_task must be an integer >= 1, got 0",
+                     "min_image_subscribers must be an integer in [1, 64], got 0"):
         assert expected in output
     assert "episode" not in output.split("invalid sim_bridge parameters")[0]  # nothing ran before the error
 
@@ -162,7 +164,8 @@ def test_lockstep_episode_with_dysl_node(tmp_path: Path) -> None:
             *remaps()]
     max_steps, execute = 22, 4
     bridge = bridge_command(mode="lockstep", tasks=["reach-v3"], episodes_per_task=1, seed=2000,
-                            max_steps=max_steps, execute_steps=execute, policy_timeout_s=60.0)
+                            max_steps=max_steps, execute_steps=execute, policy_timeout_s=60.0,
+                            min_image_subscribers=2)  # the node and this probe, which must see the first image
     with ros_session(domain, "lockstep_probe") as ros:
         images = ros.subscribe(Image, TOPICS["image"], DEEP_BEST_EFFORT, lambda m: stamp_ns(m.header.stamp))
         states = ros.subscribe(JointState, TOPICS["joint_states"], DEEP_BEST_EFFORT,

@@ -296,30 +296,37 @@ class SimBridge(Node):
     # ---------------------------------------------------------------- running
 
     def _policy_ready(self) -> bool:
-        """Something reads ~/image and writes what this mode acts on (a configured policy node)."""
+        """min_image_subscribers read ~/image and something writes what this mode acts on (a policy node)."""
+        readers = self.image_pub.get_subscription_count()
+        return readers >= self.params.min_image_subscribers and self.count_publishers(self._answer_topic()) > 0
+
+    def _answer_topic(self) -> str:
         params = self.params
         answer = self.action_sub if params.mode == "real_time" and not params.wait_for_policy else self.chunk_sub
-        return self.image_pub.get_subscription_count() > 0 and self.count_publishers(answer.topic_name) > 0
+        return answer.topic_name
+
+    def _connection_summary(self) -> str:
+        answer = self._answer_topic()
+        return (
+            f"{self.image_pub.get_subscription_count()} of {self.params.min_image_subscribers} subscriber(s) on "
+            f"{self.image_pub.topic_name}, {self.count_publishers(answer)} publisher(s) on {answer}"
+        )
 
     def wait_for_policy(self) -> None:
-        """Block until a policy is connected: a subscriber on ~/image and a publisher of
-        ~/action_chunk (~/action in real_time mode without wait_for_policy)."""
+        """Block until a policy is connected: min_image_subscribers subscribers on ~/image and a
+        publisher of ~/action_chunk (~/action in real_time mode without wait_for_policy)."""
         timeout = self.params.startup_timeout_s
         started = last_log = time.monotonic()
         while not self._policy_ready():
             now = time.monotonic()
             if timeout > 0 and now - started > timeout:
                 raise PolicyTimeout(
-                    f"no policy connected within startup_timeout_s={timeout:g} s (nothing subscribes to "
-                    f"{self.image_pub.topic_name} and publishes {self.chunk_sub.topic_name}): is the policy node "
-                    "running on this ROS_DOMAIN_ID with its topics remapped to these?"
+                    f"no policy connected within startup_timeout_s={timeout:g} s ({self._connection_summary()}): "
+                    "is the policy node running on this ROS_DOMAIN_ID with its topics remapped to these?"
                 )
             if now - last_log >= 10.0:
                 last_log = now
-                self.get_logger().info(
-                    f"waiting for a policy: a subscriber on {self.image_pub.topic_name} and a publisher on "
-                    f"{self.chunk_sub.topic_name}"
-                )
+                self.get_logger().info(f"waiting for a policy: {self._connection_summary()}")
             time.sleep(0.05)
 
     def run(self) -> int:

@@ -52,6 +52,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "this long without its chunk (a best-effort image may be dropped)."),
     ParamSpec("startup_timeout_s", 0.0, "Wait at most this for the policy (a subscriber on ~/image and a publisher "
               "on ~/action_chunk) before the first episode; 0: wait forever."),
+    ParamSpec("min_image_subscribers", 1, "Subscribers ~/image must have before the first episode (2: the policy "
+              "and a recorder or probe that must see every frame)."),
     ParamSpec("on_finish", "exit", "After the last episode: exit (status 0) | idle (stay up, publish nothing)."),
 )
 
@@ -75,6 +77,7 @@ class BridgeParams:
     policy_timeout_s: float
     lockstep_retry_s: float
     startup_timeout_s: float
+    min_image_subscribers: int
     on_finish: str
 
     @property
@@ -136,6 +139,8 @@ class BridgeParams:
              f"camera must be a camera name, got {v['camera']!r}")
         need(is_number(v["goal_marker_radius"]) and 0.0 <= float(v["goal_marker_radius"]) <= 0.2,
              f"goal_marker_radius must be in [0, 0.2] metres (0: Meta-World's), got {v['goal_marker_radius']!r}")
+        need(is_integer(v["min_image_subscribers"]) and 1 <= v["min_image_subscribers"] <= 64,
+             f"min_image_subscribers must be an integer in [1, 64], got {v['min_image_subscribers']!r}")
         need(isinstance(v["wait_for_policy"], bool),
              f"wait_for_policy must be true or false, got {v['wait_for_policy']!r}")
         if problems:
@@ -158,6 +163,7 @@ class BridgeParams:
             policy_timeout_s=float(v["policy_timeout_s"]),
             lockstep_retry_s=float(v["lockstep_retry_s"]),
             startup_timeout_s=float(v["startup_timeout_s"]),
+            min_image_subscribers=int(v["min_image_subscribers"]),
             on_finish=v["on_finish"],
         )
 
