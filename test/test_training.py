@@ -265,6 +265,24 @@ def test_bc_skip_loss_makes_the_stack_tolerate_skipping() -> None:
         bc.train_bc(EPISODES, TINY, out_dir=None, skip_loss_weight=float("nan"), **kwargs)
 
 
+def test_bc_skip_adapters_train_with_the_backbone_and_are_not_served(tmp_path: Path) -> None:
+    """--skip-adapters: the skip loss goes through per-exit adapters that learn (they start as the
+    identity) and are dropped from the served model; they need the skip loss."""
+    kwargs: dict[str, Any] = dict(steps=120, batch_size=16, lr=3e-3, device="cpu", seed=3, log_every=20)
+    model = bc.train_bc(EPISODES, TINY, out_dir=tmp_path, skip_loss_weight=1.0, skip_min_layer=1,
+                        skip_adapters=True, **kwargs)
+    plain = bc.train_bc(EPISODES, TINY, out_dir=None, skip_loss_weight=1.0, skip_min_layer=1, **kwargs)
+    assert model.state_dict().keys() == plain.state_dict().keys()
+    log = [json.loads(line) for line in (tmp_path / bc.LOG_FILE).read_text().splitlines()]
+    assert log[-1]["skip_loss"] < 0.7 * log[0]["skip_loss"], log
+    assert json.loads((tmp_path / bc.PROVENANCE_FILE).read_text())["skip_adapters"] is True
+    # The adapters changed the skip loss's gradient: the same seed without them trains another backbone.
+    ours, theirs = model.state_dict(), plain.state_dict()
+    assert any(not torch.equal(ours[k], theirs[k]) for k in ours)
+    with pytest.raises(ConfigError, match="skip_adapters trains adapters for the skip loss"):
+        bc.train_bc(EPISODES, TINY, out_dir=None, skip_adapters=True, **kwargs)
+
+
 def test_bc_stops_at_time_limit_and_resumes(tmp_path: Path, demos_dir: Path) -> None:
     config_json = tmp_path / "config.json"
     TINY.save(config_json)

@@ -166,6 +166,13 @@ def _add_bc(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "a lower value puts the weight on the shallow exits DySL takes most",
     )
     p.add_argument(
+        "--skip-adapters",
+        action="store_true",
+        default=_OPTIONAL,
+        help="the skip loss's chunk passes a training-only adapter per exit (DySL's), trained with the "
+        "backbone: the stack learns to be summarised, not to make the skipped layers idle",
+    )
+    p.add_argument(
         "--init-from",
         default=_OPTIONAL,
         help="start from this trained model's weights and architecture (fresh optimiser and schedule)",

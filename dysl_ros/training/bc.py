@@ -13,7 +13,9 @@ step also computes the chunk with layers i..L-2 left out (layer i's input goes s
 layer), i drawn uniformly from ``--skip-min-layer``..``--skip-max-layer`` (default L-2), and adds w
 times its L1 error. It reuses the
 dense pass's x_i, so it costs one layer and the head. Early-exit and layer-dropout training (LayerDrop,
-LayerSkip) do the same for language models.
+LayerSkip) do the same for language models. With ``--skip-adapters`` the skipped chunk goes through
+a training-only adapter per exit (DySL's architecture, zero-initialised) before the last layer: the
+backbone learns to be summarised by an adapter rather than to make the skipped layers unnecessary.
 
 Launched with ``torchrun`` it trains data-parallel (DDP): every rank reads the same demos, a
 DistributedSampler splits them, and only rank 0 logs and writes the model.
@@ -38,7 +40,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -53,6 +55,7 @@ from tqdm import tqdm
 from dysl_ros.core.config import ConfigError
 from dysl_ros.model.checkpoint import ModelDirError, load_bundle, save_model
 from dysl_ros.model.reference_vla import ReferenceVLA
+from dysl_ros.model.skip_modules import Adapter, SkipModuleConfig
 from dysl_ros.model.spec import VLAConfig
 from dysl_ros.training import dataset as data
 from dysl_ros.training.dataset import Batch, ChunkDataset, EpisodeLike
@@ -175,13 +178,15 @@ class BCSettings:
     skip_loss_weight: float = 0.0
     skip_min_layer: int = 1
     skip_max_layer: int | None = None
+    skip_adapters: bool = False
 
     def must_match(self) -> dict[str, Any]:
         """What a resumed run must share with the run it continues (the schedule depends on them)."""
         return {"steps": self.steps, "batch_size": self.batch_size, "lr": self.lr, "seed": self.seed,
                 "warmup_steps": self.warmup_steps, "init_from": self.init_from,
                 "scene_loss_weight": self.scene_loss_weight, "skip_loss_weight": self.skip_loss_weight,
-                "skip_min_layer": self.skip_min_layer, "skip_max_layer": self.skip_max_layer}
+                "skip_min_layer": self.skip_min_layer, "skip_max_layer": self.skip_max_layer,
+                "skip_adapters": self.skip_adapters}
 
 
 class SceneHeads(nn.Module):
@@ -214,10 +219,13 @@ class SceneHeads(nn.Module):
 class _BCNet(nn.Module):
     """The policy plus the optional scene heads, as one module so DDP sees a single forward."""
 
-    def __init__(self, model: ReferenceVLA, scene_heads: SceneHeads | None) -> None:
+    def __init__(
+        self, model: ReferenceVLA, scene_heads: SceneHeads | None, exit_adapters: Mapping[int, nn.Module] | None = None
+    ) -> None:
         super().__init__()
         self.model = model
         self.scene_heads = scene_heads
+        self.exit_adapters = nn.ModuleDict({str(i): a for i, a in (exit_adapters or {}).items()})
 
     def forward(
         self, image: Tensor, instruction: Tensor, proprio: Tensor, skip_from: int | None = None
@@ -228,7 +236,8 @@ class _BCNet(nn.Module):
         skipped = None
         for index, layer in enumerate(layers):
             if index == skip_from:
-                skipped = self.model.head(layers[-1](x))
+                adapter = self.exit_adapters[str(index)] if str(index) in self.exit_adapters else None
+                skipped = self.model.head(layers[-1](x if adapter is None else adapter(x)))
             x = layer(x)
         scene = self.scene_heads(embedded, x) if self.scene_heads is not None else None
         return self.model.head(x), scene, skipped
@@ -260,6 +269,7 @@ def train_bc(
     skip_loss_weight: float = 0.0,
     skip_min_layer: int = 1,
     skip_max_layer: int | None = None,
+    skip_adapters: bool = False,
 ) -> ReferenceVLA:
     """Train a ReferenceVLA (from scratch, or from ``init_from``'s weights); returns it (rank 0's
     copy under DDP) in eval mode.
@@ -281,6 +291,8 @@ def train_bc(
 
     ``skip_loss_weight`` > 0: add that times the L1 error of the chunk computed with layers
     i..L-2 skipped, i uniform in ``skip_min_layer``..``skip_max_layer`` (None: L-2; one draw per step).
+    ``skip_adapters``: x_i passes a training-only adapter (one per exit, trained with the backbone,
+    discarded with the scene heads) before the last layer.
     """
     if steps < 1 or batch_size < 1 or lr <= 0 or log_every < 1:
         raise ConfigError(
@@ -302,6 +314,8 @@ def train_bc(
             f"skip_max_layer must lie in {skip_min_layer}..{config.num_layers - 2} (skip_min_layer to L-2), "
             f"got {skip_max_layer}"
         )
+    if skip_adapters and skip_loss_weight <= 0:
+        raise ConfigError("skip_adapters trains adapters for the skip loss: set skip_loss_weight > 0 too")
     if (time_limit_s is not None or resume) and out_dir is None:
         raise ConfigError("time_limit_s and resume need an out_dir to keep the training state in")
     settings = BCSettings(
@@ -312,7 +326,7 @@ def train_bc(
         init_from=None if init_from is None else str(init_from),
         camera=camera, goal_marker_radius=goal_marker_radius, scene_loss_weight=float(scene_loss_weight),
         skip_loss_weight=float(skip_loss_weight), skip_min_layer=int(skip_min_layer),
-        skip_max_layer=int(skip_max_layer),
+        skip_max_layer=int(skip_max_layer), skip_adapters=bool(skip_adapters),
     )
     env = setup_distributed(device)
     try:
@@ -356,7 +370,12 @@ def _train(
     if s.init_from is not None:
         # Architecture checked by init_config; the normalisation is refitted on this run's demos.
         model.load_state_dict(init_config_model(s.init_from).state_dict())
-    trained = _BCNet(model, SceneHeads(config) if s.scene_loss_weight > 0 else None).to(env.device)
+    exit_adapters = (
+        {i: Adapter(config.hidden_size, SkipModuleConfig().adapter_bottleneck)
+         for i in range(s.skip_min_layer, (s.skip_max_layer or config.num_layers - 2) + 1)}
+        if s.skip_adapters else None
+    )
+    trained = _BCNet(model, SceneHeads(config) if s.scene_loss_weight > 0 else None, exit_adapters).to(env.device)
     optimizer = adamw(list(trained.named_parameters()), s.lr, s.weight_decay)
     schedule = warmup_cosine(optimizer, s.steps, s.warmup_steps)
     done = 0
@@ -570,6 +589,7 @@ def main_bc(args: argparse.Namespace) -> int:
             skip_loss_weight=float(getattr(args, "skip_loss_weight", 0.0)),
             skip_min_layer=int(getattr(args, "skip_min_layer", 1)),
             skip_max_layer=getattr(args, "skip_max_layer", None),
+            skip_adapters=bool(getattr(args, "skip_adapters", False)),
         )
     except (ConfigError, ModelDirError, ValueError, OSError) as exc:
         print(f"dysl_train bc: {exc}", file=sys.stderr)
