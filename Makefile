@@ -47,8 +47,8 @@ demo: setup
 # CPU figures of the README: closed-loop success per variant, then dense vs DySL latency on onnxruntime
 # replaying the closed loop's decisions. Eval seed 3000: seed 2000 served to choose lambda and eta
 # (bench-curve) and the router's threshold, so the figures of record come from episodes no choice was
-# made on. The router's threshold 0.34 put its executed layers next to DySL's on seed 2000 (9.54 vs
-# 9.49 at DySL's threshold 0.35, 30 episodes per task; 0.33: 9.24): baselines compare at matched
+# made on. The router's threshold 0.34 put its executed layers on DySL's on seed 2000 (9.54 and
+# 9.54 at DySL's threshold 0.35, 30 episodes per task; 0.33: 9.28): baselines compare at matched
 # layers. 30 episodes per task (300 per variant; 17 min on 2 cores with the latency replay and the
 # static-only run): at 10 a task's rate moves 10 points per episode.
 bench: setup

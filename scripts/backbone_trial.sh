@@ -3,8 +3,12 @@
 # then the validation runs (seed 2000, never the held-out 3000): the experiment behind every
 # "sixth phase" line of the README. Nothing here touches models/reference.
 #
-#   OUT=runs/exp_bc6_exits10 SEED=7 LR=1e-4 SKIP_MAX=10 scripts/backbone_trial.sh
-#   EXTRA="--skip-adapters" LR=3e-4 SEED=5 OUT=runs/exp_bc6_skipadapters scripts/backbone_trial.sh
+#   OUT=runs/exp_bc7 SEED=8 scripts/backbone_trial.sh          # a seventh phase on the shipped model
+# The three sixth-phase trials of the README started from the phase-5 model (make train's
+# runs/train/reference_phase5, or models/reference at commit a3304e5):
+#   INIT=$P5 OUT=runs/exp_bc6_exits10 SEED=7 LR=1e-4 SKIP_MAX=10 scripts/backbone_trial.sh   # shipped
+#   INIT=$P5 OUT=runs/exp_bc6_plain SEED=6 LR=1e-4 scripts/backbone_trial.sh
+#   INIT=$P5 OUT=runs/exp_bc6_skipadapters SEED=5 LR=3e-4 EXTRA="--skip-adapters" scripts/backbone_trial.sh
 #   START_AT=2 OUT=... scripts/backbone_trial.sh   # calibrate + distil + validate an existing bc output
 #
 # Steps: 1 bc (STEPS steps from INIT: 24-34 min on 2 cores at 1600), 2 calibrate + distil
