@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One more bc phase on top of a trained backbone, then the shipped calibration and distillation,
-# then the validation runs (seed 2000, never the held-out 3000): the experiment behind every
+# then the validation runs (seed 2000, never the held-out 3000 and 4000): the experiment behind every
 # "sixth phase" line of the README. Nothing here touches models/reference.
 #
 #   OUT=runs/exp_bc7 SEED=8 scripts/backbone_trial.sh          # a seventh phase on the shipped model
@@ -11,15 +11,17 @@
 #   INIT=$P5 OUT=runs/exp_bc6_skipadapters SEED=5 LR=3e-4 EXTRA="--skip-adapters" scripts/backbone_trial.sh
 #   START_AT=2 OUT=... scripts/backbone_trial.sh   # calibrate + distil + validate an existing bc output
 #
-# Steps: 1 bc (STEPS steps from INIT: 24-34 min on 2 cores at 1600), 2 calibrate + distil
-# (about 12 min), 3 validation: dense and DySL at skip thresholds 0.35 and 0.3, 30 episodes per task
+# Steps: 1 bc (STEPS steps from INIT: 23-34 min on 2 cores at 1600), 2 calibrate + distil
+# (6-12 min), 3 validation: dense and DySL at skip thresholds 0.35 and 0.3, 30 episodes per task
 # (about 2.3 min each). Prints one line per validation run; logs go to $OUT/validation/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
 OUT=${OUT:?set OUT, e.g. runs/exp_bc6}
 INIT=${INIT:-models/reference}
-DEMOS=${DEMOS:-data/demos_mt10_g4,data/demos_hard_g4}  # the phase-3 demonstrations (see train_reference.sh)
+# The phase-3 demonstrations (scripts/train_reference.sh step 3).
+DEMOS_G4=${DEMOS_G4:-data/demos_mt10_g4}
+DEMOS_HARD=${DEMOS_HARD:-data/demos_hard_g4}
 STEPS=${STEPS:-1600}
 LR=${LR:-1e-4}
 SEED=${SEED:-6}
@@ -32,15 +34,14 @@ export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 
 if [ "$START_AT" -le 1 ]; then
 # shellcheck disable=SC2086  # EXTRA is a list of flags
-"$BIN/dysl_train" bc --demos "$DEMOS" --out "$OUT" --init-from "$INIT" --steps "$STEPS" \
+"$BIN/dysl_train" bc --demos "$DEMOS_G4,$DEMOS_HARD" --out "$OUT" --init-from "$INIT" --steps "$STEPS" \
     --batch-size 64 --lr "$LR" --warmup-steps 100 --augment-shift 0 --seed "$SEED" --device "$DEVICE" \
     --checkpoint-every 250 --scene-loss-weight 0.5 --skip-loss-weight 1.0 \
     --skip-min-layer "$SKIP_MIN" --skip-max-layer "$SKIP_MAX" $EXTRA
 fi
 if [ "$START_AT" -le 2 ]; then
-# The shipped model's calibration and distillation (scripts/train_reference.sh, steps 5 and 6).
-"$BIN/dysl_train" calibrate --model-dir "$OUT" --demos "$DEMOS" --static-ratio 0.2 --seed 0 --device "$DEVICE"
-"$BIN/dysl_train" distill --model-dir "$OUT" --demos "$DEMOS" --stage1-steps 400 --stage2-steps 800 \
-    --batch-size 32 --seed 0 --device "$DEVICE" --lambda 0.001 --skip-threshold 0.35
+# The shipped model's calibration and distillation: train_reference.sh's steps 5 and 6.
+START_AT=5 STOP_AT=6 OUT="$OUT" DEMOS_G4="$DEMOS_G4" DEMOS_HARD="$DEMOS_HARD" DEVICE="$DEVICE" BIN="$BIN" \
+    scripts/train_reference.sh
 fi
 MODEL="$OUT" OUT="$OUT/validation" ROUTER=0 BIN="$BIN" scripts/validation_sweep.sh

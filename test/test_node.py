@@ -219,8 +219,12 @@ class NodeUnderTest:
     def last_sent_before(self, start: float) -> Sent | None:
         """The last ~/action message received before monotonic time ``start`` (what a hold at the
         start of a window repeats)."""
-        before = [item for t, item in self.labelled.items if t < start]
-        return _sent(before[-1]) if before else None
+        last = None
+        for t, item in self.labelled.items:
+            if t >= start:
+                break
+            last = item
+        return None if last is None else _sent(last)
 
     def feed(self, seconds: float, age_ms: float = 0.0, rate_hz: float = 30.0) -> set[int]:
         """Fresh joint states and images (stamped ``age_ms`` in the past) at ``rate_hz`` for ``seconds``;
@@ -316,18 +320,18 @@ def test_action_stream_runs_at_control_rate(node: NodeUnderTest) -> None:
     assert float(node.diag()["action_rate_hz"]) == pytest.approx(RATE_HZ, rel=0.25)  # 0.2 s window: +-1 message
 
 
-def check_action_sources(
-    handle: NodeUnderTest, sent: list[Sent], max_age_ms: float, before: Sent | None = None
-) -> int:
+def check_action_sources(handle: NodeUnderTest, start: float, max_age_ms: float) -> int:
     """Every fresh action names images the test published, none older than ``max_age_ms`` when it was
     written, unless the stream itself counted it in ``actions_written_past_max_age`` (its write call
     returned after the image aged out: a preemption inside the DDS write, which these tests, run
     without real-time priority on shared cores, can suffer); hold repeats the previous command.
-    1 ms is allowed for the node clock's offset, measured per chunk. ``before``: the action received
-    just before ``sent`` (a hold first in the window repeats it). Returns the fresh actions checked."""
+    1 ms is allowed for the node clock's offset, measured per chunk. Checks the actions received since
+    monotonic time ``start``; a hold first among them repeats the one received just before. Returns
+    the fresh actions checked."""
     fresh = 0
     late: list[str] = []
-    for previous, action in zip([before, *sent[:-1]], sent, strict=True):
+    sent = handle.sent_since(start)
+    for previous, action in zip([handle.last_sent_before(start), *sent[:-1]], sent, strict=True):
         if action.label == "hold":
             assert previous is not None and action.values == previous.values, "hold did not repeat the last command"
             continue
@@ -431,7 +435,7 @@ def test_no_action_from_an_image_older_than_max_age(node: NodeUnderTest) -> None
     node.feed(0.5, age_ms=MAX_AGE_MS - 150.0)  # chunks that run into the age limit
     time.sleep(MAX_AGE_MS / 1000.0 + 0.3)  # input stops: the stream must stop using them, and hold
     sent = node.sent_since(start)
-    assert check_action_sources(node, sent, MAX_AGE_MS, node.last_sent_before(start)) > 30
+    assert check_action_sources(node, start, MAX_AGE_MS) > 30
     assert sent[-1].label == "hold"
 
 
@@ -493,9 +497,7 @@ def test_a_preempted_stream_writes_no_uncounted_stale_action(model_dir: Path, tm
             os.kill(pid, signal.SIGCONT)
         after = time.monotonic()
         handle.feed(1.0)
-        sent = handle.sent_since(start)
-        before = handle.last_sent_before(start)
-        assert check_action_sources(handle, sent, max_age, before) > 30, f"diagnostics {handle.diag()}"
+        assert check_action_sources(handle, start, max_age) > 30, f"diagnostics {handle.diag()}"
         later = [a for a in handle.sent_since(after + 0.3) if a.sources]
         assert len(later) > 10, f"the stream did not recover: {len(later)} fresh actions; {handle.diag()}"
 
@@ -512,7 +514,7 @@ def test_weighted_aggregation_and_stale_sources(model_dir: Path, tmp_path: Path)
         time.sleep(0.2)
         sent = handle.sent_since(start)
         chunks = handle.chunks_by_stamp()
-        assert check_action_sources(handle, sent, max_age, handle.last_sent_before(start)) > 50
+        assert check_action_sources(handle, start, max_age) > 50
         blended = 0
         for action in sent:
             if len(action.sources) < 2 or not all(s in chunks for s in action.sources):
