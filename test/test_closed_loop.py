@@ -25,6 +25,7 @@ from dysl_ros.bench.variants import (
     expected_executed_layers,
     parse_variants,
     random_drop_keep_probability,
+    random_layers_keep_probability,
     random_skip_probability,
 )
 from dysl_ros.core.config import DySLConfig
@@ -116,7 +117,8 @@ def test_closed_loop_every_variant(model_dir: Path, tmp_path: Path, capsys: pyte
         # 8 steps, 4 executed per chunk: two ticks, unless Meta-World reported success earlier.
         assert 1 <= figures["ticks"] <= 2
         assert figures["executed_fraction"] == pytest.approx(figures["mean_executed_layers"] / NUM_LAYERS)
-        assert 1 <= figures["mean_executed_layers"] <= figures["p99_executed_layers"] <= NUM_LAYERS
+        least = 0 if name == "random_layers" else 1  # its coins may drop every layer
+        assert least <= figures["mean_executed_layers"] <= figures["p99_executed_layers"] <= NUM_LAYERS
     v = report["variants"]
     assert v["dense"]["mean_executed_layers"] == v["dense"]["p99_executed_layers"] == NUM_LAYERS
     # Controllers that always skip: only the static layers run (no pre-skip moves, no verification).
@@ -132,6 +134,9 @@ def test_closed_loop_every_variant(model_dir: Path, tmp_path: Path, capsys: pyte
     assert v["random_drop"]["keep_probability"] == 0.0 and v["random_drop"]["mean_executed_layers"] == static
     target = report["random_target"]["target_layers"]
     assert v["random_drop"]["target_layers"] == target == v["dysl"]["mean_executed_layers"]
+    # Random layers matched it with a coin over every layer, static ones included.
+    assert v["random_layers"]["keep_probability"] == pytest.approx(target / NUM_LAYERS)
+    assert v["random_layers"]["target_layers"] == target
     assert v["router"]["verification_rate"] == 0.0
 
     trace = DecisionTrace.load(trace_file)
@@ -306,6 +311,32 @@ def test_random_drop_runs_the_static_layers_and_a_matched_share_of_the_others(mo
     assert min(counts) >= static and max(counts) <= NUM_LAYERS and len(set(counts)) > 2
     variant.reset(11)
     assert [variant.step(obs, slice(0, 4)).executed_layers for _ in range(400)] == counts
+
+
+def test_random_layers_may_drop_any_layer(model_dir: Path) -> None:
+    loader = VariantLoader(LoadSettings(str(model_dir)))
+    plan = load_bundle(model_dir).plan
+    assert plan is not None
+    assert random_layers_keep_probability(plan, NUM_LAYERS / 4) == pytest.approx(0.25)
+    assert random_layers_keep_probability(plan, -1.0) == 0.0 and random_layers_keep_probability(plan, 99.0) == 1.0
+    obs = observation(3)
+    dense = loader.get("dense").step(obs, slice(0, 4))
+    everything = loader.get("random_layers", 1.0).step(obs, slice(0, 4))
+    assert everything.executed_layers == NUM_LAYERS
+    np.testing.assert_allclose(everything.actions, dense.actions, atol=1e-6)
+    # Every coin says drop: not even the static layers run; the head reads the embedding.
+    policy = loader.base_policy(None)
+    backend, config = policy.runner.backend, policy.config
+    nothing = loader.get("random_layers", 0.0).step(obs, slice(0, 4))
+    assert nothing.executed_layers == 0
+    expected = denormalise_actions(config, backend.head(backend.embed(preprocess(config, obs))))
+    np.testing.assert_allclose(nothing.actions, expected, atol=1e-6)
+    # Half the layers on average, fewer than the static layers on some ticks.
+    variant = loader.get("random_layers", 0.5)
+    variant.reset(5)
+    counts = [variant.step(obs, slice(0, 4)).executed_layers for _ in range(400)]
+    assert float(np.mean(counts)) == pytest.approx(NUM_LAYERS / 2, abs=0.3)
+    assert min(counts) < len(plan.static_layers)
 
 
 def observation(seed: int = 0) -> Observation:

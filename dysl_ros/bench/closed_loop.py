@@ -3,15 +3,15 @@
     dysl_bench closed-loop --model-dir models/reference --episodes 10 --workers 2 --json \\
         --markdown out/bench/closed_loop.md --record-trace out/bench/decisions.json
 
-Every variant (dense, dysl, no_pre_skip, no_post_verify, no_static, one_stage, random_skip, random_drop, router;
-see dysl_ros.bench.variants) runs the same episodes: episode i of task k under the eval run seed s
-has the environment seed SeedSequence([s, k, i]) and instruction of `dysl_train demos` (the training
+Every variant (dense, dysl, no_pre_skip, no_post_verify, no_static, one_stage, random_skip, random_drop,
+random_layers, router; see dysl_ros.bench.variants) runs the same episodes: episode i of task k under
+the eval run seed s has the environment seed SeedSequence([s, k, i]) and instruction of `dysl_train demos` (the training
 demonstrations used run seed 1000, so a different seed never replays a training episode; the
 benchmark also refuses any episode whose seed is in the model's training demonstrations when it
 can find them). Per tick the policy sees the camera image, instruction and proprio, the first
 --execute-steps actions of its chunk are executed (as dysl_node re-plans), then it re-plans.
 An episode ends as a success at the first step with Meta-World's info["success"], as a failure at
---max-steps. random_skip and random_drop run after dysl: their coins are solved to match dysl's
+--max-steps. random_skip, random_drop and random_layers run after dysl: their coins are solved to match dysl's
 mean executed layers of this run (or --random-target-layers).
 
 Reported per variant, per task and overall: success rate, mean and p99 executed layers per tick
@@ -76,8 +76,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch", help="(default: torch)")
     parser.add_argument(
         "--random-target-layers", type=float, default=None,
-        help="random_skip's and random_drop's expected executed layers per tick (default: dysl's measured mean "
-        "in this run)",
+        help="random_skip's, random_drop's and random_layers' expected executed layers per tick (default: "
+        "dysl's measured mean in this run)",
     )
     parser.add_argument(
         "--router-threshold", type=float, default=None,
@@ -368,7 +368,8 @@ def markdown_report(report: Mapping[str, Any]) -> str:
     ]
     if random is not None:
         coins = {"random_skip": "skip probability of each consulted controller's coin",
-                 "random_drop": "probability that each dynamic layer runs (no adapters)"}
+                 "random_drop": "probability that each dynamic layer runs (no adapters)",
+                 "random_layers": "probability that each layer runs (no adapters, no static layers)"}
         solved = "; ".join(
             f"{name}: {coins[name]} {report['variants'][name]['coin_probability']:.4f}"
             for name in RANDOM_VARIANTS if name in report["variants"]
@@ -558,7 +559,8 @@ def _run(args: argparse.Namespace) -> int:
     }
     if randoms:
         report["random_target"] = {"target_layers": target, "target_from": target_from}
-        names = {"random_skip": "skip_probability", "random_drop": "keep_probability"}
+        names = {"random_skip": "skip_probability", "random_drop": "keep_probability",
+                 "random_layers": "keep_probability"}
         for name in randoms:
             figures = report["variants"][name]
             figures["coin_probability"] = figures[names[name]] = coins[name]

@@ -10,6 +10,7 @@
 | `one_stage`      | `variants/one_stage`             | DySL with modules trained without stage 1                   |
 | `random_skip`    | the model dir's adapters         | each controller replaced by a seeded coin (below)           |
 | `random_drop`    | none (the plan's static layers)  | untrained: seeded coins drop single dynamic layers (below)  |
+| `random_layers`  | none                             | untrained: seeded coins drop any single layer (below)       |
 | `router`         | `variants/router`                | per-layer router, FlexiDepth-like (dysl_ros.core.router)    |
 
 Random skip: allow points stay at the gap starts (no pre-skip, no verification) and every consulted
@@ -20,10 +21,12 @@ E[executed] = static layers + sum_g sum_{j=1..n_g} (1-q)^j, decreasing in q, sol
 It keeps DySL's trained adapters and exit structure, so it measures what the controllers' choice of
 exit layer is worth.
 
-Random drop is the paper's "Random Skip" row (Table 2: no fine-tuned parameters): no adapters, no
-controllers; each dynamic layer runs with probability r, else the residual stream passes it
-unchanged. The static layers always run (the baseline gets calibration for free), and r =
-(target - static layers) / dynamic layers matches the same expected executed layers.
+Random drop and random layers are the paper's "Random Skip" row (Table 2: no fine-tuned parameters):
+no adapters, no controllers; a layer runs with probability r, else the residual stream passes it
+unchanged. They differ in what the coin may drop. Random drop keeps the calibrated static layers
+(the baseline gets DySL's calibration for free) and flips a coin for each dynamic layer, r = (target
+- static layers) / dynamic layers. Random layers knows nothing of the plan, as the paper's baseline
+does not: every layer, the informative ones too, runs with r = target / L.
 
 This module has no torch at import; loading a variant imports the backends.
 """
@@ -46,9 +49,10 @@ from dysl_ros.core.runner import DySLRunner, FloatArray, ModelInputs, SegmentBac
 T = TypeVar("T")
 
 VARIANTS: tuple[str, ...] = (
-    "dense", "dysl", "no_pre_skip", "no_post_verify", "no_static", "one_stage", "random_skip", "random_drop", "router",
+    "dense", "dysl", "no_pre_skip", "no_post_verify", "no_static", "one_stage", "random_skip", "random_drop",
+    "random_layers", "router",
 )
-RANDOM_VARIANTS: tuple[str, ...] = ("random_skip", "random_drop")
+RANDOM_VARIANTS: tuple[str, ...] = ("random_skip", "random_drop", "random_layers")
 """Variants whose coin is solved for a target of executed layers (dysl's measured mean by default)."""
 MODULE_VARIANTS = {"no_static": "no_static", "one_stage": "one_stage", "router": "router"}
 """Variants whose modules live in ``<model dir>/variants/<name>``."""
@@ -127,13 +131,21 @@ def random_drop_keep_probability(plan: LayerPlan, target_layers: float) -> float
     return min(1.0, max(0.0, (target_layers - len(plan.static_layers)) / dynamic))
 
 
+def random_layers_keep_probability(plan: LayerPlan, target_layers: float) -> float:
+    """The probability r that random layers runs a layer, any layer, for ``target_layers`` expected
+    executed layers per tick, clamped to [0, 1]."""
+    return min(1.0, max(0.0, target_layers / plan.num_layers))
+
+
 def coin_probability(variant: str, plan: LayerPlan, target_layers: float) -> float:
     """A random variant's coin for ``target_layers``: random_skip's skip probability q, random_drop's
-    keep probability r."""
+    and random_layers' keep probability r."""
     if variant == "random_skip":
         return random_skip_probability(plan, target_layers)
     if variant == "random_drop":
         return random_drop_keep_probability(plan, target_layers)
+    if variant == "random_layers":
+        return random_layers_keep_probability(plan, target_layers)
     raise ValueError(f"{variant} is not one of the random variants {RANDOM_VARIANTS}")
 
 
@@ -241,16 +253,17 @@ class RouterVariant:
 
 
 class RandomDropVariant:
-    """The paper's untrained random skip: embed, then each layer in order; a dynamic layer runs
-    when a seeded coin (probability ``keep``) says so, else x passes it unchanged; then the head."""
+    """The paper's untrained random skip: embed, then each layer in order; a layer in ``always``
+    runs, any other when a seeded coin (probability ``keep``) says so, else x passes it unchanged;
+    then the head. random_drop: ``always`` = the plan's static layers; random_layers: none."""
 
-    def __init__(self, policy: Any, plan: LayerPlan, keep: float) -> None:
+    def __init__(self, name: str, policy: Any, plan: LayerPlan, keep: float, always: Sequence[int]) -> None:
         if not 0.0 <= keep <= 1.0:
             raise ValueError(f"keep probability must lie in [0, 1], got {keep}")
-        self.name = "random_drop"
+        self.name = name
         self.policy = policy
         self.backend = policy.runner.backend
-        self.static = frozenset(plan.static_layers)
+        self.static = frozenset(always)
         self.keep = keep
         self.num_layers = plan.num_layers
         self.rng = np.random.default_rng(0)
@@ -330,9 +343,10 @@ class VariantLoader:
             return RunnerVariant(variant, policy, DySLRunner(backend, plan, settings, dense=True))
         if variant in RANDOM_VARIANTS and coin_p is None:
             raise ConfigError(f"{variant} needs its coin's probability (solved from a target of executed layers)")
-        if variant == "random_drop":
+        if variant in ("random_drop", "random_layers"):
             assert coin_p is not None
-            return RandomDropVariant(policy, plan, coin_p)
+            always = plan.static_layers if variant == "random_drop" else ()
+            return RandomDropVariant(variant, policy, plan, coin_p, always)
         if not policy.bundle.has_dysl:
             raise ConfigError(f"variant {variant} needs DySL modules in {s.model_dir} (run `dysl_train distill`)")
         if variant == "random_skip":
