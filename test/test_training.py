@@ -489,6 +489,17 @@ def test_one_stage_runs_stage_two_loss_for_all_steps() -> None:
     assert [r["stage"] for r in history] == [2] * 7
 
 
+def test_adapter_init_identity_or_random() -> None:
+    x = torch.randn(2, 5, TINY.hidden_size)
+    for init, identity in (("identity", True), ("random", False)):
+        modules = distill.distill(active_model(), PLAN, EPISODES, 0, 0, 0.1, 8, 1e-2, "cpu", 0, adapter_init=init)
+        for layer in PLAN.dynamic_layers:
+            with torch.no_grad():
+                assert torch.allclose(modules.adapter(layer)(x), x) == identity, (init, layer)
+    with pytest.raises(ConfigError, match="adapter_init"):
+        distill.distill(active_model(), PLAN, EPISODES, 0, 0, 0.1, 8, 1e-2, "cpu", 0, adapter_init="zeros")
+
+
 # --------------------------------------------------------------------------------------------------
 # Command-line entry points (the synthetic episodes as a demos directory)
 

@@ -209,6 +209,10 @@ def _add_distill(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--lambda", dest="lam", type=float, default=_OPTIONAL, help="skip reward weight (Eq. 6)")
     p.add_argument("--one-stage", action="store_true", default=_OPTIONAL, help="ablation: no stage 1")
     p.add_argument(
+        "--adapter-init", choices=("identity", "random"), default=_OPTIONAL,
+        help="fresh adapters start as the identity (default) or from random weights (the paper's setting)",
+    )
+    p.add_argument(
         "--skip-threshold", type=float, default=_OPTIONAL,
         help="skip when the controller's p reaches this (written to dysl.json; default: the model dir's, 0.5)",
     )

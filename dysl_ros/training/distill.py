@@ -11,6 +11,8 @@ Stage 2 (Eq. 5-6), adapters + controllers: each step, one dynamic layer i per ga
     prefix), and x_{s_g} = p * adapter_i(x_i) + (1 - p) * L_{s_g-1}(...L_i(x_i)), p = controller_i(x_i).
     Loss = L1(chunk, dense chunk) [+ w * L1(chunk, demo actions)] + lambda * sum_g (1 - p)(s_g - i).
 One-stage (ablation): no stage 1; stage 2's loss from scratch for the same number of steps in total.
+``--adapter-init random`` starts the adapters from random weights instead of the identity (the paper's
+"randomly initialised" adapters; an experiment on why one-stage training does or does not skip).
 No static layers (ablation, ``--plan last-layer-only``): the same two stages over one gap spanning the
 whole stack. Ablations go to ``--modules-out <model dir>/variants/<name>`` (DySL files only).
 """
@@ -48,6 +50,7 @@ PLOT_FILE = "layer_similarity.png"
 DISTILL_LOG_FILE = "distill_log.jsonl"
 DISTILL_REPORT_FILE = "distill.json"
 STALE_AFTER_CALIBRATION = (checkpoint.MODULES_FILE, checkpoint.MODULES_CONFIG_FILE)
+ADAPTER_INITS = ("identity", "random")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -197,11 +200,13 @@ def distill(
     gt_weight: float = 0.0,
     history: list[dict[str, Any]] | None = None,
     modules: DySLModules | None = None,
+    adapter_init: str = "identity",
 ) -> DySLModules:
     """Train DySL modules for ``plan`` on a frozen ``model`` (moved to ``device``); returns them in
     eval mode. ``one_stage`` runs stage 2's loss for ``stage1_steps + stage2_steps`` steps (same
     number of optimiser steps as two-stage, so only the schedule differs). ``history``, when given,
-    receives one record per step. ``modules`` continues from existing modules instead of fresh ones."""
+    receives one record per step. ``modules`` continues from existing modules instead of fresh ones;
+    fresh adapters start as the identity, or from random weights with ``adapter_init="random"``."""
     if plan.num_layers != len(model.layers):
         raise ConfigError(f"layer plan has {plan.num_layers} layers, the model {len(model.layers)}")
     if min(stage1_steps, stage2_steps) < 0 or batch_size < 1 or lr <= 0:
@@ -209,7 +214,12 @@ def distill(
     target = resolve_device(device)
     torch.manual_seed(seed)
     freeze(model, target)
+    if adapter_init not in ADAPTER_INITS:
+        raise ConfigError(f"adapter_init must be one of {ADAPTER_INITS}, got {adapter_init!r}")
     trained = modules if modules is not None else DySLModules(model.config.hidden_size, plan, skip_config)
+    if modules is None and adapter_init == "random":
+        for layer in plan.dynamic_layers:
+            trained.adapter(layer).up.reset_parameters()  # nn.Linear's own init, not the zero projection
     trained.to(target).train()
     batches = data.endless(sample_loader(episodes, model, batch_size, seed, target))
     rng = np.random.default_rng(seed)
@@ -481,6 +491,7 @@ def distill_model_dir(
     gt_weight: float = 0.0,
     skip_config: SkipModuleConfig | None = None,
     skip_threshold: float | None = None,
+    adapter_init: str = "identity",
 ) -> tuple[Path, dict[str, Any]]:
     """Distil DySL modules for the model dir's backbone into ``modules_out`` (default: the model dir
     itself); returns that directory and its report. ``skip_threshold`` goes into the written
@@ -500,11 +511,12 @@ def distill_model_dir(
     history: list[dict[str, Any]] = []
     modules = distill(
         bundle.model, layer_plan, episodes, stage1_steps, stage2_steps, lam, batch_size, lr, device, seed, one_stage,
-        skip_config=skip_config, gt_weight=gt_weight, history=history,
+        skip_config=skip_config, gt_weight=gt_weight, history=history, adapter_init=adapter_init,
     )
     report: dict[str, Any] = {
         "lambda": lam, "stage1_steps": stage1_steps, "stage2_steps": stage2_steps, "one_stage": one_stage,
         "plan": plan, "batch_size": batch_size, "lr": lr, "seed": seed, "gt_weight": gt_weight,
+        "adapter_init": adapter_init,
         "skip_modules": dataclasses.asdict(skip_config), "parameters": budget,
         "static_layers": list(layer_plan.static_layers), "source_model_dir": str(source), "argv": sys.argv,
         "final_task_loss": tail_mean(history, 2, "task_loss"),
@@ -538,6 +550,7 @@ def main_distill(args: argparse.Namespace) -> int:
             modules_out=getattr(args, "modules_out", None), plan=str(getattr(args, "plan", "calibrated")),
             gt_weight=float(getattr(args, "gt_weight", 0.0)), skip_config=skip_config,
             skip_threshold=getattr(args, "skip_threshold", None),
+            adapter_init=str(getattr(args, "adapter_init", "identity")),
         )
     except (ConfigError, ValueError, OSError, checkpoint.ModelDirError) as exc:
         print(f"dysl_train distill: {exc}", file=sys.stderr)
