@@ -49,7 +49,7 @@ demo: setup
 # (bench-curve) and the router's threshold, so the figures of record come from episodes no choice was
 # made on. The router's threshold 0.34 put its executed layers on DySL's on seed 2000 (9.54 and
 # 9.54 at DySL's threshold 0.35, 30 episodes per task; 0.33: 9.28): baselines compare at matched
-# layers. 30 episodes per task (300 per variant; 17 min on 2 cores with the latency replay and the
+# layers. 30 episodes per task (300 per variant; 14 min on 2 cores with the latency replay and the
 # static-only run): at 10 a task's rate moves 10 points per episode.
 bench: setup
 	mkdir -p out/bench
