@@ -3,16 +3,17 @@
     dysl_bench closed-loop --model-dir models/reference --episodes 10 --workers 2 --json \\
         --markdown out/bench/closed_loop.md --record-trace out/bench/decisions.json
 
-Every variant (dense, dysl, no_pre_skip, no_post_verify, no_static, one_stage, random_skip, random_drop,
-random_layers, router; see dysl_ros.bench.variants) runs the same episodes: episode i of task k under
-the eval run seed s has the environment seed SeedSequence([s, k, i]) and instruction of `dysl_train demos` (the training
-demonstrations used run seed 1000, so a different seed never replays a training episode; the
-benchmark also refuses any episode whose seed is in the model's training demonstrations when it
-can find them). Per tick the policy sees the camera image, instruction and proprio, the first
---execute-steps actions of its chunk are executed (as dysl_node re-plans), then it re-plans.
-An episode ends as a success at the first step with Meta-World's info["success"], as a failure at
---max-steps. random_skip, random_drop and random_layers run after dysl: their coins are solved to match dysl's
-mean executed layers of this run (or --random-target-layers).
+Every variant (dense, dysl, no_pre_skip, no_post_verify, no_static, one_stage, random_skip,
+random_drop, random_layers, router; see dysl_ros.bench.variants) runs the same episodes: episode i
+of task k under the eval run seed s has the environment seed SeedSequence([s, k, i]) and instruction
+of `dysl_train demos` (the training demonstrations used run seed 1000, so a different seed never
+replays a training episode; the benchmark also refuses any episode whose seed is in the model's
+training demonstrations when it can find them). Per tick the policy sees the camera image,
+instruction and proprio, the first --execute-steps actions of its chunk are executed (as dysl_node
+re-plans), then it re-plans. An episode ends as a success at the first step with Meta-World's
+info["success"], as a failure at --max-steps. random_skip, random_drop and random_layers run after
+dysl: their coins are solved to match dysl's mean executed layers of this run (or
+--random-target-layers).
 
 Reported per variant, per task and overall: success rate, mean and p99 executed layers per tick
 (the layers on the path that produced the executed chunk), executed fraction (mean / num_layers),
