@@ -216,6 +216,7 @@ class Recorder:
         self._cond = threading.Condition()
         self._items: list[tuple[float, Any]] = []
         self._transform = transform
+        self.subscription: Any = None  # set by RosSession.subscribe: the rclpy Subscription feeding it
 
     def __call__(self, msg: Any) -> None:
         now = time.monotonic()
@@ -269,6 +270,7 @@ class RosSession:
         recorder = Recorder(transform)
         sub = self.node.create_subscription(msg_type, topic, recorder, qos)
         self._keep.append(sub)
+        recorder.subscription = sub
         return recorder
 
     def subscribe_with_info(

@@ -174,13 +174,17 @@ def test_lockstep_episode_with_dysl_node(tmp_path: Path) -> None:
                                lambda m: stamp_ns(m.header.stamp))
         results = ros.subscribe(String, RESULT_TOPIC, RESULTS_QOS, lambda m: json.loads(m.data))
         instructions = ros.subscribe(String, TOPICS["instruction"], RESULTS_QOS, lambda m: m.data)
-        with (
-            ros_process(node, domain, tmp_path / "node.log"),
-            ros_process(bridge, domain, tmp_path / "bridge.log") as bridge_proc,
-        ):
-            assert results.wait_for(1, timeout=90.0), (tmp_path / "bridge.log").read_text()[-3000:]
-            bridge_proc.wait(timeout=20.0)
-            assert bridge_proc.returncode == 0  # on_finish: exit
+        with ros_process(node, domain, tmp_path / "node.log"):
+            # The bridge waits for the probe's image subscription, not for the probe to be matched with
+            # the node's chunk publisher: a lockstep episode of 22 steps can be over before that match
+            # on a loaded CPU, and the probe would count none of its chunks (seen in CI).
+            assert ros.wait_until(lambda: chunks.subscription.get_publisher_count() >= 1, timeout=60.0), (
+                (tmp_path / "node.log").read_text()[-3000:]
+            )
+            with ros_process(bridge, domain, tmp_path / "bridge.log") as bridge_proc:
+                assert results.wait_for(1, timeout=90.0), (tmp_path / "bridge.log").read_text()[-3000:]
+                bridge_proc.wait(timeout=20.0)
+                assert bridge_proc.returncode == 0  # on_finish: exit
     result = results.messages[0]
     seed = episode_seed(2000, "reach-v3", 0)
     assert (result["task"], result["seed"], result["mode"], result["error"]) == ("reach-v3", seed, "lockstep", None)
