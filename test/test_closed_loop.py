@@ -22,10 +22,9 @@ from dysl_ros.bench.variants import (
     CoinBackend,
     LoadSettings,
     VariantLoader,
+    coin_probability,
     expected_executed_layers,
     parse_variants,
-    random_drop_keep_probability,
-    random_layers_keep_probability,
     random_skip_probability,
 )
 from dysl_ros.core.config import DySLConfig
@@ -279,64 +278,45 @@ def test_coin_backend_executes_the_expected_layers_on_average() -> None:
     assert min(counts) >= 2 and max(counts) <= NUM_LAYERS
 
 
-def test_random_drop_runs_the_static_layers_and_a_matched_share_of_the_others(model_dir: Path) -> None:
+@pytest.mark.parametrize("variant", ["random_drop", "random_layers"])
+def test_untrained_random_skip_runs_its_fixed_layers_and_a_matched_share_of_the_others(
+    model_dir: Path, variant: str
+) -> None:
+    """random_drop always runs the static layers; random_layers no layer (its coin may drop any)."""
     loader = VariantLoader(LoadSettings(str(model_dir)))
     plan = load_bundle(model_dir).plan
     assert plan is not None
-    static, dynamic = len(plan.static_layers), len(plan.dynamic_layers)
-    assert random_drop_keep_probability(plan, static + 0.25 * dynamic) == pytest.approx(0.25)
-    assert random_drop_keep_probability(plan, 0.0) == 0.0 and random_drop_keep_probability(plan, 99.0) == 1.0
+    fixed = plan.static_layers if variant == "random_drop" else ()
+    free = NUM_LAYERS - len(fixed)
+    assert coin_probability(variant, plan, len(fixed) + 0.25 * free) == pytest.approx(0.25)
+    assert coin_probability(variant, plan, -1.0) == 0.0 and coin_probability(variant, plan, 99.0) == 1.0
     obs = observation(2)
-    # Every coin says run: the dense model's actions; every coin says drop: the static layers alone,
+    # Every coin says run: the dense model's actions; every coin says drop: the fixed layers alone,
     # with nothing (no adapter) standing in for the dropped layers.
     dense = loader.get("dense").step(obs, slice(0, 4))
-    everything = loader.get("random_drop", 1.0).step(obs, slice(0, 4))
+    everything = loader.get(variant, 1.0).step(obs, slice(0, 4))
     assert everything.executed_layers == NUM_LAYERS
     np.testing.assert_allclose(everything.actions, dense.actions, atol=1e-6)
     policy = loader.base_policy(None)
     backend, config = policy.runner.backend, policy.config
     x = backend.embed(preprocess(config, obs))
-    for layer in plan.static_layers:
+    for layer in fixed:
         x = backend.run_layers(layer, layer + 1, x)
-    statics_only = loader.get("random_drop", 0.0).step(obs, slice(0, 4))
-    assert statics_only.executed_layers == static and not statics_only.verified
-    np.testing.assert_allclose(statics_only.actions, denormalise_actions(config, backend.head(x)), atol=1e-6)
-    assert not np.allclose(statics_only.actions, dense.actions, atol=1e-3)
+    fixed_only = loader.get(variant, 0.0).step(obs, slice(0, 4))
+    assert fixed_only.executed_layers == len(fixed) and not fixed_only.verified
+    np.testing.assert_allclose(fixed_only.actions, denormalise_actions(config, backend.head(x)), atol=1e-6)
+    assert not np.allclose(fixed_only.actions, dense.actions, atol=1e-3)
     # In between: the expected count on average, and an episode seed replays its coins.
-    keep = random_drop_keep_probability(plan, static + 0.5 * dynamic)
-    variant = loader.get("random_drop", keep)
-    variant.reset(11)
-    counts = [variant.step(obs, slice(0, 4)).executed_layers for _ in range(400)]
-    assert float(np.mean(counts)) == pytest.approx(static + 0.5 * dynamic, abs=0.3)
-    assert min(counts) >= static and max(counts) <= NUM_LAYERS and len(set(counts)) > 2
-    variant.reset(11)
-    assert [variant.step(obs, slice(0, 4)).executed_layers for _ in range(400)] == counts
-
-
-def test_random_layers_may_drop_any_layer(model_dir: Path) -> None:
-    loader = VariantLoader(LoadSettings(str(model_dir)))
-    plan = load_bundle(model_dir).plan
-    assert plan is not None
-    assert random_layers_keep_probability(plan, NUM_LAYERS / 4) == pytest.approx(0.25)
-    assert random_layers_keep_probability(plan, -1.0) == 0.0 and random_layers_keep_probability(plan, 99.0) == 1.0
-    obs = observation(3)
-    dense = loader.get("dense").step(obs, slice(0, 4))
-    everything = loader.get("random_layers", 1.0).step(obs, slice(0, 4))
-    assert everything.executed_layers == NUM_LAYERS
-    np.testing.assert_allclose(everything.actions, dense.actions, atol=1e-6)
-    # Every coin says drop: not even the static layers run; the head reads the embedding.
-    policy = loader.base_policy(None)
-    backend, config = policy.runner.backend, policy.config
-    nothing = loader.get("random_layers", 0.0).step(obs, slice(0, 4))
-    assert nothing.executed_layers == 0
-    expected = denormalise_actions(config, backend.head(backend.embed(preprocess(config, obs))))
-    np.testing.assert_allclose(nothing.actions, expected, atol=1e-6)
-    # Half the layers on average, fewer than the static layers on some ticks.
-    variant = loader.get("random_layers", 0.5)
-    variant.reset(5)
-    counts = [variant.step(obs, slice(0, 4)).executed_layers for _ in range(400)]
-    assert float(np.mean(counts)) == pytest.approx(NUM_LAYERS / 2, abs=0.3)
-    assert min(counts) < len(plan.static_layers)
+    target = len(fixed) + 0.5 * free
+    runner = loader.get(variant, coin_probability(variant, plan, target))
+    runner.reset(11)
+    counts = [runner.step(obs, slice(0, 4)).executed_layers for _ in range(400)]
+    assert float(np.mean(counts)) == pytest.approx(target, abs=0.3)
+    assert min(counts) >= len(fixed) and max(counts) <= NUM_LAYERS and len(set(counts)) > 2
+    if variant == "random_layers":
+        assert min(counts) < len(plan.static_layers)  # the static layers were dropped too
+    runner.reset(11)
+    assert [runner.step(obs, slice(0, 4)).executed_layers for _ in range(400)] == counts
 
 
 def observation(seed: int = 0) -> Observation:
