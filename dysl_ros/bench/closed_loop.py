@@ -38,6 +38,7 @@ import numpy as np
 
 from dysl_ros.bench.trace import DecisionTrace, TickDecision
 from dysl_ros.bench.variants import (
+    COINS,
     RANDOM_VARIANTS,
     VARIANTS,
     LoadSettings,
@@ -368,11 +369,8 @@ def markdown_report(report: Mapping[str, Any]) -> str:
         f"re-plan every {report['execute_steps']} actions, at most {report['max_steps']} steps per episode.",
     ]
     if random is not None:
-        coins = {"random_skip": "skip probability of each consulted controller's coin",
-                 "random_drop": "probability that each dynamic layer runs (no adapters)",
-                 "random_layers": "probability that each layer runs (no adapters, no static layers)"}
         solved = "; ".join(
-            f"{name}: {coins[name]} {report['variants'][name]['coin_probability']:.4f}"
+            f"{name}: {COINS[name].meaning} {report['variants'][name]['coin_probability']:.4f}"
             for name in RANDOM_VARIANTS if name in report["variants"]
         )
         notes.append(f"{solved}; solved for {random['target_layers']:.2f} expected executed layers "
@@ -560,11 +558,9 @@ def _run(args: argparse.Namespace) -> int:
     }
     if randoms:
         report["random_target"] = {"target_layers": target, "target_from": target_from}
-        names = {"random_skip": "skip_probability", "random_drop": "keep_probability",
-                 "random_layers": "keep_probability"}
         for name in randoms:
             figures = report["variants"][name]
-            figures["coin_probability"] = figures[names[name]] = coins[name]
+            figures["coin_probability"] = figures[COINS[name].field] = coins[name]
             figures["target_layers"] = target
 
     if record:

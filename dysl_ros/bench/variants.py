@@ -36,7 +36,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, Protocol, Sequence, TypeVar
+from typing import Any, Callable, Generic, Protocol, Sequence, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -53,7 +53,8 @@ VARIANTS: tuple[str, ...] = (
     "random_layers", "router",
 )
 RANDOM_VARIANTS: tuple[str, ...] = ("random_skip", "random_drop", "random_layers")
-"""Variants whose coin is solved for a target of executed layers (dysl's measured mean by default)."""
+"""Variants whose coin is solved for a target of executed layers (dysl's measured mean by default;
+each one's coin in COINS)."""
 MODULE_VARIANTS = {"no_static": "no_static", "one_stage": "one_stage", "router": "router"}
 """Variants whose modules live in ``<model dir>/variants/<name>``."""
 
@@ -137,16 +138,32 @@ def random_layers_keep_probability(plan: LayerPlan, target_layers: float) -> flo
     return min(1.0, max(0.0, target_layers / plan.num_layers))
 
 
+@dataclass(frozen=True)
+class Coin:
+    """What a random variant's coin is: its name in the bench report, its meaning, and its solver
+    (the probability for a target of expected executed layers)."""
+
+    field: str
+    meaning: str
+    solve: Callable[[LayerPlan, float], float]
+
+
+COINS: dict[str, Coin] = {
+    "random_skip": Coin("skip_probability", "skip probability of each consulted controller's coin",
+                        random_skip_probability),
+    "random_drop": Coin("keep_probability", "probability that each dynamic layer runs (no adapters)",
+                        random_drop_keep_probability),
+    "random_layers": Coin("keep_probability", "probability that each layer runs (no adapters, no static layers)",
+                          random_layers_keep_probability),
+}
+
+
 def coin_probability(variant: str, plan: LayerPlan, target_layers: float) -> float:
     """A random variant's coin for ``target_layers``: random_skip's skip probability q, random_drop's
     and random_layers' keep probability r."""
-    if variant == "random_skip":
-        return random_skip_probability(plan, target_layers)
-    if variant == "random_drop":
-        return random_drop_keep_probability(plan, target_layers)
-    if variant == "random_layers":
-        return random_layers_keep_probability(plan, target_layers)
-    raise ValueError(f"{variant} is not one of the random variants {RANDOM_VARIANTS}")
+    if variant not in COINS:
+        raise ValueError(f"{variant} is not one of the random variants {RANDOM_VARIANTS}")
+    return COINS[variant].solve(plan, target_layers)
 
 
 class CoinBackend(Generic[T]):
