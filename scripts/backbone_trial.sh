@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # One more bc phase on top of a trained backbone, then the shipped calibration and distillation,
 # then the validation runs (seed 2000, never the held-out 3000 and 4000): the experiment behind every
-# "sixth phase" line of the README. Nothing here touches models/reference.
+# trial in docs/experiments.md. Nothing here touches models/reference.
 #
 #   OUT=runs/exp_bc7_exits10 SEED=8 SKIP_MAX=10 scripts/backbone_trial.sh   # a seventh phase on the
-#       shipped model, run 2026-12-03 (README: dense 91.3 %, DySL 88.3 % at 9.61 layers; not shipped)
+#       shipped model, run 2026-12-03 (docs/experiments.md: dense 91.3 %, DySL 88.3 % at 9.61 layers; not shipped)
 #   INIT=runs/phase3_a58300c OUT=runs/exp_p3_exits6to10 SEED=9 LR=3e-4 SKIP_MIN=6 SKIP_MAX=10 \
 #       scripts/backbone_trial.sh   # from the phase-3 model (git archive a58300c models/reference)
-# The three sixth-phase trials of the README started from the phase-5 model (make train's
+#   INIT=runs/exp_p3_exits6to10 OUT=runs/exp_p3b_exits6to10 SEED=10 LR=1e-4 SKIP_MIN=6 SKIP_MAX=10 \
+#       scripts/backbone_trial.sh   # a second phase in that regime (docs/experiments.md; not shipped)
+# The three sixth-phase trials of docs/experiments.md started from the phase-5 model (make train's
 # runs/train/reference_phase5, or models/reference at commit a3304e5):
 #   INIT=$P5 OUT=runs/exp_bc6_exits10 SEED=7 LR=1e-4 SKIP_MAX=10 scripts/backbone_trial.sh   # shipped
 #   INIT=$P5 OUT=runs/exp_bc6_plain SEED=6 LR=1e-4 scripts/backbone_trial.sh
