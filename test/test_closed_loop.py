@@ -93,11 +93,11 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_closed_loop_every_variant(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    markdown, trace_file = tmp_path / "results.md", tmp_path / "trace.json"
+    markdown, trace_file, plot = tmp_path / "results.md", tmp_path / "trace.json", tmp_path / "plots" / "variants.png"
     code = bench.main([
         "closed-loop", "--model-dir", str(model_dir), "--tasks", "reach-v3", "--episodes", "1",
         "--max-steps", "8", "--execute-steps", "4", "--workers", "1", "--json", "--no-progress",
-        "--markdown", str(markdown), "--record-trace", str(trace_file),
+        "--markdown", str(markdown), "--record-trace", str(trace_file), "--plot", str(plot),
     ])
     out = capsys.readouterr().out
     assert code == 0
@@ -146,6 +146,17 @@ def test_closed_loop_every_variant(model_dir: Path, tmp_path: Path, capsys: pyte
     text = markdown.read_text()
     assert "| `dysl` |" in text and "reach-v3" in text and "| `random_drop` |" in text
     assert "probability that each dynamic layer runs (no adapters) 0.0000" in text
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_wilson_interval() -> None:
+    # Reference values of the 95 % Wilson score interval (z = 1.96).
+    assert closed_loop.wilson_interval(5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)
+    low, high = closed_loop.wilson_interval(0, 10)
+    assert low == 0.0 and high == pytest.approx(0.2775, abs=1e-4)
+    low, high = closed_loop.wilson_interval(271, 300)
+    assert low < 271 / 300 < high and high - low < 0.07
+    assert closed_loop.wilson_interval(0, 0) == (0.0, 1.0)
 
 
 def test_closed_loop_workers_and_refusals(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

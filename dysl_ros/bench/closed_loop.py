@@ -103,6 +103,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print the results as one JSON object, last line")
     parser.add_argument("--markdown", metavar="FILE", help="write the results table (markdown) to FILE")
+    parser.add_argument(
+        "--plot", metavar="FILE",
+        help="write a PNG of each variant's success rate (95 %% interval) against its mean executed layers",
+    )
     parser.add_argument("--record-trace", metavar="FILE", help="write the dysl variant's decisions (DecisionTrace)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -378,6 +382,56 @@ def markdown_report(report: Mapping[str, Any]) -> str:
     return "\n\n".join(["### Closed loop", *notes, markdown_table(report)]) + "\n"
 
 
+def wilson_interval(successes: int, episodes: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of a success rate: how far a mean of this many episodes can move."""
+    if episodes <= 0:
+        return 0.0, 1.0
+    p = successes / episodes
+    centre = (p + z * z / (2 * episodes)) / (1 + z * z / episodes)
+    half = z * np.sqrt(p * (1 - p) / episodes + z * z / (4 * episodes * episodes)) / (1 + z * z / episodes)
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+def plot_variants(report: Mapping[str, Any], file: Path) -> None:
+    """One row per variant: its success rate with the 95 % interval, its mean executed layers in the
+    label, dense and the dense - 1 point target as vertical lines. The ordering and how far apart
+    the rows really are (a gap of a few episodes is noise) read at a glance."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: benchmark machines have no display
+    import matplotlib.pyplot as plt
+
+    layers = int(report["num_layers"])
+    variants: Mapping[str, Any] = report["variants"]
+    names = list(variants)
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(names) + 1.4))
+    for row, name in enumerate(names):
+        v = variants[name]
+        low, high = wilson_interval(int(v["successes"]), int(v["episodes"]))
+        rate = 100 * v["success_rate"]
+        colour = "black" if name == "dense" else ("tab:red" if name == "dysl" else "tab:blue")
+        ax.errorbar(rate, row, xerr=[[rate - 100 * low], [100 * high - rate]], fmt="o", capsize=3, color=colour)
+        left = rate >= 50  # the figure beside the interval, on the side away from the axis
+        ax.annotate(f"{rate:.1f} %", (100 * (low if left else high), row), textcoords="offset points",
+                    xytext=(-5 if left else 5, -3), ha="right" if left else "left", fontsize=8)
+    if "dense" in variants:
+        dense = 100 * variants["dense"]["success_rate"]
+        ax.axvline(dense, color="black", linestyle="--", linewidth=0.8, label="dense")
+        ax.axvline(dense - 1, color="tab:red", linestyle=":", linewidth=0.8, label="dense - 1 point")
+        ax.legend(fontsize=8, loc="lower left")
+    ax.set_yticks(range(len(names)))
+    labels = [f"{n} ({variants[n]['mean_executed_layers']:.2f} of {layers} layers)" for n in names]
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 105)
+    ax.set_xlabel("MT10 success rate (%), 95 % interval")
+    ax.set_title(f"Closed loop, seed {report['seed']}, {report['episodes']} episodes per task and variant", fontsize=10)
+    fig.tight_layout()
+    file.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(file, dpi=120)
+    plt.close(fig)
+
+
 # --------------------------------------------------------------------------------------------------
 # The command
 
@@ -574,6 +628,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.markdown:
         Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
         Path(args.markdown).write_text(text)
+    if args.plot:
+        plot_variants(report, Path(args.plot))
     print(markdown_table(report))
     print(f"{len(results)} episodes in {wall:.1f} s with {min(args.workers, total)} worker(s)")
     if args.json:
