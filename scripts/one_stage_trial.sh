@@ -17,12 +17,12 @@ DISTILL=(--demos "$DEMOS" --stage1-steps 400 --stage2-steps 800 --batch-size 32 
          --lambda 0.001 --skip-threshold 0.35)
 BENCH=(--model-dir "$MODEL" --episodes 30 --seed 2000 --workers 2 --json)
 mkdir -p "$MODEL/validation"
-"$BIN/dysl_train" distill --model-dir "$MODEL" "${DISTILL[@]}" --one-stage --modules-out "$MODEL/variants/one_stage_now"
-"$BIN/dysl_bench" closed-loop "${BENCH[@]}" --modules-dir "$MODEL/variants/one_stage_now" --variants dysl \
-    > "$MODEL/validation/one_stage_now.log"
-"$BIN/dysl_train" distill --model-dir "$MODEL" "${DISTILL[@]}" --modules-out "$MODEL/variants/two_stage_now"
-"$BIN/dysl_bench" closed-loop "${BENCH[@]}" --modules-dir "$MODEL/variants/two_stage_now" --variants dense,dysl \
-    > "$MODEL/validation/two_stage_now.log"
-for run in one_stage_now two_stage_now; do
+"$BIN/dysl_train" distill --model-dir "$MODEL" "${DISTILL[@]}" --one-stage --modules-out "$MODEL/variants/one_stage_trial"
+"$BIN/dysl_bench" closed-loop "${BENCH[@]}" --modules-dir "$MODEL/variants/one_stage_trial" --variants dysl \
+    > "$MODEL/validation/one_stage_trial.log"
+"$BIN/dysl_train" distill --model-dir "$MODEL" "${DISTILL[@]}" --modules-out "$MODEL/variants/two_stage_trial"
+"$BIN/dysl_bench" closed-loop "${BENCH[@]}" --modules-dir "$MODEL/variants/two_stage_trial" --variants dense,dysl \
+    > "$MODEL/validation/two_stage_trial.log"
+for run in one_stage_trial two_stage_trial; do
     printf '%s: ' "$run"; grep -E '^\| `' "$MODEL/validation/$run.log" | head -2 | tr '\n' ' '; echo
 done

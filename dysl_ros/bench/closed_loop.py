@@ -105,7 +105,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--markdown", metavar="FILE", help="write the results table (markdown) to FILE")
     parser.add_argument(
         "--plot", metavar="FILE",
-        help="write a PNG of each variant's success rate (95 %% interval) against its mean executed layers",
+        help="write a PNG: each variant's success rate with its 95 %% interval, its executed layers in the label",
     )
     parser.add_argument("--record-trace", metavar="FILE", help="write the dysl variant's decisions (DecisionTrace)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
