@@ -2,7 +2,7 @@
 # Does one-stage training learn to skip on a given backbone? Distils the shipped recipe's modules
 # (λ 0.001, threshold 0.35) twice into MODEL/variants/, once one-stage and once two-stage, and runs
 # both on the validation seed 2000 (30 episodes per task; dense too). MODEL needs a layer plan
-# (dysl_train calibrate). About 8 + 6 min of distillation and 8 min of episodes on 2 cores.
+# (dysl_train calibrate). About 6 + 6 min of distillation and 8 min of episodes on 2 cores.
 #
 #   MODEL=runs/phase3_a58300c scripts/one_stage_trial.sh   # the densely trained phase-3 backbone
 #       (docs/experiments.md, "One-stage training on the densely trained backbone")
