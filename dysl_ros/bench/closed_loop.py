@@ -418,7 +418,7 @@ def plot_variants(report: Mapping[str, Any], file: Path) -> None:
         dense = 100 * variants["dense"]["success_rate"]
         ax.axvline(dense, color="black", linestyle="--", linewidth=0.8, label="dense")
         ax.axvline(dense - 1, color="tab:red", linestyle=":", linewidth=0.8, label="dense - 1 point")
-        ax.legend(fontsize=8, loc="lower left")
+        ax.legend(fontsize=8, loc="upper left")  # dense leads and sits on the right: that corner is free
     ax.set_yticks(range(len(names)))
     labels = [f"{n} ({variants[n]['mean_executed_layers']:.2f} of {layers} layers)" for n in names]
     ax.set_yticklabels(labels, fontsize=8)
