@@ -21,6 +21,7 @@ from dysl_ros.bench.variants import (
     VARIANTS,
     CoinBackend,
     LoadSettings,
+    OracleExitBackend,
     VariantLoader,
     coin_probability,
     expected_executed_layers,
@@ -250,6 +251,61 @@ def test_parse_variants() -> None:
     assert parse_variants("router,dense") == ["dense", "router"]
     with pytest.raises(ValueError, match="unknown variant"):
         parse_variants("dense,sparse")
+    # A diagnostic bound runs only when named.
+    assert "oracle_exit" not in parse_variants("all")
+    assert parse_variants("oracle_exit,dense") == ["dense", "oracle_exit"]
+
+
+def test_oracle_exit_takes_the_shallowest_exit_within_its_tolerance() -> None:
+    """Tolerance 0: the dense chunk; infinite: every gap left at its start; in between: the first
+    dynamic layer whose jump lands within the tolerance, every shallower one outside it."""
+    torch.manual_seed(0)
+    from dysl_ros.model.reference_vla import ReferenceVLA
+
+    plan = LayerPlan(num_layers=NUM_LAYERS, static_layers=(0, 1, 9))  # one non-empty gap: 2..8
+    model = ReferenceVLA(TINY).eval()
+    modules = DySLModules(TINY.hidden_size, plan)
+    randomise_adapters(modules, std=0.05)
+    torch_backend = TorchBackend(model, modules)
+    inputs = preprocess(TINY, observation(3))
+    starts = [g.start for g in plan.gaps]
+    dense, _ = run_path(torch_backend, inputs, plan.gaps, [g.static for g in plan.gaps], 0.5)
+
+    exact, trace = run_path(OracleExitBackend(torch_backend, plan, 0.0), inputs, plan.gaps, starts, 0.5)
+    assert len(trace.executed_layers) == NUM_LAYERS and not trace.skipped_any
+    np.testing.assert_allclose(exact, dense, atol=1e-6)
+    anything = OracleExitBackend(torch_backend, plan, float("inf"))
+    _, trace = run_path(anything, inputs, plan.gaps, starts, 0.5)
+    assert trace.executed_layers == plan.static_layers and trace.skipped_from == (None, None, 2)
+
+    # The exit errors along the gap, measured by hand: jump from layer i, then layer 9 and the head.
+    x = torch_backend.run_layers(0, 2, torch_backend.embed(inputs))
+    errors = []
+    for layer in range(2, 9):
+        jumped = torch_backend.run_layers(9, 10, torch_backend.adapt(layer, x))
+        errors.append(float(np.mean(np.abs(torch_backend.head(jumped) - dense))))
+        x = torch_backend.run_layers(layer, layer + 1, x)
+    assert len(set(errors)) == len(errors) and min(errors) > 0
+    tolerance = float(np.median(errors))
+    first = 2 + next(k for k, error in enumerate(errors) if error <= tolerance)
+    oracle = OracleExitBackend(torch_backend, plan, tolerance)
+    chunk, trace = run_path(oracle, inputs, plan.gaps, starts, 0.5)
+    assert trace.skipped_from == (None, None, first)
+    assert trace.executed_layers == (0, 1, *range(2, first), 9)
+    assert float(np.mean(np.abs(chunk - dense))) == pytest.approx(errors[first - 2], rel=1e-5)
+    with pytest.raises(ValueError, match="tolerance"):
+        OracleExitBackend(torch_backend, plan, -0.1)
+
+
+def test_closed_loop_oracle_exit_needs_its_tolerance(model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["closed-loop", "--model-dir", str(model_dir), "--tasks", "reach-v3", "--episodes", "1",
+            "--max-steps", "4", "--workers", "1", "--variants", "dense,oracle_exit", "--json", "--no-progress"]
+    assert bench.main(args) == 2
+    assert "--oracle-tolerance" in capsys.readouterr().err
+    assert bench.main([*args, "--oracle-tolerance", "0"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    oracle, dense = report["variants"]["oracle_exit"], report["variants"]["dense"]
+    assert oracle["mean_executed_layers"] == NUM_LAYERS and oracle["ticks"] == dense["ticks"]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ import numpy as np
 from dysl_ros.bench.trace import DecisionTrace, TickDecision
 from dysl_ros.bench.variants import (
     COINS,
+    DIAGNOSTIC_VARIANTS,
     RANDOM_VARIANTS,
     VARIANTS,
     LoadSettings,
@@ -68,7 +69,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--workers", type=int, default=2, help="worker processes, one torch thread each (default: 2)")
     parser.add_argument(
-        "--variants", default="all", help=f"'all' or a comma list of {', '.join(VARIANTS)} (default: all)"
+        "--variants", default="all",
+        help=f"'all' or a comma list of {', '.join(VARIANTS)}; also {', '.join(DIAGNOSTIC_VARIANTS)}, run only "
+        "when named (default: all)",
     )
     parser.add_argument(
         "--execute-steps", type=int, default=4,
@@ -89,6 +92,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--modules-dir", default=None,
         help="DySL modules for dysl, no_pre_skip, no_post_verify and random_skip (another lambda's "
         "`dysl_train distill --modules-out`; default: the model dir's)",
+    )
+    parser.add_argument(
+        "--oracle-tolerance", type=float, default=None,
+        help="oracle_exit skips from the first dynamic layer whose jump gives a chunk within this mean absolute "
+        "difference of the dense chunk (normalised actions)",
     )
     parser.add_argument("--eta", type=float, default=None, help="override dysl.json's eta in every variant (sweeps)")
     parser.add_argument("--eta-verify", type=float, default=None, help="override dysl.json's eta_verify (sweeps)")
@@ -503,12 +511,15 @@ def _run(args: argparse.Namespace) -> int:
         args.eta,
         args.eta_verify,
         args.skip_threshold,
+        args.oracle_tolerance,
     )
     for name, value in load.dysl_overrides().items():
         upper = 1.0 if name == "skip_threshold" else float("inf")
         if not 0 < value <= upper:
             bound = "in (0, 1]" if name == "skip_threshold" else "> 0"
             raise ConfigError(f"--{name.replace('_', '-')} must be {bound}, got {value}")
+    if "oracle_exit" in variants and not (args.oracle_tolerance is not None and args.oracle_tolerance >= 0):
+        raise ConfigError(f"oracle_exit needs --oracle-tolerance >= 0, got {args.oracle_tolerance}")
     plan = main_plan(model_dir if load.modules_dir is None else load.modules_dir)  # what the random variants follow
     target_given = args.random_target_layers is not None
     randoms = [v for v in variants if v in RANDOM_VARIANTS]
@@ -586,7 +597,7 @@ def _run(args: argparse.Namespace) -> int:
     wall = time.perf_counter() - started
 
     order = {task: k for k, task in enumerate(MT10_TASKS)}
-    results.sort(key=lambda r: (order[r.task], r.episode, VARIANTS.index(r.variant)))
+    results.sort(key=lambda r: (order[r.task], r.episode, (VARIANTS + DIAGNOSTIC_VARIANTS).index(r.variant)))
     try:
         digest = model_hash(model_dir)
     except ModelDirError:

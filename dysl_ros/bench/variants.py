@@ -12,6 +12,8 @@
 | `random_drop`    | none (the plan's static layers)  | untrained: seeded coins drop single dynamic layers (below)  |
 | `random_layers`  | none                             | untrained: seeded coins drop any single layer (below)       |
 | `router`         | `variants/router`                | per-layer router, FlexiDepth-like (dysl_ros.core.router)    |
+| `oracle_exit`    | the model dir's adapters         | diagnostic bound, not a policy: each tick the shallowest    |
+|                  |                                  | exit whose chunk is within a tolerance of the dense chunk   |
 
 Random skip: allow points stay at the gap starts (no pre-skip, no verification) and every consulted
 controller is a coin that says "skip" with probability q, q solved so that the expected executed layers
@@ -27,6 +29,14 @@ unchanged. They differ in what the coin may drop. Random drop keeps the calibrat
 (the baseline gets DySL's calibration for free) and flips a coin for each dynamic layer, r = (target
 - static layers) / dynamic layers. Random layers knows nothing of the plan, as the paper's baseline
 does not: every layer, the informative ones too, runs with r = target / L.
+
+Oracle exit (not in ``all``: it runs the dense pass and every candidate exit each tick, so it is a
+bound, never a servable policy): allow points at the gap starts, no verification, and controller i
+says "skip" iff adapter i's jump, with the rest of the stack run densely, gives a chunk whose mean
+absolute difference from the dense chunk (normalised actions) is at most ``--oracle-tolerance``.
+It is the best any controller could do with these adapters by the distillation's own measure (the
+distance to the dense chunk): if it loses to dense at DySL's executed layers, no controller closes
+the gap; if it does not, the controllers are what falls short.
 
 This module has no torch at import; loading a variant imports the backends.
 """
@@ -52,6 +62,8 @@ VARIANTS: tuple[str, ...] = (
     "dense", "dysl", "no_pre_skip", "no_post_verify", "no_static", "one_stage", "random_skip", "random_drop",
     "random_layers", "router",
 )
+DIAGNOSTIC_VARIANTS: tuple[str, ...] = ("oracle_exit",)
+"""Run only when named: bounds that need the dense pass every tick."""
 RANDOM_VARIANTS: tuple[str, ...] = ("random_skip", "random_drop", "random_layers")
 """Variants whose coin is solved for a target of executed layers (dysl's measured mean by default;
 each one's coin in COINS)."""
@@ -64,10 +76,11 @@ def parse_variants(spec: str) -> list[str]:
     wanted = [part.strip() for part in spec.split(",") if part.strip()]
     if not wanted or wanted == ["all"]:
         return list(VARIANTS)
-    unknown = [name for name in wanted if name not in VARIANTS]
+    known = VARIANTS + DIAGNOSTIC_VARIANTS
+    unknown = [name for name in wanted if name not in known]
     if unknown:
-        raise ValueError(f"unknown variant(s) {unknown}: choose from 'all' or {', '.join(VARIANTS)}")
-    return [name for name in VARIANTS if name in wanted]
+        raise ValueError(f"unknown variant(s) {unknown}: choose from 'all' or {', '.join(known)}")
+    return [name for name in known if name in wanted]
 
 
 def variant_modules_dir(model_dir: str | Path, variant: str, modules_dir: str | Path | None = None) -> Path | None:
@@ -198,6 +211,47 @@ class CoinBackend(Generic[T]):
         return self.inner.head(x)
 
 
+class OracleExitBackend(Generic[T]):
+    """A segment backend whose controllers know the answer: ``embed`` also runs the dense pass and
+    keeps its chunk; ``skip_probability(i, x)`` is 1.0 iff jumping from dynamic layer i (its adapter,
+    then the dense stack from the gap's static layer on) lands within ``tolerance`` of that chunk
+    (mean absolute difference, normalised actions), else 0.0."""
+
+    def __init__(self, inner: SegmentBackend[T], plan: LayerPlan, tolerance: float) -> None:
+        if not tolerance >= 0.0:
+            raise ValueError(f"oracle tolerance must be >= 0, got {tolerance}")
+        self.inner = inner
+        self.name = f"{inner.name}+oracle"
+        self.tolerance = tolerance
+        self.num_layers = plan.num_layers
+        self.static_of = {layer: gap.static for gap in plan.gaps for layer in gap.dynamic_layers}
+        self.dense_chunk: FloatArray | None = None
+
+    def embed(self, inputs: ModelInputs) -> T:
+        x = self.inner.embed(inputs)
+        self.dense_chunk = self.inner.head(self.inner.run_layers(0, self.num_layers, x))
+        return x
+
+    def run_layers(self, start: int, stop: int, x: T) -> T:
+        return self.inner.run_layers(start, stop, x)
+
+    def adapt(self, layer: int, x: T) -> T:
+        return self.inner.adapt(layer, x)
+
+    def exit_error(self, layer: int, x: T) -> float:
+        """Mean |chunk - dense chunk| when the pass jumps from dynamic layer ``layer`` (input ``x``)."""
+        if self.dense_chunk is None:
+            raise RuntimeError("embed() first: the oracle compares against this tick's dense chunk")
+        jumped = self.inner.run_layers(self.static_of[layer], self.num_layers, self.inner.adapt(layer, x))
+        return float(np.mean(np.abs(self.inner.head(jumped) - self.dense_chunk)))
+
+    def skip_probability(self, layer: int, x: T) -> float:
+        return 1.0 if self.exit_error(layer, x) <= self.tolerance else 0.0
+
+    def head(self, x: T) -> FloatArray:
+        return self.inner.head(x)
+
+
 # --------------------------------------------------------------------------------------------------
 # One interface over every variant
 
@@ -313,6 +367,8 @@ class LoadSettings:
     """Overrides every variant's dysl.json eta (for sweeps); None keeps each file's value."""
     eta_verify: float | None = None
     skip_threshold: float | None = None
+    oracle_tolerance: float | None = None
+    """oracle_exit's tolerance (mean absolute chunk difference, normalised actions)."""
 
     def dysl_overrides(self) -> dict[str, float]:
         given = {"eta": self.eta, "eta_verify": self.eta_verify, "skip_threshold": self.skip_threshold}
@@ -366,6 +422,12 @@ class VariantLoader:
             return RandomDropVariant(variant, policy, plan, coin_p, always)
         if not policy.bundle.has_dysl:
             raise ConfigError(f"variant {variant} needs DySL modules in {s.model_dir} (run `dysl_train distill`)")
+        if variant == "oracle_exit":
+            if s.oracle_tolerance is None:
+                raise ConfigError("oracle_exit needs --oracle-tolerance (mean |chunk - dense chunk| it accepts)")
+            oracle: OracleExitBackend[Any] = OracleExitBackend(backend, plan, s.oracle_tolerance)
+            config = dataclasses.replace(settings, enable_pre_skip=False, enable_post_verify=False)
+            return RunnerVariant(variant, policy, DySLRunner(oracle, plan, config))
         if variant == "random_skip":
             assert coin_p is not None
             coin: CoinBackend[Any] = CoinBackend(backend, coin_p)

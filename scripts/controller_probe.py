@@ -1,0 +1,178 @@
+"""Can a controller tell, from what it reads, whether leaving the stack at its layer is safe?
+
+For every frame of some demonstrations and every dynamic layer i of the model's layer plan:
+- e_i, the exit error: mean |chunk - dense chunk| (normalised actions) when the pass jumps from layer
+  i through its adapter to the gap's static layer and runs densely from there (what
+  `dysl_bench closed-loop --variants oracle_exit` thresholds);
+- p_i, the trained controller's skip probability on x_i (the input of layer i);
+- x_i mean-pooled over tokens: what the controller reads (DESIGN §3).
+
+With the oracle's label y_i = [e_i <= tolerance], it reports per layer the share of frames the oracle
+skips, the trained controller's AUC for that label, and the AUC of a logistic probe on the same pooled
+x_i fitted on half of the episodes and scored on the other half. A probe far above the controller
+says the information is there and the training did not find it; a probe near 0.5 says what the
+controller reads does not carry it. It also reports the Spearman correlation of p_i with -e_i.
+
+    python scripts/controller_probe.py --model-dir models/reference --demos data/probe_demos \
+        --tolerance 0.026 --max-frames 4000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from dysl_ros.model.checkpoint import load_bundle
+from dysl_ros.training.dataset import ChunkDataset
+from dysl_ros.training.demos import load_demo_dirs
+from dysl_ros.training.distill import dense_states, freeze
+
+Array = npt.NDArray[np.float64]
+
+
+def auc(scores: Array, labels: npt.NDArray[np.bool_]) -> float:
+    """Area under the ROC curve (Mann-Whitney, ties counted half); nan when one class is absent."""
+    positives, negatives = int(labels.sum()), int((~labels).sum())
+    if positives == 0 or negatives == 0:
+        return float("nan")
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores), dtype=np.float64)
+    sorted_scores = scores[order]
+    ranks[order] = np.arange(1, len(scores) + 1)
+    for value in np.unique(sorted_scores[np.r_[False, np.diff(sorted_scores) == 0]]):
+        tied = scores == value
+        ranks[tied] = ranks[tied].mean()
+    return float((ranks[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+
+
+def spearman(a: Array, b: Array) -> float:
+    ra = np.argsort(np.argsort(a)).astype(np.float64)
+    rb = np.argsort(np.argsort(b)).astype(np.float64)
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def fit_logistic(features: Array, labels: npt.NDArray[np.bool_], steps: int = 300) -> torch.nn.Linear:
+    """L2-regularised logistic regression on standardised features (full-batch L-BFGS)."""
+    x = torch.as_tensor(features, dtype=torch.float32)
+    y = torch.as_tensor(labels, dtype=torch.float32)
+    probe = torch.nn.Linear(x.shape[1], 1)
+    optimiser = torch.optim.LBFGS(probe.parameters(), max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimiser.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(probe(x).squeeze(-1), y)
+        loss = loss + 1e-3 * probe.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimiser.step(closure)
+    return probe
+
+
+@torch.no_grad()
+def measure(model_dir: str, demos: str, max_frames: int, batch_size: int, seed: int) -> dict[str, Array]:
+    bundle = load_bundle(model_dir)
+    if bundle.plan is None or bundle.modules is None:
+        raise SystemExit(f"{model_dir} has no DySL modules: run dysl_train distill first")
+    model, modules, plan = bundle.model, bundle.modules.float().eval(), bundle.plan
+    freeze(model, torch.device("cpu"))
+    episodes = load_demo_dirs(demos).episodes
+    dataset = ChunkDataset(episodes, model.config)
+    rng = np.random.default_rng(seed)
+    picked = np.sort(rng.choice(len(dataset), size=min(max_frames, len(dataset)), replace=False))
+    loader = DataLoader(Subset(dataset, picked.tolist()), batch_size=batch_size, shuffle=False)
+    dynamic = [(gap, i) for gap in plan.gaps for i in gap.dynamic_layers]
+    errors, probabilities, pooled = [], [], []
+    for batch in loader:
+        states = dense_states(model, batch)
+        dense_chunk = model.head(states[-1])
+        e_row, p_row, x_row = [], [], []
+        for gap, i in dynamic:
+            x = modules.adapter(i)(states[i])
+            for layer in model.layers[gap.static :]:
+                x = layer(x)
+            e_row.append((model.head(x) - dense_chunk).abs().mean(dim=(1, 2)))
+            p_row.append(modules.controller(i)(states[i]))
+            x_row.append(states[i].float().mean(dim=1))
+        errors.append(torch.stack(e_row, 1))
+        probabilities.append(torch.stack(p_row, 1))
+        pooled.append(torch.stack(x_row, 1))
+        print(f"\r{sum(len(e) for e in errors)}/{len(picked)} frames", end="", file=sys.stderr)
+    print(file=sys.stderr)
+    frame_episode = dataset.index[picked, 0]
+    return {
+        "layers": np.asarray([i for _, i in dynamic]),
+        "errors": torch.cat(errors).numpy().astype(np.float64),
+        "probabilities": torch.cat(probabilities).numpy().astype(np.float64),
+        "pooled": torch.cat(pooled).numpy().astype(np.float64),
+        "episode": frame_episode.astype(np.int64),
+    }
+
+
+def report(data: dict[str, Array], tolerance: float, threshold: float) -> list[dict[str, float]]:
+    train = data["episode"] % 2 == 0
+    rows = []
+    for column, layer in enumerate(data["layers"]):
+        e, p, x = data["errors"][:, column], data["probabilities"][:, column], data["pooled"][:, column]
+        label = e <= tolerance
+        mean, std = x[train].mean(0), x[train].std(0) + 1e-6
+        probe_auc = float("nan")
+        if 0 < label[train].sum() < train.sum():
+            probe = fit_logistic((x[train] - mean) / std, label[train])
+            with torch.no_grad():
+                scores = probe(torch.as_tensor((x[~train] - mean) / std, dtype=torch.float32)).squeeze(-1).numpy()
+            probe_auc = auc(scores.astype(np.float64), label[~train])
+        rows.append({
+            "layer": int(layer),
+            "oracle_skips": float(label.mean()),
+            "controller_skips": float((p >= threshold).mean()),
+            "error_median": float(np.median(e)),
+            "controller_auc": auc(p[~train], label[~train]),
+            "probe_auc": probe_auc,
+            "spearman_p_vs_minus_error": spearman(p, -e),
+        })
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-dir", default="models/reference")
+    parser.add_argument("--demos", required=True, help="demonstration dir(s), A,B")
+    parser.add_argument("--tolerance", type=float, default=0.026, help="the oracle's tolerance (default 0.026)")
+    parser.add_argument("--skip-threshold", type=float, default=None,
+                        help="the controllers' threshold (default: the model dir's dysl.json)")
+    parser.add_argument("--max-frames", type=int, default=4000)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", metavar="FILE", help="also write the table as JSON")
+    args = parser.parse_args()
+    torch.manual_seed(args.seed)
+    threshold = args.skip_threshold
+    if threshold is None:
+        settings = json.loads((Path(args.model_dir) / "dysl.json").read_text())
+        threshold = float(settings["skip_threshold"])
+    data = measure(args.model_dir, args.demos, args.max_frames, args.batch_size, args.seed)
+    rows = report(data, args.tolerance, threshold)
+    print(f"{len(data['errors'])} frames; oracle tolerance {args.tolerance}; controller threshold {threshold}; "
+          "AUCs on the held-out half of the episodes")
+    print("| layer | oracle skips | controller skips | median exit error | controller AUC | probe AUC | "
+          "Spearman(p, -e) |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for row in rows:
+        print(f"| {row['layer']} | {row['oracle_skips']:.2f} | {row['controller_skips']:.2f} | "
+              f"{row['error_median']:.4f} | {row['controller_auc']:.3f} | {row['probe_auc']:.3f} | "
+              f"{row['spearman_p_vs_minus_error']:.3f} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
