@@ -489,6 +489,58 @@ def test_one_stage_runs_stage_two_loss_for_all_steps() -> None:
     assert [r["stage"] for r in history] == [2] * 7
 
 
+def test_exit_errors_are_the_oracles_measure() -> None:
+    """Stage 3's labels come from the same jump as dysl_bench's oracle_exit: adapter, then the dense
+    stack from the gap's static layer on."""
+    from dysl_ros.backends.torch_backend import TorchBackend
+    from dysl_ros.bench.variants import OracleExitBackend
+
+    model = active_model()
+    modules = distill.distill(model, PLAN, EPISODES, 5, 0, 0.0, 8, 1e-2, "cpu", 0)
+    batch = next(iter(distill.sample_loader(EPISODES, model, 3, 0, torch.device("cpu"))))
+    with torch.no_grad():
+        states = distill.dense_states(model, batch)
+        errors = distill.exit_errors(model, modules, PLAN, states, model.head(states[-1]).float())
+    assert sorted(errors) == list(PLAN.dynamic_layers)
+    oracle = OracleExitBackend(TorchBackend(model, modules), PLAN, 0.0)
+    for sample in range(3):
+        inputs = {key: batch[key][sample : sample + 1].numpy() for key in ("image", "instruction", "proprio")}
+        x = oracle.embed(inputs)
+        for gap in PLAN.gaps:
+            for i in gap.dynamic_layers:
+                assert oracle.exit_error(i, x) == pytest.approx(float(errors[i][sample]), rel=1e-4, abs=1e-6)
+                x = oracle.run_layers(i, i + 1, x)
+            x = oracle.run_layers(gap.static, gap.static + 1, x)
+
+
+def test_stage3_fits_the_controllers_to_the_exit_error_and_nothing_else() -> None:
+    model = active_model()
+    modules = distill.distill(model, PLAN, EPISODES, 10, 0, 0.0, 16, 1e-2, "cpu", 0)
+    adapters = {k: v.clone() for k, v in modules.adapters.state_dict().items()}
+    loader = distill.sample_loader(EPISODES, model, 16, 3, torch.device("cpu"))
+    with torch.no_grad():
+        probe = next(iter(loader))
+        states = distill.dense_states(model, probe)
+        errors = distill.exit_errors(model, modules, PLAN, states, model.head(states[-1]).float())
+    tolerance = float(torch.cat(list(errors.values())).median())  # half the labels positive
+    history: list[dict[str, Any]] = []
+    fitted = distill.distill(model, PLAN, EPISODES, 0, 0, 0.0, 16, 1e-2, "cpu", 0, history=history,
+                             modules=modules, stage3_steps=60, exit_tolerance=tolerance)
+    losses = [r["loss"] for r in history if r["stage"] == 3]
+    assert len(losses) == 60 and [r["stage"] for r in history] == [3] * 60
+    first, last = first_last(losses, 10)
+    assert last < 0.8 * first, (first, last)
+    assert all(torch.equal(adapters[k], v) for k, v in fitted.adapters.state_dict().items())
+    # The fitted controllers say "skip" more often where the jump lands within the tolerance.
+    with torch.no_grad():
+        p = torch.cat([fitted.controller(i)(states[i]) for i in PLAN.dynamic_layers])
+    label = torch.cat([errors[i] <= tolerance for i in PLAN.dynamic_layers])
+    assert 0 < int(label.sum()) < len(label)
+    assert float(p[label].mean()) > float(p[~label].mean()) + 0.1
+    with pytest.raises(ConfigError, match="exit tolerance"):
+        distill.distill(model, PLAN, EPISODES, 0, 0, 0.0, 16, 1e-2, "cpu", 0, stage3_steps=1)
+
+
 def test_adapter_init_identity_or_random() -> None:
     x = torch.randn(2, 5, TINY.hidden_size)
     for init, identity in (("identity", True), ("random", False)):
@@ -558,6 +610,25 @@ def test_cli_bc_calibrate_distill(tmp_path: Path, demos_dir: Path, capsys: Any) 
     assert distill.main_distill(argparse.Namespace(**distill_args)) == 2
     assert "skip_threshold must lie in (0.0, 1.0]" in capsys.readouterr().err
     del distill_args["skip_threshold"]
+    # Stage 3 alone, continuing from the lambda-0.01 modules: the adapters stay, the controllers move.
+    fitted = model_dir / "variants" / "stage3"
+    stage3_args = {**distill_args, "modules_out": str(fitted), "modules_from": str(variant), "stage1_steps": 0,
+                   "stage2_steps": 0, "stage3_steps": 3, "exit_tolerance": 0.05}
+    for key in ("adapter_bottleneck", "controller_hidden", "plan"):
+        stage3_args.pop(key)
+    assert distill.main_distill(argparse.Namespace(**stage3_args)) == 0
+    before, after = load_bundle(model_dir, variant).modules, load_bundle(model_dir, fitted).modules
+    assert before is not None and after is not None
+    adapters, controllers = after.adapters.state_dict(), after.controllers.state_dict()
+    assert all(torch.equal(v, adapters[k]) for k, v in before.adapters.state_dict().items())
+    assert not all(torch.equal(v, controllers[k]) for k, v in before.controllers.state_dict().items())
+    report = json.loads((fitted / distill.DISTILL_REPORT_FILE).read_text())
+    assert report["stage3_steps"] == 3 and report["exit_tolerance"] == 0.05 and report["modules_from"] == str(variant)
+    assert 0.0 <= report["final_label_rate"] <= 1.0
+    assert distill.main_distill(argparse.Namespace(**{**stage3_args, "plan": "last-layer-only"})) == 2
+    assert "--modules-from continues" in capsys.readouterr().err
+    assert distill.main_distill(argparse.Namespace(**{**stage3_args, "exit_tolerance": 0.0})) == 2
+    assert "exit tolerance" in capsys.readouterr().err
     # A modules dir that holds a model is refused (it would mix two models' files).
     distill_args.update(modules_out=str(tmp_path / "model"), plan="calibrated")
     assert distill.main_distill(argparse.Namespace(**distill_args)) == 0  # the model dir itself is fine

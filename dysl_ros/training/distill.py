@@ -168,6 +168,46 @@ def stage2_loss(
     return Stage2Terms(task + lam * penalty, float(task.detach().item()), float(penalty.detach().item()), mean_p)
 
 
+@torch.no_grad()
+def exit_errors(
+    model: VLABackbone, modules: DySLModules, plan: LayerPlan, states: Sequence[Tensor], teacher: Tensor
+) -> dict[int, Tensor]:
+    """Per dynamic layer i, per sample (B,): mean |chunk - dense chunk| when the pass jumps from layer
+    i through its adapter to the gap's static layer and runs densely from there on. The measure of
+    ``dysl_bench closed-loop --variants oracle_exit`` (dysl_ros.bench.variants.OracleExitBackend)."""
+    errors: dict[int, Tensor] = {}
+    for gap in plan.gaps:
+        for i in gap.dynamic_layers:
+            x = modules.adapter(i)(states[i])
+            for layer in model.layers[gap.static :]:
+                x = layer(x)
+            errors[i] = (model.head(x).float() - teacher).abs().mean(dim=(1, 2))
+    return errors
+
+
+def stage3_loss(
+    model: VLABackbone, modules: DySLModules, plan: LayerPlan, batch: Batch, tolerance: float
+) -> tuple[Tensor, float, float]:
+    """Controllers fitted to the exit error: for every dynamic layer i, binary cross-entropy of its
+    controller on x_i against "the jump from i lands within ``tolerance`` of the dense chunk".
+    Returns (loss, share of positive labels, mean p)."""
+    with torch.no_grad():
+        states = dense_states(model, batch)
+        teacher = model.head(states[-1]).float()
+        errors = exit_errors(model, modules, plan, states, teacher)
+    losses, labels, ps = [], [], []
+    for i, error in errors.items():
+        label = (error <= tolerance).float()
+        logits = modules.controller(i).logits(states[i])
+        losses.append(F.binary_cross_entropy_with_logits(logits, label))
+        labels.append(label)
+        ps.append(torch.sigmoid(logits.detach()))
+    if not losses:
+        raise ConfigError("the layer plan has no dynamic layers: there is no controller to fit")
+    loss = torch.stack(losses).mean()
+    return loss, float(torch.cat(labels).mean().item()), float(torch.cat(ps).mean().item())
+
+
 def sample_loader(episodes: Sequence[EpisodeLike], model: VLABackbone, batch_size: int, seed: int,
                        device: torch.device) -> DataLoader[Batch]:
     dataset = ChunkDataset(episodes, model.config)
@@ -201,16 +241,22 @@ def distill(
     history: list[dict[str, Any]] | None = None,
     modules: DySLModules | None = None,
     adapter_init: str = "identity",
+    stage3_steps: int = 0,
+    exit_tolerance: float | None = None,
 ) -> DySLModules:
     """Train DySL modules for ``plan`` on a frozen ``model`` (moved to ``device``); returns them in
     eval mode. ``one_stage`` runs stage 2's loss for ``stage1_steps + stage2_steps`` steps (same
     number of optimiser steps as two-stage, so only the schedule differs). ``history``, when given,
     receives one record per step. ``modules`` continues from existing modules instead of fresh ones;
-    fresh adapters start as the identity, or from random weights with ``adapter_init="random"``."""
+    fresh adapters start as the identity, or from random weights with ``adapter_init="random"``.
+    ``stage3_steps`` > 0 then refits the controllers alone (``stage3_loss``, adapters frozen) to
+    "the jump from here lands within ``exit_tolerance`` of the dense chunk"."""
     if plan.num_layers != len(model.layers):
         raise ConfigError(f"layer plan has {plan.num_layers} layers, the model {len(model.layers)}")
-    if min(stage1_steps, stage2_steps) < 0 or batch_size < 1 or lr <= 0:
+    if min(stage1_steps, stage2_steps, stage3_steps) < 0 or batch_size < 1 or lr <= 0:
         raise ConfigError("stage steps must be >= 0, batch_size >= 1 and lr > 0")
+    if stage3_steps > 0 and not (exit_tolerance is not None and exit_tolerance > 0):
+        raise ConfigError(f"stage 3 fits the controllers to an exit tolerance > 0, got {exit_tolerance}")
     target = resolve_device(device)
     torch.manual_seed(seed)
     freeze(model, target)
@@ -240,6 +286,15 @@ def distill(
     run_stage("distill stage 1", 1, first, adapter_params, adapters_only, trained, batches, target, lr, records)
     desc = "distill one-stage" if one_stage else "distill stage 2"
     run_stage(desc, 2, second, list(trained.named_parameters()), mixed, trained, batches, target, lr, records)
+
+    def controllers_to_exit_error(batch: Batch) -> tuple[Tensor, dict[str, Any]]:
+        assert exit_tolerance is not None
+        loss, label_rate, mean_p = stage3_loss(model, trained, plan, batch, exit_tolerance)
+        return loss, {"label_rate": label_rate, "mean_p": mean_p}
+
+    controller_params = [(f"controllers.{n}", p) for n, p in trained.controllers.named_parameters()]
+    run_stage("distill stage 3", 3, stage3_steps, controller_params, controllers_to_exit_error, trained, batches,
+              target, lr, records)
     trained.eval()
     return trained
 
@@ -492,13 +547,28 @@ def distill_model_dir(
     skip_config: SkipModuleConfig | None = None,
     skip_threshold: float | None = None,
     adapter_init: str = "identity",
+    stage3_steps: int = 0,
+    exit_tolerance: float | None = None,
+    modules_from: str | Path | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Distil DySL modules for the model dir's backbone into ``modules_out`` (default: the model dir
     itself); returns that directory and its report. ``skip_threshold`` goes into the written
-    dysl.json (default: the model dir's)."""
+    dysl.json (default: the model dir's). ``modules_from`` (a modules or model directory for this
+    backbone) continues from its plan and modules instead of fresh ones."""
     source = Path(model_dir)
     bundle = checkpoint.load_bundle(source)
-    layer_plan = choose_plan(bundle, plan)
+    start: DySLModules | None = None
+    if modules_from is not None:
+        bundle = checkpoint.load_bundle(source, modules_from)
+        if bundle.modules is None or bundle.plan is None:
+            raise ConfigError(f"{modules_from} holds no DySL modules to continue from")
+        start = bundle.modules.float()
+        if plan != "calibrated" or adapter_init != "identity" or skip_config not in (None, start.config):
+            raise ConfigError("--modules-from continues with the plan and module shapes of its modules: drop "
+                              "--plan, --adapter-init, --adapter-bottleneck and --controller-hidden")
+        skip_config = start.config
+    layer_plan = choose_plan(bundle, plan) if start is None else bundle.plan
+    assert layer_plan is not None
     settings = settings_for(bundle, layer_plan)
     if skip_threshold is not None:
         settings = dataclasses.replace(settings, skip_threshold=float(skip_threshold))  # validated there
@@ -511,16 +581,19 @@ def distill_model_dir(
     history: list[dict[str, Any]] = []
     modules = distill(
         bundle.model, layer_plan, episodes, stage1_steps, stage2_steps, lam, batch_size, lr, device, seed, one_stage,
-        skip_config=skip_config, gt_weight=gt_weight, history=history, adapter_init=adapter_init,
+        skip_config=skip_config, gt_weight=gt_weight, history=history, adapter_init=adapter_init, modules=start,
+        stage3_steps=stage3_steps, exit_tolerance=exit_tolerance,
     )
     report: dict[str, Any] = {
         "lambda": lam, "stage1_steps": stage1_steps, "stage2_steps": stage2_steps, "one_stage": one_stage,
         "plan": plan, "batch_size": batch_size, "lr": lr, "seed": seed, "gt_weight": gt_weight,
-        "adapter_init": adapter_init,
+        "adapter_init": adapter_init, "modules_from": None if modules_from is None else str(modules_from),
+        "stage3_steps": stage3_steps, "exit_tolerance": exit_tolerance,
+        "final_stage3_loss": tail_mean(history, 3, "loss"), "final_label_rate": tail_mean(history, 3, "label_rate"),
         "skip_modules": dataclasses.asdict(skip_config), "parameters": budget,
         "static_layers": list(layer_plan.static_layers), "source_model_dir": str(source), "argv": sys.argv,
         "final_task_loss": tail_mean(history, 2, "task_loss"),
-        "final_mean_p": tail_mean(history, 2, "mean_p"),
+        "final_mean_p": tail_mean(history, 3 if stage3_steps else 2, "mean_p"),
     }
     write_modules_dir(out, layer_plan, modules, settings, history, report)
     return out, report
@@ -541,7 +614,8 @@ def main_distill(args: argparse.Namespace) -> int:
     lam = float(getattr(args, "lam", getattr(args, "lambda", 0.0)))
     try:
         episodes = data.load_episodes(args.demos)
-        skip_config = skip_config_from_args(args)
+        shaped = hasattr(args, "adapter_bottleneck") or hasattr(args, "controller_hidden")
+        skip_config = skip_config_from_args(args) if shaped else None
         out, report = distill_model_dir(
             args.model_dir, episodes, lam=lam, stage1_steps=int(args.stage1_steps),
             stage2_steps=int(args.stage2_steps), one_stage=bool(getattr(args, "one_stage", False)),
@@ -551,6 +625,8 @@ def main_distill(args: argparse.Namespace) -> int:
             gt_weight=float(getattr(args, "gt_weight", 0.0)), skip_config=skip_config,
             skip_threshold=getattr(args, "skip_threshold", None),
             adapter_init=str(getattr(args, "adapter_init", "identity")),
+            stage3_steps=int(getattr(args, "stage3_steps", 0)), exit_tolerance=getattr(args, "exit_tolerance", None),
+            modules_from=getattr(args, "modules_from", None),
         )
     except (ConfigError, ValueError, OSError, checkpoint.ModelDirError) as exc:
         print(f"dysl_train distill: {exc}", file=sys.stderr)
