@@ -306,6 +306,8 @@ def test_closed_loop_oracle_exit_needs_its_tolerance(model_dir: Path, capsys: py
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     oracle, dense = report["variants"]["oracle_exit"], report["variants"]["dense"]
     assert oracle["mean_executed_layers"] == NUM_LAYERS and oracle["ticks"] == dense["ticks"]
+    assert report["oracle_tolerance"] == 0.0
+    assert "oracle_exit is a bound" in closed_loop.markdown_report(report)
 
 
 # --------------------------------------------------------------------------------------------------

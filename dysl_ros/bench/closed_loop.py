@@ -387,6 +387,10 @@ def markdown_report(report: Mapping[str, Any]) -> str:
         )
         notes.append(f"{solved}; solved for {random['target_layers']:.2f} expected executed layers "
                      f"({random['target_from']}).")
+    if "oracle_exit" in report["variants"]:
+        notes.append(f"oracle_exit is a bound, not a policy: each tick it runs the dense pass and takes the "
+                     f"shallowest exit whose chunk lies within {report['oracle_tolerance']} (mean absolute "
+                     f"difference, normalised actions) of the dense chunk.")
     return "\n\n".join(["### Closed loop", *notes, markdown_table(report)]) + "\n"
 
 
@@ -621,6 +625,8 @@ def _run(args: argparse.Namespace) -> int:
         "dysl_overrides": load.dysl_overrides(),
         "wall_s": wall,
     }
+    if "oracle_exit" in variants:
+        report["oracle_tolerance"] = args.oracle_tolerance
     if randoms:
         report["random_target"] = {"target_layers": target, "target_from": target_from}
         for name in randoms:
