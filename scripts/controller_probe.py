@@ -77,8 +77,10 @@ def fit_logistic(features: Array, labels: npt.NDArray[np.bool_], steps: int = 30
 
 
 @torch.no_grad()
-def measure(model_dir: str, demos: str, max_frames: int, batch_size: int, seed: int) -> dict[str, Array]:
-    bundle = load_bundle(model_dir)
+def measure(
+    model_dir: str, modules_dir: str | None, demos: str, max_frames: int, batch_size: int, seed: int
+) -> dict[str, Array]:
+    bundle = load_bundle(model_dir, modules_dir)
     if bundle.plan is None or bundle.modules is None:
         raise SystemExit(f"{model_dir} has no DySL modules: run dysl_train distill first")
     model, modules, plan = bundle.model, bundle.modules.float().eval(), bundle.plan
@@ -144,6 +146,7 @@ def report(data: dict[str, Array], tolerance: float, threshold: float) -> list[d
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", default="models/reference")
+    parser.add_argument("--modules-dir", default=None, help="DySL modules (default: the model dir's)")
     parser.add_argument("--demos", required=True, help="demonstration dir(s), A,B")
     parser.add_argument("--tolerance", type=float, default=0.026, help="the oracle's tolerance (default 0.026)")
     parser.add_argument("--skip-threshold", type=float, default=None,
@@ -156,9 +159,9 @@ def main() -> int:
     torch.manual_seed(args.seed)
     threshold = args.skip_threshold
     if threshold is None:
-        settings = json.loads((Path(args.model_dir) / "dysl.json").read_text())
+        settings = json.loads((Path(args.modules_dir or args.model_dir) / "dysl.json").read_text())
         threshold = float(settings["skip_threshold"])
-    data = measure(args.model_dir, args.demos, args.max_frames, args.batch_size, args.seed)
+    data = measure(args.model_dir, args.modules_dir, args.demos, args.max_frames, args.batch_size, args.seed)
     rows = report(data, args.tolerance, threshold)
     print(f"{len(data['errors'])} frames; oracle tolerance {args.tolerance}; controller threshold {threshold}; "
           "AUCs on the held-out half of the episodes")
