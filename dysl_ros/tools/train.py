@@ -260,21 +260,6 @@ def _add_router(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--stage1-steps", type=int, required=True, help="adapter-only steps (targets x_{i+1})")
     p.add_argument("--stage2-steps", type=int, required=True, help="soft-routing steps")
     p.add_argument("--lambda", dest="lam", type=float, default=_OPTIONAL, help="weight of sum_i (1 - p_i)")
-    p.add_argument(
-        "--stage3-steps", type=int, default=_OPTIONAL,
-        help="then refit the controllers alone to the exit error: skip where the jump lands within "
-        "--exit-tolerance of the dense chunk (default: 0, no stage 3)",
-    )
-    p.add_argument(
-        "--exit-tolerance", type=float, default=_OPTIONAL,
-        help="stage 3's tolerance: mean |chunk - dense chunk| in normalised actions (as `dysl_bench closed-loop "
-        "--variants oracle_exit --oracle-tolerance`)",
-    )
-    p.add_argument(
-        "--modules-from", default=_OPTIONAL, metavar="DIR",
-        help="continue from the plan and modules in DIR (a model or modules directory of this backbone) "
-        "instead of fresh ones; e.g. --stage1-steps 0 --stage2-steps 0 --stage3-steps N",
-    )
     p.add_argument("--batch-size", type=int, default=_OPTIONAL)
     p.add_argument("--lr", type=float, default=_OPTIONAL)
     p.add_argument("--gt-weight", type=float, default=_OPTIONAL, help="weight of the demo-action loss")
