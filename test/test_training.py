@@ -541,6 +541,28 @@ def test_stage3_fits_the_controllers_to_the_exit_error_and_nothing_else() -> Non
         distill.distill(model, PLAN, EPISODES, 0, 0, 0.0, 16, 1e-2, "cpu", 0, stage3_steps=1)
 
 
+def test_stage3_margin_weighting_weighs_each_frame_by_its_distance_from_the_tolerance() -> None:
+    model = active_model()
+    modules = distill.distill(model, PLAN, EPISODES, 5, 0, 0.0, 8, 1e-2, "cpu", 0)
+    batch = next(iter(distill.sample_loader(EPISODES, model, 8, 1, torch.device("cpu"))))
+    with torch.no_grad():
+        states = distill.dense_states(model, batch)
+        errors = distill.exit_errors(model, modules, PLAN, states, model.head(states[-1]).float())
+        tolerance = float(torch.cat(list(errors.values())).median())
+        expected = []
+        for i, error in errors.items():
+            logits = modules.controller(i).logits(states[i])
+            bce = torch.nn.functional.binary_cross_entropy_with_logits(
+                logits, (error <= tolerance).float(), reduction="none")
+            expected.append((bce * (error - tolerance).abs() / tolerance).mean())
+        loss, _, _ = distill.stage3_loss(model, modules, PLAN, batch, tolerance, "margin")
+        plain, _, _ = distill.stage3_loss(model, modules, PLAN, batch, tolerance)
+    assert float(loss) == pytest.approx(float(torch.stack(expected).mean()), rel=1e-5)
+    assert float(loss) != pytest.approx(float(plain), rel=1e-3)
+    with pytest.raises(ConfigError, match="weighting"):
+        distill.stage3_loss(model, modules, PLAN, batch, tolerance, "squared")
+
+
 def test_adapter_init_identity_or_random() -> None:
     x = torch.randn(2, 5, TINY.hidden_size)
     for init, identity in (("identity", True), ("random", False)):

@@ -227,6 +227,10 @@ def _add_distill(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "--variants oracle_exit --oracle-tolerance`)",
     )
     p.add_argument(
+        "--stage3-weighting", choices=("none", "margin"), default=_OPTIONAL,
+        help="stage 3: every frame alike (default), or weighed by |exit error - tolerance| / tolerance",
+    )
+    p.add_argument(
         "--modules-from", default=_OPTIONAL, metavar="DIR",
         help="continue from the plan and modules in DIR (a model or modules directory of this backbone) "
         "instead of fresh ones; e.g. --stage1-steps 0 --stage2-steps 0 --stage3-steps N",

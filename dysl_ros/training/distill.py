@@ -185,12 +185,20 @@ def exit_errors(
     return errors
 
 
+STAGE3_WEIGHTINGS = ("none", "margin")
+
+
 def stage3_loss(
-    model: VLABackbone, modules: DySLModules, plan: LayerPlan, batch: Batch, tolerance: float
+    model: VLABackbone, modules: DySLModules, plan: LayerPlan, batch: Batch, tolerance: float,
+    weighting: str = "none",
 ) -> tuple[Tensor, float, float]:
     """Controllers fitted to the exit error: for every dynamic layer i, binary cross-entropy of its
     controller on x_i against "the jump from i lands within ``tolerance`` of the dense chunk".
+    ``weighting="margin"`` weighs each frame by |e_i - tolerance| / tolerance, so a wrong "skip" where
+    the jump lands far off costs more than one at the border (Eq. 6 weighs its decisions alike).
     Returns (loss, share of positive labels, mean p)."""
+    if weighting not in STAGE3_WEIGHTINGS:
+        raise ConfigError(f"stage-3 weighting must be one of {STAGE3_WEIGHTINGS}, got {weighting!r}")
     with torch.no_grad():
         states = dense_states(model, batch)
         teacher = model.head(states[-1]).float()
@@ -199,7 +207,8 @@ def stage3_loss(
     for i, error in errors.items():
         label = (error <= tolerance).float()
         logits = modules.controller(i).logits(states[i])
-        losses.append(F.binary_cross_entropy_with_logits(logits, label))
+        weight = (error - tolerance).abs() / tolerance if weighting == "margin" else None
+        losses.append(F.binary_cross_entropy_with_logits(logits, label, weight=weight))
         labels.append(label)
         ps.append(torch.sigmoid(logits.detach()))
     if not losses:
@@ -243,6 +252,7 @@ def distill(
     adapter_init: str = "identity",
     stage3_steps: int = 0,
     exit_tolerance: float | None = None,
+    stage3_weighting: str = "none",
 ) -> DySLModules:
     """Train DySL modules for ``plan`` on a frozen ``model`` (moved to ``device``); returns them in
     eval mode. ``one_stage`` runs stage 2's loss for ``stage1_steps + stage2_steps`` steps (same
@@ -257,6 +267,8 @@ def distill(
         raise ConfigError("stage steps must be >= 0, batch_size >= 1 and lr > 0")
     if stage3_steps > 0 and not (exit_tolerance is not None and exit_tolerance > 0):
         raise ConfigError(f"stage 3 fits the controllers to an exit tolerance > 0, got {exit_tolerance}")
+    if stage3_weighting not in STAGE3_WEIGHTINGS:
+        raise ConfigError(f"stage-3 weighting must be one of {STAGE3_WEIGHTINGS}, got {stage3_weighting!r}")
     target = resolve_device(device)
     torch.manual_seed(seed)
     freeze(model, target)
@@ -289,7 +301,7 @@ def distill(
 
     def controllers_to_exit_error(batch: Batch) -> tuple[Tensor, dict[str, Any]]:
         assert exit_tolerance is not None
-        loss, label_rate, mean_p = stage3_loss(model, trained, plan, batch, exit_tolerance)
+        loss, label_rate, mean_p = stage3_loss(model, trained, plan, batch, exit_tolerance, stage3_weighting)
         return loss, {"label_rate": label_rate, "mean_p": mean_p}
 
     controller_params = [(f"controllers.{n}", p) for n, p in trained.controllers.named_parameters()]
@@ -549,6 +561,7 @@ def distill_model_dir(
     adapter_init: str = "identity",
     stage3_steps: int = 0,
     exit_tolerance: float | None = None,
+    stage3_weighting: str = "none",
     modules_from: str | Path | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Distil DySL modules for the model dir's backbone into ``modules_out`` (default: the model dir
@@ -582,13 +595,13 @@ def distill_model_dir(
     modules = distill(
         bundle.model, layer_plan, episodes, stage1_steps, stage2_steps, lam, batch_size, lr, device, seed, one_stage,
         skip_config=skip_config, gt_weight=gt_weight, history=history, adapter_init=adapter_init, modules=start,
-        stage3_steps=stage3_steps, exit_tolerance=exit_tolerance,
+        stage3_steps=stage3_steps, exit_tolerance=exit_tolerance, stage3_weighting=stage3_weighting,
     )
     report: dict[str, Any] = {
         "lambda": lam, "stage1_steps": stage1_steps, "stage2_steps": stage2_steps, "one_stage": one_stage,
         "plan": plan, "batch_size": batch_size, "lr": lr, "seed": seed, "gt_weight": gt_weight,
         "adapter_init": adapter_init, "modules_from": None if modules_from is None else str(modules_from),
-        "stage3_steps": stage3_steps, "exit_tolerance": exit_tolerance,
+        "stage3_steps": stage3_steps, "exit_tolerance": exit_tolerance, "stage3_weighting": stage3_weighting,
         "final_stage3_loss": tail_mean(history, 3, "loss"), "final_label_rate": tail_mean(history, 3, "label_rate"),
         "skip_modules": dataclasses.asdict(skip_config), "parameters": budget,
         "static_layers": list(layer_plan.static_layers), "source_model_dir": str(source), "argv": sys.argv,
@@ -626,6 +639,7 @@ def main_distill(args: argparse.Namespace) -> int:
             skip_threshold=getattr(args, "skip_threshold", None),
             adapter_init=str(getattr(args, "adapter_init", "identity")),
             stage3_steps=int(getattr(args, "stage3_steps", 0)), exit_tolerance=getattr(args, "exit_tolerance", None),
+            stage3_weighting=str(getattr(args, "stage3_weighting", "none")),
             modules_from=getattr(args, "modules_from", None),
         )
     except (ConfigError, ValueError, OSError, checkpoint.ModelDirError) as exc:
