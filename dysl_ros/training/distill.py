@@ -569,10 +569,9 @@ def distill_model_dir(
     dysl.json (default: the model dir's). ``modules_from`` (a modules or model directory for this
     backbone) continues from its plan and modules instead of fresh ones."""
     source = Path(model_dir)
-    bundle = checkpoint.load_bundle(source)
+    bundle = checkpoint.load_bundle(source, modules_from)
     start: DySLModules | None = None
     if modules_from is not None:
-        bundle = checkpoint.load_bundle(source, modules_from)
         if bundle.modules is None or bundle.plan is None:
             raise ConfigError(f"{modules_from} holds no DySL modules to continue from")
         start = bundle.modules.float()
