@@ -489,18 +489,26 @@ def test_one_stage_runs_stage_two_loss_for_all_steps() -> None:
     assert [r["stage"] for r in history] == [2] * 7
 
 
+def with_exit_errors(stage1_steps: int, batch_size: int, seed: int) -> tuple[
+    ReferenceVLA, DySLModules, dict[str, torch.Tensor], list[torch.Tensor], dict[int, torch.Tensor]
+]:
+    """A model, stage-1 modules, one batch, its dense states and every dynamic layer's exit errors."""
+    model = active_model()
+    modules = distill.distill(model, PLAN, EPISODES, stage1_steps, 0, 0.0, min(batch_size, 16), 1e-2, "cpu", 0)
+    batch = next(iter(distill.sample_loader(EPISODES, model, batch_size, seed, torch.device("cpu"))))
+    with torch.no_grad():
+        states = distill.dense_states(model, batch)
+        errors = distill.exit_errors(model, modules, PLAN, states, model.head(states[-1]).float())
+    return model, modules, batch, states, errors
+
+
 def test_exit_errors_are_the_oracles_measure() -> None:
     """Stage 3's labels come from the same jump as dysl_bench's oracle_exit: adapter, then the dense
     stack from the gap's static layer on."""
     from dysl_ros.backends.torch_backend import TorchBackend
     from dysl_ros.bench.variants import OracleExitBackend
 
-    model = active_model()
-    modules = distill.distill(model, PLAN, EPISODES, 5, 0, 0.0, 8, 1e-2, "cpu", 0)
-    batch = next(iter(distill.sample_loader(EPISODES, model, 3, 0, torch.device("cpu"))))
-    with torch.no_grad():
-        states = distill.dense_states(model, batch)
-        errors = distill.exit_errors(model, modules, PLAN, states, model.head(states[-1]).float())
+    model, modules, batch, _, errors = with_exit_errors(5, 3, 0)
     assert sorted(errors) == list(PLAN.dynamic_layers)
     oracle = OracleExitBackend(TorchBackend(model, modules), PLAN, 0.0)
     for sample in range(3):
@@ -514,14 +522,8 @@ def test_exit_errors_are_the_oracles_measure() -> None:
 
 
 def test_stage3_fits_the_controllers_to_the_exit_error_and_nothing_else() -> None:
-    model = active_model()
-    modules = distill.distill(model, PLAN, EPISODES, 10, 0, 0.0, 16, 1e-2, "cpu", 0)
+    model, modules, _, states, errors = with_exit_errors(10, 16, 3)
     adapters = {k: v.clone() for k, v in modules.adapters.state_dict().items()}
-    loader = distill.sample_loader(EPISODES, model, 16, 3, torch.device("cpu"))
-    with torch.no_grad():
-        probe = next(iter(loader))
-        states = distill.dense_states(model, probe)
-        errors = distill.exit_errors(model, modules, PLAN, states, model.head(states[-1]).float())
     tolerance = float(torch.cat(list(errors.values())).median())  # half the labels positive
     history: list[dict[str, Any]] = []
     fitted = distill.distill(model, PLAN, EPISODES, 0, 0, 0.0, 16, 1e-2, "cpu", 0, history=history,
@@ -542,12 +544,8 @@ def test_stage3_fits_the_controllers_to_the_exit_error_and_nothing_else() -> Non
 
 
 def test_stage3_margin_weighting_weighs_each_frame_by_its_distance_from_the_tolerance() -> None:
-    model = active_model()
-    modules = distill.distill(model, PLAN, EPISODES, 5, 0, 0.0, 8, 1e-2, "cpu", 0)
-    batch = next(iter(distill.sample_loader(EPISODES, model, 8, 1, torch.device("cpu"))))
+    model, modules, batch, states, errors = with_exit_errors(5, 8, 1)
     with torch.no_grad():
-        states = distill.dense_states(model, batch)
-        errors = distill.exit_errors(model, modules, PLAN, states, model.head(states[-1]).float())
         tolerance = float(torch.cat(list(errors.values())).median())
         expected = []
         for i, error in errors.items():
