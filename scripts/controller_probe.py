@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, Subset
 from dysl_ros.model.checkpoint import load_bundle
 from dysl_ros.training.dataset import ChunkDataset
 from dysl_ros.training.demos import load_demo_dirs
-from dysl_ros.training.distill import dense_states, freeze
+from dysl_ros.training.distill import dense_states, exit_errors, freeze
 
 Array = npt.NDArray[np.float64]
 
@@ -90,19 +90,14 @@ def measure(
     rng = np.random.default_rng(seed)
     picked = np.sort(rng.choice(len(dataset), size=min(max_frames, len(dataset)), replace=False))
     loader = DataLoader(Subset(dataset, picked.tolist()), batch_size=batch_size, shuffle=False)
-    dynamic = [(gap, i) for gap in plan.gaps for i in gap.dynamic_layers]
+    dynamic = list(plan.dynamic_layers)
     errors, probabilities, pooled = [], [], []
     for batch in loader:
         states = dense_states(model, batch)
-        dense_chunk = model.head(states[-1])
-        e_row, p_row, x_row = [], [], []
-        for gap, i in dynamic:
-            x = modules.adapter(i)(states[i])
-            for layer in model.layers[gap.static :]:
-                x = layer(x)
-            e_row.append((model.head(x) - dense_chunk).abs().mean(dim=(1, 2)))
-            p_row.append(modules.controller(i)(states[i]))
-            x_row.append(states[i].float().mean(dim=1))
+        exits = exit_errors(model, modules, plan, states, model.head(states[-1]).float())
+        e_row = [exits[i] for i in dynamic]
+        p_row = [modules.controller(i)(states[i]) for i in dynamic]
+        x_row = [states[i].float().mean(dim=1) for i in dynamic]
         errors.append(torch.stack(e_row, 1))
         probabilities.append(torch.stack(p_row, 1))
         pooled.append(torch.stack(x_row, 1))
@@ -110,7 +105,7 @@ def measure(
     print(file=sys.stderr)
     frame_episode = dataset.index[picked, 0]
     return {
-        "layers": np.asarray([i for _, i in dynamic]),
+        "layers": np.asarray(dynamic),
         "errors": torch.cat(errors).numpy().astype(np.float64),
         "probabilities": torch.cat(probabilities).numpy().astype(np.float64),
         "pooled": torch.cat(pooled).numpy().astype(np.float64),

@@ -40,6 +40,7 @@ from dysl_ros.bench.trace import DecisionTrace, TickDecision
 from dysl_ros.bench.variants import (
     COINS,
     DIAGNOSTIC_VARIANTS,
+    KNOWN_VARIANTS,
     RANDOM_VARIANTS,
     VARIANTS,
     LoadSettings,
@@ -601,7 +602,7 @@ def _run(args: argparse.Namespace) -> int:
     wall = time.perf_counter() - started
 
     order = {task: k for k, task in enumerate(MT10_TASKS)}
-    results.sort(key=lambda r: (order[r.task], r.episode, (VARIANTS + DIAGNOSTIC_VARIANTS).index(r.variant)))
+    results.sort(key=lambda r: (order[r.task], r.episode, KNOWN_VARIANTS.index(r.variant)))
     try:
         digest = model_hash(model_dir)
     except ModelDirError:

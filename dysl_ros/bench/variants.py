@@ -64,6 +64,8 @@ VARIANTS: tuple[str, ...] = (
 )
 DIAGNOSTIC_VARIANTS: tuple[str, ...] = ("oracle_exit",)
 """Run only when named: bounds that need the dense pass every tick."""
+KNOWN_VARIANTS: tuple[str, ...] = VARIANTS + DIAGNOSTIC_VARIANTS
+"""Every name ``--variants`` takes, in report order."""
 RANDOM_VARIANTS: tuple[str, ...] = ("random_skip", "random_drop", "random_layers")
 """Variants whose coin is solved for a target of executed layers (dysl's measured mean by default;
 each one's coin in COINS)."""
@@ -76,11 +78,10 @@ def parse_variants(spec: str) -> list[str]:
     wanted = [part.strip() for part in spec.split(",") if part.strip()]
     if not wanted or wanted == ["all"]:
         return list(VARIANTS)
-    known = VARIANTS + DIAGNOSTIC_VARIANTS
-    unknown = [name for name in wanted if name not in known]
+    unknown = [name for name in wanted if name not in KNOWN_VARIANTS]
     if unknown:
-        raise ValueError(f"unknown variant(s) {unknown}: choose from 'all' or {', '.join(known)}")
-    return [name for name in known if name in wanted]
+        raise ValueError(f"unknown variant(s) {unknown}: choose from 'all' or {', '.join(KNOWN_VARIANTS)}")
+    return [name for name in KNOWN_VARIANTS if name in wanted]
 
 
 def variant_modules_dir(model_dir: str | Path, variant: str, modules_dir: str | Path | None = None) -> Path | None:
