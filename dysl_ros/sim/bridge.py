@@ -61,7 +61,7 @@ import rclpy.logging
 from builtin_interfaces.msg import Time
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.duration import Duration
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, JointState
@@ -69,6 +69,7 @@ from std_msgs.msg import Float64MultiArray, String
 from trajectory_msgs.msg import JointTrajectory
 
 from dysl_ros.qos import LATCHED_QOS, SENSOR_QOS
+from dysl_ros.sim import rosenv
 from dysl_ros.sim.params import PARAMETERS, BridgeConfigError, BridgeParams
 from dysl_ros.training.demos import ACTION_DIM, episode_seed, pick_instruction
 
@@ -516,8 +517,7 @@ def main(args: list[str] | None = None) -> int:
         return EXIT_FAILED
     executor = SingleThreadedExecutor()
     executor.add_node(node)
-    spinner = threading.Thread(target=_spin, args=(executor,), name="sim_bridge_executor", daemon=True)
-    spinner.start()
+    spinner = rosenv.BackgroundSpinner(executor, "sim_bridge_executor")
     status = EXIT_OK
     try:
         status = node.run()
@@ -531,14 +531,8 @@ def main(args: list[str] | None = None) -> int:
         node.get_logger().fatal(str(exc))
         status = EXIT_FAILED
     finally:
-        executor.shutdown(timeout_sec=2.0)
+        spinner.stop()  # before the node and context go
         node.destroy_node()
         rclpy.try_shutdown()
     return status
 
-
-def _spin(executor: SingleThreadedExecutor) -> None:
-    try:
-        executor.spin()
-    except ExternalShutdownException:
-        pass

@@ -1,4 +1,5 @@
-"""The project's ROS environment rules for processes a tool starts (the demo launcher).
+"""The project's ROS environment rules for processes a tool starts (the demo launcher), and a
+background executor that stops cleanly.
 
 Every ROS process stays on this host: ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``, the project's Fast
 DDS profile (``config/fastdds.xml``: 16 MB shared memory, UDP on 127.0.0.1 only) and its own
@@ -14,8 +15,10 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from contextlib import suppress
 from pathlib import Path
+from typing import Any
 
 DOMAIN_MIN, DOMAIN_MAX = 1, 200
 """Fast DDS maps domain d to UDP ports 7400 + 250·d: ids above 232 overflow; 0 is everybody's default."""
@@ -123,3 +126,32 @@ def log_tail(path: Path, max_chars: int = 3000) -> str:
         return path.read_text(errors="replace")[-max_chars:]
     except OSError as exc:
         return f"<no log: {exc}>"
+
+
+class BackgroundSpinner:
+    """An rclpy executor spun on a daemon thread, stopped so that the node and context can be
+    destroyed after ``stop()``: the thread polls a flag between waits of ``poll_s`` and is joined.
+    (``Executor.shutdown()`` alone does not wait for a spin in another thread: it destroys the guard
+    condition that spin waits on, and tearing the node and context down under a spinning thread
+    aborted sim_bridge once in CI, "terminate called without an active exception".)"""
+
+    def __init__(self, executor: Any, name: str, poll_s: float = 0.05) -> None:
+        self.executor = executor
+        self.poll_s = poll_s
+        self._spinning = threading.Event()
+        self._spinning.set()
+        self._thread = threading.Thread(target=self._spin, name=name, daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        from rclpy.executors import ExternalShutdownException
+
+        with suppress(ExternalShutdownException):
+            while self._spinning.is_set() and self.executor.context.ok():
+                self.executor.spin_once(timeout_sec=self.poll_s)
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Leave the spin loop (within ``poll_s`` plus the callback running), then shut the executor down."""
+        self._spinning.clear()
+        self._thread.join(timeout=timeout_s)
+        self.executor.shutdown()

@@ -237,18 +237,9 @@ class Observer:
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
         if keep_frames_of:
             self._image_sub = self.node.create_subscription(Image, TOPICS["image"], self._on_image, deep_best_effort)
-        self._executor = SingleThreadedExecutor()
-        self._executor.add_node(self.node)
-        self._thread = threading.Thread(target=self._spin, name="demo_ros", daemon=True)
-        self._thread.start()
-
-    def _spin(self) -> None:
-        from rclpy.executors import ExternalShutdownException
-
-        try:
-            self._executor.spin()
-        except ExternalShutdownException:
-            pass
+        executor = SingleThreadedExecutor()
+        executor.add_node(self.node)
+        self._spinner = rosenv.BackgroundSpinner(executor, "demo_ros")
 
     def now(self) -> float:
         return float(self.node.get_clock().now().nanoseconds) * 1e-9
@@ -294,7 +285,7 @@ class Observer:
             self.frames.append((stamp, rgb))
 
     def close(self) -> None:
-        self._executor.shutdown(timeout_sec=2.0)
+        self._spinner.stop()
         self.node.destroy_node()
         self._rclpy.try_shutdown()
 
