@@ -133,6 +133,8 @@ def main() -> int:
     parser.add_argument("--tolerance", type=float, default=0.026)
     parser.add_argument("--compare", action="append", default=[], help="another modules dir (repeatable)")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--rows-out", help="also save every consult (layer, p, error, compared p) to this .npz")
+    parser.add_argument("--thresholds", default="0.35,0.5,0.7", help="cuts for the skip/false-skip table")
     parser.add_argument("--json", action="store_true", help="last line: the per-layer table as JSON")
     args = parser.parse_args()
 
@@ -181,6 +183,31 @@ def main() -> int:
     for n in names:
         pooled = np.array([r["p"] if n == "served" else r["compare"][n] for r in rows])
         print(f"all consults, {n}: AUC {auc(pooled, all_label):.2f}")
+    # What a cut does: per layer, the share of consults each controller skips at threshold t, and the
+    # share it skips although the exit lands beyond the tolerance (a false skip: it ends the pass there).
+    errors = np.array([r["error"] for r in rows])
+    layer_of = np.array([r["layer"] for r in rows])
+    shallow = sorted({r["layer"] for r in rows})[:6]
+    print("\nskips / false skips per consult (e > tolerance), by controller and threshold")
+    print("| controller | t | " + " | ".join(f"layer {i}" for i in shallow) + " |")
+    print("|---|---:|" + "---:|" * len(shallow))
+    for n in names:
+        p_all = np.array([r["p"] if n == "served" else r["compare"][n] for r in rows])
+        for t in [float(v) for v in args.thresholds.split(",")]:
+            shares: list[str] = []
+            for i in shallow:
+                at = layer_of == i
+                skip = p_all[at] >= t
+                shares.append(f"{100 * skip.mean():.0f} / {100 * (skip & (errors[at] > args.tolerance)).mean():.0f} %")
+            print(f"| {n} | {t:g} | " + " | ".join(shares) + " |")
+    if args.rows_out:
+        arrays: dict[str, Any] = {
+            "layer": layer_of, "error": errors, "episode": np.array([r["episode"] for r in rows]),
+            "task": np.array([r["task"] for r in rows]),
+        }
+        for n in names:
+            arrays[f"p_{n}"] = np.array([r["p"] if n == "served" else r["compare"][n] for r in rows])
+        np.savez(args.rows_out, **arrays)
     if args.json:
         print(json.dumps({"seed": args.seed, "episodes": len(summaries), "success_rate": float(success),
                           "mean_executed_layers": float(layers), "tolerance": args.tolerance, "layers": table}))
