@@ -296,6 +296,15 @@ def test_oracle_exit_takes_the_shallowest_exit_within_its_tolerance() -> None:
     with pytest.raises(ValueError, match="tolerance"):
         OracleExitBackend(torch_backend, plan, -0.1)
 
+    # actions=k: the same jump, measured over the chunk's first k actions only.
+    first_two = OracleExitBackend(torch_backend, plan, tolerance, actions=2)
+    x = first_two.run_layers(0, 2, first_two.embed(inputs))
+    jumped = torch_backend.head(torch_backend.run_layers(9, 10, torch_backend.adapt(2, x)))
+    assert first_two.exit_error(2, x) == pytest.approx(float(np.mean(np.abs(jumped[:2] - dense[:2]))), rel=1e-6)
+    assert first_two.exit_error(2, x) != pytest.approx(errors[0], rel=1e-3)  # the whole chunk's differs
+    with pytest.raises(ValueError, match="actions"):
+        OracleExitBackend(torch_backend, plan, tolerance, actions=0)
+
 
 def test_closed_loop_oracle_exit_needs_its_tolerance(model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args = ["closed-loop", "--model-dir", str(model_dir), "--tasks", "reach-v3", "--episodes", "1",
@@ -306,8 +315,11 @@ def test_closed_loop_oracle_exit_needs_its_tolerance(model_dir: Path, capsys: py
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     oracle, dense = report["variants"]["oracle_exit"], report["variants"]["dense"]
     assert oracle["mean_executed_layers"] == NUM_LAYERS and oracle["ticks"] == dense["ticks"]
-    assert report["oracle_tolerance"] == 0.0
+    assert report["oracle_tolerance"] == 0.0 and report["oracle_actions"] is None
     assert "oracle_exit is a bound" in closed_loop.markdown_report(report)
+    assert "over the whole chunk" in closed_loop.markdown_report(report)
+    assert bench.main([*args, "--oracle-tolerance", "0", "--oracle-actions", "99"]) == 2
+    assert "--oracle-actions must lie in 1..8" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------------------------------

@@ -601,6 +601,10 @@ def test_malformed_instruction_is_rejected(node: NodeUnderTest, counter: str, pa
     node.instruction("pick up the puck and place it at the goal")
 
 
+HELD_ACTIONS = 10
+"""Actions the stream must go on publishing, all the same one, once the chunk has gone stale."""
+
+
 def test_stale_image_gives_no_chunk_and_stream_holds(node: NodeUnderTest) -> None:
     assert node.serve_good_input() is not None
     before = node.counter("images_stale")
@@ -612,10 +616,13 @@ def test_stale_image_gives_no_chunk_and_stream_holds(node: NodeUnderTest) -> Non
     assert stamp_to_float(stamp) not in node.chunk_stamps()
     # With no fresh image the chunk runs out and ages: the stream must hold the last action.
     time.sleep(MAX_AGE_MS / 1000.0 + 0.3)
+    # The stream keeps publishing (a count, not a rate: speed is dysl_bench's, and a loaded CI
+    # machine delivered 14 of the 25 actions of a 0.5 s window once).
     window_start = time.monotonic()
-    time.sleep(0.5)
+    wanted = len(node.actions) + HELD_ACTIONS
+    assert node.actions.wait_for(wanted, timeout=5.0), f"the stream stopped while stale: {node.diag()}"
     held = [a for t, a in node.actions.items if t >= window_start]
-    assert len(held) >= 0.5 * RATE_HZ * 0.8
+    assert len(held) >= HELD_ACTIONS
     assert all(np.allclose(a, held[0]) for a in held), "stream did not hold a single action while stale"
     last_chunk = node.chunks.messages[-1]
     assert any(np.allclose(held[0], p.positions) for p in last_chunk.points), "held action is not from the last chunk"

@@ -99,6 +99,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="oracle_exit skips from the first dynamic layer whose jump gives a chunk within this mean absolute "
         "difference of the dense chunk (normalised actions)",
     )
+    parser.add_argument(
+        "--oracle-actions", type=int, default=None, metavar="N",
+        help="oracle_exit compares only the chunk's first N actions (e.g. the --execute-steps the arm runs; "
+        "default: the whole chunk)",
+    )
     parser.add_argument("--eta", type=float, default=None, help="override dysl.json's eta in every variant (sweeps)")
     parser.add_argument("--eta-verify", type=float, default=None, help="override dysl.json's eta_verify (sweeps)")
     parser.add_argument(
@@ -391,8 +396,13 @@ def markdown_report(report: Mapping[str, Any]) -> str:
     if "oracle_exit" in report["variants"]:
         notes.append(f"oracle_exit is a bound, not a policy: each tick it runs the dense pass and takes the "
                      f"shallowest exit whose chunk lies within {report['oracle_tolerance']} (mean absolute "
-                     f"difference, normalised actions) of the dense chunk.")
+                     f"difference, normalised actions, {_compared(report.get('oracle_actions'))}) of the dense "
+                     f"chunk.")
     return "\n\n".join(["### Closed loop", *notes, markdown_table(report)]) + "\n"
+
+
+def _compared(actions: int | None) -> str:
+    return "over the whole chunk" if actions is None else f"over its first {actions} actions"
 
 
 def wilson_interval(successes: int, episodes: int, z: float = 1.96) -> tuple[float, float]:
@@ -517,6 +527,7 @@ def _run(args: argparse.Namespace) -> int:
         args.eta_verify,
         args.skip_threshold,
         args.oracle_tolerance,
+        args.oracle_actions,
     )
     for name, value in load.dysl_overrides().items():
         upper = 1.0 if name == "skip_threshold" else float("inf")
@@ -525,6 +536,8 @@ def _run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--{name.replace('_', '-')} must be {bound}, got {value}")
     if "oracle_exit" in variants and not (args.oracle_tolerance is not None and args.oracle_tolerance >= 0):
         raise ConfigError(f"oracle_exit needs --oracle-tolerance >= 0, got {args.oracle_tolerance}")
+    if args.oracle_actions is not None and not 1 <= args.oracle_actions <= config.chunk_len:
+        raise ConfigError(f"--oracle-actions must lie in 1..{config.chunk_len} (the chunk), got {args.oracle_actions}")
     plan = main_plan(model_dir if load.modules_dir is None else load.modules_dir)  # what the random variants follow
     target_given = args.random_target_layers is not None
     randoms = [v for v in variants if v in RANDOM_VARIANTS]
@@ -628,6 +641,7 @@ def _run(args: argparse.Namespace) -> int:
     }
     if "oracle_exit" in variants:
         report["oracle_tolerance"] = args.oracle_tolerance
+        report["oracle_actions"] = args.oracle_actions
     if randoms:
         report["random_target"] = {"target_layers": target, "target_from": target_from}
         for name in randoms:
