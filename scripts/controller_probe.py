@@ -76,6 +76,18 @@ def fit_logistic(features: Array, labels: npt.NDArray[np.bool_], steps: int = 30
     return probe
 
 
+def probe_auc(features: Array, labels: npt.NDArray[np.bool_], train: npt.NDArray[np.bool_]) -> float:
+    """AUC on the rows not in ``train`` of a logistic probe fitted on the ``train`` rows (features
+    standardised by the train rows); nan when either side lacks a class."""
+    if not 0 < labels[train].sum() < train.sum():
+        return float("nan")
+    mean, std = features[train].mean(0), features[train].std(0) + 1e-6
+    probe = fit_logistic((features[train] - mean) / std, labels[train])
+    with torch.no_grad():
+        scores = probe(torch.as_tensor((features[~train] - mean) / std, dtype=torch.float32)).squeeze(-1).numpy()
+    return auc(scores.astype(np.float64), labels[~train])
+
+
 @torch.no_grad()
 def measure(
     model_dir: str, modules_dir: str | None, demos: str, max_frames: int, batch_size: int, seed: int
@@ -119,20 +131,13 @@ def report(data: dict[str, Array], tolerance: float, threshold: float) -> list[d
     for column, layer in enumerate(data["layers"]):
         e, p, x = data["errors"][:, column], data["probabilities"][:, column], data["pooled"][:, column]
         label = e <= tolerance
-        mean, std = x[train].mean(0), x[train].std(0) + 1e-6
-        probe_auc = float("nan")
-        if 0 < label[train].sum() < train.sum():
-            probe = fit_logistic((x[train] - mean) / std, label[train])
-            with torch.no_grad():
-                scores = probe(torch.as_tensor((x[~train] - mean) / std, dtype=torch.float32)).squeeze(-1).numpy()
-            probe_auc = auc(scores.astype(np.float64), label[~train])
         rows.append({
             "layer": int(layer),
             "oracle_skips": float(label.mean()),
             "controller_skips": float((p >= threshold).mean()),
             "error_median": float(np.median(e)),
             "controller_auc": auc(p[~train], label[~train]),
-            "probe_auc": probe_auc,
+            "probe_auc": probe_auc(x, label, train),
             "spearman_p_vs_minus_error": spearman(p, -e),
         })
     return rows

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from controller_probe import auc, fit_logistic
+from controller_probe import auc, probe_auc
 
 from dysl_ros.bench.closed_loop import Job, WorkerSettings, _WorkerState, make_jobs, run_episode
 from dysl_ros.bench.variants import LoadSettings, OracleExitBackend, RunnerVariant, VariantLoader, VariantPolicy
@@ -168,17 +168,11 @@ def main() -> int:
         aucs = {n: auc(s, label) for n, s in scores.items()}
         x = np.stack([r["pooled"] for r in mine]).astype(np.float64)
         train = np.array([r["episode"] % 2 == 0 for r in mine])
-        probe_auc = float("nan")
-        if 0 < label[train].sum() < train.sum() and 0 < label[~train].sum() < (~train).sum():
-            mean, std = x[train].mean(0), x[train].std(0) + 1e-6
-            probe = fit_logistic((x[train] - mean) / std, label[train])
-            with torch.no_grad():
-                out = probe(torch.as_tensor((x[~train] - mean) / std, dtype=torch.float32)).squeeze(-1).numpy()
-            probe_auc = auc(out.astype(np.float64), label[~train])
+        probe = probe_auc(x, label, train)  # nan where the odd episodes lack a class too (auc's rule)
         table.append({"layer": layer, "consults": len(mine), "oracle_skips": float(label.mean()), "auc": aucs,
-                      "probe_auc": probe_auc})
+                      "probe_auc": probe})
         cells = " | ".join(f"{aucs[n]:.2f}" for n in names)
-        print(f"| {layer} | {len(mine)} | {100 * label.mean():.0f} % | {cells} | {probe_auc:.2f} |")
+        print(f"| {layer} | {len(mine)} | {100 * label.mean():.0f} % | {cells} | {probe:.2f} |")
     all_label = np.array([r["error"] <= args.tolerance for r in rows])
     for n in names:
         pooled = np.array([r["p"] if n == "served" else r["compare"][n] for r in rows])
