@@ -316,8 +316,15 @@ def test_closed_loop_oracle_exit_needs_its_tolerance(model_dir: Path, capsys: py
     oracle, dense = report["variants"]["oracle_exit"], report["variants"]["dense"]
     assert oracle["mean_executed_layers"] == NUM_LAYERS and oracle["ticks"] == dense["ticks"]
     assert report["oracle_tolerance"] == 0.0 and report["oracle_actions"] is None
+    assert report["oracle_measure"] == "absolute"
     assert "oracle_exit is a bound" in closed_loop.markdown_report(report)
     assert "over the whole chunk" in closed_loop.markdown_report(report)
+    # Any relative error passes a huge tolerance: every tick leaves at the first allow point.
+    assert bench.main([*args, "--oracle-tolerance", "1e9", "--oracle-measure", "relative"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["oracle_measure"] == "relative"
+    assert report["variants"]["oracle_exit"]["mean_executed_layers"] < NUM_LAYERS
+    assert "over the dense chunk's mean |action|" in closed_loop.markdown_report(report)
     assert bench.main([*args, "--oracle-tolerance", "0", "--oracle-actions", "99"]) == 2
     assert "--oracle-actions must lie in 1..8" in capsys.readouterr().err
 

@@ -20,6 +20,7 @@ import torch
 
 from dysl_ros.core.config import ConfigError
 from dysl_ros.core.continuity import continuity_deltas, suggest_etas
+from dysl_ros.core.exit_error import EXIT_MEASURES, RELATIVE_FLOOR, exit_error
 from dysl_ros.core.layer_plan import LayerPlan
 from dysl_ros.model.checkpoint import load_bundle, save_dysl, save_model
 from dysl_ros.model.reference_vla import ReferenceVLA
@@ -489,7 +490,7 @@ def test_one_stage_runs_stage_two_loss_for_all_steps() -> None:
     assert [r["stage"] for r in history] == [2] * 7
 
 
-def with_exit_errors(stage1_steps: int, batch_size: int, seed: int) -> tuple[
+def with_exit_errors(stage1_steps: int, batch_size: int, seed: int, measure: str = "absolute") -> tuple[
     ReferenceVLA, DySLModules, dict[str, torch.Tensor], list[torch.Tensor], dict[int, torch.Tensor]
 ]:
     """A model, stage-1 modules, one batch, its dense states and every dynamic layer's exit errors."""
@@ -498,19 +499,20 @@ def with_exit_errors(stage1_steps: int, batch_size: int, seed: int) -> tuple[
     batch = next(iter(distill.sample_loader(EPISODES, model, batch_size, seed, torch.device("cpu"))))
     with torch.no_grad():
         states = distill.dense_states(model, batch)
-        errors = distill.exit_errors(model, modules, PLAN, states, model.head(states[-1]).float())
+        errors = distill.exit_errors(model, modules, PLAN, states, model.head(states[-1]).float(), measure)
     return model, modules, batch, states, errors
 
 
-def test_exit_errors_are_the_oracles_measure() -> None:
+@pytest.mark.parametrize("measure", EXIT_MEASURES)
+def test_exit_errors_are_the_oracles_measure(measure: str) -> None:
     """Stage 3's labels come from the same jump as dysl_bench's oracle_exit: adapter, then the dense
-    stack from the gap's static layer on."""
+    stack from the gap's static layer on, measured alike."""
     from dysl_ros.backends.torch_backend import TorchBackend
     from dysl_ros.bench.variants import OracleExitBackend
 
-    model, modules, batch, _, errors = with_exit_errors(5, 3, 0)
+    model, modules, batch, _, errors = with_exit_errors(5, 3, 0, measure)
     assert sorted(errors) == list(PLAN.dynamic_layers)
-    oracle = OracleExitBackend(TorchBackend(model, modules), PLAN, 0.0)
+    oracle = OracleExitBackend(TorchBackend(model, modules), PLAN, 0.0, measure=measure)
     for sample in range(3):
         inputs = {key: batch[key][sample : sample + 1].numpy() for key in ("image", "instruction", "proprio")}
         x = oracle.embed(inputs)
@@ -541,6 +543,30 @@ def test_stage3_fits_the_controllers_to_the_exit_error_and_nothing_else() -> Non
     assert float(p[label].mean()) > float(p[~label].mean()) + 0.1
     with pytest.raises(ConfigError, match="exit tolerance"):
         distill.distill(model, PLAN, EPISODES, 0, 0, 0.0, 16, 1e-2, "cpu", 0, stage3_steps=1)
+
+
+def test_exit_error_absolute_and_relative() -> None:
+    """One definition for numpy (the bench's oracle) and torch (stage 3): the relative error is the
+    absolute one over the dense chunk's mean |action|, floored so a still arm cannot divide by zero."""
+    rng = np.random.default_rng(0)
+    dense = rng.normal(size=(3, 8, 4))
+    dense[2] *= 1e-4  # a nearly still arm
+    chunk = dense + rng.normal(scale=0.05, size=dense.shape)
+    absolute = np.abs(chunk - dense).mean(axis=(1, 2))
+    scale = np.maximum(np.abs(dense).mean(axis=(1, 2)), RELATIVE_FLOOR)
+    for measure, expected in (("absolute", absolute), ("relative", absolute / scale)):
+        assert np.allclose(exit_error(chunk, dense, measure), expected)
+        assert np.allclose(exit_error(torch.from_numpy(chunk), torch.from_numpy(dense), measure).numpy(), expected)
+    # The same deviation counts 10x more against a chunk a tenth the size; the floor caps the still arm's.
+    deviation, small = chunk[0] - dense[0], 0.1 * dense[0]
+    assert exit_error(small + deviation, small, "relative") == pytest.approx(
+        10 * exit_error(dense[0] + deviation, dense[0], "relative"))
+    assert exit_error(chunk[2], dense[2], "relative") == pytest.approx(absolute[2] / RELATIVE_FLOOR)
+    with pytest.raises(ValueError, match="exit measure"):
+        exit_error(chunk, dense, "squared")
+    with pytest.raises(ConfigError, match="exit measure"):
+        distill.distill(active_model(), PLAN, EPISODES, 0, 0, 0.0, 16, 1e-2, "cpu", 0, stage3_steps=1,
+                        exit_tolerance=0.1, exit_measure="squared")
 
 
 def test_stage3_margin_weighting_weighs_each_frame_by_its_distance_from_the_tolerance() -> None:

@@ -51,6 +51,7 @@ from dysl_ros.bench.variants import (
     variant_modules_dir,
 )
 from dysl_ros.core.config import ConfigError
+from dysl_ros.core.exit_error import EXIT_MEASURES
 from dysl_ros.training.metaworld_env import goal_marker_radius_arg, model_goal_marker_radius
 
 DEFAULT_EVAL_SEED = 2000
@@ -96,8 +97,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--oracle-tolerance", type=float, default=None,
-        help="oracle_exit skips from the first dynamic layer whose jump gives a chunk within this mean absolute "
-        "difference of the dense chunk (normalised actions)",
+        help="oracle_exit skips from the first dynamic layer whose jump gives a chunk within this exit error "
+        "(--oracle-measure) of the dense chunk",
+    )
+    parser.add_argument(
+        "--oracle-measure", choices=EXIT_MEASURES, default="absolute",
+        help="oracle_exit's exit error: mean absolute difference of the normalised actions (default), or that "
+        "divided by the dense chunk's mean |action| (relative; as `dysl_train distill --exit-measure`)",
     )
     parser.add_argument(
         "--oracle-actions", type=int, default=None, metavar="N",
@@ -395,10 +401,16 @@ def markdown_report(report: Mapping[str, Any]) -> str:
                      f"({random['target_from']}).")
     if "oracle_exit" in report["variants"]:
         notes.append(f"oracle_exit is a bound, not a policy: each tick it runs the dense pass and takes the "
-                     f"shallowest exit whose chunk lies within {report['oracle_tolerance']} (mean absolute "
-                     f"difference, normalised actions, {_compared(report.get('oracle_actions'))}) of the dense "
-                     f"chunk.")
+                     f"shallowest exit whose chunk lies within {report['oracle_tolerance']} "
+                     f"({_measured(report.get('oracle_measure', 'absolute'))}, "
+                     f"{_compared(report.get('oracle_actions'))}) of the dense chunk.")
     return "\n\n".join(["### Closed loop", *notes, markdown_table(report)]) + "\n"
+
+
+def _measured(measure: str) -> str:
+    if measure == "relative":
+        return "mean absolute difference of the normalised actions over the dense chunk's mean |action|"
+    return "mean absolute difference, normalised actions"
 
 
 def _compared(actions: int | None) -> str:
@@ -528,6 +540,7 @@ def _run(args: argparse.Namespace) -> int:
         args.skip_threshold,
         args.oracle_tolerance,
         args.oracle_actions,
+        args.oracle_measure,
     )
     for name, value in load.dysl_overrides().items():
         upper = 1.0 if name == "skip_threshold" else float("inf")
@@ -642,6 +655,7 @@ def _run(args: argparse.Namespace) -> int:
     if "oracle_exit" in variants:
         report["oracle_tolerance"] = args.oracle_tolerance
         report["oracle_actions"] = args.oracle_actions
+        report["oracle_measure"] = args.oracle_measure
     if randoms:
         report["random_target"] = {"target_layers": target, "target_from": target_from}
         for name in randoms:

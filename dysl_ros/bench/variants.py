@@ -52,6 +52,7 @@ import numpy as np
 import numpy.typing as npt
 
 from dysl_ros.core.config import ConfigError, DySLConfig
+from dysl_ros.core.exit_error import EXIT_MEASURES, exit_error
 from dysl_ros.core.layer_plan import LayerPlan
 from dysl_ros.core.router import run_router_path
 from dysl_ros.core.runner import DySLRunner, FloatArray, ModelInputs, SegmentBackend, TickResult
@@ -216,15 +217,22 @@ class OracleExitBackend(Generic[T]):
     """A segment backend whose controllers know the answer: ``embed`` also runs the dense pass and
     keeps its chunk; ``skip_probability(i, x)`` is 1.0 iff jumping from dynamic layer i (its adapter,
     then the dense stack from the gap's static layer on) lands within ``tolerance`` of that chunk
-    (mean absolute difference, normalised actions), else 0.0. ``actions``: compare only the chunk's
-    first that many actions (the ones the arm executes before the next tick); None: the whole chunk."""
+    (by ``measure``, dysl_ros.core.exit_error: mean absolute difference of the normalised actions, or
+    that relative to the dense chunk's size), else 0.0. ``actions``: compare only the chunk's first
+    that many actions (the ones the arm executes before the next tick); None: the whole chunk."""
 
-    def __init__(self, inner: SegmentBackend[T], plan: LayerPlan, tolerance: float, actions: int | None = None) -> None:
+    def __init__(
+        self, inner: SegmentBackend[T], plan: LayerPlan, tolerance: float, actions: int | None = None,
+        measure: str = "absolute",
+    ) -> None:
         if not tolerance >= 0.0:
             raise ValueError(f"oracle tolerance must be >= 0, got {tolerance}")
         if actions is not None and actions < 1:
             raise ValueError(f"oracle actions must be >= 1 (or None: the whole chunk), got {actions}")
+        if measure not in EXIT_MEASURES:
+            raise ValueError(f"oracle measure must be one of {EXIT_MEASURES}, got {measure!r}")
         self.inner = inner
+        self.measure = measure
         self.name = f"{inner.name}+oracle"
         self.tolerance = tolerance
         self.window = slice(actions)
@@ -244,12 +252,12 @@ class OracleExitBackend(Generic[T]):
         return self.inner.adapt(layer, x)
 
     def exit_error(self, layer: int, x: T) -> float:
-        """Mean |chunk - dense chunk| over the compared actions when the pass jumps from dynamic layer
-        ``layer`` (input ``x``)."""
+        """The exit error over the compared actions when the pass jumps from dynamic layer ``layer``
+        (input ``x``)."""
         if self.dense_chunk is None:
             raise RuntimeError("embed() first: the oracle compares against this tick's dense chunk")
         jumped = self.inner.run_layers(self.static_of[layer], self.num_layers, self.inner.adapt(layer, x))
-        return float(np.mean(np.abs(self.inner.head(jumped)[self.window] - self.dense_chunk[self.window])))
+        return float(exit_error(self.inner.head(jumped)[self.window], self.dense_chunk[self.window], self.measure))
 
     def skip_probability(self, layer: int, x: T) -> float:
         return 1.0 if self.exit_error(layer, x) <= self.tolerance else 0.0
@@ -374,9 +382,11 @@ class LoadSettings:
     eta_verify: float | None = None
     skip_threshold: float | None = None
     oracle_tolerance: float | None = None
-    """oracle_exit's tolerance (mean absolute chunk difference, normalised actions)."""
+    """oracle_exit's tolerance on the exit error (``oracle_measure``)."""
     oracle_actions: int | None = None
     """oracle_exit compares the chunk's first this many actions; None: all of them."""
+    oracle_measure: str = "absolute"
+    """oracle_exit's exit error (dysl_ros.core.exit_error)."""
 
     def dysl_overrides(self) -> dict[str, float]:
         given = {"eta": self.eta, "eta_verify": self.eta_verify, "skip_threshold": self.skip_threshold}
@@ -433,7 +443,9 @@ class VariantLoader:
         if variant == "oracle_exit":
             if s.oracle_tolerance is None:
                 raise ConfigError("oracle_exit needs --oracle-tolerance (mean |chunk - dense chunk| it accepts)")
-            oracle: OracleExitBackend[Any] = OracleExitBackend(backend, plan, s.oracle_tolerance, s.oracle_actions)
+            oracle: OracleExitBackend[Any] = OracleExitBackend(
+                backend, plan, s.oracle_tolerance, s.oracle_actions, s.oracle_measure
+            )
             config = dataclasses.replace(settings, enable_pre_skip=False, enable_post_verify=False)
             return RunnerVariant(variant, policy, DySLRunner(oracle, plan, config))
         if variant == "random_skip":

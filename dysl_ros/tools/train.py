@@ -18,6 +18,7 @@ import importlib
 import sys
 from typing import Callable, Sequence
 
+from dysl_ros.core.exit_error import EXIT_MEASURES
 from dysl_ros.tools.pending import PENDING_EXIT_CODE
 from dysl_ros.training.metaworld_env import DEFAULT_GOAL_MARKER_RADIUS, goal_marker_radius_arg
 
@@ -223,8 +224,14 @@ def _add_distill(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
     p.add_argument(
         "--exit-tolerance", type=float, default=_OPTIONAL,
-        help="stage 3's tolerance: mean |chunk - dense chunk| in normalised actions (as `dysl_bench closed-loop "
+        help="stage 3's tolerance on the exit error (--exit-measure; as `dysl_bench closed-loop "
         "--variants oracle_exit --oracle-tolerance`)",
+    )
+    p.add_argument(
+        "--exit-measure", choices=EXIT_MEASURES, default=_OPTIONAL,
+        help="stage 3's exit error: mean |chunk - dense chunk| in normalised actions (absolute, default), or "
+        "that divided by the dense chunk's mean |action| (relative: a deviation counts against the motion it "
+        "perturbs)",
     )
     p.add_argument(
         "--stage3-weighting", choices=("none", "margin"), default=_OPTIONAL,

@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from dysl_ros.core.config import ConfigError, DySLConfig
 from dysl_ros.core.continuity import continuity_deltas, suggest_etas
+from dysl_ros.core.exit_error import EXIT_MEASURES, exit_error
 from dysl_ros.core.layer_plan import LayerPlan
 from dysl_ros.model import checkpoint
 from dysl_ros.model.backbone import VLABackbone, backbone_parameters
@@ -170,18 +171,20 @@ def stage2_loss(
 
 @torch.no_grad()
 def exit_errors(
-    model: VLABackbone, modules: DySLModules, plan: LayerPlan, states: Sequence[Tensor], teacher: Tensor
+    model: VLABackbone, modules: DySLModules, plan: LayerPlan, states: Sequence[Tensor], teacher: Tensor,
+    measure: str = "absolute",
 ) -> dict[int, Tensor]:
-    """Per dynamic layer i, per sample (B,): mean |chunk - dense chunk| when the pass jumps from layer
-    i through its adapter to the gap's static layer and runs densely from there on. The measure of
-    ``dysl_bench closed-loop --variants oracle_exit`` (dysl_ros.bench.variants.OracleExitBackend)."""
+    """Per dynamic layer i, per sample (B,): how far the chunk lands from the dense chunk
+    (dysl_ros.core.exit_error, ``measure``) when the pass jumps from layer i through its adapter to
+    the gap's static layer and runs densely from there on. The measure of ``dysl_bench closed-loop
+    --variants oracle_exit`` (dysl_ros.bench.variants.OracleExitBackend)."""
     errors: dict[int, Tensor] = {}
     for gap in plan.gaps:
         for i in gap.dynamic_layers:
             x = modules.adapter(i)(states[i])
             for layer in model.layers[gap.static :]:
                 x = layer(x)
-            errors[i] = (model.head(x).float() - teacher).abs().mean(dim=(1, 2))
+            errors[i] = exit_error(model.head(x).float(), teacher, measure)
     return errors
 
 
@@ -190,10 +193,11 @@ STAGE3_WEIGHTINGS = ("none", "margin")
 
 def stage3_loss(
     model: VLABackbone, modules: DySLModules, plan: LayerPlan, batch: Batch, tolerance: float,
-    weighting: str = "none",
+    weighting: str = "none", measure: str = "absolute",
 ) -> tuple[Tensor, float, float]:
     """Controllers fitted to the exit error: for every dynamic layer i, binary cross-entropy of its
-    controller on x_i against "the jump from i lands within ``tolerance`` of the dense chunk".
+    controller on x_i against "the jump from i lands within ``tolerance`` of the dense chunk" (by
+    ``measure``: dysl_ros.core.exit_error).
     ``weighting="margin"`` weighs each frame by |e_i - tolerance| / tolerance, so a wrong "skip" where
     the jump lands far off costs more than one at the border (Eq. 6 weighs its decisions alike).
     Returns (loss, share of positive labels, mean p)."""
@@ -202,7 +206,7 @@ def stage3_loss(
     with torch.no_grad():
         states = dense_states(model, batch)
         teacher = model.head(states[-1]).float()
-        errors = exit_errors(model, modules, plan, states, teacher)
+        errors = exit_errors(model, modules, plan, states, teacher, measure)
     losses, labels, ps = [], [], []
     for i, error in errors.items():
         label = (error <= tolerance).float()
@@ -253,6 +257,7 @@ def distill(
     stage3_steps: int = 0,
     exit_tolerance: float | None = None,
     stage3_weighting: str = "none",
+    exit_measure: str = "absolute",
 ) -> DySLModules:
     """Train DySL modules for ``plan`` on a frozen ``model`` (moved to ``device``); returns them in
     eval mode. ``one_stage`` runs stage 2's loss for ``stage1_steps + stage2_steps`` steps (same
@@ -260,7 +265,7 @@ def distill(
     receives one record per step. ``modules`` continues from existing modules instead of fresh ones;
     fresh adapters start as the identity, or from random weights with ``adapter_init="random"``.
     ``stage3_steps`` > 0 then refits the controllers alone (``stage3_loss``, adapters frozen) to
-    "the jump from here lands within ``exit_tolerance`` of the dense chunk"."""
+    "the jump from here lands within ``exit_tolerance`` of the dense chunk" (by ``exit_measure``)."""
     if plan.num_layers != len(model.layers):
         raise ConfigError(f"layer plan has {plan.num_layers} layers, the model {len(model.layers)}")
     if min(stage1_steps, stage2_steps, stage3_steps) < 0 or batch_size < 1 or lr <= 0:
@@ -269,6 +274,8 @@ def distill(
         raise ConfigError(f"stage 3 fits the controllers to an exit tolerance > 0, got {exit_tolerance}")
     if stage3_weighting not in STAGE3_WEIGHTINGS:
         raise ConfigError(f"stage-3 weighting must be one of {STAGE3_WEIGHTINGS}, got {stage3_weighting!r}")
+    if exit_measure not in EXIT_MEASURES:
+        raise ConfigError(f"exit measure must be one of {EXIT_MEASURES}, got {exit_measure!r}")
     target = resolve_device(device)
     torch.manual_seed(seed)
     freeze(model, target)
@@ -301,7 +308,8 @@ def distill(
 
     def controllers_to_exit_error(batch: Batch) -> tuple[Tensor, dict[str, Any]]:
         assert exit_tolerance is not None
-        loss, label_rate, mean_p = stage3_loss(model, trained, plan, batch, exit_tolerance, stage3_weighting)
+        loss, label_rate, mean_p = stage3_loss(model, trained, plan, batch, exit_tolerance, stage3_weighting,
+                                                   exit_measure)
         return loss, {"label_rate": label_rate, "mean_p": mean_p}
 
     controller_params = [(f"controllers.{n}", p) for n, p in trained.controllers.named_parameters()]
@@ -562,6 +570,7 @@ def distill_model_dir(
     stage3_steps: int = 0,
     exit_tolerance: float | None = None,
     stage3_weighting: str = "none",
+    exit_measure: str = "absolute",
     modules_from: str | Path | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Distil DySL modules for the model dir's backbone into ``modules_out`` (default: the model dir
@@ -595,12 +604,14 @@ def distill_model_dir(
         bundle.model, layer_plan, episodes, stage1_steps, stage2_steps, lam, batch_size, lr, device, seed, one_stage,
         skip_config=skip_config, gt_weight=gt_weight, history=history, adapter_init=adapter_init, modules=start,
         stage3_steps=stage3_steps, exit_tolerance=exit_tolerance, stage3_weighting=stage3_weighting,
+        exit_measure=exit_measure,
     )
     report: dict[str, Any] = {
         "lambda": lam, "stage1_steps": stage1_steps, "stage2_steps": stage2_steps, "one_stage": one_stage,
         "plan": plan, "batch_size": batch_size, "lr": lr, "seed": seed, "gt_weight": gt_weight,
         "adapter_init": adapter_init, "modules_from": None if modules_from is None else str(modules_from),
         "stage3_steps": stage3_steps, "exit_tolerance": exit_tolerance, "stage3_weighting": stage3_weighting,
+        "exit_measure": exit_measure,
         "final_stage3_loss": tail_mean(history, 3, "loss"), "final_label_rate": tail_mean(history, 3, "label_rate"),
         "skip_modules": dataclasses.asdict(skip_config), "parameters": budget,
         "static_layers": list(layer_plan.static_layers), "source_model_dir": str(source), "argv": sys.argv,
@@ -639,6 +650,7 @@ def main_distill(args: argparse.Namespace) -> int:
             adapter_init=str(getattr(args, "adapter_init", "identity")),
             stage3_steps=int(getattr(args, "stage3_steps", 0)), exit_tolerance=getattr(args, "exit_tolerance", None),
             stage3_weighting=str(getattr(args, "stage3_weighting", "none")),
+            exit_measure=str(getattr(args, "exit_measure", "absolute")),
             modules_from=getattr(args, "modules_from", None),
         )
     except (ConfigError, ValueError, OSError, checkpoint.ModelDirError) as exc:

@@ -1,0 +1,30 @@
+"""How far an exit's action chunk lands from the dense chunk: the label of the controllers' stage-3
+fit (dysl_ros.training.distill) and the oracle's test (dysl_ros.bench.variants.OracleExitBackend).
+
+- ``absolute``: mean |chunk - dense| over the chunk's actions and dimensions (normalised actions).
+- ``relative``: the same divided by the dense chunk's own mean |action| (at least ``RELATIVE_FLOOR``).
+  An absolute tolerance is loose where the policy moves little: Meta-World reach's chunks are about
+  a fifth of the other tasks' in size, so a deviation that is small in absolute terms turns the hand
+  off its course there. Measured against the motion it perturbs, the same deviation counts as large.
+
+Written with operators that numpy arrays and torch tensors share, so that training and the bench
+compute one definition. Shapes (..., chunk_len, action_dim) -> (...).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+EXIT_MEASURES: tuple[str, ...] = ("absolute", "relative")
+RELATIVE_FLOOR = 0.02
+"""Smallest dense-chunk size a relative error divides by (a still arm would make any deviation huge)."""
+
+
+def exit_error(chunk: Any, dense: Any, measure: str = "absolute") -> Any:
+    """Deviation of ``chunk`` from ``dense`` by ``measure`` (one of EXIT_MEASURES)."""
+    if measure not in EXIT_MEASURES:
+        raise ValueError(f"exit measure must be one of {EXIT_MEASURES}, got {measure!r}")
+    error = abs(chunk - dense).mean(axis=(-2, -1))
+    if measure == "relative":
+        error = error / abs(dense).mean(axis=(-2, -1)).clip(min=RELATIVE_FLOOR)
+    return error
