@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import os
 import subprocess
 import sys
@@ -567,6 +568,40 @@ def test_exit_error_absolute_and_relative() -> None:
     with pytest.raises(ConfigError, match="exit measure"):
         distill.distill(active_model(), PLAN, EPISODES, 0, 0, 0.0, 16, 1e-2, "cpu", 0, stage3_steps=1,
                         exit_tolerance=0.1, exit_measure="squared")
+
+
+def test_stage3_task_tolerances_label_each_tasks_frames_by_their_own() -> None:
+    """--task-exit-tolerance: a task at inf has every exit labelled "skip", so its frames' controllers
+    learn to skip, while the other task's keep the shared tolerance's labels."""
+    model, modules, _, _, errors = with_exit_errors(10, 16, 3)
+    tolerance = float(torch.cat(list(errors.values())).quantile(0.2))  # mostly "run" labels
+    tasks = [episode.task for episode in EPISODES]
+    per_episode = distill.episode_tolerances(EPISODES, tolerance, {"reach": float("inf")})
+    assert [math.isinf(v) for v in per_episode.tolist()] == [t == "reach" for t in tasks]
+    assert all(v == pytest.approx(tolerance) for v, t in zip(per_episode.tolist(), tasks) if t == "push")
+    history: list[dict[str, Any]] = []
+    fitted = distill.distill(model, PLAN, EPISODES, 0, 0, 0.0, 16, 1e-2, "cpu", 0, history=history, modules=modules,
+                             stage3_steps=60, exit_tolerance=tolerance, task_tolerances={"reach": float("inf")})
+    loader = distill.sample_loader(EPISODES, model, 64, 5, torch.device("cpu"))
+    p_by_task: dict[str, list[float]] = {"reach": [], "push": []}
+    with torch.no_grad():
+        for batch in itertools.islice(loader, 3):
+            states = distill.dense_states(model, batch)
+            p = torch.stack([fitted.controller(i)(states[i]) for i in PLAN.dynamic_layers]).mean(dim=0)
+            for value, episode in zip(p.tolist(), batch["episode"].tolist()):
+                p_by_task[tasks[episode]].append(value)
+    assert np.mean(p_by_task["reach"]) > np.mean(p_by_task["push"]) + 0.2, p_by_task
+    with pytest.raises(ConfigError, match="lack"):
+        distill.episode_tolerances(EPISODES, tolerance, {"pick-place": 0.1})
+    with pytest.raises(ConfigError, match="> 0"):
+        distill.episode_tolerances(EPISODES, None, {"reach": 0.1})  # push frames would have no tolerance
+    assert distill.parse_task_tolerances(["reach=inf", " push = 0.02"]) == {"reach": float("inf"), "push": 0.02}
+    for bad in ("reach", "=0.1", "reach=fast"):
+        with pytest.raises(ConfigError, match="TASK=T"):
+            distill.parse_task_tolerances([bad])
+    with pytest.raises(ConfigError, match="finite"):
+        distill.distill(model, PLAN, EPISODES, 0, 0, 0.0, 16, 1e-2, "cpu", 0, modules=modules, stage3_steps=1,
+                        exit_tolerance=tolerance, task_tolerances={"reach": float("inf")}, stage3_weighting="margin")
 
 
 def test_stage3_margin_weighting_weighs_each_frame_by_its_distance_from_the_tolerance() -> None:

@@ -234,6 +234,11 @@ def _add_distill(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "perturbs)",
     )
     p.add_argument(
+        "--task-exit-tolerance", action="append", default=_OPTIONAL, metavar="TASK=T",
+        help="stage 3: this tolerance instead of --exit-tolerance for the frames of TASK (repeatable; T=inf "
+        "labels every exit of the task 'skip')",
+    )
+    p.add_argument(
         "--stage3-weighting", choices=("none", "margin"), default=_OPTIONAL,
         help="stage 3: every frame alike (default), or weighed by |exit error - tolerance| / tolerance",
     )

@@ -123,7 +123,8 @@ class ChunkDataset(Dataset[Batch]):
     """Every time step of every episode. Items: ``image`` (3,S,S) float32, ``instruction`` (T,) int64,
     ``proprio`` (P,) float32 (as ``preprocess`` returns them, without the batch axis), ``actions``
     (chunk_len, A) float32 normalised targets, ``action_mask`` (chunk_len,) float32 (1 = real); with
-    ``scene=True`` also ``scene`` (9,) float32: standardised ``SCENE_STATE_COLUMNS`` (training only)."""
+    ``scene=True`` also ``scene`` (9,) float32: standardised ``SCENE_STATE_COLUMNS`` (training only).
+    ``episode`` () int64: the item's episode, an index into ``episodes`` (per-episode labels)."""
 
     def __init__(self, episodes: Sequence[EpisodeLike], config: VLAConfig, scene: bool = False) -> None:
         self.episodes = list(episodes)
@@ -160,6 +161,7 @@ class ChunkDataset(Dataset[Batch]):
             "proprio": torch.from_numpy(inputs["proprio"][0]),
             "actions": torch.from_numpy((chunk - self._offset) / self._scale),
             "action_mask": torch.from_numpy(mask),
+            "episode": torch.tensor(number, dtype=torch.int64),
         }
         if self.scene is not None:
             sample["scene"] = torch.from_numpy(self.scene[number][t])

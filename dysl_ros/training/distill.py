@@ -24,7 +24,7 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -192,17 +192,20 @@ STAGE3_WEIGHTINGS = ("none", "margin")
 
 
 def stage3_loss(
-    model: VLABackbone, modules: DySLModules, plan: LayerPlan, batch: Batch, tolerance: float,
+    model: VLABackbone, modules: DySLModules, plan: LayerPlan, batch: Batch, tolerance: float | Tensor,
     weighting: str = "none", measure: str = "absolute",
 ) -> tuple[Tensor, float, float]:
     """Controllers fitted to the exit error: for every dynamic layer i, binary cross-entropy of its
     controller on x_i against "the jump from i lands within ``tolerance`` of the dense chunk" (by
-    ``measure``: dysl_ros.core.exit_error).
+    ``measure``: dysl_ros.core.exit_error). ``tolerance``: one for every frame, or (B,) per frame
+    (``task_tolerances``; inf labels every exit of that frame "skip").
     ``weighting="margin"`` weighs each frame by |e_i - tolerance| / tolerance, so a wrong "skip" where
     the jump lands far off costs more than one at the border (Eq. 6 weighs its decisions alike).
     Returns (loss, share of positive labels, mean p)."""
     if weighting not in STAGE3_WEIGHTINGS:
         raise ConfigError(f"stage-3 weighting must be one of {STAGE3_WEIGHTINGS}, got {weighting!r}")
+    if weighting == "margin" and not bool(torch.isfinite(torch.as_tensor(tolerance)).all()):
+        raise ConfigError("the margin weighting needs finite exit tolerances")
     with torch.no_grad():
         states = dense_states(model, batch)
         teacher = model.head(states[-1]).float()
@@ -219,6 +222,22 @@ def stage3_loss(
         raise ConfigError("the layer plan has no dynamic layers: there is no controller to fit")
     loss = torch.stack(losses).mean()
     return loss, float(torch.cat(labels).mean().item()), float(torch.cat(ps).mean().item())
+
+
+def episode_tolerances(
+    episodes: Sequence[EpisodeLike], tolerance: float | None, task_tolerances: Mapping[str, float]
+) -> Tensor:
+    """Stage 3's tolerance for each episode: its task's in ``task_tolerances``, else ``tolerance``."""
+    tasks = [getattr(episode, "task", None) for episode in episodes]
+    unknown = sorted(set(task_tolerances) - set(tasks))
+    if unknown:
+        raise ConfigError(f"task tolerances name tasks the demonstrations lack: {unknown} "
+                          f"(they hold {sorted({t for t in tasks if t is not None})})")
+    values = [task_tolerances.get(task, tolerance) if task is not None else tolerance for task in tasks]
+    if any(v is None or not v > 0 for v in values):
+        raise ConfigError(f"exit tolerances must be > 0 (inf: always skip), got {dict(task_tolerances)} "
+                          f"and {tolerance}")
+    return torch.tensor(values, dtype=torch.float32)
 
 
 def sample_loader(episodes: Sequence[EpisodeLike], model: VLABackbone, batch_size: int, seed: int,
@@ -258,6 +277,7 @@ def distill(
     exit_tolerance: float | None = None,
     stage3_weighting: str = "none",
     exit_measure: str = "absolute",
+    task_tolerances: Mapping[str, float] | None = None,
 ) -> DySLModules:
     """Train DySL modules for ``plan`` on a frozen ``model`` (moved to ``device``); returns them in
     eval mode. ``one_stage`` runs stage 2's loss for ``stage1_steps + stage2_steps`` steps (same
@@ -265,7 +285,9 @@ def distill(
     receives one record per step. ``modules`` continues from existing modules instead of fresh ones;
     fresh adapters start as the identity, or from random weights with ``adapter_init="random"``.
     ``stage3_steps`` > 0 then refits the controllers alone (``stage3_loss``, adapters frozen) to
-    "the jump from here lands within ``exit_tolerance`` of the dense chunk" (by ``exit_measure``)."""
+    "the jump from here lands within ``exit_tolerance`` of the dense chunk" (by ``exit_measure``);
+    ``task_tolerances`` replaces that tolerance for the frames of the tasks it names (inf: always
+    skip there)."""
     if plan.num_layers != len(model.layers):
         raise ConfigError(f"layer plan has {plan.num_layers} layers, the model {len(model.layers)}")
     if min(stage1_steps, stage2_steps, stage3_steps) < 0 or batch_size < 1 or lr <= 0:
@@ -276,6 +298,7 @@ def distill(
         raise ConfigError(f"stage-3 weighting must be one of {STAGE3_WEIGHTINGS}, got {stage3_weighting!r}")
     if exit_measure not in EXIT_MEASURES:
         raise ConfigError(f"exit measure must be one of {EXIT_MEASURES}, got {exit_measure!r}")
+    frame_tolerance = episode_tolerances(episodes, exit_tolerance, task_tolerances) if task_tolerances else None
     target = resolve_device(device)
     torch.manual_seed(seed)
     freeze(model, target)
@@ -308,7 +331,8 @@ def distill(
 
     def controllers_to_exit_error(batch: Batch) -> tuple[Tensor, dict[str, Any]]:
         assert exit_tolerance is not None
-        loss, label_rate, mean_p = stage3_loss(model, trained, plan, batch, exit_tolerance, stage3_weighting,
+        tolerance = exit_tolerance if frame_tolerance is None else frame_tolerance.to(target)[batch["episode"]]
+        loss, label_rate, mean_p = stage3_loss(model, trained, plan, batch, tolerance, stage3_weighting,
                                                    exit_measure)
         return loss, {"label_rate": label_rate, "mean_p": mean_p}
 
@@ -571,6 +595,7 @@ def distill_model_dir(
     exit_tolerance: float | None = None,
     stage3_weighting: str = "none",
     exit_measure: str = "absolute",
+    task_tolerances: Mapping[str, float] | None = None,
     modules_from: str | Path | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Distil DySL modules for the model dir's backbone into ``modules_out`` (default: the model dir
@@ -604,7 +629,7 @@ def distill_model_dir(
         bundle.model, layer_plan, episodes, stage1_steps, stage2_steps, lam, batch_size, lr, device, seed, one_stage,
         skip_config=skip_config, gt_weight=gt_weight, history=history, adapter_init=adapter_init, modules=start,
         stage3_steps=stage3_steps, exit_tolerance=exit_tolerance, stage3_weighting=stage3_weighting,
-        exit_measure=exit_measure,
+        exit_measure=exit_measure, task_tolerances=task_tolerances,
     )
     report: dict[str, Any] = {
         "lambda": lam, "stage1_steps": stage1_steps, "stage2_steps": stage2_steps, "one_stage": one_stage,
@@ -612,6 +637,7 @@ def distill_model_dir(
         "adapter_init": adapter_init, "modules_from": None if modules_from is None else str(modules_from),
         "stage3_steps": stage3_steps, "exit_tolerance": exit_tolerance, "stage3_weighting": stage3_weighting,
         "exit_measure": exit_measure,
+        "task_tolerances": None if not task_tolerances else {k: str(v) for k, v in task_tolerances.items()},
         "final_stage3_loss": tail_mean(history, 3, "loss"), "final_label_rate": tail_mean(history, 3, "label_rate"),
         "skip_modules": dataclasses.asdict(skip_config), "parameters": budget,
         "static_layers": list(layer_plan.static_layers), "source_model_dir": str(source), "argv": sys.argv,
@@ -620,6 +646,21 @@ def distill_model_dir(
     }
     write_modules_dir(out, layer_plan, modules, settings, history, report)
     return out, report
+
+
+def parse_task_tolerances(items: Sequence[str]) -> dict[str, float]:
+    """``TASK=T`` items (--task-exit-tolerance) -> {task: T}; T may be ``inf``."""
+    tolerances: dict[str, float] = {}
+    for item in items:
+        task, sep, value = item.partition("=")
+        problem = ConfigError(f"--task-exit-tolerance takes TASK=T (T a number or inf), got {item!r}")
+        if not sep or not task.strip():
+            raise problem
+        try:
+            tolerances[task.strip()] = float(value)
+        except ValueError:
+            raise problem from None
+    return tolerances
 
 
 def skip_config_from_args(args: argparse.Namespace) -> SkipModuleConfig:
@@ -651,6 +692,7 @@ def main_distill(args: argparse.Namespace) -> int:
             stage3_steps=int(getattr(args, "stage3_steps", 0)), exit_tolerance=getattr(args, "exit_tolerance", None),
             stage3_weighting=str(getattr(args, "stage3_weighting", "none")),
             exit_measure=str(getattr(args, "exit_measure", "absolute")),
+            task_tolerances=parse_task_tolerances(getattr(args, "task_exit_tolerance", None) or []),
             modules_from=getattr(args, "modules_from", None),
         )
     except (ConfigError, ValueError, OSError, checkpoint.ModelDirError) as exc:
