@@ -14,7 +14,11 @@ says the information is there and the training did not find it; a probe near 0.5
 controller reads does not carry it. It also reports the Spearman correlation of p_i with -e_i.
 
     python scripts/controller_probe.py --model-dir models/reference --demos data/probe_demos \
-        --tolerance 0.026 --max-frames 4000
+        --tolerance 0.026 --max-frames 4000 [--by-task]
+
+``--by-task`` adds, per task, the dense chunk's size and the exit errors measured both ways
+(``absolute`` and ``relative``, dysl_ros.core.exit_error): where a task's chunks are small, an
+absolute tolerance labels nearly every exit "skip".
 """
 
 from __future__ import annotations
@@ -103,10 +107,14 @@ def measure(
     picked = np.sort(rng.choice(len(dataset), size=min(max_frames, len(dataset)), replace=False))
     loader = DataLoader(Subset(dataset, picked.tolist()), batch_size=batch_size, shuffle=False)
     dynamic = list(plan.dynamic_layers)
-    errors, probabilities, pooled = [], [], []
+    errors, relative, probabilities, pooled, sizes = [], [], [], [], []
     for batch in loader:
         states = dense_states(model, batch)
-        exits = exit_errors(model, modules, plan, states, model.head(states[-1]).float())
+        dense = model.head(states[-1]).float()
+        exits = exit_errors(model, modules, plan, states, dense)
+        relative_exits = exit_errors(model, modules, plan, states, dense, "relative")
+        relative.append(torch.stack([relative_exits[i] for i in dynamic], 1))
+        sizes.append(dense.abs().mean(dim=(1, 2)))
         e_row = [exits[i] for i in dynamic]
         p_row = [modules.controller(i)(states[i]) for i in dynamic]
         x_row = [states[i].float().mean(dim=1) for i in dynamic]
@@ -119,6 +127,9 @@ def measure(
     return {
         "layers": np.asarray(dynamic),
         "errors": torch.cat(errors).numpy().astype(np.float64),
+        "relative_errors": torch.cat(relative).numpy().astype(np.float64),
+        "dense_size": torch.cat(sizes).numpy().astype(np.float64),
+        "task": np.asarray([episodes[int(e)].task for e in frame_episode]),
         "probabilities": torch.cat(probabilities).numpy().astype(np.float64),
         "pooled": torch.cat(pooled).numpy().astype(np.float64),
         "episode": frame_episode.astype(np.int64),
@@ -143,6 +154,27 @@ def report(data: dict[str, Array], tolerance: float, threshold: float) -> list[d
     return rows
 
 
+def by_task(data: dict[str, Array], tolerance: float, relative_tolerance: float) -> list[dict[str, float | str]]:
+    """Per task: the dense chunk's size (mean |action|), the median exit error at the first dynamic
+    layer and at the middle one, absolute and relative (dysl_ros.core.exit_error), and the share of
+    exits each measure labels "skip" at its tolerance."""
+    first, middle = 0, len(data["layers"]) // 4
+    rows: list[dict[str, float | str]] = []
+    for task in sorted(set(data["task"].tolist())):
+        m = data["task"] == task
+        e, r = data["errors"][m], data["relative_errors"][m]
+        rows.append({
+            "task": task, "frames": int(m.sum()), "dense_size": float(np.median(data["dense_size"][m])),
+            f"abs_error_layer{data['layers'][first]}": float(np.median(e[:, first])),
+            f"abs_error_layer{data['layers'][middle]}": float(np.median(e[:, middle])),
+            f"rel_error_layer{data['layers'][first]}": float(np.median(r[:, first])),
+            f"rel_error_layer{data['layers'][middle]}": float(np.median(r[:, middle])),
+            "abs_skip_labels": float((e <= tolerance).mean()),
+            "rel_skip_labels": float((r <= relative_tolerance).mean()),
+        })
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", default="models/reference")
@@ -155,6 +187,11 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", metavar="FILE", help="also write the table as JSON")
+    parser.add_argument(
+        "--by-task", action="store_true",
+        help="also a table per task: dense chunk size, absolute and relative exit errors, and the share of "
+        "exits each labels 'skip' (the relative tolerance: the one that labels as many exits as --tolerance)",
+    )
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     threshold = args.skip_threshold
@@ -172,6 +209,16 @@ def main() -> int:
         print(f"| {row['layer']} | {row['oracle_skips']:.2f} | {row['controller_skips']:.2f} | "
               f"{row['error_median']:.4f} | {row['controller_auc']:.3f} | {row['probe_auc']:.3f} | "
               f"{row['spearman_p_vs_minus_error']:.3f} |")
+    if args.by_task:
+        share = float((data["errors"] <= args.tolerance).mean())
+        relative_tolerance = float(np.quantile(data["relative_errors"], share))
+        print(f"\nper task; relative tolerance {relative_tolerance:.4f} (labels {share:.0%} of exits 'skip', as "
+              f"{args.tolerance} does)")
+        task_rows = by_task(data, args.tolerance, relative_tolerance)
+        print("| " + " | ".join(task_rows[0]) + " |")
+        print("|---" + "|---:" * (len(task_rows[0]) - 1) + "|")
+        for task_row in task_rows:
+            print("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in task_row.values()) + " |")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
     return 0

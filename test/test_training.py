@@ -578,7 +578,7 @@ def test_stage3_task_tolerances_label_each_tasks_frames_by_their_own() -> None:
     tasks = [episode.task for episode in EPISODES]
     per_episode = distill.episode_tolerances(EPISODES, tolerance, {"reach": float("inf")})
     assert [math.isinf(v) for v in per_episode.tolist()] == [t == "reach" for t in tasks]
-    assert all(v == pytest.approx(tolerance) for v, t in zip(per_episode.tolist(), tasks) if t == "push")
+    assert all(v == pytest.approx(tolerance) for v, t in zip(per_episode.tolist(), tasks, strict=True) if t == "push")
     history: list[dict[str, Any]] = []
     fitted = distill.distill(model, PLAN, EPISODES, 0, 0, 0.0, 16, 1e-2, "cpu", 0, history=history, modules=modules,
                              stage3_steps=60, exit_tolerance=tolerance, task_tolerances={"reach": float("inf")})
@@ -588,7 +588,7 @@ def test_stage3_task_tolerances_label_each_tasks_frames_by_their_own() -> None:
         for batch in itertools.islice(loader, 3):
             states = distill.dense_states(model, batch)
             p = torch.stack([fitted.controller(i)(states[i]) for i in PLAN.dynamic_layers]).mean(dim=0)
-            for value, episode in zip(p.tolist(), batch["episode"].tolist()):
+            for value, episode in zip(p.tolist(), batch["episode"].tolist(), strict=True):
                 p_by_task[tasks[episode]].append(value)
     assert np.mean(p_by_task["reach"]) > np.mean(p_by_task["push"]) + 0.2, p_by_task
     with pytest.raises(ConfigError, match="lack"):
