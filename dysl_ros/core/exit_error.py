@@ -3,9 +3,10 @@ fit (dysl_ros.training.distill) and the oracle's test (dysl_ros.bench.variants.O
 
 - ``absolute``: mean |chunk - dense| over the chunk's actions and dimensions (normalised actions).
 - ``relative``: the same divided by the dense chunk's own mean |action| (at least ``RELATIVE_FLOOR``).
-  An absolute tolerance is loose where the policy moves little: Meta-World reach's chunks are about
-  a fifth of the other tasks' in size, so a deviation that is small in absolute terms turns the hand
-  off its course there. Measured against the motion it perturbs, the same deviation counts as large.
+  An absolute tolerance is loose where the policy moves little: Meta-World reach's chunks are a
+  quarter or less of the other tasks' in size (docs/experiments.md), so a deviation that is small in
+  absolute terms turns the hand off its course there. Measured against the motion it perturbs, the
+  same deviation counts as large.
 
 Written with operators that numpy arrays and torch tensors share, so that training and the bench
 compute one definition. Shapes (..., chunk_len, action_dim) -> (...).
