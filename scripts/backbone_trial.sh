@@ -5,6 +5,8 @@
 #
 #   OUT=runs/exp_bc7_exits10 SEED=8 SKIP_MAX=10 scripts/backbone_trial.sh   # a seventh phase on the
 #       shipped model, run 2026-12-03 (docs/experiments.md: dense 91.3 %, DySL 88.3 % at 9.61 layers; not shipped)
+#   OUT=runs/exp_bc7_skipw2 SEED=11 SKIP_MAX=10 EXTRA="--skip-loss-weight 2.0" scripts/backbone_trial.sh
+#       # the skip loss weighed double, run 2026-12-05 (DySL 87.7 % at 9.46 layers, dense 89.7 %; not shipped)
 #   INIT=runs/phase3_a58300c OUT=runs/exp_p3_exits6to10 SEED=9 LR=3e-4 SKIP_MIN=6 SKIP_MAX=10 \
 #       scripts/backbone_trial.sh   # from the phase-3 model (git archive a58300c models/reference)
 #   INIT=runs/exp_p3_exits6to10 OUT=runs/exp_p3b_exits6to10 SEED=10 LR=1e-4 SKIP_MIN=6 SKIP_MAX=10 \
