@@ -709,5 +709,9 @@ def print_report(what: str, decision: str, report: dict[str, Any], out: Path) ->
         f"{what}: {params['dysl_parameters']:,} parameters = {params['ratio']:.2%} of the backbone's "
         f"{params['backbone_parameters']:,} (budget 2 %)"
     )
-    print(f"final stage-2 task loss {report['final_task_loss']}, mean {decision} probability {report['final_mean_p']}")
+    finals = [("stage-2 task loss", report.get("final_task_loss")), ("stage-3 loss", report.get("final_stage3_loss")),
+              ("stage-3 'skip' label rate", report.get("final_label_rate")),
+              (f"mean {decision} probability", report.get("final_mean_p"))]
+    # A stage that did not run (e.g. --stage2-steps 0) has no final figure: leave it out.
+    print("final " + ", ".join(f"{name} {value:.4f}" for name, value in finals if value is not None))
     print(f"wrote {out}")
