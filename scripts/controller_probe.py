@@ -33,6 +33,7 @@ import numpy.typing as npt
 import torch
 from torch.utils.data import DataLoader, Subset
 
+from dysl_ros.core.exit_error import relative_scale
 from dysl_ros.model.checkpoint import load_bundle
 from dysl_ros.training.dataset import ChunkDataset
 from dysl_ros.training.demos import load_demo_dirs
@@ -112,10 +113,10 @@ def measure(
         states = dense_states(model, batch)
         dense = model.head(states[-1]).float()
         exits = exit_errors(model, modules, plan, states, dense)
-        relative_exits = exit_errors(model, modules, plan, states, dense, "relative")
-        relative.append(torch.stack([relative_exits[i] for i in dynamic], 1))
-        sizes.append(dense.abs().mean(dim=(1, 2)))
         e_row = [exits[i] for i in dynamic]
+        # The relative errors from the absolute ones: the same exits, not a second pass through them.
+        relative.append(torch.stack(e_row, 1) / relative_scale(dense)[:, None])
+        sizes.append(dense.abs().mean(dim=(1, 2)))
         p_row = [modules.controller(i)(states[i]) for i in dynamic]
         x_row = [states[i].float().mean(dim=1) for i in dynamic]
         errors.append(torch.stack(e_row, 1))

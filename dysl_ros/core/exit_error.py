@@ -21,11 +21,17 @@ RELATIVE_FLOOR = 0.02
 """Smallest dense-chunk size a relative error divides by (a still arm would make any deviation huge)."""
 
 
+def relative_scale(dense: Any) -> Any:
+    """What a ``relative`` error divides the absolute one by: the dense chunk's mean |action|, at
+    least RELATIVE_FLOOR."""
+    return abs(dense).mean(axis=(-2, -1)).clip(min=RELATIVE_FLOOR)
+
+
 def exit_error(chunk: Any, dense: Any, measure: str = "absolute") -> Any:
     """Deviation of ``chunk`` from ``dense`` by ``measure`` (one of EXIT_MEASURES)."""
     if measure not in EXIT_MEASURES:
         raise ValueError(f"exit measure must be one of {EXIT_MEASURES}, got {measure!r}")
     error = abs(chunk - dense).mean(axis=(-2, -1))
     if measure == "relative":
-        error = error / abs(dense).mean(axis=(-2, -1)).clip(min=RELATIVE_FLOOR)
+        error = error / relative_scale(dense)
     return error
