@@ -236,6 +236,14 @@ def test_closed_loop_modules_dir_and_eta_override(model_dir: Path, capsys: pytes
     assert bench.main([*args, "--goal-marker-radius", "5"]) == 2
     assert "--goal-marker-radius: a radius in (0, 0.2] metres or 'none', got '5'" in capsys.readouterr().err
 
+    # The node's chunk aggregation (executed actions: test_closed_loop_executes_the_node_action_queue).
+    assert own["chunk_aggregation"] == "latest"
+    assert bench.main([*args, "--chunk-aggregation", "weighted", "--aggregation-decay", "0.5"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["chunk_aggregation"] == "weighted" and report["aggregation_decay"] == 0.5
+    assert bench.main([*args, "--chunk-aggregation", "weighted", "--aggregation-decay", "nan"]) == 2
+    assert "--aggregation-decay must be a finite number in [-10, 10], got nan" in capsys.readouterr().err
+
 
 def test_model_goal_marker_radius_comes_from_train_args(tmp_path: Path) -> None:
     assert model_goal_marker_radius(tmp_path) is None  # no train_args.json: trained before it was recorded
@@ -514,3 +522,73 @@ def test_bench_variant_results_are_json_serialisable(model_dir: Path) -> None:
     figures: dict[str, Any] = closed_loop.variant_figures(results, ["reach-v3"], NUM_LAYERS)
     assert figures["success_rate"] == 1.0 and figures["ticks"] == 2 and figures["executed_fraction"] == 1.0
     json.dumps(figures)
+
+
+class _RecordingEnv:
+    """A real Meta-World env that also keeps every action it was given."""
+
+    def __init__(self, env: Any) -> None:
+        self.env = env
+        self.actions: list[np.ndarray] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.env, name)
+
+    def step(self, action: Any) -> Any:
+        self.actions.append(np.asarray(action, dtype=np.float64).copy())
+        return self.env.step(action)
+
+
+class _RecordingLoader(VariantLoader):
+    """The real variants; the chunks each one returned are kept per tick."""
+
+    chunks: list[np.ndarray]
+
+    def get(self, variant: str, coin: float | None = None) -> Any:
+        inner = super().get(variant, coin)
+        loader = self
+
+        class Recorded:
+            policy = inner.policy  # type: ignore[attr-defined]
+
+            def reset(self, seed: int) -> None:
+                loader.chunks = []
+                inner.reset(seed)
+
+            def step(self, obs: Any, execute: slice) -> Any:
+                step = inner.step(obs, execute)
+                loader.chunks.append(np.asarray(step.actions, dtype=np.float64).copy())
+                return step
+
+        return Recorded()
+
+
+@pytest.mark.parametrize("aggregation,decay", [("latest", 0.01), ("weighted", 0.0), ("weighted", 0.7)])
+def test_closed_loop_executes_the_node_action_queue(model_dir: Path, aggregation: str, decay: float) -> None:
+    """Re-planning every 4 of 8 actions: `latest` runs each chunk's first 4; `weighted` averages
+    each step's two predictions (the previous chunk's action 4 + j, the new one's j) with the
+    weights of dysl_node's chunk_aggregation, exp(-decay * i), i = 0 the older."""
+    from dysl_ros.training.metaworld_env import make_env
+
+    settings = closed_loop.WorkerSettings(
+        LoadSettings(str(model_dir)), "corner", 12, 4, None, aggregation=aggregation, aggregation_decay=decay
+    )
+    loader = _RecordingLoader(settings.load)
+    state = closed_loop._WorkerState(settings, loader)
+    env = _RecordingEnv(make_env("reach-v3", 0, TINY.image_size, "corner", max_steps=12, post_success_steps=0))
+    state.envs["reach-v3"] = env
+    job = closed_loop.Job("dense", "reach-v3", 0, 7, "reach the goal")
+    result = closed_loop.run_episode(state, job)
+    state.close()
+    chunks = loader.chunks
+    assert result.steps == len(env.actions) and len(chunks) == len(result.executed) >= 2
+    older, newer = 1.0, float(np.exp(-decay))
+    for step, action in enumerate(env.actions):
+        tick, j = divmod(step, 4)
+        expected = chunks[tick][j]
+        if aggregation == "weighted" and tick > 0:
+            expected = (older * chunks[tick - 1][4 + j] + newer * chunks[tick][j]) / (older + newer)
+        # The env casts to float32 before Meta-World sees the action.
+        np.testing.assert_allclose(action, expected.astype(np.float32), rtol=0, atol=1e-6)
+    if aggregation == "weighted":  # the two chunks of a random model do differ: the average is not either one
+        assert not np.allclose(env.actions[4], chunks[1][0], atol=1e-6)

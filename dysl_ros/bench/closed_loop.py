@@ -10,10 +10,13 @@ of `dysl_train demos` (the training demonstrations used run seed 1000, so a diff
 replays a training episode; the benchmark also refuses any episode whose seed is in the model's
 training demonstrations when it can find them). Per tick the policy sees the camera image,
 instruction and proprio, the first --execute-steps actions of its chunk are executed (as dysl_node
-re-plans), then it re-plans. An episode ends as a success at the first step with Meta-World's
-info["success"], as a failure at --max-steps. random_skip, random_drop and random_layers run after
-dysl: their coins are solved to match dysl's mean executed layers of this run (or
---random-target-layers).
+re-plans), then it re-plans. The executed actions come from dysl_node's own action queue
+(dysl_ros.node.action_stream, stepped one period per environment step): --chunk-aggregation latest
+runs the newest chunk's actions, weighted averages each step's predictions from the overlapping
+chunks (the node's ACT-style temporal ensembling, --aggregation-decay). An episode ends as a
+success at the first step with Meta-World's info["success"], as a failure at --max-steps.
+random_skip, random_drop and random_layers run after dysl: their coins are solved to match dysl's
+mean executed layers of this run (or --random-target-layers).
 
 Reported per variant, per task and overall: success rate, mean and p99 executed layers per tick
 (the layers on the path that produced the executed chunk), executed fraction (mean / num_layers),
@@ -52,6 +55,7 @@ from dysl_ros.bench.variants import (
 )
 from dysl_ros.core.config import ConfigError
 from dysl_ros.core.exit_error import EXIT_MEASURES
+from dysl_ros.node.action_stream import AGGREGATIONS, ActionQueue
 from dysl_ros.training.metaworld_env import goal_marker_radius_arg, model_goal_marker_radius
 
 DEFAULT_EVAL_SEED = 2000
@@ -78,6 +82,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--execute-steps", type=int, default=4,
         help="actions of each chunk executed before re-planning (default: 4, as dysl_node's replan point)",
+    )
+    parser.add_argument(
+        "--chunk-aggregation", choices=AGGREGATIONS, default="latest",
+        help="as dysl_node's chunk_aggregation: latest runs the newest chunk; weighted averages each step's "
+        "predictions from the chunks that overlap it (ACT temporal ensembling; default: latest)",
+    )
+    parser.add_argument(
+        "--aggregation-decay", type=float, default=0.01,
+        help="as dysl_node's aggregation_decay: weighted gives prediction i (0 = the oldest chunk's) the weight "
+        "exp(-decay * i) (default: 0.01)",
     )
     parser.add_argument("--max-steps", type=int, default=200, help="episode step limit (default: 200, as the demos)")
     parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch", help="(default: torch)")
@@ -154,6 +168,8 @@ class WorkerSettings:
     max_steps: int
     execute_steps: int
     goal_marker_radius: float | None
+    aggregation: str = "latest"
+    aggregation_decay: float = 0.01
 
 
 @dataclass
@@ -236,6 +252,13 @@ def run_episode(state: _WorkerState, job: Job) -> EpisodeResult:
     window = slice(0, execute)
     obs = env.reset(job.seed)
     policy.reset(job.seed)
+    # The node's queue on a clock of environment steps (dt 1, nothing ever stale): a chunk is
+    # stamped with the step whose image it saw, so its first action is that step's.
+    queue = ActionQueue(
+        dt_ns=1, max_age_ns=2**62, on_stale="hold", action_dim=config.action_dim,
+        aggregation=state.settings.aggregation, decay=state.settings.aggregation_decay,
+    )
+    clock = 0
     executed: list[int] = []
     evaluations: list[int] = []
     verified = 0
@@ -249,8 +272,12 @@ def run_episode(state: _WorkerState, job: Job) -> EpisodeResult:
         verified += int(step.verified)
         if decisions is not None and step.tick is not None:
             decisions.append(TickDecision.from_tick(step.tick))
-        for action in step.actions[:execute]:
-            obs, _success, done = env.step(action)
+        queue.push(len(executed), clock, step.actions)
+        for _ in range(execute):
+            action = queue.next_action(clock, clock, clock)
+            assert action is not None and action.fresh  # a chunk was pushed at this step
+            obs, _success, done = env.step(action.values.astype(step.actions.dtype))
+            clock += 1
             if done:
                 break
     return EpisodeResult(
@@ -392,6 +419,9 @@ def markdown_report(report: Mapping[str, Any]) -> str:
         f"hash {str(report['model_hash'])[:12]}); backend {report['backend']} on {report['machine']}; "
         f"re-plan every {report['execute_steps']} actions, at most {report['max_steps']} steps per episode.",
     ]
+    if report.get("chunk_aggregation", "latest") == "weighted":
+        notes.append(f"Executed actions: each step's predictions from the overlapping chunks averaged with weights "
+                     f"exp(-{report['aggregation_decay']}·i), i = 0 the oldest (dysl_node's weighted aggregation).")
     if random is not None:
         solved = "; ".join(
             f"{name}: {COINS[name].meaning} {report['variants'][name]['coin_probability']:.4f}"
@@ -524,6 +554,8 @@ def _run(args: argparse.Namespace) -> int:
     config = VLAConfig.load(model_dir / CONFIG_FILE)
     if args.execute_steps > config.chunk_len:
         raise ConfigError(f"--execute-steps {args.execute_steps} exceeds the model's chunk of {config.chunk_len}")
+    if not (np.isfinite(args.aggregation_decay) and abs(args.aggregation_decay) <= 10.0):
+        raise ConfigError(f"--aggregation-decay must be a finite number in [-10, 10], got {args.aggregation_decay}")
     from dysl_ros.training.demos import parse_tasks
 
     tasks = parse_tasks(args.tasks)
@@ -597,7 +629,9 @@ def _run(args: argparse.Namespace) -> int:
     if radius != trained_radius:
         print(f"dysl_bench closed-loop: warning: goal marker radius {radius} m, the model's demos had "
               f"{trained_radius} (None: Meta-World's)", file=sys.stderr)
-    settings = WorkerSettings(load, args.camera, args.max_steps, args.execute_steps, radius)
+    settings = WorkerSettings(
+        load, args.camera, args.max_steps, args.execute_steps, radius, args.chunk_aggregation, args.aggregation_decay
+    )
     if args.backend == "onnxruntime":
         # Built (or checked) once here: workers building the same engines at once would race.
         loader = VariantLoader(load)
@@ -645,6 +679,8 @@ def _run(args: argparse.Namespace) -> int:
         "machine": _machine(),
         "workers": args.workers,
         "execute_steps": args.execute_steps,
+        "chunk_aggregation": args.chunk_aggregation,
+        "aggregation_decay": args.aggregation_decay,
         "max_steps": args.max_steps,
         "camera": args.camera,
         "goal_marker_radius": radius,
