@@ -285,6 +285,37 @@ def test_bc_skip_adapters_train_with_the_backbone_and_are_not_served(tmp_path: P
         bc.train_bc(EPISODES, TINY, out_dir=None, skip_adapters=True, **kwargs)
 
 
+def test_smoothest_frames_pick_the_chunks_that_move_least() -> None:
+    # Three frames of 3 actions (2-D): still, a straight line at 0.1 per step, and a gripper flip.
+    actions = torch.tensor([
+        [[0.0, 0.0], [0.0, 0.0], [0.0, 0.0]],
+        [[0.0, 0.0], [0.1, 0.0], [0.2, 0.0]],
+        [[0.0, -1.0], [0.0, 1.0], [0.0, 1.0]],
+    ])
+    mask = torch.ones(3, 3)
+    torch.testing.assert_close(bc.chunk_roughness(actions, mask), torch.tensor([0.0, 0.1, 1.0]))
+    assert bc.smoothest_frames(actions, mask, 0.5).tolist() == [True, True, False]  # ceil(1.5) = 2
+    assert bc.smoothest_frames(actions, mask, 0.1).tolist() == [True, False, False]
+    # Padding: the flip lies past the last real action of frame 2, so it no longer counts.
+    padded = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
+    torch.testing.assert_close(bc.chunk_roughness(actions, padded), torch.tensor([0.0, 0.1, 0.0]))
+
+
+def test_bc_skip_loss_on_the_smoothest_frames_only() -> None:
+    """--skip-loss-smooth-share: a share below 1 changes what the skip loss trains (another backbone
+    from the same seed), leaves the served model's parameters as they are, and is range-checked."""
+    kwargs: dict[str, Any] = dict(steps=30, batch_size=16, lr=3e-3, device="cpu", seed=3, log_every=10,
+                                  skip_loss_weight=1.0, skip_min_layer=1)
+    every = bc.train_bc(EPISODES, TINY, out_dir=None, **kwargs)
+    smooth = bc.train_bc(EPISODES, TINY, out_dir=None, skip_smooth_share=0.5, **kwargs)
+    ours, theirs = smooth.state_dict(), every.state_dict()
+    assert ours.keys() == theirs.keys()
+    assert any(not torch.equal(ours[k], theirs[k]) for k in ours)
+    for bad in (0.0, 1.5, float("nan")):
+        with pytest.raises(ConfigError, match=r"skip_smooth_share must lie in \(0, 1\]"):
+            bc.train_bc(EPISODES, TINY, out_dir=None, skip_smooth_share=bad, **kwargs)
+
+
 def test_bc_stops_at_time_limit_and_resumes(tmp_path: Path, demos_dir: Path) -> None:
     config_json = tmp_path / "config.json"
     TINY.save(config_json)

@@ -167,6 +167,14 @@ def _add_bc(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "a lower value puts the weight on the shallow exits DySL takes most",
     )
     p.add_argument(
+        "--skip-loss-smooth-share",
+        type=float,
+        default=_OPTIONAL,
+        help="the skip loss counts only this share of each batch's frames, those whose target chunk moves "
+        "most smoothly (the paper's premise: skipping is cheap on smooth motion, costly where continuity "
+        "breaks); default: 1 = every frame",
+    )
+    p.add_argument(
         "--skip-adapters",
         action="store_true",
         default=_OPTIONAL,

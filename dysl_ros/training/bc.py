@@ -16,6 +16,10 @@ dense pass's x_i, so it costs one layer and the head. Early-exit and layer-dropo
 LayerSkip) do the same for language models. With ``--skip-adapters`` the skipped chunk goes through
 a training-only adapter per exit (DySL's architecture, zero-initialised) before the last layer: the
 backbone learns to be summarised by an adapter rather than to make the skipped layers unnecessary.
+With ``--skip-loss-smooth-share S`` the skip loss counts only the share S of each batch's frames
+whose target chunk moves most smoothly (lowest mean step between consecutive actions): the paper's
+premise (Section 3.2) is that skipping is cheap on smooth motion and costly where continuity
+breaks (grasping, releasing); this asks the backbone for exactly that, so that where to skip matters.
 
 Launched with ``torchrun`` it trains data-parallel (DDP): every rank reads the same demos, a
 DistributedSampler splits them, and only rank 0 logs and writes the model.
@@ -110,6 +114,25 @@ def masked_l1(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
     return error.sum() / (mask.sum() * pred.shape[-1]).clamp_min(1.0)
 
 
+def chunk_roughness(actions: Tensor, mask: Tensor) -> Tensor:
+    """Per frame, the mean L2 step between consecutive real actions of its target chunk (B,):
+    the opposite of the trajectory continuity of Eq. 1, over the chunk ahead; 0 for fewer than two
+    real actions."""
+    steps = (actions[:, 1:].float() - actions[:, :-1].float()).norm(dim=-1)
+    pairs = (mask[:, 1:] * mask[:, :-1]).float()
+    return (steps * pairs).sum(dim=1) / pairs.sum(dim=1).clamp_min(1.0)
+
+
+def smoothest_frames(actions: Tensor, mask: Tensor, share: float) -> Tensor:
+    """Boolean (B,): the ceil(share * B) frames of the batch with the smoothest target chunks
+    (lowest ``chunk_roughness``; ties by position)."""
+    roughness = chunk_roughness(actions, mask)
+    count = max(1, math.ceil(share * roughness.shape[0]))
+    keep = torch.zeros(roughness.shape[0], dtype=torch.bool, device=roughness.device)
+    keep[torch.argsort(roughness, stable=True)[:count]] = True
+    return keep
+
+
 def random_shift(images: Tensor, pad: int, generator: torch.Generator) -> Tensor:
     """DrQ-style augmentation: shift each image by up to ``pad`` pixels (edges replicated).
 
@@ -179,6 +202,7 @@ class BCSettings:
     skip_min_layer: int = 1
     skip_max_layer: int | None = None
     skip_adapters: bool = False
+    skip_smooth_share: float = 1.0
 
     def must_match(self) -> dict[str, Any]:
         """What a resumed run must share with the run it continues (the schedule depends on them)."""
@@ -186,7 +210,9 @@ class BCSettings:
                 "warmup_steps": self.warmup_steps, "init_from": self.init_from,
                 "scene_loss_weight": self.scene_loss_weight, "skip_loss_weight": self.skip_loss_weight,
                 "skip_min_layer": self.skip_min_layer, "skip_max_layer": self.skip_max_layer,
-                "skip_adapters": self.skip_adapters}
+                "skip_adapters": self.skip_adapters,
+                # Only when set: states saved before the option existed still resume.
+                **({"skip_smooth_share": self.skip_smooth_share} if self.skip_smooth_share != 1 else {})}
 
 
 class SceneHeads(nn.Module):
@@ -270,6 +296,7 @@ def train_bc(
     skip_min_layer: int = 1,
     skip_max_layer: int | None = None,
     skip_adapters: bool = False,
+    skip_smooth_share: float = 1.0,
 ) -> ReferenceVLA:
     """Train a ReferenceVLA (from scratch, or from ``init_from``'s weights); returns it (rank 0's
     copy under DDP) in eval mode.
@@ -292,7 +319,9 @@ def train_bc(
     ``skip_loss_weight`` > 0: add that times the L1 error of the chunk computed with layers
     i..L-2 skipped, i uniform in ``skip_min_layer``..``skip_max_layer`` (None: L-2; one draw per step).
     ``skip_adapters``: x_i passes a training-only adapter (one per exit, trained with the backbone,
-    discarded with the scene heads) before the last layer.
+    discarded with the scene heads) before the last layer. ``skip_smooth_share`` in (0, 1]: the skip
+    loss averages over that share of each batch's frames, those whose target chunk is smoothest
+    (``smoothest_frames``); 1 = every frame.
     """
     if steps < 1 or batch_size < 1 or lr <= 0 or log_every < 1:
         raise ConfigError(
@@ -314,6 +343,8 @@ def train_bc(
             f"skip_max_layer must lie in {skip_min_layer}..{config.num_layers - 2} (skip_min_layer to L-2), "
             f"got {skip_max_layer}"
         )
+    if not (math.isfinite(skip_smooth_share) and 0 < skip_smooth_share <= 1):
+        raise ConfigError(f"skip_smooth_share must lie in (0, 1], got {skip_smooth_share}")
     if skip_adapters and skip_loss_weight <= 0:
         raise ConfigError("skip_adapters trains adapters for the skip loss: set skip_loss_weight > 0 too")
     if (time_limit_s is not None or resume) and out_dir is None:
@@ -327,6 +358,7 @@ def train_bc(
         camera=camera, goal_marker_radius=goal_marker_radius, scene_loss_weight=float(scene_loss_weight),
         skip_loss_weight=float(skip_loss_weight), skip_min_layer=int(skip_min_layer),
         skip_max_layer=int(skip_max_layer), skip_adapters=bool(skip_adapters),
+        skip_smooth_share=float(skip_smooth_share),
     )
     env = setup_distributed(device)
     try:
@@ -425,7 +457,11 @@ def _train(
             loss = masked_l1(pred, batch["actions"], batch["action_mask"])
             total = loss
             if skipped is not None:
-                skip_loss = masked_l1(skipped, batch["actions"], batch["action_mask"])
+                skip_mask = batch["action_mask"]
+                if s.skip_smooth_share < 1:
+                    keep = smoothest_frames(batch["actions"], skip_mask, s.skip_smooth_share)
+                    skip_mask = skip_mask * keep.to(skip_mask.dtype)[:, None]
+                skip_loss = masked_l1(skipped, batch["actions"], skip_mask)
                 total = total + s.skip_loss_weight * skip_loss
                 interval_skip += skip_loss.detach()
             if scene is not None:
@@ -590,6 +626,7 @@ def main_bc(args: argparse.Namespace) -> int:
             skip_min_layer=int(getattr(args, "skip_min_layer", 1)),
             skip_max_layer=getattr(args, "skip_max_layer", None),
             skip_adapters=bool(getattr(args, "skip_adapters", False)),
+            skip_smooth_share=float(getattr(args, "skip_loss_smooth_share", 1.0)),
         )
     except (ConfigError, ModelDirError, ValueError, OSError) as exc:
         print(f"dysl_train bc: {exc}", file=sys.stderr)
