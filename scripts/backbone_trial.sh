@@ -11,6 +11,9 @@
 #       scripts/backbone_trial.sh   # from the phase-3 model (git archive a58300c models/reference)
 #   INIT=runs/exp_p3_exits6to10 OUT=runs/exp_p3b_exits6to10 SEED=10 LR=1e-4 SKIP_MIN=6 SKIP_MAX=10 \
 #       scripts/backbone_trial.sh   # a second phase in that regime (docs/experiments.md; not shipped)
+#   INIT=runs/phase3_a58300c OUT=runs/exp_p3_smooth70 SEED=9 LR=3e-4 SKIP_MIN=6 SKIP_MAX=10 \
+#       EXTRA="--skip-loss-smooth-share 0.7" scripts/backbone_trial.sh   # the skip loss on the 70 %
+#       smoothest frames only, run 2026-12-05 (docs/experiments.md; not shipped)
 # The three sixth-phase trials of docs/experiments.md started from the phase-5 model (make train's
 # runs/train/reference_phase5, or models/reference at commit a3304e5):
 #   INIT=$P5 OUT=runs/exp_bc6_exits10 SEED=7 LR=1e-4 SKIP_MAX=10 scripts/backbone_trial.sh   # shipped
