@@ -55,7 +55,7 @@ from dysl_ros.bench.variants import (
 )
 from dysl_ros.core.config import ConfigError
 from dysl_ros.core.exit_error import EXIT_MEASURES
-from dysl_ros.node.action_stream import AGGREGATIONS, ActionQueue
+from dysl_ros.node.action_stream import AGGREGATIONS, MAX_AGGREGATION_DECAY, ActionQueue
 from dysl_ros.training.metaworld_env import goal_marker_radius_arg, model_goal_marker_radius
 
 DEFAULT_EVAL_SEED = 2000
@@ -554,8 +554,9 @@ def _run(args: argparse.Namespace) -> int:
     config = VLAConfig.load(model_dir / CONFIG_FILE)
     if args.execute_steps > config.chunk_len:
         raise ConfigError(f"--execute-steps {args.execute_steps} exceeds the model's chunk of {config.chunk_len}")
-    if not (np.isfinite(args.aggregation_decay) and abs(args.aggregation_decay) <= 10.0):
-        raise ConfigError(f"--aggregation-decay must be a finite number in [-10, 10], got {args.aggregation_decay}")
+    if not (np.isfinite(args.aggregation_decay) and abs(args.aggregation_decay) <= MAX_AGGREGATION_DECAY):
+        raise ConfigError(f"--aggregation-decay must be a finite number in [-{MAX_AGGREGATION_DECAY:g}, "
+                          f"{MAX_AGGREGATION_DECAY:g}], got {args.aggregation_decay}")
     from dysl_ros.training.demos import parse_tasks
 
     tasks = parse_tasks(args.tasks)

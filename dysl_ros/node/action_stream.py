@@ -37,6 +37,8 @@ import numpy as np
 import numpy.typing as npt
 
 AGGREGATIONS = ("latest", "weighted")
+MAX_AGGREGATION_DECAY = 10.0
+"""|aggregation_decay| above this is refused (the node's parameter, the benchmark's flag)."""
 ON_STALE = ("hold", "zero")
 NS = 1_000_000_000
 

@@ -13,11 +13,10 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from dysl_ros.core.config import ConfigError, DySLConfig
+from dysl_ros.node.action_stream import AGGREGATIONS, MAX_AGGREGATION_DECAY, ON_STALE
 
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
 PRECISIONS = ("fp32", "fp16")
-ON_STALE = ("hold", "zero")
-AGGREGATIONS = ("latest", "weighted")
 
 
 @dataclass(frozen=True)
@@ -155,8 +154,9 @@ class NodeParams:
             f"chunk_aggregation must be one of {AGGREGATIONS}, got {v['chunk_aggregation']!r}",
         )
         need(
-            is_number(v["aggregation_decay"]) and abs(float(v["aggregation_decay"])) <= 10.0,
-            f"aggregation_decay must be a finite number in [-10, 10], got {v['aggregation_decay']!r}",
+            is_number(v["aggregation_decay"]) and abs(float(v["aggregation_decay"])) <= MAX_AGGREGATION_DECAY,
+            f"aggregation_decay must be a finite number in [-{MAX_AGGREGATION_DECAY:g}, {MAX_AGGREGATION_DECAY:g}], "
+            f"got {v['aggregation_decay']!r}",
         )
         need(
             is_integer(v["replan_threshold"]) and int(v["replan_threshold"]) >= 0,
