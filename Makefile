@@ -29,7 +29,7 @@ $(STAMP): requirements.txt setup.py setup.cfg package.xml scripts/typings_tensor
 	touch $(STAMP)
 
 lint: setup
-	$(BIN)/ruff check dysl_ros test launch scripts setup.py
+	$(BIN)/ruff check dysl_ros test launch scripts experiments setup.py
 
 typecheck: setup
 	$(BIN)/mypy

@@ -5,8 +5,9 @@
 #   ENGINE_DIR     engine cache, a volume (default /engines): engines/<model>/<backend>/manifest.json
 #   DYSL_BACKEND   tensorrt (default) | onnxruntime | torch
 #   DYSL_PRECISION fp16 (default) | fp32
-#   DYSL_FALLBACK  torch (default): when this dysl_ros cannot build $DYSL_BACKEND engines yet
-#                  (build_engines exit 2), serve with eager torch on CUDA instead | none: stop
+#   DYSL_FALLBACK  torch (default): when build_engines cannot build $DYSL_BACKEND engines here
+#                  (exit 2: TensorRT or the GPU missing), serve with backend torch on CUDA (CUDA graphs)
+#                  instead | none: stop
 #   DYSL_PARAMS    a dysl_node params file to start from (default: the package's config/dysl.yaml)
 # Arguments are passed to `ros2 launch dysl_ros dysl.launch.py` (e.g. image_topic:=/camera/color/image_raw).
 set -euo pipefail
@@ -43,8 +44,8 @@ if [[ "${backend}" != "torch" ]]; then
     rc=$?
     set -e
     if [[ ${rc} -eq 2 && "${DYSL_FALLBACK}" == "torch" ]]; then
-        echo "dysl_entrypoint: this dysl_ros version cannot build ${backend} engines (see above);" \
-             "serving with eager torch on CUDA (DYSL_FALLBACK=torch)" >&2
+        echo "dysl_entrypoint: ${backend} engines cannot be built here (see above);" \
+             "serving with backend torch on CUDA, as CUDA graphs (DYSL_FALLBACK=torch)" >&2
         backend=torch device=cuda
     elif [[ ${rc} -ne 0 ]]; then
         echo "dysl_entrypoint: build_engines failed (exit ${rc}); nothing launched" >&2

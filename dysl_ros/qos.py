@@ -1,4 +1,4 @@
-"""The QoS profiles of the public topics (DESIGN: best-effort sensors, latched instruction, reliable
+"""The QoS profiles of the public topics (best-effort sensors, latched instruction, reliable
 commands), shared by dysl_node and sim_bridge so both ends of every topic agree."""
 
 from __future__ import annotations

@@ -14,6 +14,9 @@ Both processes share the rate (``control_rate_hz``: sim steps and the node's act
 topic names of ``dysl.launch.py``'s defaults. Fast DDS profile and localhost-only discovery as in
 ``dysl.launch.py``; the simulator renders offscreen with EGL (``MUJOCO_GL=egl``; Meta-World and
 MuJoCo must be installed: ``pip install metaworld==3.1.1 packaging``).
+
+The launch files need a ROS 2 install (`launch`, `launch_ros`); they have not been run here, where the
+tests start the node processes themselves.
 """
 
 from __future__ import annotations
@@ -30,28 +33,20 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
 from launch_ros.parameter_descriptions import ParameterValue
 
-PACKAGE = "dysl_ros"
-_LOCALHOST_ONLY_DISTROS = {"foxy", "galactic", "humble"}
-_FASTDDS2_DISTROS = {"foxy", "galactic", "humble", "iron", "jazzy"}
-TOPICS = {
-    "image": "/camera/image_raw",
-    "instruction": "/instruction",
-    "joint_states": "/joint_states",
-    "action_chunk": "/dysl/action_chunk",
-    "action": "/dysl/action",
-}
+from dysl_ros.backends.registry import BACKEND_CHOICES
+from dysl_ros.wiring import DEFAULT_TOPICS, FASTDDS_PROFILE, PACKAGE, localhost_environment, profile_environment
 
 
 def generate_launch_description() -> LaunchDescription:
     share = get_package_share_directory(PACKAGE)
-    fastdds_profile = os.path.join(share, "config", "fastdds.xml")
+    fastdds_profile = os.path.join(share, FASTDDS_PROFILE)
     localhost_only = IfCondition(LaunchConfiguration("localhost_only"))
 
     arguments = [
         DeclareLaunchArgument("model_dir", description="Trained VLA + DySL modules (required)."),
         DeclareLaunchArgument("engine_dir", default_value="", description="Engine cache; empty: <model_dir>/engines."),
         DeclareLaunchArgument(
-            "backend", default_value="auto", choices=["auto", "torch", "onnxruntime", "tensorrt"],
+            "backend", default_value="auto", choices=list(BACKEND_CHOICES),
             description="dysl_node backend.",
         ),
         DeclareLaunchArgument("device", default_value="cpu", description="torch device: cpu, cuda, cuda:N."),
@@ -92,16 +87,11 @@ def generate_launch_description() -> LaunchDescription:
 
     distro = os.environ.get("ROS_DISTRO", "")
     environment = [
-        SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", fastdds_profile),
-        SetEnvironmentVariable("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST", condition=localhost_only),
+        *(SetEnvironmentVariable(k, v) for k, v in profile_environment(fastdds_profile, distro).items()),
+        *(SetEnvironmentVariable(k, v, condition=localhost_only) for k, v in localhost_environment(distro).items()),
         SetEnvironmentVariable("MUJOCO_GL", os.environ.get("MUJOCO_GL", "egl")),
     ]
-    if distro in _FASTDDS2_DISTROS:
-        environment.append(SetEnvironmentVariable("FASTRTPS_DEFAULT_PROFILES_FILE", fastdds_profile))
-    if distro in _LOCALHOST_ONLY_DISTROS:
-        environment.append(SetEnvironmentVariable("ROS_LOCALHOST_ONLY", "1", condition=localhost_only))
-
-    remappings = [(f"~/{name}", topic) for name, topic in TOPICS.items()]
+    remappings = [(f"~/{name}", topic) for name, topic in DEFAULT_TOPICS.items()]
     log_args = ["--ros-args", "--log-level", LaunchConfiguration("log_level")]
     rate = ParameterValue(LaunchConfiguration("control_rate_hz"), value_type=float)
 

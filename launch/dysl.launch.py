@@ -10,6 +10,9 @@ DDS: the node's processes load the package's Fast DDS profile (config/fastdds.xm
 16 MB segment for camera frames, UDP on 127.0.0.1 only) and, with ``localhost_only:=true`` (default),
 restrict discovery to this host. Environment set here reaches the launched node only; export the same
 variables in the shell for ``ros2`` CLI tools and other processes that should see the node.
+
+The launch files need a ROS 2 install (`launch`, `launch_ros`); they have not been run here, where the
+tests start the node processes themselves.
 """
 
 from __future__ import annotations
@@ -27,18 +30,20 @@ from launch_ros.event_handlers import OnStateTransition
 from launch_ros.events.lifecycle import ChangeState
 from lifecycle_msgs.msg import Transition
 
-PACKAGE = "dysl_ros"
-# Distributions whose rcl predates ROS_AUTOMATIC_DISCOVERY_RANGE (introduced in Iron) and only know
-# ROS_LOCALHOST_ONLY.
-_LOCALHOST_ONLY_DISTROS = {"foxy", "galactic", "humble"}
-# Distributions on Fast DDS 2.x, which reads FASTRTPS_DEFAULT_PROFILES_FILE rather than
-# FASTDDS_DEFAULT_PROFILES_FILE (Fast DDS 3.x, Kilted on; its rmw warns when the old name is set).
-_FASTDDS2_DISTROS = {"foxy", "galactic", "humble", "iron", "jazzy"}
+from dysl_ros.wiring import DEFAULT_TOPICS, FASTDDS_PROFILE, PACKAGE, localhost_environment, profile_environment
+
+TOPIC_HELP = {
+    "image": "Camera images (sensor_msgs/Image).",
+    "instruction": "Task instruction (std_msgs/String).",
+    "joint_states": "Robot state (sensor_msgs/JointState).",
+    "action_chunk": "Predicted action chunks (trajectory_msgs/JointTrajectory).",
+    "action": "Per-period action stream (std_msgs/Float64MultiArray).",
+}
 
 
 def generate_launch_description() -> LaunchDescription:
     share = get_package_share_directory(PACKAGE)
-    fastdds_profile = os.path.join(share, "config", "fastdds.xml")
+    fastdds_profile = os.path.join(share, FASTDDS_PROFILE)
     localhost_only = IfCondition(LaunchConfiguration("localhost_only"))
 
     arguments = [
@@ -48,24 +53,9 @@ def generate_launch_description() -> LaunchDescription:
             description="YAML file with dysl_node parameters.",
         ),
         DeclareLaunchArgument("namespace", default_value="", description="Namespace of dysl_node."),
-        DeclareLaunchArgument(
-            "image_topic", default_value="/camera/image_raw", description="Camera images (sensor_msgs/Image)."
-        ),
-        DeclareLaunchArgument(
-            "instruction_topic", default_value="/instruction", description="Task instruction (std_msgs/String)."
-        ),
-        DeclareLaunchArgument(
-            "joint_states_topic", default_value="/joint_states", description="Robot state (sensor_msgs/JointState)."
-        ),
-        DeclareLaunchArgument(
-            "action_chunk_topic",
-            default_value="/dysl/action_chunk",
-            description="Predicted action chunks (trajectory_msgs/JointTrajectory).",
-        ),
-        DeclareLaunchArgument(
-            "action_topic",
-            default_value="/dysl/action",
-            description="Per-period action stream (std_msgs/Float64MultiArray).",
+        *(
+            DeclareLaunchArgument(f"{name}_topic", default_value=topic, description=TOPIC_HELP[name])
+            for name, topic in DEFAULT_TOPICS.items()
         ),
         DeclareLaunchArgument(
             "log_level",
@@ -82,13 +72,9 @@ def generate_launch_description() -> LaunchDescription:
 
     distro = os.environ.get("ROS_DISTRO", "")
     environment = [
-        SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", fastdds_profile),
-        SetEnvironmentVariable("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST", condition=localhost_only),
+        *(SetEnvironmentVariable(k, v) for k, v in profile_environment(fastdds_profile, distro).items()),
+        *(SetEnvironmentVariable(k, v, condition=localhost_only) for k, v in localhost_environment(distro).items()),
     ]
-    if distro in _FASTDDS2_DISTROS:  # the profile parses with Fast DDS 2.x as well
-        environment.append(SetEnvironmentVariable("FASTRTPS_DEFAULT_PROFILES_FILE", fastdds_profile))
-    if distro in _LOCALHOST_ONLY_DISTROS:
-        environment.append(SetEnvironmentVariable("ROS_LOCALHOST_ONLY", "1", condition=localhost_only))
 
     node = LifecycleNode(
         package=PACKAGE,
@@ -97,13 +83,7 @@ def generate_launch_description() -> LaunchDescription:
         namespace=LaunchConfiguration("namespace"),
         # The launch file drives the lifecycle, so the node must not activate itself.
         parameters=[LaunchConfiguration("params_file"), {"autostart": False}],
-        remappings=[
-            ("~/image", LaunchConfiguration("image_topic")),
-            ("~/instruction", LaunchConfiguration("instruction_topic")),
-            ("~/joint_states", LaunchConfiguration("joint_states_topic")),
-            ("~/action_chunk", LaunchConfiguration("action_chunk_topic")),
-            ("~/action", LaunchConfiguration("action_topic")),
-        ],
+        remappings=[(f"~/{name}", LaunchConfiguration(f"{name}_topic")) for name in DEFAULT_TOPICS],
         arguments=["--ros-args", "--log-level", LaunchConfiguration("log_level")],
         output="screen",
         emulate_tty=True,

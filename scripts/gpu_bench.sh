@@ -53,7 +53,7 @@ bench reference_cuda_graph "$ITERATIONS" --model-dir "$MODEL" --backend torch --
 bench reference_eager "$ITERATIONS" --model-dir "$MODEL" --backend torch --precision "$PRECISION" --eager
 bench llama2_7b_cuda_graph "$SYNTHETIC_ITERATIONS" --synthetic llama2-7b --backend torch --precision fp16 --compare-eager
 # TensorRT fp16 plans, where TensorRT can run (`import tensorrt` alone also succeeds on its type stubs)
-if "$BIN/python" -c 'import sys; from dysl_ros.backends.engines import backend_problems as p; sys.exit(bool(p("tensorrt")))'; then
+if "$BIN/python" -c 'import sys; from dysl_ros.backends.capability import backend_problems as p; sys.exit(bool(p("tensorrt")))'; then
     bench reference_tensorrt "$ITERATIONS" --model-dir "$MODEL" --backend tensorrt --precision fp16
 fi
 

@@ -36,7 +36,7 @@ PHASE3=${PHASE3:-${OUT}_phase3}
 PHASE4=${PHASE4:-${OUT}_phase4}
 PHASE5=${PHASE5:-${OUT}_phase5}
 LAMBDA=${LAMBDA:-0.001}
-# Chosen on the validation seed 2000 with lambda 0.001 (scripts/validation_sweep.sh, 30 episodes per
+# Chosen on the validation seed 2000 with lambda 0.001 (experiments/validation_sweep.sh, 30 episodes per
 # task, dense 89.7 %): 0.3 -> 88.3 % at 9.11 layers, 0.35 -> 88.7 % at 9.54 (the best within 40 % of
 # the layers). Only inference reads it; distillation writes it to dysl.json.
 SKIP_THRESHOLD=${SKIP_THRESHOLD:-0.35}
@@ -82,7 +82,7 @@ if step 4 "4/8 bc phases 3-6: $BC3_STEPS steps at lr 5e-4 on the phase-3 demos, 
 # position already told the way (every episode a straight line from one start). The noisy demos
 # break that shortcut; the scene loss teaches the stem and the action queries where things are; no
 # random shift: with the camera fixed, shifting the picture only hid where the goal is
-# (scripts/vision_ablation.py).
+# (experiments/vision_ablation.py).
 "$BIN/dysl_train" bc --demos "$DEMOS3" --out "$PHASE3" --init-from "$PHASE2" --steps "$BC3_STEPS" \
     --batch-size 64 --lr 5e-4 --warmup-steps 200 --augment-shift 0 --seed 2 --device "$DEVICE" \
     --checkpoint-every 250 --scene-loss-weight 0.5
@@ -100,7 +100,7 @@ if step 4 "4/8 bc phases 3-6: $BC3_STEPS steps at lr 5e-4 on the phase-3 demos, 
     --batch-size 64 --lr 3e-4 --warmup-steps 100 --augment-shift 0 --seed 4 --device "$DEVICE" \
     --checkpoint-every 250 --scene-loss-weight 0.5 --skip-loss-weight 1.0 --skip-min-layer 4 \
     --skip-max-layer 14
-# Phase 6: exits from 4..10 only, at a low rate (scripts/backbone_trial.sh, SKIP_MAX=10 SEED=7). On
+# Phase 6: exits from 4..10 only, at a low rate (experiments/backbone_trial.sh, SKIP_MAX=10 SEED=7). On
 # seed 2000 (30 episodes per task) dense went from 88.7 to 89.7 % and DySL at threshold 0.35 from
 # 87.3 % (9.49 layers) to 88.7 % (9.54); the same phase with exits to 14 (seed 6) gave 86.7 %.
 "$BIN/dysl_train" bc --demos "$DEMOS3" --out "$OUT" --init-from "$PHASE5" --steps "$BC6_STEPS" \

@@ -30,8 +30,11 @@ import torch
 from model_fixture import TINY, make_model_dir, tiny_llama_vla
 from test_engines import MICRO, random_observations, save_case
 
-from dysl_ros.backends.engines import BackendUnavailable, backend_problems, build_engines
+from dysl_ros.backends.build import build_engines
+from dysl_ros.backends.capability import backend_problems
+from dysl_ros.backends.errors import BackendUnavailable
 from dysl_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
+from dysl_ros.backends.registry import BackendOptions, auto_backend
 from dysl_ros.backends.torch_backend import TorchBackend
 from dysl_ros.core.config import ConfigError, DySLConfig
 from dysl_ros.core.layer_plan import LayerPlan
@@ -40,7 +43,7 @@ from dysl_ros.model.backbone import VLABackbone
 from dysl_ros.model.checkpoint import load_bundle
 from dysl_ros.model.reference_vla import ReferenceVLA
 from dysl_ros.model.spec import preprocess
-from dysl_ros.policy import _auto_backend, load_policy
+from dysl_ros.policy import PolicyOptions, load_policy
 
 CUDA = torch.cuda.is_available()
 TENSORRT_PROBLEMS = backend_problems("tensorrt")
@@ -284,26 +287,26 @@ def micro_dir(tmp_path: Path) -> Path:
 @pytest.mark.skipif(CUDA, reason="checks the CPU-only choice; this machine has a CUDA GPU")
 def test_auto_on_the_cpu_picks_onnxruntime_and_says_why(micro_dir: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
-    policy = load_policy(micro_dir, backend="auto", engine_dir=str(cache), num_threads=1)
+    policy = load_policy(micro_dir, PolicyOptions(backend="auto", engine_dir=str(cache), num_threads=1))
     assert policy.backend_name == "onnxruntime"
     assert policy.backend_reason == (
         f"auto on the CPU: onnxruntime engines (fp32), built into {cache / 'micro' / 'onnxruntime'} "
         "(GPU backends need device: cuda)"
     )
-    again = load_policy(micro_dir, backend="auto", engine_dir=str(cache), num_threads=1)
+    again = load_policy(micro_dir, PolicyOptions(backend="auto", engine_dir=str(cache), num_threads=1))
     assert again.backend_reason.startswith("auto on the CPU: onnxruntime engines (fp32) exist at ")
 
     # Asked for the GPU on a machine without one: auto names what is missing, then torch refuses.
-    backend, reason = _auto_backend(micro_dir, "cuda", "fp16", None, False)
+    backend, reason = auto_backend(micro_dir, BackendOptions(device="cuda", precision="fp16"))
     assert backend == "torch"
     assert reason.startswith("auto on cuda: no TensorRT (") and reason.endswith("), so torch CUDA graphs")
     assert all(problem in reason for problem in TENSORRT_PROBLEMS)
     with pytest.raises(ConfigError, match="device 'cuda' requested but torch sees no CUDA device"):
-        load_policy(micro_dir, backend="auto", device="cuda", precision="fp16")
+        load_policy(micro_dir, PolicyOptions(backend="auto", device="cuda", precision="fp16"))
 
 
 def test_torch_on_the_cpu_is_eager(micro_dir: Path) -> None:
-    policy = load_policy(micro_dir, backend="torch")
+    policy = load_policy(micro_dir, PolicyOptions(backend="torch"))
     assert policy.backend_name == "torch" and isinstance(policy.runner.backend, TorchBackend)
     assert policy.backend_reason == "backend torch requested; cpu: eager segments"
 
@@ -323,7 +326,7 @@ def test_cuda_graphs_need_cuda(micro_dir: Path) -> None:
 @pytest.mark.skipif(not TENSORRT_PROBLEMS, reason="checks the refusal without TensorRT; TensorRT is usable here")
 def test_tensorrt_refused_without_tensorrt(micro_dir: Path) -> None:
     with pytest.raises(BackendUnavailable) as info:
-        load_policy(micro_dir, backend="tensorrt", device="cuda", precision="fp16")
+        load_policy(micro_dir, PolicyOptions(backend="tensorrt", device="cuda", precision="fp16"))
     message = str(info.value)
     assert message.startswith("backend tensorrt is not available on this machine: ")
     assert all(problem in message for problem in TENSORRT_PROBLEMS)
@@ -332,6 +335,6 @@ def test_tensorrt_refused_without_tensorrt(micro_dir: Path) -> None:
 
 def test_tensorrt_settings_refused(micro_dir: Path) -> None:
     with pytest.raises(ConfigError, match="backend tensorrt runs on a CUDA device; device 'cpu'"):
-        load_policy(micro_dir, backend="tensorrt")
+        load_policy(micro_dir, PolicyOptions(backend="tensorrt"))
     with pytest.raises(ConfigError, match="backend tensorrt builds fp16 or fp32, not 'int8'"):
-        load_policy(micro_dir, backend="tensorrt", device="cuda", precision="int8")
+        load_policy(micro_dir, PolicyOptions(backend="tensorrt", device="cuda", precision="int8"))

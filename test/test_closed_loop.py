@@ -35,7 +35,7 @@ from dysl_ros.core.runner import run_path
 from dysl_ros.model.checkpoint import ModelDirError, load_bundle, model_hash, save_dysl
 from dysl_ros.model.skip_modules import DySLModules
 from dysl_ros.model.spec import Observation, denormalise_actions, preprocess
-from dysl_ros.policy import load_policy
+from dysl_ros.policy import PolicyOptions, load_policy
 from dysl_ros.tools import bench
 from dysl_ros.training.metaworld_env import model_goal_marker_radius
 
@@ -509,11 +509,11 @@ def test_load_bundle_with_modules_dir(model_dir: Path, tmp_path: Path) -> None:
 
 
 def test_load_policy_with_modules_dir(model_dir: Path) -> None:
-    policy = load_policy(model_dir, modules_dir=model_dir / "variants" / "no_static", num_threads=1)
+    policy = load_policy(model_dir, PolicyOptions(modules_dir=model_dir / "variants" / "no_static", num_threads=1))
     assert policy.plan.static_layers == (NUM_LAYERS - 1,)
-    out = policy.select_action(observation(2), slice(0, 4))
+    out = policy.predict_action_chunk(observation(2), slice(0, 4))
     assert out.tick.executed_layers == 1  # its controllers always skip, from layer 0 to the last layer
-    main = load_policy(model_dir, num_threads=1)
+    main = load_policy(model_dir, PolicyOptions(num_threads=1))
     assert main.plan.static_layers != policy.plan.static_layers
 
 
@@ -574,7 +574,7 @@ def test_closed_loop_executes_the_node_action_queue(model_dir: Path, aggregation
         LoadSettings(str(model_dir)), "corner", 12, 4, None, aggregation=aggregation, aggregation_decay=decay
     )
     loader = _RecordingLoader(settings.load)
-    state = closed_loop._WorkerState(settings, loader)
+    state = closed_loop.WorkerState(settings, loader)
     env = _RecordingEnv(make_env("reach-v3", 0, TINY.image_size, "corner", max_steps=12, post_success_steps=0))
     state.envs["reach-v3"] = env
     job = closed_loop.Job("dense", "reach-v3", 0, 7, "reach the goal")

@@ -21,20 +21,19 @@ import torch
 from model_fixture import TINY, make_model_dir, randomise_adapters, tiny_llama_vla
 from torch import nn
 
-from dysl_ros.backends import engines
-from dysl_ros.backends.engines import (
+from dysl_ros.backends import manifest as engine_manifest
+from dysl_ros.backends.build import build_engines
+from dysl_ros.backends.capability import backend_problems
+from dysl_ros.backends.errors import BackendUnavailable, EngineError
+from dysl_ros.backends.export import segment_specs
+from dysl_ros.backends.manifest import (
     MANIFEST_FILE,
-    BackendUnavailable,
-    EngineError,
     Manifest,
-    backend_problems,
-    build_engines,
     check_manifest,
     engine_path,
     manifest_differences,
     read_manifest,
 )
-from dysl_ros.backends.export import segment_specs
 from dysl_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
 from dysl_ros.backends.torch_backend import TorchBackend
 from dysl_ros.core.config import DySLConfig
@@ -45,7 +44,7 @@ from dysl_ros.model.checkpoint import load_bundle, save_dysl, save_model
 from dysl_ros.model.reference_vla import ReferenceVLA
 from dysl_ros.model.skip_modules import DySLModules, SkipModuleConfig
 from dysl_ros.model.spec import Observation, VLAConfig, preprocess
-from dysl_ros.policy import load_policy
+from dysl_ros.policy import PolicyOptions, load_policy
 
 TOLERANCE = 1e-4
 REPO = Path(__file__).resolve().parents[1]
@@ -121,7 +120,7 @@ def hand_made_tensorrt_engines(onnx_dir: Path) -> Path:
         device="NVIDIA Jetson AGX Orin, compute capability 8.7",
         precision="fp16",
         segments={name: f"{name}.plan" for name in manifest.segments},
-        sha256={name: engines.file_sha256(engine_dir / f"{name}.plan") for name in manifest.segments},
+        sha256={name: engine_manifest.file_sha256(engine_dir / f"{name}.plan") for name in manifest.segments},
     ).save(engine_dir)
     return engine_dir
 
@@ -332,7 +331,7 @@ def test_backend_version_and_device_mismatch(micro: tuple[Path, Path], monkeypat
     assert f"backend version: built with onnxruntime 0.0.1, installed is {ort.__version__}" in message
     assert "device" not in message  # ONNX files are portable across CPUs
     assert "--force" in message
-    monkeypatch.setattr(engines, "DEVICE_BOUND_BACKENDS", frozenset({"onnxruntime"}))
+    monkeypatch.setattr(engine_manifest, "DEVICE_BOUND_BACKENDS", frozenset({"onnxruntime"}))
     with pytest.raises(EngineError, match=r"device: built on 'Some Other CPU \(riscv64\)', this machine has"):
         check_manifest(engine_dir, model_dir, "onnxruntime")
 
@@ -403,7 +402,7 @@ def test_unloadable_segment_is_refused(micro: tuple[Path, Path]) -> None:
     engine_dir = engine_path(root, model_dir, "onnxruntime")
     (engine_dir / "head.onnx").write_bytes(b"not an onnx file")
     data = json.loads((engine_dir / MANIFEST_FILE).read_text())
-    data["sha256"]["head"] = engines.file_sha256(engine_dir / "head.onnx")
+    data["sha256"]["head"] = engine_manifest.file_sha256(engine_dir / "head.onnx")
     (engine_dir / MANIFEST_FILE).write_text(json.dumps(data))
     with pytest.raises(EngineError, match="ONNX Runtime cannot load segment head"):
         OnnxRuntimeBackend(engine_dir)
@@ -432,20 +431,20 @@ def test_unavailable_backends_and_precisions(tmp_path: Path) -> None:
 def test_load_policy_onnxruntime_builds_checks_and_rebuilds(tmp_path: Path) -> None:
     model_dir = make_model_dir(tmp_path / "micro", MICRO)
     obs = random_observations(MICRO, 1, seed=1)[0]
-    policy = load_policy(model_dir, backend="onnxruntime", num_threads=1)  # builds <model_dir>/engines
+    policy = load_policy(model_dir, PolicyOptions(backend="onnxruntime", num_threads=1))  # builds <model_dir>/engines
     engine_dir = model_dir / "engines" / "micro" / "onnxruntime"
     assert policy.backend_name == "onnxruntime" and (engine_dir / MANIFEST_FILE).is_file()
-    reference = load_policy(model_dir, backend="torch").select_action(obs).actions
-    assert np.abs(policy.select_action(obs).actions - reference).max() <= TOLERANCE
+    reference = load_policy(model_dir, PolicyOptions(backend="torch")).predict_action_chunk(obs).actions
+    assert np.abs(policy.predict_action_chunk(obs).actions - reference).max() <= TOLERANCE
 
-    auto = load_policy(model_dir, backend="auto", engine_dir=str(tmp_path / "cache"))
+    auto = load_policy(model_dir, PolicyOptions(backend="auto", engine_dir=str(tmp_path / "cache")))
     assert auto.backend_name == "onnxruntime" and (tmp_path / "cache" / "micro" / "onnxruntime").is_dir()
 
     data = json.loads((engine_dir / MANIFEST_FILE).read_text())
     (engine_dir / MANIFEST_FILE).write_text(json.dumps({**data, "backend_version": "0.0.1"}))
     with pytest.raises(EngineError, match="backend version"):
-        load_policy(model_dir, backend="onnxruntime")
-    rebuilt = load_policy(model_dir, backend="onnxruntime", force_engine_update=True)
+        load_policy(model_dir, PolicyOptions(backend="onnxruntime"))
+    rebuilt = load_policy(model_dir, PolicyOptions(backend="onnxruntime", force_engine_update=True))
     assert rebuilt.backend_name == "onnxruntime"
     assert read_manifest(engine_dir).backend_version == ort.__version__
 

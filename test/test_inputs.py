@@ -7,7 +7,7 @@ import struct
 import numpy as np
 import pytest
 
-from dysl_ros.node.inputs import (
+from dysl_ros.inputs import (
     MAX_INSTRUCTION_BYTES,
     InputRejected,
     check_stamp,

@@ -40,7 +40,7 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray, String
 from trajectory_msgs.msg import JointTrajectory
 
-from dysl_ros.node.action_stream import parse_stamp_label
+from dysl_ros.action_queue import parse_stamp_label
 
 pytestmark = pytest.mark.ros
 
@@ -728,3 +728,30 @@ def test_bad_parameter_is_a_clear_startup_error(model_dir: Path, tmp_path: Path)
     assert result.returncode != 0
     assert "eta must be a finite number > 0" in result.stderr + result.stdout
     assert "on_stale must be one of" in result.stderr + result.stdout
+
+
+def test_a_corrupted_engine_fails_configure_cleanly(model_dir: Path, tmp_path: Path) -> None:
+    """The stream process is spawned before the model loads; a failed configure tells it to stop, and it
+    stops without a traceback under the node's one clear error."""
+    import subprocess
+
+    from ros_harness import ros_env
+
+    from dysl_ros.backends.build import build_engines
+
+    engine_dir = build_engines(model_dir, tmp_path / "engines", "onnxruntime", progress=False)
+    layer = engine_dir / "layer_00.onnx"
+    layer.write_bytes(layer.read_bytes() + b"\0")
+    result = subprocess.run(
+        node_command(model_dir, "dysl_corrupt", backend="onnxruntime", engine_dir=tmp_path / "engines"),
+        env=ros_env(unique_domain_id()),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+    output = result.stdout + result.stderr
+    (tmp_path / "corrupt.log").write_text(output)
+    assert result.returncode == 1
+    assert "configure failed" in output and "segment layer_00 is corrupted" in output
+    assert "Traceback" not in output, output

@@ -42,10 +42,25 @@ def test_a_nonzero_dysl_setting_overrides_the_models() -> None:
     assert params.dysl_overrides == {"eta": 0.3, "k": 3, "enable_pre_skip": True, "enable_post_verify": True}
 
 
-def test_readme_tabulates_every_parameter() -> None:
-    readme = (REPO / "README.md").read_text()
+def docs_parameter_table() -> dict[str, Any]:
+    """docs/node.md's parameter table: name -> default (each cell a YAML literal in backticks)."""
+    text = (REPO / "docs" / "node.md").read_text()
+    section = text.split("\n## Parameters\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    table: dict[str, Any] = {}
+    for row in rows:
+        name, default = (cell.strip().strip("`") for cell in row.split("|")[1:3])
+        assert name not in table, f"docs/node.md lists {name} twice"
+        table[name] = yaml.safe_load(default)
+    return table
+
+
+def test_docs_table_lists_the_declared_parameters_and_defaults() -> None:
+    table = docs_parameter_table()
+    assert list(table) == [spec.name for spec in PARAMETERS], "docs/node.md: names or order differ from the node's"
     for spec in PARAMETERS:
-        assert f"`{spec.name}`" in readme, f"README does not document {spec.name}"
+        assert table[spec.name] == spec.default, f"docs/node.md: {spec.name} defaults to {table[spec.name]!r}"
+        assert type(table[spec.name]) is type(spec.default), f"docs/node.md: {spec.name} has the wrong type"
 
 
 @pytest.mark.parametrize(

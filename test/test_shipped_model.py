@@ -13,7 +13,7 @@ import pytest
 from dysl_ros.model.checkpoint import load_bundle
 from dysl_ros.model.skip_modules import MAX_PARAMETER_RATIO
 from dysl_ros.model.spec import Observation
-from dysl_ros.policy import load_policy
+from dysl_ros.policy import PolicyOptions, load_policy
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / "models" / "reference"
@@ -65,8 +65,8 @@ def test_shipped_policy_runs_a_tick_dense_and_dysl() -> None:
         proprio=np.zeros(config.proprio_dim),
     )
     for dense in (True, False):
-        policy = load_policy(MODEL, backend="torch", num_threads=1, dense=dense)
-        out = policy.select_action(obs)
+        policy = load_policy(MODEL, PolicyOptions(backend="torch", num_threads=1, dense=dense))
+        out = policy.predict_action_chunk(obs)
         assert out.actions.shape == (config.chunk_len, config.action_dim)
         assert np.all(np.isfinite(out.actions))
         if dense:
@@ -85,8 +85,8 @@ def test_the_node_parameters_keep_the_models_calibrated_dysl_settings() -> None:
     params = NodeParams.from_values({**shipped, "model_dir": str(MODEL)})
     calibrated = load_bundle(MODEL).dysl_config
     assert calibrated is not None
-    policy = load_policy(MODEL, dysl_overrides=params.dysl_overrides)
+    policy = load_policy(MODEL, PolicyOptions(dysl_overrides=params.dysl_overrides))
     assert policy.runner.config == calibrated
     tuned = NodeParams.from_values({**shipped, "model_dir": str(MODEL), "eta": 0.3})
-    policy = load_policy(MODEL, dysl_overrides=tuned.dysl_overrides)
+    policy = load_policy(MODEL, PolicyOptions(dysl_overrides=tuned.dysl_overrides))
     assert policy.runner.config.eta == 0.3 and policy.runner.config.eta_verify == calibrated.eta_verify

@@ -27,8 +27,9 @@ from std_msgs.msg import Float64MultiArray, String
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from dysl_ros.sim.params import BridgeConfigError, BridgeParams
-from dysl_ros.tools.demo import TOPICS, remaps  # the launcher's wiring: the same topic names
 from dysl_ros.training.demos import episode_seed, pick_instruction
+from dysl_ros.wiring import DEFAULT_TOPICS as TOPICS  # the launcher's wiring: the same topic names
+from dysl_ros.wiring import remap_arguments
 
 pytestmark = pytest.mark.ros
 
@@ -57,7 +58,7 @@ def ros_args(params: dict[str, Any]) -> list[str]:
 
 
 def bridge_command(**params: Any) -> list[str]:
-    return [PYTHON, "-m", "dysl_ros.tools.sim_bridge", "--ros-args", *ros_args(params), *remaps()]
+    return [PYTHON, "-m", "dysl_ros.tools.sim_bridge", "--ros-args", *ros_args(params), *remap_arguments()]
 
 
 def stamp_ns(stamp: Time) -> int:
@@ -161,7 +162,7 @@ def test_lockstep_episode_with_dysl_node(tmp_path: Path) -> None:
     domain = unique_domain_id()
     node = [PYTHON, "-m", "dysl_ros.node.dysl_node", "--ros-args",
             *ros_args({"model_dir": str(model_dir), "backend": "torch", "autostart": True, "warmup_ticks": 1}),
-            *remaps()]
+            *remap_arguments()]
     max_steps, execute = 22, 4
     bridge = bridge_command(mode="lockstep", tasks=["reach-v3"], episodes_per_task=1, seed=2000,
                             max_steps=max_steps, execute_steps=execute, policy_timeout_s=60.0,

@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from dysl_ros.backends.engines import EngineError, Manifest, read_manifest, rebuild_command, verify_segment
+from dysl_ros.backends.errors import EngineError
+from dysl_ros.backends.manifest import Manifest, read_manifest, rebuild_command, verify_segment
 from dysl_ros.backends.segments import (
     EMBED,
     EMBED_INPUTS,
@@ -33,7 +34,7 @@ class OnnxRuntimeBackend:
         """Load every segment of ``engine_dir`` (checking each file's sha256 against the manifest).
 
         ``num_threads`` sets each session's intra-op threads (0: ONNX Runtime's default, one per
-        physical core). The manifest's fit to a model is ``engines.check_manifest``'s job."""
+        physical core). The manifest's fit to a model is ``manifest.check_manifest``'s job."""
         self.engine_dir = Path(engine_dir)
         self.manifest = manifest if manifest is not None else read_manifest(self.engine_dir)
         if self.manifest.backend != self.name:

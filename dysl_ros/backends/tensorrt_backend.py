@@ -1,10 +1,10 @@
 """TensorRT segments on a CUDA GPU: ONNX -> one serialized plan per segment, and a backend that runs them.
 
-Building (``build_plan``, called by ``engines.build_engines --backend tensorrt``): the ONNX file of
+Building (``build_plan``, called by ``build.build_engines`` for ``tensorrt``): the ONNX file of
 a segment (``export.py``) is parsed into a network, built with FP16 kernels allowed (``fp16``) or
 in strict fp32 (TF32 off, so the plans match torch fp32 within 1e-4), and serialized to
 ``<segment>.plan``. Plans only run with the TensorRT version and GPU they were built with: the
-manifest records both and ``engines.check_manifest`` refuses others.
+manifest records both and ``manifest.check_manifest`` refuses others.
 
 Running (``TensorRTBackend``), with the TensorRT >= 8.6 name-based API and torch for CUDA memory and
 the stream (no pycuda): every tensor a segment reads or writes is a torch buffer bound once, at load,
@@ -22,7 +22,7 @@ The runner only hands them back to the backend. A tensor that is not the expecte
 in first. Controller outputs come back to the host as floats (one stream sync per controller) and
 the head's chunk as a numpy array.
 
-Importing this module needs the ``tensorrt`` package; ``engines.require_backend("tensorrt")`` says
+Importing this module needs the ``tensorrt`` package; ``capability.require_backend("tensorrt")`` says
 whether it (and a GPU) is usable before anything here is called.
 """
 
@@ -36,15 +36,9 @@ import tensorrt as trt
 import torch
 from torch import Tensor
 
-from dysl_ros.backends.engines import (
-    EngineError,
-    Manifest,
-    backend_version,
-    read_manifest,
-    rebuild_command,
-    require_backend,
-    verify_segment,
-)
+from dysl_ros.backends.capability import backend_version, require_backend
+from dysl_ros.backends.errors import EngineError
+from dysl_ros.backends.manifest import Manifest, read_manifest, rebuild_command, verify_segment
 from dysl_ros.backends.segments import (
     ACTIONS_OUTPUT,
     EMBED,
@@ -132,7 +126,7 @@ class TensorRTBackend:
     def __init__(self, engine_dir: str | Path, device: str = "cuda", manifest: Manifest | None = None) -> None:
         """Load every plan of ``engine_dir`` onto ``device``, each file's sha256 checked against the
         manifest first. The manifest's fit to a model, TensorRT version and GPU is
-        ``engines.check_manifest``'s job."""
+        ``manifest.check_manifest``'s job."""
         self.engine_dir = Path(engine_dir)
         self.manifest = manifest if manifest is not None else read_manifest(self.engine_dir)
         if self.manifest.backend != self.name:

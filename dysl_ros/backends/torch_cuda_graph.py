@@ -1,6 +1,6 @@
 """PyTorch segments replayed as CUDA graphs: the torch backend on a GPU without the launch overhead.
 
-Eager execution of a small VLA on a GPU is bound by kernel launches (DESIGN: a 24-layer, 512-wide
+Eager execution of a small VLA on a GPU is bound by kernel launches (a 24-layer, 512-wide
 stack took 17.4 ms eager and 2.5 ms as one graph on an H100). Here every segment (embed, each
 layer, each adapter, each controller, head) is captured once, when the backend is built, as a
 ``torch.cuda.CUDAGraph`` over static buffers, and each call replays one or more graphs.
@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from dysl_ros.backends.engines import BackendUnavailable
+from dysl_ros.backends.capability import require_backend
 from dysl_ros.backends.segments import segment_shapes
 from dysl_ros.core.runner import FloatArray, ModelInputs
 from dysl_ros.model.backbone import VLABackbone
@@ -48,17 +48,12 @@ and a capture must not see that)."""
 
 def require_cuda(device: str | torch.device) -> torch.device:
     """``device`` with its index made explicit, or BackendUnavailable saying why CUDA graphs cannot run."""
-    advice = "CUDA graphs need a CUDA GPU; on the CPU use backend onnxruntime or eager torch"
-    if not torch.cuda.is_available():
-        build = "a CPU-only build" if torch.version.cuda is None else f"built with CUDA {torch.version.cuda}"
-        raise BackendUnavailable(BACKEND, [f"torch {torch.__version__} ({build}) sees no CUDA GPU"], advice)
+    require_backend(BACKEND, "cuda")  # a CUDA GPU at all
     resolved = torch.device(device)
     if resolved.type != "cuda":
         raise ValueError(f"CUDA graphs run on a CUDA device, not {str(resolved)!r}")
-    index = torch.cuda.current_device() if resolved.index is None else resolved.index
-    if index >= torch.cuda.device_count():
-        raise BackendUnavailable(BACKEND, [f"{resolved} does not exist ({torch.cuda.device_count()} GPUs)"], advice)
-    return torch.device("cuda", index)
+    require_backend(BACKEND, str(resolved))  # that GPU
+    return torch.device("cuda", torch.cuda.current_device() if resolved.index is None else resolved.index)
 
 
 class TorchCudaGraphBackend:

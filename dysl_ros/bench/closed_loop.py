@@ -11,7 +11,7 @@ replays a training episode; the benchmark also refuses any episode whose seed is
 training demonstrations when it can find them). Per tick the policy sees the camera image,
 instruction and proprio, the first --execute-steps actions of its chunk are executed (as dysl_node
 re-plans), then it re-plans. The executed actions come from dysl_node's own action queue
-(dysl_ros.node.action_stream, stepped one period per environment step): --chunk-aggregation latest
+(dysl_ros.action_queue, stepped one period per environment step): --chunk-aggregation latest
 runs the newest chunk's actions, weighted averages each step's predictions from the overlapping
 chunks (the node's ACT-style temporal ensembling, --aggregation-decay). An episode ends as a
 success at the first step with Meta-World's info["success"], as a failure at --max-steps.
@@ -39,6 +39,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from dysl_ros.action_queue import AGGREGATIONS, MAX_AGGREGATION_DECAY, ActionQueue
 from dysl_ros.bench.trace import DecisionTrace, TickDecision
 from dysl_ros.bench.variants import (
     COINS,
@@ -55,7 +56,6 @@ from dysl_ros.bench.variants import (
 )
 from dysl_ros.core.config import ConfigError
 from dysl_ros.core.exit_error import EXIT_MEASURES
-from dysl_ros.node.action_stream import AGGREGATIONS, MAX_AGGREGATION_DECAY, ActionQueue
 from dysl_ros.training.metaworld_env import goal_marker_radius_arg, model_goal_marker_radius
 
 DEFAULT_EVAL_SEED = 2000
@@ -188,7 +188,7 @@ class EpisodeResult:
 
 
 @dataclass
-class _WorkerState:
+class WorkerState:
     settings: WorkerSettings
     loader: VariantLoader
     envs: OrderedDict[str, Any] = field(default_factory=OrderedDict)
@@ -215,7 +215,7 @@ class _WorkerState:
             self.envs.popitem()[1].close()
 
 
-_STATE: _WorkerState | None = None
+_STATE: WorkerState | None = None
 
 
 def _init_worker(settings: WorkerSettings) -> None:
@@ -226,7 +226,7 @@ def _init_worker(settings: WorkerSettings) -> None:
     import torch
 
     torch.set_num_threads(1)
-    _STATE = _WorkerState(settings, VariantLoader(settings.load))
+    _STATE = WorkerState(settings, VariantLoader(settings.load))
 
 
 def _run_job(job: Job) -> EpisodeResult:
@@ -240,7 +240,7 @@ def _run_job(job: Job) -> EpisodeResult:
                            f"{type(exc).__name__}: {exc}") from exc
 
 
-def run_episode(state: _WorkerState, job: Job) -> EpisodeResult:
+def run_episode(state: WorkerState, job: Job) -> EpisodeResult:
     """One episode of one variant: re-plan every ``execute_steps`` actions until success or the limit."""
     from dysl_ros.model.spec import Observation
 
@@ -730,7 +730,7 @@ def _collect(stream: Iterable[EpisodeResult], results: list[EpisodeResult], bar:
 
 def _machine() -> str:
     try:
-        from dysl_ros.backends.engines import cpu_name
+        from dysl_ros.backends.capability import cpu_name
 
         return f"{cpu_name()}, {os.cpu_count()} cores"
     except Exception:  # only a label

@@ -31,6 +31,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from dysl_ros.backends.registry import BACKEND_CHOICES
 from dysl_ros.bench.replay import (
     SYNTHETIC_PATTERNS,
     TickTiming,
@@ -49,7 +50,6 @@ from dysl_ros.core.layer_plan import LayerPlan
 from dysl_ros.core.runner import ModelInputs, SegmentBackend
 from dysl_ros.model.spec import Observation, VLAConfig, preprocess
 
-BACKENDS = ("auto", "onnxruntime", "torch", "tensorrt")
 MIN_TICKS = 200
 """Without --iterations: whole passes over the trace, at least this many ticks."""
 WORDS = ("pick", "up", "the", "red", "block", "open", "drawer", "press", "button", "push", "to", "goal", "reach")
@@ -73,7 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--backend",
         default="auto",
-        metavar="{" + ",".join(BACKENDS) + "}",
+        metavar="{" + ",".join(BACKEND_CHOICES) + "}",
         help="segment backend, as dysl_node's `backend` parameter (default: %(default)s)",
     )
     run.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N (default: %(default)s)")
@@ -133,7 +133,6 @@ class Subject:
     plan: LayerPlan
     config: VLAConfig
     model: str
-    backend_name: str
     device: str
     precision: str
     identities: tuple[str, ...] = ()
@@ -151,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     except Exception as exc:
         # Engine and model-directory errors carry their own explanation; other types come from below.
-        from dysl_ros.backends.engines import EngineError
+        from dysl_ros.backends.errors import EngineError
         from dysl_ros.model.checkpoint import ModelDirError
 
         if isinstance(exc, (EngineError, ModelDirError)):
@@ -185,8 +184,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _check_arguments(args: argparse.Namespace) -> None:
-    if args.backend not in BACKENDS:
-        raise BenchError(f"--backend must be one of {list(BACKENDS)}, got {args.backend!r}")
+    if args.backend not in BACKEND_CHOICES:
+        raise BenchError(f"--backend must be one of {list(BACKEND_CHOICES)}, got {args.backend!r}")
     for name in ("iterations", "observations"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -202,7 +201,7 @@ def _check_arguments(args: argparse.Namespace) -> None:
 
 
 def _model_dir_subject(args: argparse.Namespace) -> Subject:
-    from dysl_ros.policy import load_policy
+    from dysl_ros.policy import PolicyOptions, load_policy
 
     model_dir = Path(args.model_dir)
     if not model_dir.is_dir():
@@ -210,8 +209,7 @@ def _model_dir_subject(args: argparse.Namespace) -> Subject:
         raise BenchError(f"model directory {model_dir} does not exist{hint}; pass --model-dir or --synthetic")
     precision = args.precision or "fp32"
     print(f"loading {model_dir} on {args.backend} ({args.device}, {precision})...", file=sys.stderr)
-    policy = load_policy(
-        model_dir,
+    options = PolicyOptions(
         backend=args.backend,
         device=args.device,
         precision=precision,
@@ -219,8 +217,9 @@ def _model_dir_subject(args: argparse.Namespace) -> Subject:
         engine_dir=args.engine_dir,
         cuda_graphs=not args.eager,
     )
+    policy = load_policy(model_dir, options)
     print(f"backend: {policy.backend_reason}", file=sys.stderr)
-    if (args.eager or args.compare_eager) and policy.backend_name != "torch":
+    if (args.eager or args.compare_eager) and policy.backend_name not in ("torch", "torch_cuda_graph"):
         raise BenchError(f"--eager and --compare-eager need the torch backend, not {policy.backend_name!r}")
     backend: SegmentBackend[Any] = policy.runner.backend
     eager: SegmentBackend[Any] | None = None
@@ -239,7 +238,6 @@ def _model_dir_subject(args: argparse.Namespace) -> Subject:
         plan=policy.plan,
         config=policy.config,
         model=str(model_dir),
-        backend_name=policy.backend_name,
         device=args.device,
         precision=precision,
         identities=(model_hash(model_dir), model_dir.resolve().name, str(model_dir)),
@@ -284,7 +282,6 @@ def _synthetic_subject(args: argparse.Namespace) -> Subject:
         plan=synthetic.plan,
         config=config,
         model=f"synthetic:{args.synthetic}",
-        backend_name="torch",
         device=args.device,
         precision=precision,
         eager=eager,
@@ -487,7 +484,7 @@ def device_description(device: str) -> str:
         import torch
 
         return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
-    from dysl_ros.backends.engines import cpu_name
+    from dysl_ros.backends.capability import cpu_name
 
     return f"{device} ({cpu_name()})"
 
@@ -503,7 +500,7 @@ def build_report(
     dense = summarise(results.dense)
     dysl = summarise(results.dysl)
     report: dict[str, Any] = {
-        "backend": str(getattr(subject.backend, "name", subject.backend_name)),
+        "backend": str(subject.backend.name),
         "device": device_description(subject.device),
         "dense": dense,
         "dysl": dysl,

@@ -404,13 +404,12 @@ class VariantLoader:
     def base_policy(self, modules_dir: Path | None) -> Any:
         key = None if modules_dir is None else str(modules_dir)
         if key not in self._policies:
-            from dysl_ros.policy import load_policy
+            from dysl_ros.policy import PolicyOptions, load_policy
 
             s = self.settings
             bundle_dense = modules_dir is None and not _has_main_modules(s.model_dir)
-            self._policies[key] = load_policy(
-                s.model_dir, backend=s.backend, num_threads=1, modules_dir=modules_dir, dense=bundle_dense
-            )
+            options = PolicyOptions(backend=s.backend, num_threads=1, modules_dir=modules_dir, dense=bundle_dense)
+            self._policies[key] = load_policy(s.model_dir, options)
         return self._policies[key]
 
     def get(self, variant: str, coin: float | None = None) -> VariantPolicy:

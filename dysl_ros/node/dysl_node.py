@@ -31,20 +31,21 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.lifecycle import LifecyclePublisher, State, TransitionCallbackReturn
 from rclpy.lifecycle import Node as LifecycleNode
-from rclpy.lifecycle import State, TransitionCallbackReturn
+from rclpy.publisher import Publisher
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.subscription import Subscription
+from rclpy.timer import Timer
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from dysl_ros.backends.engines import EngineError
+from dysl_ros.action_queue import predict_executed_slice, stamp_label
+from dysl_ros.backends.errors import EngineError
 from dysl_ros.core.config import ConfigError
 from dysl_ros.core.runner import TickResult
-from dysl_ros.model.checkpoint import ModelDirError
-from dysl_ros.model.spec import Observation
-from dysl_ros.node.action_stream import predict_executed_slice, stamp_label
-from dysl_ros.node.inputs import (
+from dysl_ros.inputs import (
     InputRejected,
     check_stamp,
     decode_image,
@@ -52,10 +53,13 @@ from dysl_ros.node.inputs import (
     parse_proprio,
     string_from_cdr,
 )
+from dysl_ros.model.checkpoint import ModelDirError
+from dysl_ros.model.spec import Observation
 from dysl_ros.node.params import DYSL_FROM_MODEL, PARAMETERS, NodeParams
 from dysl_ros.node.stream_process import SPIN_NS, ActionStreamProcess, StreamConfig
-from dysl_ros.policy import DySLPolicy, load_policy
+from dysl_ros.policy import DySLPolicy, PolicyOptions, load_policy
 from dysl_ros.qos import LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS
+from dysl_ros.wiring import DIAGNOSTICS_TOPIC, TICK_TOPIC
 
 TICK_QOS = QoSProfile(depth=50, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
 HANDOVER_NS = SPIN_NS + 1_000_000
@@ -122,8 +126,18 @@ class DySLNode(LifecycleNode):
         self._stream_error = ""
         self._threads: list[threading.Thread] = []
         self._last_reject_log: dict[str, float] = {}
-        self._entities: list[Any] = []
         self._rate_base: tuple[float, int, int] | None = None  # (monotonic, images, ticks)
+        self._warmup_ms: list[float] = []  # latency estimate until real ticks have run
+        # Set at configure from the parameters and the model:
+        self._names: list[str] = []  # ~/action_chunk joint_names
+        self._low: npt.NDArray[np.float64] = np.zeros(0)  # action clamp
+        self._high: npt.NDArray[np.float64] = np.zeros(0)
+        self._subscriptions: list[Subscription[Any]] = []
+        self.chunk_pub: LifecyclePublisher[JointTrajectory] | None = None
+        self.tick_pub: LifecyclePublisher[DiagnosticStatus] | None = None
+        # /diagnostics also reports an inactive node: an ordinary publisher.
+        self.diag_pub: Publisher[DiagnosticArray] | None = None
+        self.diag_timer: Timer | None = None
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -133,8 +147,7 @@ class DySLNode(LifecycleNode):
             values = {spec.name: self.get_parameter(spec.name).value for spec in PARAMETERS}
             params = NodeParams.from_values(values)
             stream.spawn()  # imports rclpy in parallel with the model loading below
-            policy = load_policy(
-                params.model_dir,
+            options = PolicyOptions(
                 backend=params.backend,
                 device=params.device,
                 precision=params.precision,
@@ -144,19 +157,18 @@ class DySLNode(LifecycleNode):
                 engine_dir=params.engine_dir or None,  # engines: "" means <model_dir>/engines
                 force_engine_update=params.force_engine_update,
             )
+            policy = load_policy(params.model_dir, options)
             config = policy.config
             params.check_chunk_length(config.chunk_len)
-            self._names = list(params.action_names) or list(config.action_names)
-            if len(self._names) != config.action_dim:
-                raise ConfigError(
-                    f"action_names has {len(self._names)} names, the model's actions have {config.action_dim}"
-                )
+            names = list(params.model_action_names) or list(config.action_names)
+            if len(names) != config.action_dim:
+                raise ConfigError(f"action_names has {len(names)} names, the model's actions have {config.action_dim}")
             low, high = params.action_limits(config.action_dim)
         except (ConfigError, ModelDirError, EngineError) as exc:
             self.get_logger().error(f"configure failed: {exc}")
             stream.stop()
             return TransitionCallbackReturn.FAILURE
-        self._low, self._high = np.asarray(low), np.asarray(high)
+        self._names, self._low, self._high = names, np.asarray(low), np.asarray(high)
         self.params, self.policy = params, policy
         self._warm_up()
         self._create_topics(params)
@@ -199,6 +211,8 @@ class DySLNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
+        """SUCCESS: the stream publishes and inference runs. FAILURE: the stream process does not
+        answer (the node stays inactive)."""
         assert self.policy is not None and self.stream is not None
         self.policy.reset()
         with self._lock:
@@ -206,6 +220,10 @@ class DySLNode(LifecycleNode):
         if not self.stream.set_active(True):
             self.get_logger().error("activate failed: the action stream process does not answer")
             return TransitionCallbackReturn.FAILURE
+        result = super().on_activate(state)  # enables the lifecycle publishers
+        if result != TransitionCallbackReturn.SUCCESS:
+            self.stream.set_active(False)
+            return result
         self._stop.clear()
         self._replan.set()
         self._active.set()
@@ -216,20 +234,23 @@ class DySLNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
+        """Always SUCCESS: inference stops, then the stream; nothing is published until activate."""
         self._stop_threads()
         if self.stream is not None and not self.stream.set_active(False):
             self.get_logger().error("the action stream process did not confirm it stopped")
         self.stats.waiting_for = "activate"
         self.get_logger().info("inactive: publishing stopped")
-        return TransitionCallbackReturn.SUCCESS
+        return super().on_deactivate(state)  # disables the lifecycle publishers
 
     def on_cleanup(self, state: State) -> TransitionCallbackReturn:
+        """Always SUCCESS: back to unconfigured, model and topics released."""
         self.shutdown()
         self.policy = None
         self.params = None
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: State) -> TransitionCallbackReturn:
+        """Always SUCCESS: everything stopped."""
         self.shutdown()
         return TransitionCallbackReturn.SUCCESS
 
@@ -248,10 +269,10 @@ class DySLNode(LifecycleNode):
         blank = Observation(
             np.zeros((config.image_size, config.image_size, 3), np.uint8), "warm up", np.zeros(config.proprio_dim)
         )
-        self._warmup_ms: list[float] = []  # latency estimate until real ticks have run
+        self._warmup_ms = []
         for _ in range(self.params.warmup_ticks):
             start = time.perf_counter()
-            self.policy.select_action(blank)
+            self.policy.predict_action_chunk(blank)
             self._warmup_ms = [(time.perf_counter() - start) * 1000.0]
         self.policy.reset()
 
@@ -286,7 +307,7 @@ class DySLNode(LifecycleNode):
 
     def _create_topics(self, params: NodeParams) -> None:
         inputs = MutuallyExclusiveCallbackGroup()
-        self._entities = [
+        self._subscriptions = [
             self.create_subscription(Image, "~/image", self._on_image, SENSOR_QOS, callback_group=inputs),
             # Raw bytes: rclpy would quietly replace invalid UTF-8, and a robot should not act on that.
             self.create_subscription(
@@ -296,25 +317,28 @@ class DySLNode(LifecycleNode):
                 JointState, "~/joint_states", self._on_joint_states, SENSOR_QOS, callback_group=inputs
             ),
         ]
-        self.chunk_pub = self.create_publisher(JointTrajectory, "~/action_chunk", RELIABLE_QOS)
+        self.chunk_pub = self.create_lifecycle_publisher(JointTrajectory, "~/action_chunk", RELIABLE_QOS)
         # ~/action is published by the stream process (stream_process.py) under this node's resolved name.
-        self.tick_pub = self.create_publisher(DiagnosticStatus, "~/dysl_tick", TICK_QOS)
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.tick_pub = self.create_lifecycle_publisher(DiagnosticStatus, TICK_TOPIC, TICK_QOS)
+        self.diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
         self.diag_timer = self.create_timer(
             params.diagnostics_period_s, self._publish_diagnostics, callback_group=MutuallyExclusiveCallbackGroup()
         )
-        self._entities += [self.chunk_pub, self.tick_pub, self.diag_pub, self.diag_timer]
 
     def _destroy_topics(self) -> None:
-        for entity in self._entities:
-            if hasattr(entity, "cancel"):
-                entity.cancel()
-                self.destroy_timer(entity)
-            elif hasattr(entity, "publish"):
-                self.destroy_publisher(entity)
-            else:
-                self.destroy_subscription(entity)
-        self._entities = []
+        for subscription in self._subscriptions:
+            self.destroy_subscription(subscription)
+        self._subscriptions = []
+        for publisher in (self.chunk_pub, self.tick_pub):
+            if publisher is not None:
+                self.destroy_lifecycle_publisher(publisher)
+        if self.diag_pub is not None:
+            self.destroy_publisher(self.diag_pub)
+        if self.diag_timer is not None:
+            self.diag_timer.cancel()
+            self.destroy_timer(self.diag_timer)
+        self.chunk_pub = self.tick_pub = None
+        self.diag_pub, self.diag_timer = None, None
 
     def _reject(self, error: InputRejected) -> None:
         counters = self.stats.rejected
@@ -403,7 +427,8 @@ class DySLNode(LifecycleNode):
 
     def _inference_loop(self) -> None:
         assert self.params is not None and self.policy is not None and self.stream is not None
-        params, policy, stream = self.params, self.policy, self.stream
+        assert self.chunk_pub is not None
+        params, policy, stream, chunk_pub = self.params, self.policy, self.stream, self.chunk_pub
         chunk_len = policy.config.chunk_len
         max_age_ns = round(params.max_image_age_ms * 1e6)
         while not self._stop.is_set():
@@ -416,7 +441,7 @@ class DySLNode(LifecycleNode):
             execute = self._executed_slice(image.stamp_ns, chunk_len)
             start = time.perf_counter()
             try:
-                out = policy.select_action(Observation(image.rgb, instruction, proprio), execute)
+                out = policy.predict_action_chunk(Observation(image.rgb, instruction, proprio), execute)
             except Exception as exc:  # keep serving: a failed tick publishes nothing
                 self.get_logger().error(f"inference failed, nothing published for this image: {exc!r}")
                 continue
@@ -443,7 +468,7 @@ class DySLNode(LifecycleNode):
                     self._predicted.pop(next(iter(self._predicted)))
             stream.send_chunk(seq, image.stamp_ns, actions, now_ns - time.time_ns())
             try:
-                self.chunk_pub.publish(self._chunk_message(image.stamp_msg, actions, params.dt))
+                chunk_pub.publish(self._chunk_message(image.stamp_msg, actions, params.dt))
                 self.stats.chunks_published += 1
                 self._publish_tick(image, out.tick, tick_ms, (self._now_ns() - image.stamp_ns) / 1e6)
             except Exception as exc:  # the context went down under us (Ctrl-C): stop quietly
@@ -521,7 +546,8 @@ class DySLNode(LifecycleNode):
         }
         status = DiagnosticStatus(level=DiagnosticStatus.OK, name=self.get_name(), message="")
         status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
-        self.tick_pub.publish(status)
+        if self.tick_pub is not None:
+            self.tick_pub.publish(status)
 
     # ---------------------------------------------------------------- diagnostics
 
@@ -587,7 +613,8 @@ class DySLNode(LifecycleNode):
         status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()
-        self.diag_pub.publish(msg)
+        if self.diag_pub is not None:
+            self.diag_pub.publish(msg)
 
 
 def _percentile(values: list[float], q: float) -> str:

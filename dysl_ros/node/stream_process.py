@@ -6,15 +6,14 @@ own interpreter, sleeps until ~1 ms before each deadline and spins the rest, and
 (``stream_priority``). It is one more DDS participant (node ``<node>_action_stream`` in the node's
 namespace) publishing on the node's resolved ``~/action`` name (remappings applied by the node).
 
-Protocol over a socket pair (``multiprocessing.connection`` framing, pickled tuples):
+Protocol over a socket pair (``multiprocessing.connection`` framing, pickled messages below):
 
-    node -> stream   ("config", dict) once, then ("chunk", seq, stamp_ns, actions, clock_offset_ns),
-                     ("active", bool, token), ("stop",)
-    stream -> node   ("ready", scheduling), ("ack", token), ("replan", seq) when the queue of chunk
-                     ``seq`` falls to ``replan_threshold`` (or it runs out or goes stale),
-                     ("streamed", seq, first_index, count) when a chunk will send no more,
-                     ("grid", base_ns, dt_ns) once (period k is due at base + k*dt, monotonic),
-                     ("stats", dict) about every 0.1 s.
+    node -> stream   Configure once (or Stop, when the node's configure failed), then Chunk,
+                     SetActive, Stop
+    stream -> node   Ready, Ack (of a SetActive), Replan when the queue of chunk ``seq`` falls to
+                     ``replan_threshold`` (or it runs out or goes stale), Streamed when a chunk will
+                     send no more, Grid once (period k is due at base + k*dt, monotonic), Stats
+                     about every 0.1 s.
 
 The stream follows the node's clock (image stamps): ``clock_offset_ns`` = node clock - system clock,
 sent with every chunk. It exits when the node closes the socket (the node died) or on ("stop",).
@@ -34,14 +33,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
-from dysl_ros.node.action_stream import ActionQueue
+from dysl_ros.action_queue import ActionQueue
 
 SPIN_NS = 1_000_000
 """Sleep until this long before a deadline, then spin: wake-up latency stays out of the period."""
@@ -66,6 +65,64 @@ class StreamConfig:
     decay: float
     priority: int
     """SCHED_FIFO priority 1-99; 0: normal scheduling."""
+
+
+# Node -> stream.
+class Configure(NamedTuple):
+    config: StreamConfig
+
+
+class Chunk(NamedTuple):
+    seq: int
+    stamp_ns: int
+    actions: npt.NDArray[np.float64]
+    clock_offset_ns: int
+    """Node clock - system clock: the stream follows the node's clock (image stamps)."""
+
+
+class SetActive(NamedTuple):
+    active: bool
+    token: int
+
+
+class Stop(NamedTuple):
+    pass
+
+
+# Stream -> node.
+class Ready(NamedTuple):
+    scheduling: str
+
+
+class Ack(NamedTuple):
+    token: int
+
+
+class Replan(NamedTuple):
+    seq: int
+
+
+class Streamed(NamedTuple):
+    seq: int
+    first_index: int
+    sent: int
+    """How many of the chunk's actions went out, from ``first_index`` on."""
+
+
+class Grid(NamedTuple):
+    base_ns: int
+    dt_ns: int
+
+
+class Stats(NamedTuple):
+    values: dict[str, float]
+
+
+ToStream = Configure | Chunk | SetActive | Stop
+ToNode = Ready | Ack | Replan | Streamed | Grid | Stats
+STREAM_MAIN = "import sys; from dysl_ros.node.stream_process import main; sys.exit(main())"
+"""How the process starts: through the module's import name (not ``-m``, which would run it as
+``__main__``), so that the messages above unpickle as the same classes on both sides."""
 
 
 # ====================================================================== node side
@@ -102,7 +159,7 @@ class ActionStreamProcess:
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         fd = theirs.fileno()
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "dysl_ros.node.stream_process", str(fd)], pass_fds=(fd,), stdin=subprocess.DEVNULL
+            [sys.executable, "-c", STREAM_MAIN, str(fd)], pass_fds=(fd,), stdin=subprocess.DEVNULL
         )
         theirs.close()
         self._conn = Connection(mine.detach())
@@ -113,17 +170,19 @@ class ActionStreamProcess:
             self.spawn()
         assert self._conn is not None
         self.config = config
-        self._conn.send(("config", asdict(config)))
+        self._conn.send(Configure(config))
         if not self._conn.poll(timeout):
             self.stop()
             raise RuntimeError(f"action stream process did not start within {timeout} s")
         try:
-            kind, scheduling = self._conn.recv()
+            ready = self._conn.recv()
         except EOFError:
             self.stop()
             raise RuntimeError("action stream process exited during start-up (see its log above)") from None
-        assert kind == "ready"
-        self.scheduling = str(scheduling)
+        if not isinstance(ready, Ready):
+            self.stop()
+            raise RuntimeError(f"action stream process answered {ready!r} instead of Ready")
+        self.scheduling = ready.scheduling
         self._reader = threading.Thread(target=self._read, name="dysl_stream_reader", daemon=True)
         self._reader.start()
         return self.scheduling
@@ -133,7 +192,7 @@ class ActionStreamProcess:
         return self._proc is not None and self._proc.poll() is None
 
     def send_chunk(self, seq: int, stamp_ns: int, actions: npt.NDArray[np.float64], clock_offset_ns: int) -> None:
-        self._send(("chunk", seq, stamp_ns, np.ascontiguousarray(actions, dtype=np.float64), clock_offset_ns))
+        self._send(Chunk(seq, stamp_ns, np.ascontiguousarray(actions, dtype=np.float64), clock_offset_ns))
 
     def set_active(self, active: bool, timeout: float = 2.0) -> bool:
         """Start or stop publishing; True once the stream has confirmed (after that, nothing more goes
@@ -142,7 +201,7 @@ class ActionStreamProcess:
             self._token += 1
             token = self._token
             event = self._acks[token] = threading.Event()
-        self._send(("active", active, token))
+        self._send(SetActive(active, token))
         done = event.wait(timeout)
         self._acks.pop(token, None)
         return done
@@ -150,7 +209,7 @@ class ActionStreamProcess:
     def stop(self, timeout: float = 5.0) -> None:
         self._stopping = True
         with contextlib.suppress(OSError, ValueError):
-            self._send(("stop",))
+            self._send(Stop())
         if self._proc is not None:
             try:
                 self._proc.wait(timeout)
@@ -163,7 +222,7 @@ class ActionStreamProcess:
             self._reader.join(timeout)
         self._proc = self._conn = self._reader = None
 
-    def _send(self, message: tuple[Any, ...]) -> None:
+    def _send(self, message: ToStream) -> None:
         if self._conn is None:
             return
         with self._send_lock:
@@ -177,23 +236,22 @@ class ActionStreamProcess:
         conn = self._conn
         while True:
             try:
-                message = conn.recv()
+                message: ToNode = conn.recv()
             except (EOFError, OSError, ValueError):
                 if not self._stopping:
                     code = self._proc.poll() if self._proc is not None else None
                     self._on_exit(f"action stream process exited (code {code})")
                 return
-            kind = message[0]
-            if kind == "replan":
-                self._on_replan(int(message[1]))
-            elif kind == "streamed":
-                self._on_streamed(int(message[1]), int(message[2]), int(message[3]))
-            elif kind == "stats":
-                self.stats = dict(message[1])
-            elif kind == "grid":
-                self.grid = (int(message[1]), int(message[2]))
-            elif kind == "ack":
-                event = self._acks.get(int(message[1]))
+            if isinstance(message, Replan):
+                self._on_replan(message.seq)
+            elif isinstance(message, Streamed):
+                self._on_streamed(message.seq, message.first_index, message.sent)
+            elif isinstance(message, Stats):
+                self.stats = message.values
+            elif isinstance(message, Grid):
+                self.grid = (message.base_ns, message.dt_ns)
+            elif isinstance(message, Ack):
+                event = self._acks.get(message.token)
                 if event is not None:
                     event.set()
 
@@ -253,21 +311,21 @@ class _Stream:
         self.sent_times: deque[int] = deque(maxlen=PERIOD_WINDOW)
         self.last_publish: int | None = None
 
-    def handle(self, message: tuple[Any, ...]) -> bool:
-        kind = message[0]
-        if kind == "chunk":
-            _, seq, stamp_ns, actions, self.clock_offset_ns = message
-            self.queue.push(seq, stamp_ns, actions)
-            self.last_pushed = seq
-        elif kind == "active":
-            self.active = bool(message[1])
+    def handle(self, message: ToStream) -> bool:
+        """Apply one message from the node; False when it says stop."""
+        if isinstance(message, Chunk):
+            self.clock_offset_ns = message.clock_offset_ns
+            self.queue.push(message.seq, message.stamp_ns, message.actions)
+            self.last_pushed = message.seq
+        elif isinstance(message, SetActive):
+            self.active = message.active
             if not self.active:
                 self.queue.clear()
                 self.last_pushed = self.replan_sent = -1
                 self.last_publish = None
                 self.sent_times.clear()
-            self.conn.send(("ack", message[2]))
-        elif kind == "stop":
+            self.conn.send(Ack(message.token))
+        elif isinstance(message, Stop):
             return False
         return True
 
@@ -276,7 +334,7 @@ class _Stream:
         base = time.monotonic_ns()
         k = 0
         next_stats = base + STATS_PERIOD_NS
-        self.conn.send(("grid", base, dt))  # period k is due at base + k*dt (CLOCK_MONOTONIC)
+        self.conn.send(Grid(base, dt))  # period k is due at base + k*dt (CLOCK_MONOTONIC)
         while True:
             k += 1
             deadline = base + k * dt
@@ -336,9 +394,9 @@ class _Stream:
         if self.last_pushed >= 0 and self.replan_sent != self.last_pushed:
             if self.queue.newest_seq != self.last_pushed or self.queue.remaining(k) <= self.config.replan_threshold:
                 self.replan_sent = self.last_pushed
-                self.conn.send(("replan", self.last_pushed))
+                self.conn.send(Replan(self.last_pushed))
         for s in self.queue.take_finished():
-            self.conn.send(("streamed", s.seq, s.first_index, s.count))
+            self.conn.send(Streamed(s.seq, s.first_index, s.count))
 
     def _send_stats(self) -> None:
         periods_ms = np.asarray(self.periods, dtype=np.float64) / 1e6
@@ -354,7 +412,7 @@ class _Stream:
             "period_p50_ms": float(np.percentile(periods_ms, 50)) if len(periods_ms) else float("nan"),
             "jitter_p99_ms": float(np.percentile(np.abs(periods_ms - dt_ms), 99)) if len(periods_ms) else float("nan"),
         }
-        self.conn.send(("stats", stats))
+        self.conn.send(Stats(stats))
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -368,17 +426,21 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the node stops us
     conn = Connection(int(args[0]))
     try:
-        kind, values = conn.recv()
+        first = conn.recv()
     except EOFError:
+        return 1  # the node died before configuring us
+    if isinstance(first, Stop):
+        return 0  # the node's configure failed (its log says why): nothing to stream
+    if not isinstance(first, Configure):
+        print(f"action stream: expected Configure from the node, got {first!r}", file=sys.stderr)
         return 1
-    assert kind == "config"
-    config = StreamConfig(**values)
+    config = first.config
     stream = _Stream(conn, config)
     import gc
 
     gc.collect()
     gc.freeze()  # nothing allocated so far is scanned again: shorter collections in the loop
-    conn.send(("ready", _set_scheduling(config.priority)))
+    conn.send(Ready(_set_scheduling(config.priority)))
     try:
         stream.run()
     except (EOFError, OSError):

@@ -72,6 +72,7 @@ from dysl_ros.qos import LATCHED_QOS, SENSOR_QOS
 from dysl_ros.sim import rosenv
 from dysl_ros.sim.params import PARAMETERS, BridgeConfigError, BridgeParams
 from dysl_ros.training.demos import ACTION_DIM, episode_seed, pick_instruction
+from dysl_ros.wiring import EPISODE_RESULT_TOPIC
 
 RESULTS_QOS = QoSProfile(
     depth=1000,
@@ -166,7 +167,7 @@ class SimBridge(Node):
         self.image_pub = self.create_publisher(Image, "~/image", SENSOR_QOS)
         self.state_pub = self.create_publisher(JointState, "~/joint_states", SENSOR_QOS)
         self.instruction_pub = self.create_publisher(String, "~/instruction", LATCHED_QOS)
-        self.result_pub = self.create_publisher(String, "~/episode_result", RESULTS_QOS)
+        self.result_pub = self.create_publisher(String, EPISODE_RESULT_TOPIC, RESULTS_QOS)
         self.action_sub = self.create_subscription(Float64MultiArray, "~/action", self._on_action, COMMAND_QOS)
         self.chunk_sub = self.create_subscription(JointTrajectory, "~/action_chunk", self._on_chunk, COMMAND_QOS)
 

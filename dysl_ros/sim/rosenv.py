@@ -20,18 +20,19 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
+from dysl_ros.wiring import FASTDDS_PROFILE, PACKAGE, localhost_environment, profile_environment
+
 DOMAIN_MIN, DOMAIN_MAX = 1, 200
 """Fast DDS maps domain d to UDP ports 7400 + 250·d: ids above 232 overflow; 0 is everybody's default."""
 _LOCK_DIR = Path(tempfile.gettempdir()) / "dysl_ros_test_domains"
 _held: list[int] = []  # fds of claimed domains: released when this process exits
-_FASTDDS2_DISTROS = {"foxy", "galactic", "humble", "iron", "jazzy"}
 
 
 def fastdds_profile() -> Path:
     """``config/fastdds.xml`` of this source tree, else of an installed package (share/dysl_ros)."""
-    candidates = [Path(__file__).resolve().parents[2] / "config" / "fastdds.xml"]
+    candidates = [Path(__file__).resolve().parents[2] / FASTDDS_PROFILE]
     prefixes = [sys.prefix, *os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep)]
-    candidates += [Path(p) / "share" / "dysl_ros" / "config" / "fastdds.xml" for p in prefixes if p]
+    candidates += [Path(p) / "share" / PACKAGE / FASTDDS_PROFILE for p in prefixes if p]
     for path in candidates:
         if path.is_file():
             return path
@@ -69,20 +70,16 @@ def ros_environment(domain_id: int) -> dict[str, str]:
     if not any(Path(p, "share", "ament_index").is_dir() for p in prefix.split(os.pathsep) if p):
         # Message packages of the venv's ROS wheels are found through the venv's prefix.
         prefix = os.pathsep.join(p for p in (sys.prefix, prefix) if p)
-    env = {
+    distro = os.environ.get("ROS_DISTRO", "")
+    return {
         "ROS_DOMAIN_ID": str(domain_id),
-        "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
-        "FASTDDS_DEFAULT_PROFILES_FILE": profile,
+        **localhost_environment(distro),
+        **profile_environment(profile, distro),
         "AMENT_PREFIX_PATH": prefix,
         "PYTHONUNBUFFERED": "1",
         "RCUTILS_LOGGING_BUFFERED_STREAM": "0",
         "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"),
     }
-    if os.environ.get("ROS_DISTRO", "") in _FASTDDS2_DISTROS:  # Fast DDS 2.x reads the old name
-        env["FASTRTPS_DEFAULT_PROFILES_FILE"] = profile
-    if os.environ.get("ROS_DISTRO", "") in {"foxy", "galactic", "humble"}:  # no discovery range there
-        env["ROS_LOCALHOST_ONLY"] = "1"
-    return env
 
 
 def apply(env: dict[str, str]) -> None:

@@ -16,15 +16,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from dysl_ros.backends.engines import (
-    BUILDABLE_BACKENDS,
-    PRECISIONS,
-    BackendUnavailable,
-    EngineError,
-    build_engines,
-    engine_path,
-    segment_sizes,
-)
+from dysl_ros.backends.build import build_engines
+from dysl_ros.backends.capability import ALL_PRECISIONS, ENGINE_BACKENDS, PRECISIONS
+from dysl_ros.backends.errors import BackendUnavailable, EngineError
+from dysl_ros.backends.manifest import engine_path, segment_sizes
 from dysl_ros.core.config import ConfigError
 
 EXIT_OK = 0
@@ -45,13 +40,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--backend",
         default="onnxruntime",
-        choices=(*BUILDABLE_BACKENDS, *NO_FILES_BACKENDS),
+        choices=(*ENGINE_BACKENDS, *NO_FILES_BACKENDS),
         help="engine kind: onnxruntime (CPU, ONNX files) or tensorrt (plans built on this machine's GPU)",
     )
     parser.add_argument(
         "--precision",
         default=None,
-        choices=("fp32", "fp16"),
+        choices=ALL_PRECISIONS,
         help="onnxruntime: fp32 only; tensorrt: fp16 (default) or fp32",
     )
     parser.add_argument("--device", default="cuda", help="tensorrt: the GPU to build on (default: cuda)")
@@ -65,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             "build_engines: --backend torch has no engine files: its CUDA graphs are captured in memory when the "
             "policy loads (backend: torch on a CUDA device). Nothing was built. Engine backends: "
-            f"{', '.join(BUILDABLE_BACKENDS)}.",
+            f"{', '.join(ENGINE_BACKENDS)}.",
             file=sys.stderr,
         )
         return EXIT_UNAVAILABLE
@@ -106,6 +101,7 @@ def _human(size: int) -> str:
             break
         value, unit = value / 1024, larger
     return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
+
 
 if __name__ == "__main__":
     sys.exit(main())

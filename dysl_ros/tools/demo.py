@@ -32,19 +32,14 @@ from typing import Any
 from dysl_ros.sim import rosenv
 from dysl_ros.training.demos import parse_tasks
 from dysl_ros.training.metaworld_env import model_goal_marker_radius
+from dysl_ros.wiring import DEFAULT_TOPICS, EPISODE_RESULT_TOPIC, TICK_TOPIC, private_topic, remap_arguments
 
 DEFAULT_TASKS = "reach-v3,drawer-close-v3,button-press-topdown-v3"
 DEFAULT_MODEL = Path("models/reference")
-# Topic names shared by the two processes: those of launch/dysl.launch.py's defaults.
-TOPICS = {
-    "image": "/camera/image_raw",
-    "instruction": "/instruction",
-    "joint_states": "/joint_states",
-    "action_chunk": "/dysl/action_chunk",
-    "action": "/dysl/action",
-}
-RESULT_TOPIC = "/sim_bridge/episode_result"
-TICK_TOPIC = "/dysl_node/dysl_tick"
+# Topic names shared by the two processes: those of the launch files' defaults.
+TOPICS = DEFAULT_TOPICS
+RESULT_TOPIC = private_topic("sim_bridge", EPISODE_RESULT_TOPIC)
+NODE_TICK_TOPIC = private_topic("dysl_node", TICK_TOPIC)
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 BRIDGE_EXIT_WAIT_S = 15.0
 """After the last result: how long the bridge may take to end by itself before it is stopped."""
@@ -135,13 +130,6 @@ def build_engines(model_dir: Path, engines: Path) -> None:
     print(f"  {first}", file=sys.stderr)
 
 
-def remaps() -> list[str]:
-    args = []
-    for name, topic in TOPICS.items():
-        args += ["-r", f"~/{name}:={topic}"]
-    return args
-
-
 def _param(name: str, value: object) -> list[str]:
     if isinstance(value, bool):
         text = str(value).lower()
@@ -166,7 +154,7 @@ def node_command(args: argparse.Namespace, model_dir: Path, config_dir: Path) ->
     }
     for name, value in params.items():
         command += _param(name, value)
-    return command + remaps()
+    return command + remap_arguments(TOPICS)
 
 
 def bridge_command(args: argparse.Namespace, model_dir: Path, config_dir: Path) -> list[str]:
@@ -189,7 +177,7 @@ def bridge_command(args: argparse.Namespace, model_dir: Path, config_dir: Path) 
     }
     for name, value in params.items():
         command += _param(name, value)
-    return command + remaps()
+    return command + remap_arguments(TOPICS)
 
 
 # ---------------------------------------------------------------------------------- observing
@@ -231,7 +219,7 @@ class Observer:
         latched1 = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
                               durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.node.create_subscription(String, RESULT_TOPIC, self._on_result, latched)
-        self.node.create_subscription(DiagnosticStatus, TICK_TOPIC, self._on_tick, deep_best_effort)
+        self.node.create_subscription(DiagnosticStatus, NODE_TICK_TOPIC, self._on_tick, deep_best_effort)
         self.node.create_subscription(Float64MultiArray, TOPICS["action"], self._on_action, deep_reliable)
         self.node.create_subscription(String, TOPICS["instruction"], self._on_instruction, latched1)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
@@ -457,7 +445,7 @@ def _report(
     rate = successes / len(results) if results else math.nan
     print(f"overall: {successes}/{len(results)} successes ({100 * rate:.1f} %)" if results else "overall: no episodes")
     if not ticks:
-        print(f"note: no {TICK_TOPIC} telemetry arrived, so tick latency and layers are n/a")
+        print(f"note: no {NODE_TICK_TOPIC} telemetry arrived, so tick latency and layers are n/a")
     all_fig = report.episode_figures(
         ticks, action_times,
         {"start_stamp": results[0]["start_stamp"], "end_stamp": results[-1]["end_stamp"]} if results

@@ -7,8 +7,7 @@
     dysl_train distill    ... --plan last-layer-only --modules-out models/reference/variants/no_static
     dysl_train router     --model-dir models/reference --demos data/demos --stage1-steps N --stage2-steps M
 
-Each stage's module is imported only when its sub-command runs: `demos` does not pay for torch, and
-a stage whose module is not there yet exits with code 3 and says so.
+Each stage's module is imported only when its sub-command runs: `demos` does not pay for torch.
 """
 
 from __future__ import annotations
@@ -19,32 +18,16 @@ import sys
 from typing import Callable, Sequence
 
 from dysl_ros.core.exit_error import EXIT_MEASURES
-from dysl_ros.tools.pending import PENDING_EXIT_CODE
 from dysl_ros.training.metaworld_env import DEFAULT_GOAL_MARKER_RADIUS, goal_marker_radius_arg
 
 Handler = Callable[[argparse.Namespace], int]
 
 
 def _stage(module: str, function: str) -> Handler:
-    """A handler that imports ``module`` only when called."""
+    """A handler that imports ``module`` only when called (``demos`` does not pay for torch)."""
 
     def run(args: argparse.Namespace) -> int:
-        try:
-            target = getattr(importlib.import_module(module), function)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise  # a dependency of the stage is missing: that is an install problem, not "pending"
-            target = None
-        except AttributeError:
-            target = None
-        if target is None:
-            print(
-                f"dysl_train {args.command}: not implemented yet ({module}.{function} does not exist); "
-                "nothing was done.",
-                file=sys.stderr,
-            )
-            return PENDING_EXIT_CODE
-        return int(target(args))
+        return int(getattr(importlib.import_module(module), function)(args))
 
     return run
 

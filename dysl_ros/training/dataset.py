@@ -1,7 +1,7 @@
 """Training samples from demonstrations, preprocessed exactly as the runtime does.
 
 A sample is one time step t of an episode: the observation at t goes through the node's own image
-path (``dysl_ros.node.inputs.decode_image``: OpenCV resize) and ``dysl_ros.model.spec.preprocess``,
+path (``dysl_ros.inputs.decode_image``: OpenCV resize) and ``dysl_ros.model.spec.preprocess``,
 so a trained model sees at serving time the very tensors it was trained on. The target is the chunk
 of actions ``t .. t+chunk_len-1``; past the episode's end it repeats the last action (the arm holds
 still), and ``action_mask`` marks those padded entries with 0 so losses can leave them out.
@@ -20,8 +20,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from dysl_ros.inputs import decode_image
 from dysl_ros.model.spec import Observation, VLAConfig, preprocess
-from dysl_ros.node.inputs import decode_image
 
 Batch = dict[str, Tensor]
 MODEL_INPUTS = ("image", "instruction", "proprio")

@@ -7,7 +7,7 @@
    process, same backend, re-planning every ``--execute-steps`` actions;
 3. prints success per task for both and the difference, writes ``<out>/comparison.md`` and ``.json``.
 
-    .venv/bin/python scripts/ros_vs_inprocess.py --model-dir models/reference --tasks all \\
+    .venv/bin/python experiments/ros_vs_inprocess.py --model-dir models/reference --tasks all \\
         --episodes-per-task 5 --out out/ros_vs_inprocess
 
 The two loops are not identical by design: over ROS the sim advances in real time while the node

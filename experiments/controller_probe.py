@@ -5,7 +5,7 @@ For every frame of some demonstrations and every dynamic layer i of the model's 
   i through its adapter to the gap's static layer and runs densely from there (what
   `dysl_bench closed-loop --variants oracle_exit` thresholds);
 - p_i, the trained controller's skip probability on x_i (the input of layer i);
-- x_i mean-pooled over tokens: what the controller reads (DESIGN §3).
+- x_i mean-pooled over tokens: what the controller reads.
 
 With the oracle's label y_i = [e_i <= tolerance], it reports per layer the share of frames the oracle
 skips, the trained controller's AUC for that label, and the AUC of a logistic probe on the same pooled
@@ -13,7 +13,7 @@ x_i fitted on half of the episodes and scored on the other half. A probe far abo
 says the information is there and the training did not find it; a probe near 0.5 says what the
 controller reads does not carry it. It also reports the Spearman correlation of p_i with -e_i.
 
-    python scripts/controller_probe.py --model-dir models/reference --demos data/probe_demos \
+    python experiments/controller_probe.py --model-dir models/reference --demos data/probe_demos \
         --tolerance 0.026 --max-frames 4000 [--by-task]
 
 ``--by-task`` adds, per task, the dense chunk's size and the exit errors measured both ways

@@ -4,7 +4,7 @@
 # both on the validation seed 2000 (30 episodes per task; dense too). MODEL needs a layer plan
 # (dysl_train calibrate). About 6 + 6 min of distillation and 8 min of episodes on 2 cores.
 #
-#   MODEL=runs/phase3_a58300c scripts/one_stage_trial.sh   # the densely trained phase-3 backbone
+#   MODEL=runs/phase3_a58300c experiments/one_stage_trial.sh   # the densely trained phase-3 backbone
 #       (docs/experiments.md, "One-stage training on the densely trained backbone")
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dysl_ros.node.action_stream import (
+from dysl_ros.action_queue import (
     ActionQueue,
     StreamAction,
     parse_stamp_label,

@@ -3,7 +3,7 @@
 # validation seed 2000 only (never the held-out 3000 / 4000). Each point runs `dysl` alone on the
 # same episodes; dense of the same episodes is run once. Points are "eta:threshold" pairs.
 #
-#   POINTS="0.06:0.25 0.13:0.4" EPISODES=100 scripts/eta_sweep.sh
+#   POINTS="0.06:0.25 0.13:0.4" EPISODES=100 experiments/eta_sweep.sh
 #
 # Writes one JSON log per run to $OUT and prints success and executed layers. About 1.2 min per
 # point at 30 episodes per task, 4 min at 100, on 2 cores.

@@ -8,7 +8,7 @@ dx and dz, and mean |error| of dx, dy, dz. Run it once per setting, e.g.
 
     .venv/bin/dysl_train demos --out data/heldout_2000 --tasks reach-v3,push-v3 --episodes-per-task 20 \\
         --seed 2000 --goal-marker-radius 0.04
-    .venv/bin/python scripts/vision_ablation.py --demos data/demos_g4,data/demos_hard_g4 \\
+    .venv/bin/python experiments/vision_ablation.py --demos data/demos_g4,data/demos_hard_g4 \\
         --heldout data/heldout_2000 --augment-shift 4 --scene-loss-weight 0.5
 
 About two minutes per setting on one CPU thread (800 steps, batch 32, 4 layers).

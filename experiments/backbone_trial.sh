@@ -3,23 +3,23 @@
 # then the validation runs (seed 2000, never the held-out 3000 and 4000): the experiment behind every
 # trial in docs/experiments.md. Nothing here touches models/reference.
 #
-#   OUT=runs/exp_bc7_exits10 SEED=8 SKIP_MAX=10 scripts/backbone_trial.sh   # a seventh phase on the
+#   OUT=runs/exp_bc7_exits10 SEED=8 SKIP_MAX=10 experiments/backbone_trial.sh   # a seventh phase on the
 #       shipped model, run 2026-12-03 (docs/experiments.md: dense 91.3 %, DySL 88.3 % at 9.61 layers; not shipped)
-#   OUT=runs/exp_bc7_skipw2 SEED=11 SKIP_MAX=10 EXTRA="--skip-loss-weight 2.0" scripts/backbone_trial.sh
+#   OUT=runs/exp_bc7_skipw2 SEED=11 SKIP_MAX=10 EXTRA="--skip-loss-weight 2.0" experiments/backbone_trial.sh
 #       # the skip loss weighed double, run 2026-12-05 (DySL 87.7 % at 9.46 layers, dense 89.7 %; not shipped)
 #   INIT=runs/phase3_a58300c OUT=runs/exp_p3_exits6to10 SEED=9 LR=3e-4 SKIP_MIN=6 SKIP_MAX=10 \
-#       scripts/backbone_trial.sh   # from the phase-3 model (git archive a58300c models/reference)
+#       experiments/backbone_trial.sh   # from the phase-3 model (git archive a58300c models/reference)
 #   INIT=runs/exp_p3_exits6to10 OUT=runs/exp_p3b_exits6to10 SEED=10 LR=1e-4 SKIP_MIN=6 SKIP_MAX=10 \
-#       scripts/backbone_trial.sh   # a second phase in that regime (docs/experiments.md; not shipped)
+#       experiments/backbone_trial.sh   # a second phase in that regime (docs/experiments.md; not shipped)
 #   INIT=runs/phase3_a58300c OUT=runs/exp_p3_smooth70 SEED=9 LR=3e-4 SKIP_MIN=6 SKIP_MAX=10 \
-#       EXTRA="--skip-loss-smooth-share 0.7" scripts/backbone_trial.sh   # the skip loss on the 70 %
+#       EXTRA="--skip-loss-smooth-share 0.7" experiments/backbone_trial.sh   # the skip loss on the 70 %
 #       smoothest frames only, run 2026-12-05 (docs/experiments.md; not shipped)
 # The three sixth-phase trials of docs/experiments.md started from the phase-5 model (make train's
 # runs/train/reference_phase5, or models/reference at commit a3304e5):
-#   INIT=$P5 OUT=runs/exp_bc6_exits10 SEED=7 LR=1e-4 SKIP_MAX=10 scripts/backbone_trial.sh   # shipped
-#   INIT=$P5 OUT=runs/exp_bc6_plain SEED=6 LR=1e-4 scripts/backbone_trial.sh
-#   INIT=$P5 OUT=runs/exp_bc6_skipadapters SEED=5 LR=3e-4 EXTRA="--skip-adapters" scripts/backbone_trial.sh
-#   START_AT=2 OUT=... scripts/backbone_trial.sh   # calibrate + distil + validate an existing bc output
+#   INIT=$P5 OUT=runs/exp_bc6_exits10 SEED=7 LR=1e-4 SKIP_MAX=10 experiments/backbone_trial.sh   # shipped
+#   INIT=$P5 OUT=runs/exp_bc6_plain SEED=6 LR=1e-4 experiments/backbone_trial.sh
+#   INIT=$P5 OUT=runs/exp_bc6_skipadapters SEED=5 LR=3e-4 EXTRA="--skip-adapters" experiments/backbone_trial.sh
+#   START_AT=2 OUT=... experiments/backbone_trial.sh   # calibrate + distil + validate an existing bc output
 #
 # Steps: 1 bc (STEPS steps from INIT: 23-34 min on 2 cores at 1600), 2 calibrate + distil
 # (6-12 min), 3 validation: dense and DySL at skip thresholds 0.35 and 0.3, 30 episodes per task
@@ -54,4 +54,4 @@ if [ "$START_AT" -le 2 ]; then
 START_AT=5 STOP_AT=6 OUT="$OUT" DEMOS_G4="$DEMOS_G4" DEMOS_HARD="$DEMOS_HARD" DEVICE="$DEVICE" BIN="$BIN" \
     scripts/train_reference.sh
 fi
-MODEL="$OUT" OUT="$OUT/validation" ROUTER=0 BIN="$BIN" scripts/validation_sweep.sh
+MODEL="$OUT" OUT="$OUT/validation" ROUTER=0 BIN="$BIN" experiments/validation_sweep.sh

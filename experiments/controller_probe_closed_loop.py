@@ -13,7 +13,7 @@ controller's AUC for that label, and a logistic probe's AUC on the pooled x_i (f
 episodes, scored on the odd). Success and executed layers come out as in `dysl_bench closed-loop`
 for the same episodes (recording changes no decision).
 
-    python scripts/controller_probe_closed_loop.py --model-dir models/reference --seed 2000 \
+    python experiments/controller_probe_closed_loop.py --model-dir models/reference --seed 2000 \
         --episodes 10 --tolerance 0.026 --compare runs/exp_stage3_full --workers 2
 """
 
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from controller_probe import auc, probe_auc
 
-from dysl_ros.bench.closed_loop import Job, WorkerSettings, _WorkerState, make_jobs, run_episode
+from dysl_ros.bench.closed_loop import Job, WorkerSettings, WorkerState, make_jobs, run_episode
 from dysl_ros.bench.variants import LoadSettings, OracleExitBackend, RunnerVariant, VariantLoader, VariantPolicy
 from dysl_ros.core.config import DySLConfig
 from dysl_ros.core.runner import DySLRunner, FloatArray, ModelInputs
@@ -101,14 +101,14 @@ class ScoringLoader(VariantLoader):
         return self._variants[variant]
 
 
-_STATE: _WorkerState | None = None
+_STATE: WorkerState | None = None
 
 
 def _init(settings: WorkerSettings, compare: list[str]) -> None:
     global _STATE
     os.environ.setdefault("MUJOCO_GL", "egl")
     torch.set_num_threads(1)
-    _STATE = _WorkerState(settings, ScoringLoader(settings.load, compare))
+    _STATE = WorkerState(settings, ScoringLoader(settings.load, compare))
 
 
 def _job(job: Job) -> tuple[dict[str, Any], list[dict[str, Any]]]:

@@ -6,7 +6,7 @@ not see the goal at all). For reach the distance is hand to goal; for push and p
 to goal, and hand to object (did it get the object?). Meta-World's success radius is 5 cm for
 reach and push-v3/pick-place-v3 use 5 cm / 7 cm.
 
-    .venv/bin/python scripts/goal_error.py --model-dir models/reference --episodes 10 --seed 2000
+    .venv/bin/python experiments/goal_error.py --model-dir models/reference --episodes 10 --seed 2000
 
 The episodes are those of ``dysl_bench closed-loop`` (same seeds, instructions and goal marker),
 re-planned every 4 actions. One process, one thread: about a minute for 30 episodes.
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from dysl_ros.model.spec import Observation
-from dysl_ros.policy import load_policy
+from dysl_ros.policy import PolicyOptions, load_policy
 from dysl_ros.training.demos import episode_seed, pick_instruction
 from dysl_ros.training.metaworld_env import make_env, model_goal_marker_radius
 
@@ -42,7 +42,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="write every episode's figures here")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    policy = load_policy(args.model_dir, dense=True)
+    policy = load_policy(args.model_dir, PolicyOptions(dense=True))
     radius = model_goal_marker_radius(args.model_dir)
     window = slice(0, args.execute_steps)
     rows: list[dict[str, Any]] = []
@@ -58,7 +58,7 @@ def main() -> int:
             closest_goal = closest_object = np.inf
             done = False
             while not done:
-                out = policy.select_action(Observation(env.render(), instruction, env.proprio(obs)), window)
+                out = policy.predict_action_chunk(Observation(env.render(), instruction, env.proprio(obs)), window)
                 for action in out.actions[: args.execute_steps]:
                     obs, _success, done = env.step(action)
                     mover = HAND if task == "reach-v3" else OBJECT

@@ -1,7 +1,9 @@
 """Validation and conversion of the node's inputs, from message fields to model-ready arrays.
 
 No ROS types here: each function takes the fields it checks, so every rejection is unit-testable
-and the node only maps a raised ``InputRejected`` to a counter and a throttled log line.
+and the node only maps a raised ``InputRejected`` to a counter and a throttled log line. Training
+decodes its demonstration frames with the same ``decode_image``, so a model sees the same pixels
+offline and on the robot.
 """
 
 from __future__ import annotations

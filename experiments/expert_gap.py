@@ -1,7 +1,7 @@
 """A dense policy's closed-loop rollout next to the scripted expert: what it does and what the expert
 would do in the very state it reached.
 
-    .venv/bin/python scripts/expert_gap.py --model-dir models/reference --task peg-insert-side-v3 --episodes 2
+    .venv/bin/python experiments/expert_gap.py --model-dir models/reference --task peg-insert-side-v3 --episodes 2
 
 Every --every steps it prints the hand position, the policy's action and the expert's action for the
 same state (Meta-World's experts read the state vector, so they can be asked anywhere). The episodes
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from dysl_ros.model.spec import Observation
-from dysl_ros.policy import load_policy
+from dysl_ros.policy import PolicyOptions, load_policy
 from dysl_ros.training.demos import episode_seed, pick_instruction
 from dysl_ros.training.metaworld_env import make_env, model_goal_marker_radius
 
@@ -36,7 +36,7 @@ def main() -> int:
     parser.add_argument("--every", type=int, default=8, help="print every this many steps")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    policy = load_policy(args.model_dir, dense=True)
+    policy = load_policy(args.model_dir, PolicyOptions(dense=True))
     env = make_env(args.task, 0, policy.config.image_size, max_steps=args.max_steps, post_success_steps=0,
                    goal_marker_radius=model_goal_marker_radius(args.model_dir))
     np.set_printoptions(precision=2, suppress=True)
@@ -48,7 +48,7 @@ def main() -> int:
         print(f"episode {episode} (seed {seed}, {instruction!r}): hand {obs[:3]}, object {obs[4:7]}, goal {obs[36:39]}")
         step, done = 0, False
         while not done:
-            chunk = policy.select_action(Observation(env.render(), instruction, env.proprio(obs)),
+            chunk = policy.predict_action_chunk(Observation(env.render(), instruction, env.proprio(obs)),
                                          slice(0, args.execute_steps)).actions
             for action in chunk[: args.execute_steps]:
                 if step % args.every == 0:
