@@ -35,18 +35,28 @@ class InputRejected(ValueError):
 
 
 def decode_image(
-    encoding: str, height: int, width: int, step: int, data: bytes | bytearray | memoryview | Sequence[int], size: int
+    encoding: str,
+    height: int,
+    width: int,
+    step: int,
+    data: bytes | bytearray | memoryview | Sequence[int],
+    size: int | tuple[int, int],
+    fit: str = "letterbox",
+    channels: int = 3,
 ) -> npt.NDArray[np.uint8]:
-    """sensor_msgs/Image fields -> (size, size, 3) RGB uint8, resized with OpenCV (area filter)."""
-    channels = CHANNELS.get(encoding)
-    if channels is None:
+    """sensor_msgs/Image fields -> the camera's (H, W, channels) uint8, RGB or mono, fitted to ``size``
+    (an int: square) by ``fit_image``."""
+    source_channels = CHANNELS.get(encoding)
+    if source_channels is None:
         raise InputRejected(
             "unknown_encoding", f"image encoding {encoding!r} is not supported; use one of {sorted(CHANNELS)}"
         )
     if width <= 0 or height <= 0:
         raise InputRejected("empty_image", f"image is {width}x{height}: width and height must be > 0")
-    if step < width * channels:
-        raise InputRejected("bad_step", f"image step {step} < width*channels = {width}*{channels} for {encoding}")
+    if step < width * source_channels:
+        raise InputRejected(
+            "bad_step", f"image step {step} < width*channels = {width}*{source_channels} for {encoding}"
+        )
     try:  # bytes, array.array (rclpy's uint8[]), memoryview: no copy
         buffer = np.frombuffer(data, dtype=np.uint8)  # type: ignore[arg-type]
     except TypeError:
@@ -55,12 +65,37 @@ def decode_image(
         raise InputRejected(
             "bad_data_length", f"image data has {buffer.size} bytes, expected step*height = {step}*{height}"
         )
-    pixels = buffer.reshape(height, step)[:, : width * channels].reshape(height, width, channels)
-    rgb = pixels if encoding == "rgb8" else cv2.cvtColor(np.ascontiguousarray(pixels), TO_RGB[encoding])
-    if (height, width) != (size, size):
-        interpolation = cv2.INTER_AREA if height >= size and width >= size else cv2.INTER_LINEAR
-        rgb = cv2.resize(np.ascontiguousarray(rgb), (size, size), interpolation=interpolation)
-    return np.ascontiguousarray(rgb, dtype=np.uint8)
+    pixels = buffer.reshape(height, step)[:, : width * source_channels].reshape(height, width, source_channels)
+    rgb = pixels if encoding == "rgb8" else np.asarray(cv2.cvtColor(np.ascontiguousarray(pixels), TO_RGB[encoding]))
+    target = (size, size) if isinstance(size, int) else size
+    fitted = fit_image(np.asarray(rgb, dtype=np.uint8), target[0], target[1], fit)
+    if channels == 1:
+        return np.ascontiguousarray(cv2.cvtColor(fitted, cv2.COLOR_RGB2GRAY)[..., None], dtype=np.uint8)
+    return np.ascontiguousarray(fitted, dtype=np.uint8)
+
+
+def fit_image(rgb: npt.NDArray[np.uint8], height: int, width: int, fit: str) -> npt.NDArray[np.uint8]:
+    """An image of any size as the camera's ``height`` x ``width``, never squashed: ``letterbox``
+    scales it to fit inside and pads with black, ``center_crop`` scales it to cover and crops the
+    centre. OpenCV's area filter when shrinking, bilinear when enlarging."""
+    h, w = rgb.shape[:2]
+    if (h, w) == (height, width):
+        return rgb
+    if fit not in ("letterbox", "center_crop"):
+        raise ValueError(f"fit must be letterbox or center_crop, got {fit!r}")
+    scale = min(height / h, width / w) if fit == "letterbox" else max(height / h, width / w)
+    new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
+    interpolation = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
+    scaled = cv2.resize(np.ascontiguousarray(rgb), (new_w, new_h), interpolation=interpolation)
+    if scaled.ndim == 2:
+        scaled = scaled[..., None]
+    if fit == "letterbox":
+        out = np.zeros((height, width, rgb.shape[2]), dtype=np.uint8)
+        top, left = (height - new_h) // 2, (width - new_w) // 2
+        out[top : top + new_h, left : left + new_w] = scaled[:height, :width]
+        return out
+    top, left = (new_h - height) // 2, (new_w - width) // 2
+    return np.ascontiguousarray(scaled[top : top + height, left : left + width])
 
 
 def parse_proprio(position: Sequence[float], expected: int) -> npt.NDArray[np.float64]:

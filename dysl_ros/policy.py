@@ -20,7 +20,7 @@ from dysl_ros.core.config import ConfigError, DySLConfig
 from dysl_ros.core.layer_plan import LayerPlan
 from dysl_ros.core.runner import DySLRunner, TickResult
 from dysl_ros.model.checkpoint import PolicyBundle, load_bundle
-from dysl_ros.model.spec import Observation, VLAConfig, denormalise_actions, preprocess
+from dysl_ros.model.observation_spec import Observation, ObservationSpec, denormalise_actions, preprocess
 
 
 @dataclass(frozen=True)
@@ -61,8 +61,9 @@ class DySLPolicy:
         return str(self.runner.backend.name)
 
     @property
-    def config(self) -> VLAConfig:
-        return self.bundle.config
+    def spec(self) -> ObservationSpec:
+        """What the model takes and returns: cameras, state, tokens, actions."""
+        return self.bundle.spec
 
     @property
     def plan(self) -> LayerPlan:
@@ -74,8 +75,8 @@ class DySLPolicy:
     def predict_action_chunk(self, obs: Observation, execute: slice | None = None) -> PolicyOutput:
         """One inference: the whole action chunk for ``obs``. ``execute``: the chunk's actions the
         robot will run, which the continuity history records (default: the runner's)."""
-        tick = self.runner.step(preprocess(self.config, obs), execute)
-        return PolicyOutput(denormalise_actions(self.config, tick.chunk), tick)
+        tick = self.runner.step(preprocess(self.spec, obs), execute)
+        return PolicyOutput(denormalise_actions(self.spec, tick.chunk), tick)
 
     def withdraw_last(self) -> None:
         """The last chunk will not be executed: take it out of the continuity history (and undo the
@@ -107,7 +108,7 @@ def load_policy(model_dir: str | Path, options: PolicyOptions | None = None) -> 
     config = dataclasses.replace(
         options.dysl or bundle.dysl_config or DySLConfig(), **(options.dysl_overrides or {})
     )
-    plan = bundle.plan or LayerPlan.dense(bundle.config.num_layers)
+    plan = bundle.plan or LayerPlan.dense(bundle.dims.num_layers)
     if not options.dense and round(config.static_ratio * plan.num_layers) != len(plan.static_layers):
         raise ConfigError(
             f"static_ratio {config.static_ratio} asks for {round(config.static_ratio * plan.num_layers)} static "

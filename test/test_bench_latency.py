@@ -195,7 +195,7 @@ def layers_run(calls: list[tuple[Any, ...]]) -> list[int]:
 def test_replay_runs_exactly_the_recorded_path(model_dir: Path) -> None:
     backend, bundle = torch_recording(model_dir)
     plan = plan_of(model_dir)
-    inputs = observation_inputs(bundle.config, 1)[0]
+    inputs = observation_inputs(bundle.spec, 1)[0]
     for tick in varied_decisions(plan):
         _, timing = replay_tick(backend, lambda: inputs, plan.gaps, tick)
         calls = backend.take()
@@ -230,7 +230,7 @@ def test_replay_reproduces_a_recorded_runner(model_dir: Path, tmp_path: Path) ->
     config = DySLConfig(static_ratio=0.2, k=2, eta=0.001, eta_verify=0.003, skip_threshold=0.5)
     runner = DySLRunner(backend, plan, config)
     trace = DecisionTrace("tiny", plan.num_layers, plan.static_layers)
-    inputs = observation_inputs(bundle.config, 12)
+    inputs = observation_inputs(bundle.spec, 12)
     recorded = []
     for item in inputs:
         tick = runner.step(item)

@@ -394,7 +394,7 @@ def test_untrained_random_skip_runs_its_fixed_layers_and_a_matched_share_of_the_
     assert everything.executed_layers == NUM_LAYERS
     np.testing.assert_allclose(everything.actions, dense.actions, atol=1e-6)
     policy = loader.base_policy(None)
-    backend, config = policy.runner.backend, policy.config
+    backend, config = policy.runner.backend, policy.bundle.model.config
     x = backend.embed(preprocess(config, obs))
     for layer in fixed:
         x = backend.run_layers(layer, layer + 1, x)

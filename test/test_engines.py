@@ -148,11 +148,11 @@ def test_every_segment_matches_torch(built: Built) -> None:
     specs = segment_specs(bundle.model, bundle.modules)
     assert [s.name for s in specs] == list(manifest.segments)
     num_dynamic = len(bundle.plan.dynamic_layers) if bundle.plan else 0
-    assert len(specs) == 2 + bundle.config.num_layers + 2 * num_dynamic
+    assert len(specs) == 2 + bundle.model.config.num_layers + 2 * num_dynamic
 
-    inputs = preprocess(bundle.config, random_observations(bundle.config, 1, seed=7)[0])
+    inputs = preprocess(bundle.model.config, random_observations(bundle.model.config, 1, seed=7)[0])
     generator = torch.Generator().manual_seed(11)
-    hidden = torch.randn(1, bundle.config.num_tokens, bundle.config.hidden_size, generator=generator)
+    hidden = torch.randn(1, bundle.model.config.num_tokens, bundle.model.config.hidden_size, generator=generator)
     errors = {}
     for spec in specs:
         session = ort.InferenceSession(
@@ -163,7 +163,7 @@ def test_every_segment_matches_torch(built: Built) -> None:
         else:
             args = (hidden,)
         with torch.no_grad():
-            expected = spec.module(*args).numpy()
+            expected = spec.build()(*args).numpy()
         got = session.run(None, {name: a.numpy() for name, a in zip(spec.input_names, args, strict=True)})[0]
         assert got.shape == expected.shape, spec.name
         assert got.dtype == np.float32, spec.name
@@ -173,9 +173,9 @@ def test_every_segment_matches_torch(built: Built) -> None:
     assert errors[worst] <= TOLERANCE, errors
 
     shapes = manifest.shapes
-    assert shapes["hidden"] == [1, bundle.config.num_tokens, bundle.config.hidden_size]
+    assert shapes["hidden"] == [1, bundle.model.config.num_tokens, bundle.model.config.hidden_size]
     assert shapes["skip_probability"] == [1]
-    assert shapes["actions"] == [1, bundle.config.chunk_len, bundle.config.action_dim]
+    assert shapes["actions"] == [1, bundle.model.config.chunk_len, bundle.model.config.action_dim]
 
 
 def test_export_is_deterministic(micro: tuple[Path, Path], tmp_path: Path) -> None:
@@ -204,7 +204,8 @@ def test_runner_parity_with_dysl(built: Built) -> None:
     try:
         ticks = [
             (torch_runner.step(inputs), ort_runner.step(inputs))
-            for inputs in (preprocess(bundle.config, obs) for obs in random_observations(bundle.config, 100, seed=3))
+            for obs in random_observations(bundle.model.config, 100, seed=3)
+            for inputs in [preprocess(bundle.spec, obs)]
         ]
     finally:
         torch.set_num_threads(threads)

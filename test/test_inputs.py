@@ -28,22 +28,42 @@ def frame(encoding: str, width: int = 4, height: int = 3, pad: int = 0) -> tuple
 
 @pytest.mark.parametrize("encoding", ["rgb8", "bgr8", "rgba8", "bgra8"])
 def test_colour_encodings_become_rgb(encoding: str) -> None:
-    step, data = frame(encoding)
-    out = decode_image(encoding, 3, 4, step, data, size=4)
+    step, data = frame(encoding, width=4, height=4)
+    out = decode_image(encoding, 4, 4, step, data, size=4)
     assert out.shape == (4, 4, 3) and out.dtype == np.uint8
     assert np.all(out == np.array(RGB, np.uint8))
 
 
 def test_mono_becomes_grey_rgb() -> None:
-    step, data = frame("mono8")
-    assert np.all(decode_image("mono8", 3, 4, step, data, size=8) == 77)
+    step, data = frame("mono8", width=4, height=4)
+    assert np.all(decode_image("mono8", 4, 4, step, data, size=8) == 77)
 
 
 def test_row_padding_is_ignored_and_any_resolution_is_resized() -> None:
     step, data = frame("rgb8", width=64, height=48, pad=5)
-    out = decode_image("rgb8", 48, 64, step, data, size=16)
-    assert out.shape == (16, 16, 3)
+    out = decode_image("rgb8", 48, 64, step, data, size=(12, 16))  # same aspect ratio: no bars
+    assert out.shape == (12, 16, 3)
     assert np.all(out == np.array(RGB, np.uint8))  # padding bytes (0xee) never leak into pixels
+
+
+def test_another_aspect_ratio_is_letterboxed_or_cropped_never_squashed() -> None:
+    step, data = frame("rgb8", width=8, height=4)  # 2:1 into a square camera
+    boxed = decode_image("rgb8", 4, 8, step, data, size=8, fit="letterbox")
+    assert boxed.shape == (8, 8, 3)
+    assert np.all(boxed[2:6] == np.array(RGB, np.uint8))  # the whole image, centred
+    assert np.all(boxed[:2] == 0) and np.all(boxed[6:] == 0)  # black bars above and below
+    cropped = decode_image("rgb8", 4, 8, step, data, size=8, fit="center_crop")
+    assert cropped.shape == (8, 8, 3) and np.all(cropped == np.array(RGB, np.uint8))  # covers: no bars
+    marked = np.zeros((4, 8, 3), np.uint8)
+    marked[:, :1] = 255  # the left eighth
+    cropped = decode_image("rgb8", 4, 8, 24, marked.tobytes(), size=8, fit="center_crop")
+    assert cropped[:, :, 0].max() == 0  # the crop kept the centre, not the left edge
+
+
+def test_mono_cameras_get_one_channel() -> None:
+    step, data = frame("rgb8", width=4, height=4)
+    grey = decode_image("rgb8", 4, 4, step, data, size=4, channels=1)
+    assert grey.shape == (4, 4, 1) and len(np.unique(grey)) == 1
 
 
 def test_resize_keeps_layout() -> None:
@@ -76,8 +96,8 @@ def test_malformed_images_are_rejected(
 def test_rclpy_array_payload_is_accepted_without_copy_semantics_issues() -> None:
     import array
 
-    step, data = frame("rgb8")
-    out = decode_image("rgb8", 3, 4, step, array.array("B", data), size=4)
+    step, data = frame("rgb8", width=4, height=4)
+    out = decode_image("rgb8", 4, 4, step, array.array("B", data), size=4)
     assert np.all(out == np.array(RGB, np.uint8))
 
 

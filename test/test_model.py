@@ -185,7 +185,7 @@ def test_fp32_round_trip_reproduces_chunks_exactly(kind: str, tmp_path: Path) ->
     bundle = load_bundle(tmp_path)
     assert bundle.has_dysl
     assert type(bundle.model) is type(model)
-    assert bundle.config == model.config
+    assert bundle.model.config == model.config
     assert bundle.plan == plan
     assert bundle.dysl_config == dysl_config
     assert bundle.modules is not None and bundle.modules.config == modules.config

@@ -40,7 +40,7 @@ def test_shipped_weights_fit_the_budget_and_hold_no_logs() -> None:
 def test_shipped_model_loads_with_its_dysl_modules_and_provenance() -> None:
     bundle = load_bundle(MODEL)
     assert bundle.has_dysl and bundle.plan is not None and bundle.dysl_config is not None
-    assert bundle.plan.static_layers[-1] == bundle.config.num_layers - 1
+    assert bundle.plan.static_layers[-1] == bundle.model.config.num_layers - 1
     assert bundle.modules is not None
     backbone = sum(p.numel() for p in bundle.model.parameters())  # type: ignore[attr-defined]
     assert bundle.modules.num_parameters() <= MAX_PARAMETER_RATIO * backbone
@@ -57,7 +57,7 @@ def test_every_shipped_variant_fits_the_model(variant: str) -> None:
 
 
 def test_shipped_policy_runs_a_tick_dense_and_dysl() -> None:
-    config = load_bundle(MODEL).config
+    config = load_bundle(MODEL).model.config
     rng = np.random.default_rng(0)
     obs = Observation(
         image=rng.integers(0, 256, (config.image_size, config.image_size, 3), dtype=np.uint8),

@@ -194,7 +194,7 @@ def test_bc_reduces_loss_logs_saves_and_is_deterministic(tmp_path: Path) -> None
     assert last < 0.7 * first, (first, last)
 
     bundle = load_bundle(tmp_path / "a")  # fp16 checkpoint with the fitted normalisation
-    assert bundle.config.proprio_mean == pytest.approx(fit_normalisation(EPISODES)["proprio_mean"])
+    assert bundle.model.config.proprio_mean == pytest.approx(fit_normalisation(EPISODES)["proprio_mean"])
     assert json.loads((tmp_path / "a" / bc.PROVENANCE_FILE).read_text())["seed"] == 3
 
     again = bc.train_bc(EPISODES, TINY, out_dir=None, **kwargs)
@@ -239,7 +239,7 @@ def _chunk_error(model: ReferenceVLA, skip_from: int | None = None) -> float:
     errors = []
     with torch.no_grad():
         for batch in loader:
-            x = model.embed(*dataset.model_inputs(batch))
+            x = model.embed(*dataset.model_inputs(batch, model.spec))
             kept = model.layers if skip_from is None else [*model.layers[:skip_from], model.layers[-1]]
             for layer in kept:
                 x = layer(x)
@@ -326,7 +326,7 @@ def test_bc_stops_at_time_limit_and_resumes(tmp_path: Path, demos_dir: Path) -> 
     assert bc.main_bc(args) == bc.INCOMPLETE_EXIT_CODE  # a zero limit stops after the first step
     state = torch.load(tmp_path / "m" / bc.STATE_FILE, weights_only=True)
     assert state["step"] == 1
-    assert load_bundle(tmp_path / "m").config.num_layers == TINY.num_layers  # a usable checkpoint meanwhile
+    assert load_bundle(tmp_path / "m").model.config.num_layers == TINY.num_layers  # a usable checkpoint meanwhile
 
     args.time_limit_s, args.resume = None, True
     assert bc.main_bc(args) == 0
@@ -385,7 +385,7 @@ def test_bc_data_parallel_under_torchrun_on_cpu(tmp_path: Path) -> None:
     log = [json.loads(line) for line in (tmp_path / "model" / bc.LOG_FILE).read_text().splitlines()]
     assert [r["step"] for r in log] == [2, 4]  # one log, written by rank 0 only
     assert json.loads((tmp_path / "model" / bc.PROVENANCE_FILE).read_text())["world_size"] == 2
-    assert load_bundle(tmp_path / "model").config.num_layers == TINY.num_layers
+    assert load_bundle(tmp_path / "model").model.config.num_layers == TINY.num_layers
 
 
 def test_warmup_cosine_schedule() -> None:
@@ -474,7 +474,7 @@ def test_mixed_forward_with_p_zero_is_the_dense_model() -> None:
     batch = next(iter(distill.sample_loader(EPISODES, model, 4, 0, torch.device("cpu"))))
     with torch.no_grad():
         chunk, decisions = distill.mixed_forward(model, modules, PLAN, batch, [0, 4])
-        dense = model(*dataset.model_inputs(batch))
+        dense = model(*dataset.model_inputs(batch, model.spec))
     assert [(s, i) for s, i, _ in decisions] == [(2, 0), (5, 4)]
     assert torch.allclose(chunk, dense, atol=1e-6)
 

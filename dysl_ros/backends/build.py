@@ -11,7 +11,7 @@ import os
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 from dysl_ros.backends.capability import (
     ENGINE_BACKENDS,
@@ -65,13 +65,15 @@ def build_engines(
         return target
 
     # Heavy imports only when something is exported: loading engines needs neither.
-    from dysl_ros.backends.export import OPSET, segment_specs
+    from dysl_ros.backends.export import OPSET, export_source
     from dysl_ros.backends.segments import segment_shapes
-    from dysl_ros.model.checkpoint import load_bundle, model_hash
+    from dysl_ros.model.checkpoint import model_hash
 
-    bundle = load_bundle(model_dir)
+    source = export_source(model_dir)
     digest = model_hash(model_dir)
-    specs = segment_specs(bundle.model, bundle.modules)
+    specs = source.segments()
+    dynamic = len(source.modules.plan.dynamic_layers) if source.modules is not None else 0
+    total = 2 + source.dims.num_layers + 2 * dynamic
     # Build next to the target and rename at the end: a crash never leaves a directory with a
     # manifest over half the segments, and a concurrent reader never sees one.
     staging = target.parent / f".{backend}.building-{os.getpid()}"
@@ -91,17 +93,17 @@ def build_engines(
         if backend == "tensorrt":
             onnx_dir = staging / "onnx"
             onnx_dir.mkdir()
-            onnx_files = _export_all(specs, onnx_dir, progress)
+            onnx_files = _export_all(specs, total, onnx_dir, progress)
             segments, hashes = _build_tensorrt(onnx_files, staging, precision, device, progress)
             shutil.rmtree(onnx_dir)  # only the plans are loaded; the ONNX files are rebuilt in seconds
             exporter += f", TensorRT {backend_version(backend)} ONNX parser"
         else:
-            onnx_files = _export_all(specs, staging, progress)
+            onnx_files = _export_all(specs, total, staging, progress)
             segments = {name: file.name for name, file in onnx_files.items()}
             hashes = {name: file_sha256(file) for name, file in onnx_files.items()}
 
-        num_layers = bundle.config.num_layers
-        static = list(bundle.plan.static_layers) if bundle.plan is not None else list(range(num_layers))
+        num_layers = source.dims.num_layers
+        static = list(source.plan.static_layers) if source.plan is not None else list(range(num_layers))
         manifest = Manifest(
             format=MANIFEST_FORMAT,
             model_name=model_name(model_dir),
@@ -112,13 +114,13 @@ def build_engines(
             device=device_description(backend, device),
             precision=precision,
             exporter=exporter,
-            shapes=segment_shapes(bundle.config),
+            shapes=segment_shapes(source.spec, source.dims),
             segments=segments,
             sha256=hashes,
             layer_plan={
                 "num_layers": num_layers,
                 "static_layers": static,
-                "has_dysl_modules": bundle.modules is not None,
+                "has_dysl_modules": source.modules is not None,
             },
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         )
@@ -132,14 +134,14 @@ def build_engines(
     return target
 
 
-def _export_all(specs: list[SegmentSpec], out_dir: Path, progress: bool) -> dict[str, Path]:
-    """Segment name -> its ONNX file in ``out_dir``, in build order."""
+def _export_all(specs: Iterator[SegmentSpec], total: int, out_dir: Path, progress: bool) -> dict[str, Path]:
+    """Segment name -> its ONNX file in ``out_dir``, in build order (one segment in memory at a time)."""
     from tqdm import tqdm  # type: ignore[import-untyped]
 
     from dysl_ros.backends.export import export_segment
 
     files: dict[str, Path] = {}
-    for spec in tqdm(specs, desc="segments", unit="seg", disable=not progress):
+    for spec in tqdm(specs, total=total, desc="segments", unit="seg", disable=not progress):
         file = out_dir / f"{spec.name}{SEGMENT_SUFFIX['onnxruntime']}"
         try:
             export_segment(spec, file)

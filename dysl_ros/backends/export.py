@@ -1,8 +1,8 @@
 """ONNX export of a VLA's segments: one fixed-shape file per segment DySL can schedule.
 
-Segments (batch 1, ``N = VLAConfig.num_tokens`` tokens, ``D = hidden_size``):
+Segments (batch 1, ``N`` tokens, ``D = hidden_size``: the model's ``BackboneDims``):
 
-    embed            image (1,3,S,S) f32, instruction (1,T) i64, proprio (1,P) f32 -> hidden (1,N,D)
+    embed            each camera (1,C,H,W) f32, instruction (1,L) i64, proprio (1,S) f32 -> hidden (1,N,D)
     layer_XX         hidden (1,N,D) -> hidden (1,N,D)                      one per backbone layer
     adapter_XX       hidden (1,N,D) -> hidden (1,N,D)                      one per dynamic layer
     controller_XX    hidden (1,N,D) -> skip_probability (1,)               one per dynamic layer
@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Callable, Iterator
 
 import onnx
 import torch
@@ -35,7 +37,6 @@ from torch.jit._trace import TracerWarning  # torch.jit re-exports it without __
 from dysl_ros.backends.segments import (
     ACTIONS_OUTPUT,
     EMBED,
-    EMBED_INPUTS,
     HEAD,
     HIDDEN_INPUT,
     HIDDEN_OUTPUT,
@@ -44,9 +45,10 @@ from dysl_ros.backends.segments import (
     controller_segment,
     layer_segment,
 )
+from dysl_ros.core.layer_plan import LayerPlan
 from dysl_ros.model.backbone import VLABackbone
+from dysl_ros.model.observation_spec import PAD_TOKEN, STATE, BackboneDims, ObservationSpec
 from dysl_ros.model.skip_modules import DySLModules
-from dysl_ros.model.spec import PAD_TOKEN, VLAConfig
 
 OPSET = 17
 
@@ -54,7 +56,9 @@ OPSET = 17
 @dataclass(frozen=True)
 class SegmentSpec:
     name: str
-    module: nn.Module
+    build: Callable[[], nn.Module]
+    """Makes the segment's module when it is exported: a large model never holds every segment in
+    fp32 at once."""
     inputs: tuple[Tensor, ...]
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
@@ -67,58 +71,103 @@ class _Embed(nn.Module):
         super().__init__()
         self.embed = embed
 
-    def forward(self, image: Tensor, instruction: Tensor, proprio: Tensor) -> Tensor:
-        return self.embed(image, instruction, proprio)
+    def forward(self, *inputs: Tensor) -> Tensor:
+        out: Tensor = self.embed(*inputs)
+        return out
 
 
-def example_inputs(config: VLAConfig, seed: int = 0) -> dict[str, Tensor]:
+def example_inputs(spec: ObservationSpec, seed: int = 0) -> dict[str, Tensor]:
     """Random inputs of the embed segment's shapes (tracing records ops, not values)."""
     generator = torch.Generator().manual_seed(seed)
-    size = config.image_size
-    return {
-        "image": torch.rand(1, 3, size, size, generator=generator) * 2 - 1,
-        "instruction": torch.randint(0, PAD_TOKEN + 1, (1, config.instruction_tokens), generator=generator),
-        "proprio": torch.randn(1, config.proprio_dim, generator=generator),
-    }
+    inputs: dict[str, Tensor] = {}
+    for name, (shape, dtype) in spec.input_shapes().items():
+        if dtype == "int64":
+            # Byte tokens span the byte vocabulary; other tokenizers' ids stay small (any vocabulary).
+            high = PAD_TOKEN + 1 if spec.tokenizer.kind == "bytes" else 2
+            inputs[name] = torch.randint(0, high, tuple(shape), generator=generator)
+        elif name == STATE:
+            inputs[name] = torch.randn(*shape, generator=generator)
+        else:
+            inputs[name] = torch.rand(*shape, generator=generator) * 2 - 1
+    return inputs
 
 
-def segment_specs(model: VLABackbone, modules: DySLModules | None) -> list[SegmentSpec]:
-    """Every segment of a model, in build order: embed, layers, adapters + controllers, head."""
-    config = model.config
-    inputs = example_inputs(config)
-    hidden = torch.randn(1, config.num_tokens, config.hidden_size, generator=torch.Generator().manual_seed(1))
-    specs = [SegmentSpec(EMBED, _Embed(model.embed), tuple(inputs.values()), EMBED_INPUTS, (HIDDEN_INPUT,))]
-    for i, layer in enumerate(model.layers):
-        specs.append(
-            SegmentSpec(layer_segment(i, config.num_layers), layer, (hidden,), (HIDDEN_INPUT,), (HIDDEN_OUTPUT,))
-        )
-    if modules is not None:
-        for i in modules.plan.dynamic_layers:
-            specs.append(
-                SegmentSpec(
-                    adapter_segment(i, config.num_layers),
-                    modules.adapter(i),
+@dataclass
+class ExportSource:
+    """What ``build_engines`` exports: the model's contract and shapes, its DySL files, and its
+    segments (each built when its turn comes)."""
+
+    spec: ObservationSpec
+    dims: BackboneDims
+    plan: LayerPlan | None
+    modules: DySLModules | None
+    embed: Callable[[], nn.Module]
+    layer: Callable[[int], nn.Module]
+    head: Callable[[], nn.Module]
+
+    def segments(self) -> Iterator[SegmentSpec]:
+        """Every segment, in build order: embed, layers, adapters + controllers, head."""
+        spec, dims, modules = self.spec, self.dims, self.modules
+        inputs = example_inputs(spec)
+        hidden = torch.randn(1, dims.num_tokens, dims.hidden_size, generator=torch.Generator().manual_seed(1))
+        embed = self.embed
+        yield SegmentSpec(EMBED, lambda: _Embed(embed()), tuple(inputs.values()), spec.input_names, (HIDDEN_INPUT,))
+        for i in range(dims.num_layers):
+            yield SegmentSpec(
+                layer_segment(i, dims.num_layers), partial(self.layer, i), (hidden,), (HIDDEN_INPUT,), (HIDDEN_OUTPUT,)
+            )
+        if modules is not None:
+            for i in modules.plan.dynamic_layers:
+                yield SegmentSpec(
+                    adapter_segment(i, dims.num_layers),
+                    partial(modules.adapter, i),
                     (hidden,),
                     (HIDDEN_INPUT,),
                     (HIDDEN_OUTPUT,),
                 )
-            )
-            specs.append(
-                SegmentSpec(
-                    controller_segment(i, config.num_layers),
-                    modules.controller(i),
+                yield SegmentSpec(
+                    controller_segment(i, dims.num_layers),
+                    partial(modules.controller, i),
                     (hidden,),
                     (HIDDEN_INPUT,),
                     (SKIP_OUTPUT,),
                 )
-            )
-    specs.append(SegmentSpec(HEAD, model.head, (hidden,), (HIDDEN_INPUT,), (ACTIONS_OUTPUT,)))
-    return specs
+        yield SegmentSpec(HEAD, self.head, (hidden,), (HIDDEN_INPUT,), (ACTIONS_OUTPUT,))
+
+
+def loaded_source(model: VLABackbone, modules: DySLModules | None) -> ExportSource:
+    """A model already in memory."""
+    plan = modules.plan if modules is not None else None
+    return ExportSource(
+        model.spec, model.dims, plan, modules, lambda: model.embed, lambda i: model.layers[i], lambda: model.head
+    )
+
+
+def export_source(model_dir: str | Path) -> ExportSource:
+    """The segments of a model directory. An imported model (``hf_decoder``) is read segment by
+    segment from its files; the reference kinds are small and load whole."""
+    from dysl_ros.model import checkpoint, hf_decoder
+
+    path, variant = checkpoint.resolve_dirs(model_dir)
+    description = checkpoint.read_backbone_description(path)
+    if description.get("kind") != hf_decoder.KIND:
+        bundle = checkpoint.load_bundle(model_dir)
+        source = loaded_source(bundle.model, bundle.modules)
+        source.plan = bundle.plan
+        return source
+    parts = hf_decoder.DecoderParts(path, description, ObservationSpec.load(path))
+    plan, modules, _ = checkpoint.load_dysl_files(variant if variant is not None else path, parts.dims)
+    return ExportSource(parts.spec, parts.dims, plan, modules, parts.embed, parts.layer, parts.head)
+
+
+def segment_specs(model: VLABackbone, modules: DySLModules | None) -> list[SegmentSpec]:
+    """Every segment of a model in memory, in build order."""
+    return list(loaded_source(model, modules).segments())
 
 
 def export_segment(spec: SegmentSpec, path: str | Path, opset: int = OPSET) -> None:
     """Export one segment in fp32 on the CPU with fixed shapes, then run onnx.checker on the file."""
-    module = spec.module
+    module = spec.build()
     module.to("cpu", torch.float32).eval()
     with warnings.catch_warnings():
         # Shapes are fixed, so the tracer's warnings about shape-dependent Python values do not apply;

@@ -15,7 +15,6 @@ from dysl_ros.backends.errors import EngineError
 from dysl_ros.backends.manifest import Manifest, read_manifest, rebuild_command, verify_segment
 from dysl_ros.backends.segments import (
     EMBED,
-    EMBED_INPUTS,
     HEAD,
     HIDDEN_INPUT,
     adapter_segment,
@@ -24,7 +23,7 @@ from dysl_ros.backends.segments import (
 )
 from dysl_ros.core.runner import FloatArray, ModelInputs
 
-_INPUT_DTYPES = {"image": np.float32, "instruction": np.int64, "proprio": np.float32}
+_ONNX_TYPES = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(int32)": np.int32}
 
 
 class OnnxRuntimeBackend:
@@ -54,6 +53,8 @@ class OnnxRuntimeBackend:
         self._layers = [self._session(layer_segment(i, self.num_layers)) for i in range(self.num_layers)]
         self._embed = self._session(EMBED)
         self._head = self._session(HEAD)
+        # The embed's inputs as exported (one per camera, instruction ids, state), with their types.
+        self._embed_inputs = [(i.name, _ONNX_TYPES.get(i.type, np.float32)) for i in self._embed.get_inputs()]
 
     def _load(self, name: str, options: Any) -> Any:
         file = verify_segment(self.engine_dir, self.manifest, name)
@@ -75,7 +76,7 @@ class OnnxRuntimeBackend:
         return session
 
     def embed(self, inputs: ModelInputs) -> FloatArray:
-        feed = {name: np.ascontiguousarray(inputs[name], dtype=_INPUT_DTYPES[name]) for name in EMBED_INPUTS}
+        feed = {name: np.ascontiguousarray(inputs[name], dtype=dtype) for name, dtype in self._embed_inputs}
         return self._run(self._embed, feed)
 
     def run_layers(self, start: int, stop: int, x: FloatArray) -> FloatArray:

@@ -3,11 +3,10 @@ here: loading and running engines must not need the exporter)."""
 
 from __future__ import annotations
 
-from dysl_ros.model.spec import VLAConfig
+from dysl_ros.model.observation_spec import BackboneDims, ObservationSpec
 
 EMBED = "embed"
 HEAD = "head"
-EMBED_INPUTS = ("image", "instruction", "proprio")
 HIDDEN_INPUT = "hidden"
 HIDDEN_OUTPUT = "hidden_out"
 SKIP_OUTPUT = "skip_probability"
@@ -31,13 +30,15 @@ def controller_segment(layer: int, num_layers: int) -> str:
     return f"controller_{_index(layer, num_layers)}"
 
 
-def segment_shapes(config: VLAConfig) -> dict[str, list[int]]:
-    """Every tensor shape an engine set is built for (batch 1, fixed token count)."""
-    return {
-        "image": [1, 3, config.image_size, config.image_size],
-        "instruction": [1, config.instruction_tokens],
-        "proprio": [1, config.proprio_dim],
-        "hidden": [1, config.num_tokens, config.hidden_size],
-        "skip_probability": [1],
-        "actions": [1, config.chunk_len, config.action_dim],
-    }
+def segment_shapes(spec: ObservationSpec, dims: BackboneDims) -> dict[str, list[int]]:
+    """Every tensor shape an engine set is built for (batch 1, fixed token count): the embed's
+    inputs (one per camera, ``instruction``, ``proprio``), hidden states, controller and head outputs."""
+    shapes = {name: shape for name, (shape, _) in spec.input_shapes().items()}
+    shapes.update(
+        {
+            HIDDEN_INPUT: [1, dims.num_tokens, dims.hidden_size],
+            SKIP_OUTPUT: [1],
+            ACTIONS_OUTPUT: [1, spec.horizon, spec.action_dim],
+        }
+    )
+    return shapes

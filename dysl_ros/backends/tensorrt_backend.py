@@ -42,7 +42,6 @@ from dysl_ros.backends.manifest import Manifest, read_manifest, rebuild_command,
 from dysl_ros.backends.segments import (
     ACTIONS_OUTPUT,
     EMBED,
-    EMBED_INPUTS,
     HEAD,
     HIDDEN_INPUT,
     HIDDEN_OUTPUT,
@@ -145,7 +144,8 @@ class TensorRTBackend:
             engines = {name: self._deserialize(name, file) for name, file in files.items()}
             embed = self._engine(engines, EMBED)
             # Buffers take the engines' I/O types (e.g. int32 instructions from TensorRT 8.6's parser).
-            self._inputs = {name: self._empty(embed, name) for name in EMBED_INPUTS}
+            names = [embed.get_tensor_name(i) for i in range(embed.num_io_tensors)]
+            self._inputs = {name: self._empty(embed, name) for name in names if name != HIDDEN_INPUT}
             self._hidden = [self._empty(embed, HIDDEN_INPUT) for _ in range(self.num_layers + 1)]
             self._embed = self._bind(EMBED, engines, {**self._inputs, HIDDEN_INPUT: self._hidden[0]})
             self._layers = [

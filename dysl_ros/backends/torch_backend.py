@@ -29,15 +29,20 @@ class TorchBackend:
         model.embed.to(self.device, dtype).eval()  # type: ignore[attr-defined]
         model.layers.to(self.device, dtype).eval()
         model.head.to(self.device, dtype).eval()
+        # Token ids stay integers; cameras and state take the model's dtype.
+        self._input_dtypes = {
+            name: torch.long if kind == "int64" else dtype for name, (_, kind) in model.spec.input_shapes().items()
+        }
         if modules is not None:
             modules.to(self.device, dtype).eval()
 
     @torch.inference_mode()
     def embed(self, inputs: ModelInputs) -> Tensor:
-        image = torch.as_tensor(inputs["image"], device=self.device, dtype=self.dtype)
-        instruction = torch.as_tensor(inputs["instruction"], device=self.device, dtype=torch.long)
-        proprio = torch.as_tensor(inputs["proprio"], device=self.device, dtype=self.dtype)
-        out: Tensor = self.model.embed(image, instruction, proprio)
+        tensors = [
+            torch.as_tensor(inputs[name], device=self.device, dtype=self._input_dtypes[name])
+            for name in self.model.spec.input_names
+        ]
+        out: Tensor = self.model.embed(*tensors)
         return out
 
     @torch.inference_mode()

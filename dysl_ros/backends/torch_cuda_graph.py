@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from dysl_ros.backends.capability import require_backend
-from dysl_ros.backends.segments import segment_shapes
+from dysl_ros.backends.segments import ACTIONS_OUTPUT, HIDDEN_INPUT, SKIP_OUTPUT, segment_shapes
 from dysl_ros.core.runner import FloatArray, ModelInputs
 from dysl_ros.model.backbone import VLABackbone
 from dysl_ros.model.skip_modules import DySLModules
@@ -72,22 +72,23 @@ class TorchCudaGraphBackend:
         self.dtype = dtype
         self.model = model
         self.modules = modules
-        config = model.config
-        self.num_layers = config.num_layers
-        shapes = segment_shapes(config)
+        spec = model.spec
+        self.num_layers = model.dims.num_layers
+        shapes = segment_shapes(spec, model.dims)
         with torch.cuda.device(self.device), torch.no_grad():
             for part in (model.embed, model.layers, model.head, *([modules] if modules is not None else [])):
                 part.to(self.device, dtype).eval()
             self._warmup_stream = torch.cuda.Stream(self.device)
             self._capture_stream = torch.cuda.Stream(self.device)
-            self._image = self._zeros(shapes["image"], dtype)
-            self._instruction = self._zeros(shapes["instruction"], torch.long)
-            self._proprio = self._zeros(shapes["proprio"], dtype)
-            self._hidden = [self._zeros(shapes["hidden"], dtype) for _ in range(self.num_layers + 1)]
-            self._actions = self._zeros(shapes["actions"], torch.float32)
-            self._embed = self._capture(
-                lambda: self._hidden[0].copy_(model.embed(self._image, self._instruction, self._proprio))
-            )
+            # One static buffer per embed input (cameras, instruction ids, state), in argument order.
+            self._inputs = {
+                name: self._zeros(shape, torch.long if kind == "int64" else dtype)
+                for name, (shape, kind) in spec.input_shapes().items()
+            }
+            self._hidden = [self._zeros(shapes[HIDDEN_INPUT], dtype) for _ in range(self.num_layers + 1)]
+            self._actions = self._zeros(shapes[ACTIONS_OUTPUT], torch.float32)
+            embed_args = list(self._inputs.values())
+            self._embed = self._capture(lambda: self._hidden[0].copy_(model.embed(*embed_args)))
             hidden = self._hidden
             self._layers = [self._capture(_into(hidden[i + 1], b, hidden[i])) for i, b in enumerate(model.layers)]
             self._adapters: dict[int, tuple[torch.cuda.CUDAGraph, int]] = {}
@@ -97,7 +98,7 @@ class TorchCudaGraphBackend:
                     static = modules.plan.gap_of(i).static
                     adapter = _into(self._hidden[static], modules.adapter(i), self._hidden[i])
                     self._adapters[i] = (self._capture(adapter), static)
-                    skip = self._zeros(shapes["skip_probability"], torch.float32)
+                    skip = self._zeros(shapes[SKIP_OUTPUT], torch.float32)
                     self._controllers[i] = (self._capture(_into(skip, modules.controller(i), self._hidden[i])), skip)
             self._head = self._capture(_into(self._actions, model.head, self._hidden[-1]))
             torch.cuda.synchronize(self.device)
@@ -129,9 +130,8 @@ class TorchCudaGraphBackend:
     @torch.no_grad()
     def embed(self, inputs: ModelInputs) -> Tensor:
         with torch.cuda.device(self.device):
-            self._image.copy_(torch.as_tensor(np.ascontiguousarray(inputs["image"])))
-            self._instruction.copy_(torch.as_tensor(np.ascontiguousarray(inputs["instruction"])))
-            self._proprio.copy_(torch.as_tensor(np.ascontiguousarray(inputs["proprio"])))
+            for name, buffer in self._inputs.items():
+                buffer.copy_(torch.as_tensor(np.ascontiguousarray(inputs[name])))
             self._embed.replay()
         return self._hidden[0]
 

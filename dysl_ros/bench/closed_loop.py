@@ -246,8 +246,8 @@ def run_episode(state: WorkerState, job: Job) -> EpisodeResult:
 
     started = time.perf_counter()
     policy = state.loader.get(job.variant, job.coin)
-    config = policy.policy.config  # type: ignore[attr-defined]
-    env = state.env(job.task, config.image_size)
+    spec = policy.policy.spec  # type: ignore[attr-defined]
+    env = state.env(job.task, spec.cameras[0].height)
     execute = state.settings.execute_steps
     window = slice(0, execute)
     obs = env.reset(job.seed)
@@ -255,7 +255,7 @@ def run_episode(state: WorkerState, job: Job) -> EpisodeResult:
     # The node's queue on a clock of environment steps (dt 1, nothing ever stale): a chunk is
     # stamped with the step whose image it saw, so its first action is that step's.
     queue = ActionQueue(
-        dt_ns=1, max_age_ns=2**62, on_stale="hold", action_dim=config.action_dim,
+        dt_ns=1, max_age_ns=2**62, on_stale="hold", action_dim=spec.action_dim,
         aggregation=state.settings.aggregation, decay=state.settings.aggregation_decay,
     )
     clock = 0

@@ -48,7 +48,7 @@ from dysl_ros.bench.trace import TickDecision
 from dysl_ros.core.config import ConfigError
 from dysl_ros.core.layer_plan import LayerPlan
 from dysl_ros.core.runner import ModelInputs, SegmentBackend
-from dysl_ros.model.spec import Observation, VLAConfig, preprocess
+from dysl_ros.model.observation_spec import BackboneDims, Observation, ObservationSpec, preprocess
 
 MIN_TICKS = 200
 """Without --iterations: whole passes over the trace, at least this many ticks."""
@@ -131,7 +131,8 @@ class Subject:
 
     backend: SegmentBackend[Any]
     plan: LayerPlan
-    config: VLAConfig
+    spec: ObservationSpec
+    dims: BackboneDims
     model: str
     device: str
     precision: str
@@ -164,11 +165,11 @@ def _run(args: argparse.Namespace) -> int:
     subject = _synthetic_subject(args) if args.synthetic else _model_dir_subject(args)
     decisions, pattern = _decisions(args, subject)
     iterations = args.iterations or len(decisions) * math.ceil(MIN_TICKS / len(decisions))
-    observations = fixed_observations(subject.config, args.observations, args.seed)
+    observations = fixed_observations(subject.spec, args.observations, args.seed)
     results = measure(
         subject.backend,
         subject.plan,
-        subject.config,
+        subject.spec,
         decisions,
         observations,
         iterations=iterations,
@@ -236,7 +237,8 @@ def _model_dir_subject(args: argparse.Namespace) -> Subject:
     return Subject(
         backend=backend,
         plan=policy.plan,
-        config=policy.config,
+        spec=policy.spec,
+        dims=policy.bundle.dims,
         model=str(model_dir),
         device=args.device,
         precision=precision,
@@ -280,7 +282,8 @@ def _synthetic_subject(args: argparse.Namespace) -> Subject:
     return Subject(
         backend=backend,
         plan=synthetic.plan,
-        config=config,
+        spec=synthetic.model.spec,
+        dims=synthetic.model.dims,
         model=f"synthetic:{args.synthetic}",
         device=args.device,
         precision=precision,
@@ -366,18 +369,20 @@ def _decisions(args: argparse.Namespace, subject: Subject) -> tuple[list[TickDec
 # Measurement
 
 
-def fixed_observations(config: VLAConfig, count: int, seed: int) -> list[Observation]:
+def fixed_observations(spec: ObservationSpec, count: int, seed: int) -> list[Observation]:
     """``count`` random observations of the model's shapes (latency does not depend on content)."""
     rng = np.random.default_rng(seed)
-    size = config.image_size
-    return [
-        Observation(
-            image=rng.integers(0, 256, (size, size, 3), dtype=np.uint8),
-            instruction=" ".join(rng.choice(WORDS, size=5)),
-            proprio=rng.normal(size=config.proprio_dim).astype(np.float32),
+    observations = []
+    for _ in range(count):
+        images = {c.name: rng.integers(0, 256, (c.height, c.width, c.channels), dtype=np.uint8) for c in spec.cameras}
+        observations.append(
+            Observation(
+                image=images,
+                instruction=" ".join(rng.choice(WORDS, size=5)),
+                proprio=rng.normal(size=spec.state_dim).astype(np.float32),
+            )
         )
-        for _ in range(count)
-    ]
+    return observations
 
 
 def synchronizer(backend: Any) -> Callable[[], None]:
@@ -407,7 +412,7 @@ class Results:
 def measure(
     backend: SegmentBackend[Any],
     plan: LayerPlan,
-    config: VLAConfig,
+    spec: ObservationSpec,
     decisions: Sequence[TickDecision],
     observations: Sequence[Observation],
     *,
@@ -422,7 +427,7 @@ def measure(
 
     gaps = plan.gaps
     dense = dense_decision(plan)
-    inputs: list[Callable[[], ModelInputs]] = [_preprocessor(config, obs) for obs in observations]
+    inputs: list[Callable[[], ModelInputs]] = [_preprocessor(spec, obs) for obs in observations]
     variants: list[tuple[str, SegmentBackend[Any], Callable[[], None]]] = [
         ("dense", backend, synchronizer(backend)),
         ("dysl", backend, synchronizer(backend)),
@@ -446,9 +451,9 @@ def measure(
     return Results(timings["dense"], timings["dysl"], timings.get("dense_eager"))
 
 
-def _preprocessor(config: VLAConfig, obs: Observation) -> Callable[[], ModelInputs]:
+def _preprocessor(spec: ObservationSpec, obs: Observation) -> Callable[[], ModelInputs]:
     def run() -> ModelInputs:
-        return preprocess(config, obs)
+        return preprocess(spec, obs)
 
     return run
 
@@ -517,7 +522,7 @@ def build_report(
         "warmup": warmup,
         "num_layers": subject.plan.num_layers,
         "static_layers": list(subject.plan.static_layers),
-        "tokens": subject.config.num_tokens,
+        "tokens": subject.dims.num_tokens,
     }
     if results.dense_eager is not None:
         eager = summarise(results.dense_eager)

@@ -308,10 +308,10 @@ class RunnerVariant:
     def step(self, obs: Any, execute: slice) -> VariantStep:
         from dysl_ros.model.spec import denormalise_actions, preprocess
 
-        config = self.policy.config
-        tick = self.runner.step(preprocess(config, obs), execute)
+        spec = self.policy.spec
+        tick = self.runner.step(preprocess(spec, obs), execute)
         return VariantStep(
-            denormalise_actions(config, tick.chunk), tick.executed_layers, tick.layer_evaluations, tick.verified, tick
+            denormalise_actions(spec, tick.chunk), tick.executed_layers, tick.layer_evaluations, tick.verified, tick
         )
 
 
@@ -321,7 +321,7 @@ class RouterVariant:
         self.policy = policy
         self.backend = policy.runner.backend
         self.threshold = threshold
-        self.num_layers = int(policy.config.num_layers)
+        self.num_layers = int(policy.bundle.dims.num_layers)
 
     def reset(self, episode_seed: int) -> None:
         pass  # stateless
@@ -329,12 +329,12 @@ class RouterVariant:
     def step(self, obs: Any, execute: slice) -> VariantStep:
         from dysl_ros.model.spec import denormalise_actions, preprocess
 
-        config = self.policy.config
+        spec = self.policy.spec
         chunk, trace = run_router_path(
-            self.backend, preprocess(config, obs), self.threshold, num_layers=self.num_layers
+            self.backend, preprocess(spec, obs), self.threshold, num_layers=self.num_layers
         )
         executed = len(trace.executed_layers)
-        return VariantStep(denormalise_actions(config, chunk), executed, executed, False, None)
+        return VariantStep(denormalise_actions(spec, chunk), executed, executed, False, None)
 
 
 class RandomDropVariant:
@@ -359,15 +359,15 @@ class RandomDropVariant:
     def step(self, obs: Any, execute: slice) -> VariantStep:
         from dysl_ros.model.spec import denormalise_actions, preprocess
 
-        config = self.policy.config
-        x = self.backend.embed(preprocess(config, obs))
+        spec = self.policy.spec
+        x = self.backend.embed(preprocess(spec, obs))
         executed = 0
         for layer in range(self.num_layers):
             if layer in self.static or self.rng.random() < self.keep:
                 x = self.backend.run_layers(layer, layer + 1, x)
                 executed += 1
         chunk = self.backend.head(x)
-        return VariantStep(denormalise_actions(config, chunk), executed, executed, False, None)
+        return VariantStep(denormalise_actions(spec, chunk), executed, executed, False, None)
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
-"""The backbone protocol every VLA in dysl_ros satisfies, and a Hugging Face Llama adapter.
+"""The backbone protocol every VLA in dysl_ros satisfies, and a Hugging Face decoder layer as a block.
 
 A VLA is three kinds of segment: ``embed`` (observation tensors -> hidden states), ``layers`` (an
 ordered list of hidden -> hidden blocks) and ``head`` (hidden -> action chunk). DySL schedules the
-layers; the engine builder compiles each segment on its own. Bringing an OpenVLA-class checkpoint
-means putting its Llama decoder stack in the middle: ``HFLlamaVLA`` does that.
+layers; the engine builder compiles each segment on its own. ``HFLlamaVLA`` puts a Llama decoder
+stack between the reference model's encoder and head (the latency benchmark's 7B shape); a model of
+your own (your embed and head around a Hugging Face decoder) is ``hf_decoder.DecoderVLA``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import torch
 from torch import Tensor, nn
 
+from dysl_ros.model.observation_spec import BackboneDims, ObservationSpec
 from dysl_ros.model.reference_vla import ActionHead, ObservationEncoder
 from dysl_ros.model.spec import VLAConfig
 
@@ -22,11 +24,18 @@ if TYPE_CHECKING:
 
 class VLABackbone(Protocol):
     @property
-    def config(self) -> VLAConfig: ...
+    def spec(self) -> ObservationSpec:
+        """What the model takes and returns (cameras, state, tokens, actions)."""
+        ...
+
+    @property
+    def dims(self) -> BackboneDims:
+        """Layers, hidden size and the fixed token count between segments."""
+        ...
 
     @property
     def embed(self) -> nn.Module:
-        """(image, instruction, proprio) -> (B, T, D)."""
+        """Embed inputs, positionally in ``spec.input_names`` order -> (B, T, D)."""
         ...
 
     @property
@@ -39,7 +48,7 @@ class VLABackbone(Protocol):
         """(B, T, D) -> (B, chunk_len, action_dim)."""
         ...
 
-    def __call__(self, image: Tensor, instruction: Tensor, proprio: Tensor) -> Tensor: ...
+    def __call__(self, *inputs: Tensor) -> Tensor: ...
 
 
 class HFDecoderLayer(nn.Module):
@@ -51,7 +60,7 @@ class HFDecoderLayer(nn.Module):
 
     def __init__(self, layer: nn.Module, cos: Tensor, sin: Tensor) -> None:
         super().__init__()
-        self.layer = layer
+        self.layer: nn.Module = layer
         tokens = cos.shape[-2]
         mask = torch.full((tokens, tokens), float("-inf")).triu(1)[None, None]
         self.register_buffer("rope_cos", cos, persistent=False)
@@ -104,6 +113,14 @@ class HFLlamaVLA(nn.Module):
             **overrides,
         )
         return cls(config, decoder)
+
+    @property
+    def spec(self) -> ObservationSpec:
+        return self.config.observation_spec()
+
+    @property
+    def dims(self) -> BackboneDims:
+        return self.config.dims()
 
     def forward(self, image: Tensor, instruction: Tensor, proprio: Tensor) -> Tensor:
         x = self.embed(image, instruction, proprio)

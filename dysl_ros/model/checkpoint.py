@@ -1,7 +1,10 @@
 """A model directory: the trained VLA and, once distilled, its DySL modules.
 
 <model_dir>/
-  backbone.json              {"kind": "reference"} or {"kind": "hf_llama", "llama_config": {...}}
+  backbone.json              {"kind": "reference"}, {"kind": "hf_llama", "llama_config": {...}}, or
+                             {"kind": "hf_decoder", ...}: your embed and head around a Hugging Face
+                             decoder (``hf_decoder.py``: observation_spec.yaml, decoder/,
+                             embed.safetensors, head.safetensors instead of the next two)
   vla_config.json            VLAConfig: shapes, token layout, normalisation
   model.safetensors          the VLA weights (fp16 when shipped)
   layer_plan.json            static/dynamic layers and the calibration similarities   (after calibrate)
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +38,9 @@ from torch import nn
 from dysl_ros.core.config import ConfigError, DySLConfig
 from dysl_ros.core.layer_plan import LayerPlan
 from dysl_ros.model.backbone import HFLlamaVLA, VLABackbone
+from dysl_ros.model.hf_decoder import DECODER_DIR, EMBED_WEIGHTS, HEAD_WEIGHTS, DecoderParts, DecoderVLA
+from dysl_ros.model.hf_decoder import KIND as HF_DECODER
+from dysl_ros.model.observation_spec import SPEC_FILE, BackboneDims, ObservationSpec
 from dysl_ros.model.reference_vla import ReferenceVLA
 from dysl_ros.model.skip_modules import DySLModules, SkipModuleConfig
 from dysl_ros.model.spec import VLAConfig
@@ -65,8 +72,12 @@ class PolicyBundle:
     """Where the DySL files came from when not ``model_dir`` (a variant's modules directory)."""
 
     @property
-    def config(self) -> VLAConfig:
-        return self.model.config
+    def spec(self) -> ObservationSpec:
+        return self.model.spec
+
+    @property
+    def dims(self) -> BackboneDims:
+        return self.model.dims
 
     @property
     def has_dysl(self) -> bool:
@@ -86,16 +97,32 @@ def build_model(config: VLAConfig, backbone: dict[str, Any]) -> VLABackbone:
 
 
 def backbone_description(model: VLABackbone) -> dict[str, Any]:
+    """What ``backbone.json`` records, or ModelDirError for a backbone this package cannot rebuild."""
+    if isinstance(model, DecoderVLA):
+        return dict(model.description)
     if isinstance(model, HFLlamaVLA):
         return {"kind": "hf_llama", "llama_config": model.llama_config}
-    return {"kind": "reference"}
+    if isinstance(model, ReferenceVLA):
+        return {"kind": "reference"}
+    raise ModelDirError(
+        f"save_model cannot describe a {type(model).__name__}: a model directory must be rebuildable from its files. "
+        "Bring your own model as embed + Hugging Face decoder + head with `dysl_train import` "
+        "(docs/bring_your_model.md): entry points for your embed and head, their weights, the decoder checkpoint "
+        "and an observation spec"
+    )
 
 
 def save_model(model: VLABackbone, model_dir: str | Path, dtype: torch.dtype = torch.float16) -> None:
+    """Write ``model`` as a model directory (an imported model: its spec, embed, head and decoder
+    weights, the decoder's config.json kept)."""
+    description = backbone_description(model)
     path = Path(model_dir)
     path.mkdir(parents=True, exist_ok=True)
-    model.config.save(path / CONFIG_FILE)
-    (path / BACKBONE_FILE).write_text(json.dumps(backbone_description(model), indent=2) + "\n")
+    if isinstance(model, DecoderVLA):
+        save_decoder_vla(model, path, dtype)
+        return
+    model.config.save(path / CONFIG_FILE)  # type: ignore[attr-defined]
+    (path / BACKBONE_FILE).write_text(json.dumps(description, indent=2) + "\n")
     _save_weights(model, path / WEIGHTS_FILE, dtype)  # type: ignore[arg-type]
 
 
@@ -122,23 +149,29 @@ def resolve_dirs(model_dir: str | Path, modules_dir: str | Path | None = None) -
     path = Path(model_dir)
     if modules_dir is not None:
         return path, Path(modules_dir)
-    if not (path / CONFIG_FILE).is_file() and (path / PLAN_FILE).is_file():
+    if not is_model_dir(path) and (path / PLAN_FILE).is_file():
         parent = path.resolve().parent
-        if parent.name == VARIANTS_DIR and (parent.parent / CONFIG_FILE).is_file():
+        if parent.name == VARIANTS_DIR and is_model_dir(parent.parent):
             return parent.parent, path
     return path, None
 
 
-def load_bundle(model_dir: str | Path, modules_dir: str | Path | None = None) -> PolicyBundle:
-    """Load on CPU in fp32; backends move and cast. ``modules_dir``: take the layer plan, DySL modules
-    and settings from there (a variant, e.g. ``<model_dir>/variants/no_static``) instead of ``model_dir``;
-    it must hold a plan and modules that fit the model."""
+def is_model_dir(path: Path) -> bool:
+    """A directory with a backbone: the reference kinds' vla_config.json, or an imported model's
+    backbone.json (which has no vla_config.json)."""
+    return (path / CONFIG_FILE).is_file() or (path / BACKBONE_FILE).is_file()
+
+
+def load_bundle(
+    model_dir: str | Path, modules_dir: str | Path | None = None, dtype: torch.dtype = torch.float32
+) -> PolicyBundle:
+    """Load on the CPU in ``dtype`` (fp32 by default; backends move and cast). An imported model is
+    read part by part in ``dtype``, never whole in fp32. ``modules_dir``: take the layer plan, DySL
+    modules and settings from there (a variant, e.g. ``<model_dir>/variants/no_static``) instead of
+    ``model_dir``; it must hold a plan and modules that fit the model."""
     path, variant = resolve_dirs(model_dir, modules_dir)
     if not path.is_dir():
         raise ModelDirError(f"model_dir {path} does not exist or is not a directory")
-    for name in (CONFIG_FILE, WEIGHTS_FILE):
-        if not (path / name).is_file():
-            raise ModelDirError(f"model_dir {path} has no {name}: is this a dysl_ros model directory?")
     if variant is not None:
         if not variant.is_dir():
             raise ModelDirError(f"modules_dir {variant} does not exist or is not a directory")
@@ -148,17 +181,7 @@ def load_bundle(model_dir: str | Path, modules_dir: str | Path | None = None) ->
                 f"modules_dir {variant} has no {' and no '.join(missing)}: train it with "
                 f"`dysl_train distill --model-dir {path} --modules-out {variant}` (or `dysl_train router`)"
             )
-    try:
-        config = VLAConfig.load(path / CONFIG_FILE)
-        backbone_file = path / BACKBONE_FILE
-        backbone = json.loads(backbone_file.read_text()) if backbone_file.is_file() else {"kind": "reference"}
-    except (ConfigError, json.JSONDecodeError, TypeError) as exc:
-        raise ModelDirError(f"{path}: bad {CONFIG_FILE} or {BACKBONE_FILE}: {exc}") from exc
-    try:
-        model = build_model(config, backbone)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ModelDirError(f"{path}: {BACKBONE_FILE} does not fit {CONFIG_FILE}: {exc}") from exc
-    _load_weights(model, path / WEIGHTS_FILE)  # type: ignore[arg-type]
+    model = load_backbone(path, dtype)
     dysl_dir = variant if variant is not None else path
     try:
         bundle = _load_dysl(dysl_dir, model)
@@ -169,20 +192,61 @@ def load_bundle(model_dir: str | Path, modules_dir: str | Path | None = None) ->
     return bundle
 
 
-def _load_dysl(path: Path, model: VLABackbone) -> PolicyBundle:
-    config = model.config
+def read_backbone_description(path: Path) -> dict[str, Any]:
+    backbone_file = path / BACKBONE_FILE
+    if not backbone_file.is_file():
+        return {"kind": "reference"}
+    try:
+        description = json.loads(backbone_file.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelDirError(f"{backbone_file} is not readable JSON: {exc}") from exc
+    if not isinstance(description, dict):
+        raise ModelDirError(f"{backbone_file} must hold a JSON object")
+    return description
+
+
+def load_backbone(path: Path, dtype: torch.dtype = torch.float32) -> VLABackbone:
+    """The model of ``path`` (reference kinds, or an imported ``hf_decoder``) in ``dtype``, on the CPU."""
+    description = read_backbone_description(path)
+    if description.get("kind") == HF_DECODER:
+        try:
+            return DecoderParts(path, description, ObservationSpec.load(path)).build(dtype)
+        except (ConfigError, KeyError, TypeError, ValueError) as exc:
+            raise ModelDirError(f"{path}: {exc}") from exc
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        if not (path / name).is_file():
+            raise ModelDirError(f"model_dir {path} has no {name}: is this a dysl_ros model directory?")
+    try:
+        config = VLAConfig.load(path / CONFIG_FILE)
+    except (ConfigError, json.JSONDecodeError, TypeError) as exc:
+        raise ModelDirError(f"{path}: bad {CONFIG_FILE}: {exc}") from exc
+    try:
+        model = build_model(config, description)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelDirError(f"{path}: {BACKBONE_FILE} does not fit {CONFIG_FILE}: {exc}") from exc
+    _load_weights(model, path / WEIGHTS_FILE)  # type: ignore[arg-type]
+    return model.to(dtype) if dtype != torch.float32 else model  # type: ignore[attr-defined,no-any-return]
+
+
+def load_dysl_files(path: Path, dims: BackboneDims) -> tuple[LayerPlan | None, DySLModules | None, DySLConfig | None]:
+    """The layer plan, DySL modules and settings in ``path`` (each None when absent)."""
     plan = LayerPlan.load(path / PLAN_FILE) if (path / PLAN_FILE).is_file() else None
-    if plan is not None and plan.num_layers != config.num_layers:
-        raise ModelDirError(f"{path / PLAN_FILE} plans {plan.num_layers} layers, the model has {config.num_layers}")
+    if plan is not None and plan.num_layers != dims.num_layers:
+        raise ModelDirError(f"{path / PLAN_FILE} plans {plan.num_layers} layers, the model has {dims.num_layers}")
     modules = None
     if plan is not None and (path / MODULES_FILE).is_file():
         skip_file = path / MODULES_CONFIG_FILE
         skip_config = SkipModuleConfig.load(skip_file) if skip_file.is_file() else SkipModuleConfig()
-        modules = DySLModules(config.hidden_size, plan, skip_config)
+        modules = DySLModules(dims.hidden_size, plan, skip_config)
         _load_weights(modules, path / MODULES_FILE)
     dysl_config = None
     if (path / DYSL_CONFIG_FILE).is_file():
         dysl_config = DySLConfig.from_dict(json.loads((path / DYSL_CONFIG_FILE).read_text()))
+    return plan, modules, dysl_config
+
+
+def _load_dysl(path: Path, model: VLABackbone) -> PolicyBundle:
+    plan, modules, dysl_config = load_dysl_files(path, model.dims)
     model.eval()  # type: ignore[attr-defined]
     return PolicyBundle(path, model, plan, modules, dysl_config)
 
@@ -194,15 +258,39 @@ def model_hash(model_dir: str | Path, modules_dir: str | Path | None = None) -> 
     digest = hashlib.sha256()
     path, variant = resolve_dirs(model_dir, modules_dir)
     dysl_dir = variant if variant is not None else path
-    for directory, name in (
-        (path, BACKBONE_FILE), (path, CONFIG_FILE), (path, WEIGHTS_FILE),
-        (dysl_dir, PLAN_FILE), (dysl_dir, MODULES_CONFIG_FILE), (dysl_dir, MODULES_FILE),
-    ):
-        file = directory / name
+    files = [
+        path / BACKBONE_FILE, path / CONFIG_FILE, path / WEIGHTS_FILE,
+        path / SPEC_FILE, path / EMBED_WEIGHTS, path / HEAD_WEIGHTS,
+        *((path / DECODER_DIR / "config.json"), *sorted((path / DECODER_DIR).glob("*.safetensors"))),
+        dysl_dir / PLAN_FILE, dysl_dir / MODULES_CONFIG_FILE, dysl_dir / MODULES_FILE,
+    ]
+    for file in files:
         if file.is_file():
-            digest.update(name.encode())
-            digest.update(file.read_bytes())
+            digest.update(file.name.encode())
+            with file.open("rb") as stream:  # in blocks: a decoder checkpoint can be gigabytes
+                for block in iter(lambda: stream.read(1 << 24), b""):
+                    digest.update(block)
     return digest.hexdigest()
+
+
+def save_decoder_vla(model: DecoderVLA, path: Path, dtype: torch.dtype) -> None:
+    """An imported model after training (``dysl_train bc``): its embed, head and decoder weights."""
+    model.spec.save(path)
+    (path / BACKBONE_FILE).write_text(json.dumps(model.description, indent=2) + "\n")
+    _save_weights(model.embed, path / EMBED_WEIGHTS, dtype)
+    _save_weights(model.head.head, path / HEAD_WEIGHTS, dtype)
+    decoder = nn.ModuleDict({"layers": nn.ModuleList(block.layer for block in model.blocks), "norm": model.head.norm})
+    (path / DECODER_DIR).mkdir(exist_ok=True)
+    model.decoder_config.to_json_file(str(path / DECODER_DIR / "config.json"))
+    tokenizer = model.spec.tokenizer
+    if tokenizer.kind == "huggingface" and model.spec.model_dir is not None:
+        source, target = model.spec.model_dir / tokenizer.path, path / tokenizer.path
+        if source.resolve() != target.resolve():
+            shutil.copytree(source, target, dirs_exist_ok=True)
+    for old in (path / DECODER_DIR).glob("*.safetensors*"):
+        if old.name != "model.safetensors":
+            old.unlink()  # shards of the imported checkpoint: replaced by the one file below
+    _save_weights(decoder, path / DECODER_DIR / "model.safetensors", dtype)
 
 
 def _save_weights(module: nn.Module, file: Path, dtype: torch.dtype) -> None:

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dysl_ros.model.observation_spec import BackboneDims, ObservationSpec
 from dysl_ros.model.spec import PAD_TOKEN, VLAConfig
 
 
@@ -145,6 +146,14 @@ class ReferenceVLA(nn.Module):
         self.layers = nn.ModuleList(Block(config) for _ in range(config.num_layers))
         self.head = ActionHead(config)
         self.apply(_init_weights)
+
+    @property
+    def spec(self) -> ObservationSpec:
+        return self.config.observation_spec()
+
+    @property
+    def dims(self) -> BackboneDims:
+        return self.config.dims()
 
     def forward(self, image: Tensor, instruction: Tensor, proprio: Tensor) -> Tensor:
         x = self.embed(image, instruction, proprio)

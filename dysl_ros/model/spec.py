@@ -1,25 +1,42 @@
-"""What a VLA takes and returns, without torch: its config, observations and preprocessing.
+"""The reference VLA's configuration, without torch: shapes, token layout, normalisation.
 
-Every backend (torch, ONNX Runtime, TensorRT) and the node share this, so the tensors fed to an
-engine are exactly those the model was trained on.
+What any model takes and returns (cameras, state, tokens, actions) is its ``ObservationSpec``
+(``observation_spec.py``); ``VLAConfig.observation_spec`` derives the reference model's.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
-import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
-import numpy.typing as npt
-
 from dysl_ros.core.config import ConfigError
+from dysl_ros.model.observation_spec import (  # re-exported: the reference model's names
+    PAD_TOKEN,
+    BackboneDims,
+    CameraSpec,
+    Normalisation,
+    Observation,
+    ObservationSpec,
+    TokenizerSpec,
+    denormalise_actions,
+    normalise_instruction,
+    preprocess,
+    tokenize,
+)
 
-PAD_TOKEN = 256
-"""Instructions are UTF-8 bytes (ids 0-255) padded with this id: no vocabulary file to ship."""
+__all__ = [
+    "PAD_TOKEN",
+    "Observation",
+    "VLAConfig",
+    "denormalise_actions",
+    "normalise_instruction",
+    "preprocess",
+    "tokenize",
+]
 
 
 @dataclass(frozen=True)
@@ -130,48 +147,25 @@ class VLAConfig:
     def load(cls, path: str | Path) -> VLAConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
+    def dims(self) -> BackboneDims:
+        return BackboneDims(self.num_layers, self.hidden_size, self.num_tokens)
 
-@dataclass(frozen=True)
-class Observation:
-    image: npt.NDArray[np.uint8]
-    """RGB, (image_size, image_size, 3) uint8: resizing and colour conversion happen before this."""
-    instruction: str
-    proprio: npt.NDArray[np.floating]
-    """(proprio_dim,) raw proprio (not normalised)."""
-
-
-def normalise_instruction(text: str) -> str:
-    """Lower-case, single spaces, no surrounding whitespace: phrasing, not formatting, matters."""
-    return re.sub(r"\s+", " ", text).strip().lower()
+    def observation_spec(self) -> ObservationSpec:
+        """The reference model's contract: one square RGB camera named ``image``, byte tokens, the
+        proprio and action normalisation fitted on its demonstrations."""
+        return _reference_spec(self)
 
 
-def tokenize(text: str, length: int) -> npt.NDArray[np.int64]:
-    data = normalise_instruction(text).encode("utf-8")[:length]
-    tokens = np.full(length, PAD_TOKEN, dtype=np.int64)
-    tokens[: len(data)] = np.frombuffer(data, dtype=np.uint8)
-    return tokens
-
-
-def preprocess(config: VLAConfig, obs: Observation) -> dict[str, npt.NDArray[np.generic]]:
-    """Observation -> the embed segment's inputs (batch 1): image (1,3,S,S) float32 in [-1, 1],
-    instruction (1,T) int64, proprio (1,P) float32 normalised."""
-    size = config.image_size
-    if obs.image.shape != (size, size, 3) or obs.image.dtype != np.uint8:
-        raise ValueError(f"image must be ({size}, {size}, 3) uint8 RGB, got {obs.image.shape} {obs.image.dtype}")
-    proprio = np.asarray(obs.proprio, dtype=np.float32).reshape(-1)
-    if proprio.shape != (config.proprio_dim,):
-        raise ValueError(f"proprio must have {config.proprio_dim} values, got {proprio.shape[0]}")
-    image = obs.image.astype(np.float32).transpose(2, 0, 1)[None] / 127.5 - 1.0
-    mean = np.asarray(config.proprio_mean, dtype=np.float32)
-    std = np.asarray(config.proprio_std, dtype=np.float32)
-    return {
-        "image": np.ascontiguousarray(image, dtype=np.float32),
-        "instruction": tokenize(obs.instruction, config.instruction_tokens)[None],
-        "proprio": ((proprio - mean) / std)[None].astype(np.float32),
-    }
-
-
-def denormalise_actions(config: VLAConfig, chunk: npt.NDArray[np.floating]) -> npt.NDArray[np.float64]:
-    scale = np.asarray(config.action_scale, dtype=np.float64)
-    offset = np.asarray(config.action_offset, dtype=np.float64)
-    return np.asarray(chunk, dtype=np.float64) * scale + offset
+@functools.lru_cache(maxsize=16)
+def _reference_spec(config: VLAConfig) -> ObservationSpec:
+    # Cached: preprocessing asks for it every sample and tick.
+    return ObservationSpec(
+        cameras=(CameraSpec("image", config.image_size, config.image_size, 3, "letterbox"),),
+        state_names=tuple(f"proprio_{i}" for i in range(config.proprio_dim)),
+        action_names=config.action_names,
+        horizon=config.chunk_len,
+        state_normalisation=Normalisation("mean_std", config.proprio_mean, config.proprio_std),
+        action_normalisation=Normalisation("mean_std", config.action_offset, config.action_scale),
+        action_semantics="ee_deltas",
+        tokenizer=TokenizerSpec("bytes", config.instruction_tokens),
+    )

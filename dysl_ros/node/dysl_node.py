@@ -21,6 +21,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -54,12 +55,18 @@ from dysl_ros.inputs import (
     string_from_cdr,
 )
 from dysl_ros.model.checkpoint import ModelDirError
-from dysl_ros.model.spec import Observation
+from dysl_ros.model.observation_spec import Observation, ObservationSpec
 from dysl_ros.node.params import DYSL_FROM_MODEL, PARAMETERS, NodeParams
 from dysl_ros.node.stream_process import SPIN_NS, ActionStreamProcess, StreamConfig
 from dysl_ros.policy import DySLPolicy, PolicyOptions, load_policy
 from dysl_ros.qos import LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS
 from dysl_ros.wiring import DIAGNOSTICS_TOPIC, TICK_TOPIC
+
+
+def camera_topic(spec: ObservationSpec, camera: str) -> str:
+    """``~/image`` for a one-camera model, ``~/<camera>/image`` for each camera of several."""
+    return "~/image" if len(spec.cameras) == 1 else f"~/{camera}/image"
+
 
 TICK_QOS = QoSProfile(depth=50, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
 HANDOVER_NS = SPIN_NS + 1_000_000
@@ -73,6 +80,7 @@ LATENCY_WINDOW = 500
 @dataclass
 class LatestImage:
     rgb: npt.NDArray[np.uint8]
+    """The camera's (H, W, C), fitted to the model's size."""
     stamp: float
     stamp_ns: int
     stamp_msg: Time
@@ -84,6 +92,8 @@ class Stats:
     rejected: dict[str, int] = field(default_factory=dict)
     images_received: int = 0
     images_stale: int = 0
+    images_skewed: int = 0
+    """Ticks that waited because the cameras' newest images lay more than max_camera_skew_ms apart."""
     ticks: int = 0
     verifications: int = 0
     reruns: int = 0
@@ -112,7 +122,8 @@ class DySLNode(LifecycleNode):
         self.stats = Stats()
         self._lock = threading.Lock()
         self._new_image = threading.Condition(self._lock)
-        self._image: LatestImage | None = None
+        self._images: dict[str, LatestImage] = {}  # camera name -> its newest image
+        self._fresh_image = False  # the first camera sent an image since the last tick took one
         self._instruction: str | None = None
         self._new_task = False
         self._proprio: tuple[npt.NDArray[np.float64], float] | None = None  # (values, monotonic receive time)
@@ -158,12 +169,12 @@ class DySLNode(LifecycleNode):
                 force_engine_update=params.force_engine_update,
             )
             policy = load_policy(params.model_dir, options)
-            config = policy.config
-            params.check_chunk_length(config.chunk_len)
-            names = list(params.model_action_names) or list(config.action_names)
-            if len(names) != config.action_dim:
-                raise ConfigError(f"action_names has {len(names)} names, the model's actions have {config.action_dim}")
-            low, high = params.action_limits(config.action_dim)
+            spec = policy.spec
+            params.check_chunk_length(spec.horizon)
+            names = list(params.model_action_names) or list(spec.action_names)
+            if len(names) != spec.action_dim:
+                raise ConfigError(f"action_names has {len(names)} names, the model's actions have {spec.action_dim}")
+            low, high = params.action_limits(spec.action_dim)
         except (ConfigError, ModelDirError, EngineError) as exc:
             self.get_logger().error(f"configure failed: {exc}")
             stream.stop()
@@ -179,7 +190,7 @@ class DySLNode(LifecycleNode):
             dt_ns=round(params.dt * 1e9),
             max_age_ns=round(params.max_image_age_ms * 1e6),
             on_stale=params.on_stale,
-            action_dim=config.action_dim,
+            action_dim=spec.action_dim,
             replan_threshold=params.replan_threshold,
             aggregation=params.chunk_aggregation,
             decay=params.aggregation_decay,
@@ -199,7 +210,8 @@ class DySLNode(LifecycleNode):
             f"configured: model {params.model_dir} on {policy.backend_name} ({params.device}, {params.precision}), "
             f"{'dense' if params.dense else 'DySL'}, static layers {list(policy.plan.static_layers)}, "
             f"{params.control_rate_hz:g} Hz actions on {stream_config.topic} ({scheduling}), re-plan at "
-            f"{params.replan_threshold} of {config.chunk_len} queued, {params.chunk_aggregation} aggregation"
+            f"{params.replan_threshold} of {spec.horizon} queued, {params.chunk_aggregation} aggregation; cameras "
+            f"{', '.join(f'{c.name} on {self.resolve_topic_name(camera_topic(spec, c.name))}' for c in spec.cameras)}"
         )
         if not params.dense:
             dysl = policy.runner.config
@@ -216,7 +228,7 @@ class DySLNode(LifecycleNode):
         assert self.policy is not None and self.stream is not None
         self.policy.reset()
         with self._lock:
-            self._image = None  # never act on an image that arrived before activation
+            self._images, self._fresh_image = {}, False  # never act on an image from before activation
         if not self.stream.set_active(True):
             self.get_logger().error("activate failed: the action stream process does not answer")
             return TransitionCallbackReturn.FAILURE
@@ -265,9 +277,11 @@ class DySLNode(LifecycleNode):
     def _warm_up(self) -> None:
         """First inferences allocate and autotune; do them before the first real image."""
         assert self.policy is not None and self.params is not None
-        config = self.policy.config
+        spec = self.policy.spec
         blank = Observation(
-            np.zeros((config.image_size, config.image_size, 3), np.uint8), "warm up", np.zeros(config.proprio_dim)
+            {c.name: np.zeros((c.height, c.width, c.channels), np.uint8) for c in spec.cameras},
+            "warm up",
+            np.zeros(spec.state_dim),
         )
         self._warmup_ms = []
         for _ in range(self.params.warmup_ticks):
@@ -306,9 +320,16 @@ class DySLNode(LifecycleNode):
     # ---------------------------------------------------------------- topics
 
     def _create_topics(self, params: NodeParams) -> None:
+        assert self.policy is not None
         inputs = MutuallyExclusiveCallbackGroup()
+        spec = self.policy.spec
         self._subscriptions = [
-            self.create_subscription(Image, "~/image", self._on_image, SENSOR_QOS, callback_group=inputs),
+            self.create_subscription(
+                Image, camera_topic(spec, c.name), partial(self._on_image, c.name), SENSOR_QOS, callback_group=inputs
+            )
+            for c in spec.cameras
+        ]
+        self._subscriptions += [
             # Raw bytes: rclpy would quietly replace invalid UTF-8, and a robot should not act on that.
             self.create_subscription(
                 String, "~/instruction", self._on_instruction, LATCHED_QOS, callback_group=inputs, raw=True
@@ -340,28 +361,35 @@ class DySLNode(LifecycleNode):
         self.chunk_pub = self.tick_pub = None
         self.diag_pub, self.diag_timer = None, None
 
-    def _reject(self, error: InputRejected) -> None:
+    def _reject(self, error: InputRejected, camera: str = "") -> None:
         counters = self.stats.rejected
         counters[error.counter] = counters.get(error.counter, 0) + 1
         now = time.monotonic()
         if now - self._last_reject_log.get(error.counter, -1e9) >= REJECT_LOG_PERIOD_S:
             self._last_reject_log[error.counter] = now
-            self.get_logger().warning(f"rejected input ({error.counter}, {counters[error.counter]} so far): {error}")
+            source = f" from camera {camera}" if camera else ""
+            self.get_logger().warning(
+                f"rejected input{source} ({error.counter}, {counters[error.counter]} so far): {error}"
+            )
 
-    def _on_image(self, msg: Image) -> None:
+    def _on_image(self, camera_name: str, msg: Image) -> None:
         assert self.policy is not None and self.params is not None
+        camera = self.policy.spec.camera(camera_name)
         try:
             stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
             stamp = stamp_ns * 1e-9
             check_stamp(stamp, self._now(), self.params.max_future_stamp_ms)
-            rgb = decode_image(msg.encoding, msg.height, msg.width, msg.step, msg.data, self.policy.config.image_size)
+            size, fit, channels = (camera.height, camera.width), camera.fit, camera.channels
+            rgb = decode_image(msg.encoding, msg.height, msg.width, msg.step, msg.data, size, fit, channels)
         except InputRejected as error:
-            self._reject(error)
+            self._reject(error, camera_name)
             return
         with self._new_image:
             self.stats.images_received += 1
-            self._image = LatestImage(rgb, stamp, stamp_ns, msg.header.stamp, time.monotonic())
-            self._new_image.notify()
+            self._images[camera_name] = LatestImage(rgb, stamp, stamp_ns, msg.header.stamp, time.monotonic())
+            if camera_name == self.policy.spec.cameras[0].name:  # the first camera paces the ticks
+                self._fresh_image = True
+                self._new_image.notify()
 
     def _on_instruction(self, serialized: bytes) -> None:
         try:
@@ -381,7 +409,7 @@ class DySLNode(LifecycleNode):
     def _on_joint_states(self, msg: JointState) -> None:
         assert self.policy is not None
         try:
-            values = parse_proprio(list(msg.position), self.policy.config.proprio_dim)
+            values = parse_proprio(list(msg.position), self.policy.spec.state_dim)
         except InputRejected as error:
             self._reject(error)
             return
@@ -396,19 +424,35 @@ class DySLNode(LifecycleNode):
     def _now_ns(self) -> int:
         return int(self.get_clock().now().nanoseconds)
 
-    def _take_inputs(self) -> tuple[LatestImage, str, npt.NDArray[np.float64]] | None:
-        """Wait for a new image; returns it with the instruction and state, or None (and why, in stats)."""
-        assert self.params is not None
+    def _take_inputs(self) -> tuple[LatestImage, dict[str, LatestImage], str, npt.NDArray[np.float64]] | None:
+        """Wait for a new image of the first camera; returns the observation's oldest image (its stamp
+        is the observation's), every camera's newest image, the instruction and state, or None (and
+        why, in stats)."""
+        assert self.params is not None and self.policy is not None
         with self._new_image:
-            while self._image is None and not self._stop.is_set():
+            while not self._fresh_image and not self._stop.is_set():
                 self._new_image.wait(timeout=0.1)
-            image, self._image = self._image, None
+            fresh, self._fresh_image = self._fresh_image, False
+            images = dict(self._images)
             instruction, proprio = self._instruction, self._proprio
             new_task, self._new_task = self._new_task, False
-        if new_task and self.policy is not None:
+        if new_task:
             self.policy.reset()
-        if image is None:
+        if not fresh:
             return None
+        cameras = self.policy.spec.cameras
+        missing = [c.name for c in cameras if c.name not in images]
+        if missing:
+            self.stats.waiting_for = f"image from camera {missing[0]}"
+            return None
+        first = images[cameras[0].name]
+        for camera in cameras[1:]:
+            skew_ms = abs(images[camera.name].stamp_ns - first.stamp_ns) / 1e6
+            if skew_ms > self.params.max_camera_skew_ms:
+                self.stats.images_skewed += 1
+                self.stats.waiting_for = f"camera {camera.name} in step ({skew_ms:.0f} ms from {cameras[0].name})"
+                return None
+        image = min(images.values(), key=lambda latest: latest.stamp_ns)
         if instruction is None:
             self.stats.waiting_for = "instruction"
             return None
@@ -423,13 +467,13 @@ class DySLNode(LifecycleNode):
             self.stats.waiting_for = "fresh image"
             return None
         self.stats.waiting_for = ""
-        return image, instruction, proprio[0]
+        return image, images, instruction, proprio[0]
 
     def _inference_loop(self) -> None:
         assert self.params is not None and self.policy is not None and self.stream is not None
         assert self.chunk_pub is not None
         params, policy, stream, chunk_pub = self.params, self.policy, self.stream, self.chunk_pub
-        chunk_len = policy.config.chunk_len
+        chunk_len = policy.spec.horizon
         max_age_ns = round(params.max_image_age_ms * 1e6)
         while not self._stop.is_set():
             if not self._replan.wait(timeout=0.1):  # the queued chunk still has more than replan_threshold
@@ -437,11 +481,12 @@ class DySLNode(LifecycleNode):
             taken = self._take_inputs()
             if taken is None:
                 continue
-            image, instruction, proprio = taken
+            image, images, instruction, proprio = taken
             execute = self._executed_slice(image.stamp_ns, chunk_len)
             start = time.perf_counter()
+            observation = Observation({name: latest.rgb for name, latest in images.items()}, instruction, proprio)
             try:
-                out = policy.predict_action_chunk(Observation(image.rgb, instruction, proprio), execute)
+                out = policy.predict_action_chunk(observation, execute)
             except Exception as exc:  # keep serving: a failed tick publishes nothing
                 self.get_logger().error(f"inference failed, nothing published for this image: {exc!r}")
                 continue
@@ -586,6 +631,7 @@ class DySLNode(LifecycleNode):
             "action_rate_hz": stream_value("rate_hz", ".1f"),
             "images_received": str(stats.images_received),
             "images_stale": str(stats.images_stale),
+            "images_skewed": str(stats.images_skewed),
             "ticks": str(stats.ticks),
             "chunks_published": str(stats.chunks_published),
             "actions_published": stream_value("actions_published", ".0f"),

@@ -88,6 +88,12 @@ class NodeParams:
     max_future_stamp_ms: float = param(
         100.0, "Images stamped further than this in the future are rejected.", non_negative
     )
+    max_camera_skew_ms: float = param(
+        50.0,
+        "Several cameras: an observation takes each camera's newest image only if their stamps lie within this of "
+        "each other; else the tick waits (waiting_for names the camera).",
+        non_negative,
+    )
     on_stale: str = param(
         "hold", "Action stream without fresh input: hold (repeat last action) | zero.", one_of(ON_STALE)
     )

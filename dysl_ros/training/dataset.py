@@ -21,10 +21,10 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from dysl_ros.inputs import decode_image
+from dysl_ros.model.observation_spec import ObservationSpec, as_spec, camera_images
 from dysl_ros.model.spec import Observation, VLAConfig, preprocess
 
 Batch = dict[str, Tensor]
-MODEL_INPUTS = ("image", "instruction", "proprio")
 PROPRIO_STD_FLOOR = 1e-2
 """A proprio dimension that barely moves in the demos (e.g. a gripper held shut) would otherwise be
 scaled up so much that serving-time noise on it swamps every other input."""
@@ -38,8 +38,8 @@ class EpisodeLike(Protocol):
     def instruction(self) -> str: ...
 
     @property
-    def images(self) -> npt.NDArray[Any]:
-        """(T, H, W, 3) uint8 RGB."""
+    def images(self) -> npt.NDArray[Any] | Mapping[str, npt.NDArray[Any]]:
+        """(T, H, W, 3) uint8 RGB: one array (a one-camera model), or camera name -> array."""
         ...
 
     @property
@@ -120,28 +120,27 @@ def with_normalisation(config: VLAConfig, episodes: Sequence[EpisodeLike]) -> VL
 
 
 class ChunkDataset(Dataset[Batch]):
-    """Every time step of every episode. Items: ``image`` (3,S,S) float32, ``instruction`` (T,) int64,
-    ``proprio`` (P,) float32 (as ``preprocess`` returns them, without the batch axis), ``actions``
-    (chunk_len, A) float32 normalised targets, ``action_mask`` (chunk_len,) float32 (1 = real); with
-    ``scene=True`` also ``scene`` (9,) float32: standardised ``SCENE_STATE_COLUMNS`` (training only).
-    ``episode`` () int64: the item's episode, an index into ``episodes`` (per-episode labels)."""
+    """Every time step of every episode. Items: the embed's inputs as ``preprocess`` returns them,
+    without the batch axis (one per camera, e.g. ``image`` (3,S,S) float32; ``instruction`` (L,)
+    int64; ``proprio`` (S,) float32), ``actions`` (horizon, A) float32 normalised targets,
+    ``action_mask`` (horizon,) float32 (1 = real); with ``scene=True`` also ``scene`` (9,) float32:
+    standardised ``SCENE_STATE_COLUMNS`` (training only). ``episode`` () int64: the item's episode,
+    an index into ``episodes`` (per-episode labels)."""
 
-    def __init__(self, episodes: Sequence[EpisodeLike], config: VLAConfig, scene: bool = False) -> None:
+    def __init__(self, episodes: Sequence[EpisodeLike], spec: ObservationSpec | VLAConfig, scene: bool = False) -> None:
         self.episodes = list(episodes)
-        self.config = config
+        self.spec = as_spec(spec)
         self.scene = scene_targets(self.episodes) if scene else None
         if scene and self.scene is None:
             raise ValueError("the scene targets need demonstrations that record states (re-record them with "
                              "dysl_train demos)")
         index: list[tuple[int, int]] = []
         for number, episode in enumerate(self.episodes):
-            steps = _check_episode(number, episode, config)
+            steps = _check_episode(number, episode, self.spec)
             index.extend((number, t) for t in range(steps))
         if not index:
             raise ValueError("no time steps in the given episodes")
         self.index = np.asarray(index, dtype=np.int64)
-        self._scale = np.asarray(config.action_scale, dtype=np.float32)
-        self._offset = np.asarray(config.action_offset, dtype=np.float32)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -149,20 +148,24 @@ class ChunkDataset(Dataset[Batch]):
     def __getitem__(self, item: int) -> Batch:
         number, t = (int(v) for v in self.index[item])
         episode = self.episodes[number]
-        frame = np.ascontiguousarray(episode.images[t], dtype=np.uint8)
-        height, width = frame.shape[:2]
-        # The node's decoder, so resizing (filter choice included) matches serving bit for bit.
-        image = decode_image("rgb8", height, width, width * 3, frame.tobytes(), self.config.image_size)
-        inputs = preprocess(self.config, Observation(image, episode.instruction, np.asarray(episode.proprio[t])))
-        chunk, mask = action_chunk(np.asarray(episode.actions, dtype=np.float32), t, self.config.chunk_len)
-        sample = {
-            "image": torch.from_numpy(inputs["image"][0]),
-            "instruction": torch.from_numpy(inputs["instruction"][0]),
-            "proprio": torch.from_numpy(inputs["proprio"][0]),
-            "actions": torch.from_numpy((chunk - self._offset) / self._scale),
-            "action_mask": torch.from_numpy(mask),
-            "episode": torch.tensor(number, dtype=torch.int64),
-        }
+        images = {}
+        for name, frames in camera_images(self.spec, episode.images).items():
+            camera = self.spec.camera(name)
+            frame = np.ascontiguousarray(frames[t], dtype=np.uint8)
+            height, width = frame.shape[:2]
+            # The node's decoder, so fitting (filter choice included) matches serving bit for bit.
+            images[name] = decode_image(
+                "rgb8", height, width, width * 3, frame.tobytes(), (camera.height, camera.width), camera.fit,
+                camera.channels,
+            )
+        inputs = preprocess(self.spec, Observation(images, episode.instruction, np.asarray(episode.proprio[t])))
+        chunk, mask = action_chunk(np.asarray(episode.actions, dtype=np.float32), t, self.spec.horizon)
+        sample = {name: torch.from_numpy(value[0]) for name, value in inputs.items()}
+        sample.update(
+            actions=torch.from_numpy(self.spec.action_normalisation.normalise(chunk)),
+            action_mask=torch.from_numpy(mask),
+            episode=torch.tensor(number, dtype=torch.int64),
+        )
         if self.scene is not None:
             sample["scene"] = torch.from_numpy(self.scene[number][t])
         return sample
@@ -180,19 +183,26 @@ def action_chunk(
     return chunk.astype(np.float32), mask
 
 
-def _check_episode(number: int, episode: EpisodeLike, config: VLAConfig) -> int:
-    images, proprio, actions = episode.images, episode.proprio, episode.actions
+def _check_episode(number: int, episode: EpisodeLike, spec: ObservationSpec) -> int:
+    proprio, actions = episode.proprio, episode.actions
     steps = len(actions)
     where = f"episode {number} ({episode.instruction!r})"
-    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-        raise ValueError(f"{where}: images must be (T, H, W, 3) uint8 RGB, got {images.shape} {images.dtype}")
-    if proprio.shape != (steps, config.proprio_dim) or actions.shape != (steps, config.action_dim):
+    try:
+        cameras = camera_images(spec, episode.images)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from exc
+    for name, images in cameras.items():
+        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+            raise ValueError(
+                f"{where}: camera {name} images must be (T, H, W, 3) uint8 RGB, got {images.shape} {images.dtype}"
+            )
+        if len(images) != steps:
+            raise ValueError(f"{where}: camera {name} has {len(images)} images for {steps} actions")
+    if proprio.shape != (steps, spec.state_dim) or actions.shape != (steps, spec.action_dim):
         raise ValueError(
             f"{where}: proprio {proprio.shape} / actions {actions.shape} do not fit the model "
-            f"(T, {config.proprio_dim}) / (T, {config.action_dim})"
+            f"(T, {spec.state_dim}) / (T, {spec.action_dim})"
         )
-    if len(images) != steps:
-        raise ValueError(f"{where}: {len(images)} images for {steps} actions")
     return steps
 
 
@@ -200,8 +210,9 @@ def to_device(batch: Mapping[str, Tensor], device: torch.device) -> Batch:
     return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
 
 
-def model_inputs(batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
-    return batch["image"], batch["instruction"], batch["proprio"]
+def model_inputs(batch: Mapping[str, Tensor], spec: ObservationSpec) -> tuple[Tensor, ...]:
+    """The embed's arguments from a batch, in the model's input order."""
+    return tuple(batch[name] for name in spec.input_names)
 
 
 def endless(loader: DataLoader[Batch], sampler: object | None = None, start_epoch: int = 0) -> Iterator[Batch]:

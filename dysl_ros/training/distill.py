@@ -41,6 +41,7 @@ from dysl_ros.core.layer_plan import LayerPlan
 from dysl_ros.model import checkpoint
 from dysl_ros.model.backbone import VLABackbone, backbone_parameters
 from dysl_ros.model.calibration import layer_similarities
+from dysl_ros.model.observation_spec import ObservationSpec, as_spec
 from dysl_ros.model.skip_modules import DySLModules, SkipModuleConfig, parameter_report
 from dysl_ros.model.spec import VLAConfig
 from dysl_ros.training import dataset as data
@@ -91,7 +92,7 @@ def sample_skip_layers(plan: LayerPlan, rng: np.random.Generator) -> list[int | 
 @torch.no_grad()
 def dense_states(model: VLABackbone, batch: Batch) -> list[Tensor]:
     """Inputs of every layer in the dense pass, then the last layer's output (L + 1 tensors)."""
-    x = model.embed(*data.model_inputs(batch))
+    x = model.embed(*data.model_inputs(batch, model.spec))
     states = [x]
     for layer in model.layers:
         x = layer(x)
@@ -118,7 +119,7 @@ def mixed_forward(
 ) -> tuple[Tensor, list[tuple[int, int, Tensor]]]:
     """Eq. 5 through the whole network. Returns the chunk and, per non-empty gap, (static layer,
     chosen layer, p of shape (B,))."""
-    x = model.embed(*data.model_inputs(batch))
+    x = model.embed(*data.model_inputs(batch, model.spec))
     decisions: list[tuple[int, int, Tensor]] = []
     layers = model.layers
     for gap, i in zip(plan.gaps, chosen, strict=True):
@@ -242,7 +243,7 @@ def episode_tolerances(
 
 def sample_loader(episodes: Sequence[EpisodeLike], model: VLABackbone, batch_size: int, seed: int,
                        device: torch.device) -> DataLoader[Batch]:
-    dataset = ChunkDataset(episodes, model.config)
+    dataset = ChunkDataset(episodes, model.spec)
     generator = torch.Generator().manual_seed(seed)
     workers = 4 if device.type == "cuda" else 0  # on a GPU, keep image preprocessing off the training loop
     return DataLoader(
@@ -304,7 +305,7 @@ def distill(
     freeze(model, target)
     if adapter_init not in ADAPTER_INITS:
         raise ConfigError(f"adapter_init must be one of {ADAPTER_INITS}, got {adapter_init!r}")
-    trained = modules if modules is not None else DySLModules(model.config.hidden_size, plan, skip_config)
+    trained = modules if modules is not None else DySLModules(model.dims.hidden_size, plan, skip_config)
     if modules is None and adapter_init == "random":
         for layer in plan.dynamic_layers:
             trained.adapter(layer).up.reset_parameters()  # nn.Linear's own init, not the zero projection
@@ -433,7 +434,7 @@ def calibrate_model_dir(
             (path / name).unlink(missing_ok=True)
         print(f"static layers changed from {list(bundle.plan.static_layers)}: removed the old DySL modules")
     previous = bundle.dysl_config or DySLConfig()
-    deltas = demo_continuity_deltas(episodes, bundle.config, previous.k, actions_per_inference)
+    deltas = demo_continuity_deltas(episodes, bundle.spec, previous.k, actions_per_inference)
     eta, eta_verify = suggest_etas(deltas, eta_quantile=eta_quantile)
     print(f"continuity thresholds from the demonstrations: eta {eta:.4g}, eta_verify {eta_verify:.4g}")
     updated = dataclasses.replace(previous, static_ratio=static_ratio, eta=eta, eta_verify=eta_verify)
@@ -443,13 +444,12 @@ def calibrate_model_dir(
 
 
 def demo_continuity_deltas(
-    episodes: Sequence[EpisodeLike], config: VLAConfig, k: int, actions_per_inference: int
+    episodes: Sequence[EpisodeLike], spec: ObservationSpec | VLAConfig, k: int, actions_per_inference: int
 ) -> npt.NDArray[np.floating]:
     """dC_t over the demonstrations' actions in the model's normalised units (those the runner's
     continuity monitor sees), as if executed ``actions_per_inference`` per inference."""
-    scale = np.asarray(config.action_scale, dtype=np.float64)
-    offset = np.asarray(config.action_offset, dtype=np.float64)
-    trajectories = [(np.asarray(e.actions, dtype=np.float64) - offset) / scale for e in episodes]
+    normalisation = as_spec(spec).action_normalisation
+    trajectories = [normalisation.normalise(np.asarray(e.actions), np.float64) for e in episodes]
     return continuity_deltas(trajectories, k, actions_per_inference)
 
 
@@ -515,7 +515,7 @@ def choose_plan(bundle: checkpoint.PolicyBundle, plan: str) -> LayerPlan:
     if plan == "last-layer-only":
         # Keeps the calibration similarities (for the record) when there are any.
         sims = bundle.plan.similarities if bundle.plan is not None else None
-        num_layers = bundle.config.num_layers
+        num_layers = bundle.dims.num_layers
         return LayerPlan(num_layers=num_layers, static_layers=(num_layers - 1,), similarities=sims)
     if plan != "calibrated":
         raise ConfigError(f"--plan must be one of {list(PLAN_CHOICES)}, got {plan!r}")
@@ -621,7 +621,7 @@ def distill_model_dir(
     out = modules_output_dir(source, modules_out)
     skip_config = skip_config or SkipModuleConfig()
     budget = parameter_report(
-        backbone_parameters(bundle.model), DySLModules(bundle.config.hidden_size, layer_plan, skip_config)
+        backbone_parameters(bundle.model), DySLModules(bundle.dims.hidden_size, layer_plan, skip_config)
     )  # raises before any training when over the 2 % budget
 
     history: list[dict[str, Any]] = []

@@ -63,7 +63,7 @@ def router_stage1_loss(model: VLABackbone, modules: DySLModules, batch: Batch) -
 
 def router_forward(model: VLABackbone, modules: DySLModules, batch: Batch) -> tuple[Tensor, list[Tensor]]:
     """The soft-routed pass: the chunk and each routed layer's p (B,)."""
-    x = model.embed(*data.model_inputs(batch))
+    x = model.embed(*data.model_inputs(batch, model.spec))
     ps: list[Tensor] = []
     routed = set(modules.plan.dynamic_layers)
     for i, layer in enumerate(model.layers):
@@ -112,12 +112,12 @@ def train_router(
     """Train per-layer routers + adapters on a frozen ``model``; returns them in eval mode."""
     if min(stage1_steps, stage2_steps) < 0 or batch_size < 1 or lr <= 0:
         raise ConfigError("stage steps must be >= 0, batch_size >= 1 and lr > 0")
-    if model.config.num_layers < 2:
+    if model.dims.num_layers < 2:
         raise ConfigError("the router needs at least two layers (the last one always runs)")
     target = resolve_device(device)
     torch.manual_seed(seed)
     freeze(model, target)
-    modules = DySLModules(model.config.hidden_size, router_plan(model.config.num_layers), skip_config)
+    modules = DySLModules(model.dims.hidden_size, router_plan(model.dims.num_layers), skip_config)
     modules.to(target).train()
     batches = data.endless(sample_loader(episodes, model, batch_size, seed, target))
     records = history if history is not None else []
@@ -162,10 +162,10 @@ def router_model_dir(
         raise ConfigError(
             f"--modules-out {out} is the model directory: router modules would replace DySL's; use {default}"
         )
-    plan = router_plan(bundle.config.num_layers)
+    plan = router_plan(bundle.dims.num_layers)
     skip_config = skip_config or SkipModuleConfig()
     budget = parameter_report(
-        backbone_parameters(bundle.model), DySLModules(bundle.config.hidden_size, plan, skip_config)
+        backbone_parameters(bundle.model), DySLModules(bundle.dims.hidden_size, plan, skip_config)
     )
     history: list[dict[str, Any]] = []
     modules = train_router(
