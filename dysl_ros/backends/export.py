@@ -23,6 +23,8 @@ because every shape is fixed. If a later torch drops the TorchScript exporter, t
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import warnings
 from dataclasses import dataclass
 from functools import partial
@@ -31,6 +33,7 @@ from typing import Callable, Iterator
 
 import onnx
 import torch
+from onnx import numpy_helper
 from torch import Tensor, nn
 from torch.jit._trace import TracerWarning  # torch.jit re-exports it without __all__
 
@@ -51,6 +54,8 @@ from dysl_ros.model.observation_spec import PAD_TOKEN, STATE, BackboneDims, Obse
 from dysl_ros.model.skip_modules import DySLModules
 
 OPSET = 17
+LOW_MEMORY_EXPORT_BYTES = 16 * 2**20
+"""A segment with more weights than this is traced without them and gets them added afterwards."""
 
 
 @dataclass(frozen=True)
@@ -169,6 +174,31 @@ def export_segment(spec: SegmentSpec, path: str | Path, opset: int = OPSET) -> N
     """Export one segment in fp32 on the CPU with fixed shapes, then run onnx.checker on the file."""
     module = spec.build()
     module.to("cpu", torch.float32).eval()
+    weight_bytes = sum(t.numel() * t.element_size() for t in module.state_dict().values())
+    if weight_bytes <= LOW_MEMORY_EXPORT_BYTES:
+        _trace(module, spec, path, opset, with_weights=True)
+    else:
+        # Traced without its weights, which are then written as initializers under their names: the
+        # exporter holds several copies of the weights at its peak, this path about one.
+        _trace(module, spec, path, opset, with_weights=False)
+        _attach_weights(path, module)
+    del module
+    onnx.checker.check_model(str(path), full_check=True)
+    if weight_bytes > LOW_MEMORY_EXPORT_BYTES:
+        _return_freed_memory()
+
+
+def _return_freed_memory() -> None:
+    """Give what a large segment's export freed back to the system (glibc keeps freed heap pages
+    otherwise), so a large model's export peaks at one segment, not at the fragments of all."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to trim
+
+
+def _trace(module: nn.Module, spec: SegmentSpec, path: str | Path, opset: int, *, with_weights: bool) -> None:
     with warnings.catch_warnings():
         # Shapes are fixed, so the tracer's warnings about shape-dependent Python values do not apply;
         # the deprecation notice of the TorchScript exporter is answered in the module docstring.
@@ -184,7 +214,49 @@ def export_segment(spec: SegmentSpec, path: str | Path, opset: int = OPSET) -> N
                 input_names=list(spec.input_names),
                 output_names=list(spec.output_names),
                 opset_version=opset,
-                do_constant_folding=True,
+                do_constant_folding=with_weights,  # nothing to fold without weights: ONNX Runtime folds at load
+                export_params=with_weights,
                 dynamo=False,
             )
-    onnx.checker.check_model(str(path), full_check=True)
+
+
+def _attach_weights(path: str | Path, module: nn.Module) -> None:
+    """The graph's weight inputs (named after the module's parameters and buffers) become
+    initializers, written one tensor at a time: the file is the protobuf encoding of the graph
+    without them followed by each encoded initializer (a repeated field may be appended), so no
+    second copy of all the weights is ever built in memory."""
+    model = onnx.load(str(path))
+    tensors = {**dict(module.named_parameters()), **dict(module.named_buffers())}
+    weights = [graph_input for graph_input in model.graph.input if graph_input.name in tensors]
+    for graph_input in weights:
+        model.graph.input.remove(graph_input)
+    names = [graph_input.name for graph_input in weights]
+
+    def encoded(name: str) -> bytes:
+        return bytes(numpy_helper.from_array(tensors[name].detach().numpy(), name).SerializeToString())
+
+    sizes = [len(encoded(name)) for name in names]
+    graph = model.graph.SerializeToString()
+    model.ClearField("graph")
+    with open(path, "wb") as out:
+        out.write(model.SerializeToString())
+        out.write(_GRAPH_TAG + _varint(len(graph) + sum(len(_INITIALIZER_TAG) + len(_varint(n)) + n for n in sizes)))
+        out.write(graph)
+        for name, size in zip(names, sizes, strict=True):
+            out.write(_INITIALIZER_TAG + _varint(size))
+            out.write(encoded(name))
+
+
+_GRAPH_TAG = bytes([7 << 3 | 2])
+"""ModelProto.graph: field 7, length-delimited."""
+_INITIALIZER_TAG = bytes([5 << 3 | 2])
+"""GraphProto.initializer: field 5, length-delimited, repeated."""
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)

@@ -17,13 +17,13 @@ from dysl_ros.model.backbone import VLABackbone
 def layer_similarities(model: VLABackbone, batches: Iterable[Mapping[str, Tensor]]) -> list[float]:
     """Mean over tokens and samples of cos(x_i, layer_i(x_i)), for every layer i.
 
-    Each batch holds ``image``, ``instruction`` and ``proprio`` tensors on the model's device.
+    Each batch holds the embed's inputs (``model.spec.input_names``) on the model's device.
     """
     num_layers = len(model.layers)
     totals = torch.zeros(num_layers, dtype=torch.float64)
     count = 0
     for batch in batches:
-        x = model.embed(batch["image"], batch["instruction"], batch["proprio"])
+        x = model.embed(*(batch[name] for name in model.spec.input_names))
         for i, layer in enumerate(model.layers):
             y = layer(x)
             totals[i] += F.cosine_similarity(x.float(), y.float(), dim=-1).double().sum().cpu()

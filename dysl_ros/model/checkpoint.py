@@ -228,6 +228,17 @@ def load_backbone(path: Path, dtype: torch.dtype = torch.float32) -> VLABackbone
     return model.to(dtype) if dtype != torch.float32 else model  # type: ignore[attr-defined,no-any-return]
 
 
+def load_spec(model_dir: str | Path) -> ObservationSpec:
+    """The model's observation spec, without loading its weights."""
+    path, _ = resolve_dirs(model_dir)
+    try:
+        if read_backbone_description(path).get("kind") == HF_DECODER:
+            return ObservationSpec.load(path)
+        return VLAConfig.load(path / CONFIG_FILE).observation_spec()
+    except (OSError, ConfigError, json.JSONDecodeError, TypeError) as exc:
+        raise ModelDirError(f"{path}: cannot read the model's observation spec: {exc}") from exc
+
+
 def load_dysl_files(path: Path, dims: BackboneDims) -> tuple[LayerPlan | None, DySLModules | None, DySLConfig | None]:
     """The layer plan, DySL modules and settings in ``path`` (each None when absent)."""
     plan = LayerPlan.load(path / PLAN_FILE) if (path / PLAN_FILE).is_file() else None

@@ -1,4 +1,4 @@
-"""`dysl_bench`: the latency and closed-loop benchmarks. With ``--json`` the last line printed is one
+"""`dysl_bench`: the latency, closed-loop and offline benchmarks. With ``--json`` the last line printed is one
 JSON object with the figures, for scripts and CI."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Sequence
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from dysl_ros.bench import closed_loop, latency
+    from dysl_ros.bench import closed_loop, latency, offline
 
     parser = argparse.ArgumentParser(prog="dysl_bench", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -29,6 +29,14 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
     )
+    offline.add_arguments(
+        commands.add_parser(
+            "offline",
+            help="DySL on recorded LeRobotDataset episodes: errors vs dense and recorded, executed layers",
+            description=offline.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+    )
     return parser
 
 
@@ -38,6 +46,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from dysl_ros.bench import latency
 
         return latency.run(args)
+    if args.command == "offline":
+        from dysl_ros.bench import offline
+
+        return offline.run(args)
     from dysl_ros.bench import closed_loop
 
     return closed_loop.run(args)

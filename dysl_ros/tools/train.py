@@ -1,6 +1,9 @@
 """`dysl_train`: the offline pipeline, one sub-command per stage.
 
     dysl_train demos      --out data/demos --tasks all --episodes-per-task 20 --workers 2
+    dysl_train demos      --out data/lerobot --format lerobot       (a LeRobotDataset v3.0 instead of npz)
+    dysl_train to-lerobot --demos data/demos --out data/lerobot     (existing demos -> LeRobotDataset v3.0)
+    dysl_train import     --decoder ckpt --spec spec.yaml --embed pkg.mod:f --head pkg.mod:g --out models/mine
     dysl_train bc         --demos data/demos --out models/reference
     dysl_train calibrate  --model-dir models/reference --demos data/demos
     dysl_train distill    --model-dir models/reference --demos data/demos --stage1-steps N --stage2-steps M
@@ -21,6 +24,13 @@ from dysl_ros.core.exit_error import EXIT_MEASURES
 from dysl_ros.training.metaworld_env import DEFAULT_GOAL_MARKER_RADIUS, goal_marker_radius_arg
 
 Handler = Callable[[argparse.Namespace], int]
+DEMOS_HELP = (
+    "demonstrations: a directory of dysl_train demos (several: A,B) or a LeRobotDataset directory (v3.0, v2.1)"
+)
+MAPPING_HELP = (
+    "LeRobot datasets: YAML mapping the model's cameras, state and action to the dataset's feature keys "
+    "(default: the dataset's dysl_mapping.yaml)"
+)
 
 
 def _stage(module: str, function: str) -> Handler:
@@ -33,6 +43,8 @@ def _stage(module: str, function: str) -> Handler:
 
 
 def _demos(args: argparse.Namespace) -> int:
+    if getattr(args, "format", "npz") == "lerobot":
+        return _demos_lerobot(args)
     from dysl_ros.training.demos import generate_demos
 
     try:
@@ -91,7 +103,85 @@ def _add_demos(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--keep-failures", action="store_true", help="also write episodes the expert failed")
     p.add_argument("--overwrite", action="store_true", help="replace an existing index in OUT")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--format", choices=("npz", "lerobot"), default="npz",
+        help="npz: OUT/index.json + .npz episodes (default); lerobot: a LeRobotDataset v3.0 in OUT",
+    )
+    p.add_argument(
+        "--codec", choices=("h264", "av1", "images"), default="h264",
+        help="with --format lerobot: how camera frames are stored (default: h264 video)",
+    )
     p.set_defaults(handler=_demos)
+
+
+def _demos_lerobot(args: argparse.Namespace) -> int:
+    """Record as npz into a temporary directory beside OUT, then convert: one recording path for both formats."""
+    import os
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from dysl_ros.training.lerobot_dataset import INFO_PATH, demos_to_lerobot
+
+    out = Path(args.out)
+    # Checked before rendering for minutes, not after.
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if not (args.overwrite and (out / INFO_PATH).is_file()):
+            hint = "" if args.overwrite else ": choose another --out, or --overwrite to replace a LeRobot dataset"
+            print(f"dysl_train demos: {out} exists and is not an empty directory{hint}", file=sys.stderr)
+            return 2
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.npz.", dir=out.parent))
+    try:
+        status = _demos(argparse.Namespace(**{**vars(args), "format": "npz", "out": str(tmp), "overwrite": True}))
+        if status != 0:
+            return status
+        # An existing dataset (--overwrite) is replaced only once the new one is complete.
+        replace = out.exists() and any(out.iterdir())
+        target = tmp / "lerobot" if replace else out
+        try:
+            demos_to_lerobot(tmp, target, codec=args.codec)
+            if replace:
+                shutil.rmtree(out)
+                os.replace(target, out)
+        except (ValueError, OSError) as exc:
+            print(f"dysl_train demos: {exc}", file=sys.stderr)
+            return 2
+        print(f"LeRobotDataset v3.0 ({args.codec}): {out}")
+        return 0
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _to_lerobot(args: argparse.Namespace) -> int:
+    from dysl_ros.training.lerobot_dataset import demos_to_lerobot
+
+    try:
+        out = demos_to_lerobot(args.demos, args.out, codec=args.codec, fps=args.fps)
+    except (ValueError, OSError) as exc:  # DemoFormatError, LeRobotFormatError; FileExistsError for OUT
+        print(f"dysl_train to-lerobot: {exc}", file=sys.stderr)
+        return 2
+    print(f"LeRobotDataset v3.0 ({args.codec}): {out}")
+    return 0
+
+
+def _add_to_lerobot(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "to-lerobot",
+        help="convert demonstrations (dysl_train demos) into a LeRobotDataset v3.0",
+        description="Convert demonstration directories (OUT of dysl_train demos) into a LeRobotDataset v3.0 "
+        "(format: dysl_ros.training.lerobot_dataset), with OUT/dysl_mapping.yaml mapping camera 'image' to its "
+        "feature.",
+    )
+    p.add_argument("--demos", required=True, help="demonstrations directory; several: A,B")
+    p.add_argument("--out", required=True, help="dataset directory to write (must not exist, or be empty)")
+    p.add_argument(
+        "--codec", choices=("h264", "av1", "images"), default="h264",
+        help="camera frames as H.264 or AV1 video (lossy, high quality), or PNG images in the parquet "
+        "(lossless, larger) (default: h264)",
+    )
+    p.add_argument("--fps", type=float, default=20.0, help="frames per second recorded in the dataset (default: 20)")
+    p.set_defaults(handler=_to_lerobot)
 
 
 # The training stages' options. Optional ones use SUPPRESS: an option not given stays absent and the
@@ -101,7 +191,8 @@ _OPTIONAL = argparse.SUPPRESS
 
 def _add_bc(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("bc", help="train the dense VLA by behaviour cloning on the demos")
-    p.add_argument("--demos", required=True, help="demonstrations directory (dysl_train demos --out); several: A,B")
+    p.add_argument("--demos", required=True, help=DEMOS_HELP)
+    p.add_argument("--mapping", default=_OPTIONAL, help=MAPPING_HELP)
     p.add_argument("--out", required=True, help="model directory to write")
     p.add_argument("--steps", type=int, default=20000, help="optimiser steps (default: 20000)")
     p.add_argument("--batch-size", type=int, default=256, help="batch size (default: 256)")
@@ -175,7 +266,8 @@ def _add_bc(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _add_calibrate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("calibrate", help="pick static/dynamic layers from layer similarities on the demos")
     p.add_argument("--model-dir", required=True, help="trained model directory (dysl_train bc --out)")
-    p.add_argument("--demos", required=True, help="demonstrations directory; several: A,B")
+    p.add_argument("--demos", required=True, help=DEMOS_HELP)
+    p.add_argument("--mapping", default=_OPTIONAL, help=MAPPING_HELP)
     p.add_argument("--static-ratio", type=float, default=_OPTIONAL, help="share of static layers (default: 0.2)")
     p.add_argument(
         "--execute-steps", type=int, default=_OPTIONAL,
@@ -195,7 +287,8 @@ def _add_calibrate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 def _add_distill(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("distill", help="train the DySL adapters and controllers (two-stage distillation)")
     p.add_argument("--model-dir", required=True, help="calibrated model directory")
-    p.add_argument("--demos", required=True, help="demonstrations directory; several: A,B")
+    p.add_argument("--demos", required=True, help=DEMOS_HELP)
+    p.add_argument("--mapping", default=_OPTIONAL, help=MAPPING_HELP)
     p.add_argument("--stage1-steps", type=int, required=True)
     p.add_argument("--stage2-steps", type=int, required=True)
     p.add_argument("--lambda", dest="lam", type=float, default=_OPTIONAL, help="skip reward weight (Eq. 6)")
@@ -263,7 +356,8 @@ def _add_router(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "router", help="train the per-layer router baseline (FlexiDepth-like) for the closed-loop comparison"
     )
     p.add_argument("--model-dir", required=True, help="trained model directory")
-    p.add_argument("--demos", required=True, help="demonstrations directory; several: A,B")
+    p.add_argument("--demos", required=True, help=DEMOS_HELP)
+    p.add_argument("--mapping", default=_OPTIONAL, help=MAPPING_HELP)
     p.add_argument("--stage1-steps", type=int, required=True, help="adapter-only steps (targets x_{i+1})")
     p.add_argument("--stage2-steps", type=int, required=True, help="soft-routing steps")
     p.add_argument("--lambda", dest="lam", type=float, default=_OPTIONAL, help="weight of sum_i (1 - p_i)")
@@ -281,10 +375,73 @@ def _add_router(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.set_defaults(handler=_stage("dysl_ros.training.router", "main_router"))
 
 
+def _add_import(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "import",
+        help="a model directory from a Hugging Face decoder checkpoint, your embed and head, an observation spec",
+        description="Your own VLA as embed -> Hugging Face decoder layers -> head (docs/bring_your_model.md).",
+    )
+    p.add_argument("--decoder", required=True, help="Hugging Face checkpoint directory (config.json + safetensors)")
+    p.add_argument("--spec", required=True, help="observation spec YAML: cameras, state, actions, tokenizer")
+    p.add_argument("--embed", required=True, help="entry point package.module:factory of your embed")
+    p.add_argument("--embed-kwargs", default="{}", help="JSON object of the embed factory's keyword arguments")
+    p.add_argument("--embed-weights", default=None, help="safetensors of the embed (default: the factory's init)")
+    p.add_argument("--head", required=True, help="entry point package.module:factory of your head")
+    p.add_argument("--head-kwargs", default="{}", help="JSON object of the head factory's keyword arguments")
+    p.add_argument("--head-weights", default=None, help="safetensors of the head (default: the factory's init)")
+    p.add_argument("--tokenizer", default=None, help="local Hugging Face tokenizer directory (copied to OUT/tokenizer)")
+    p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"),
+                   help="how the embed and head weights are stored (the decoder's stay as they are)")
+    p.add_argument("--out", required=True, help="model directory to write")
+    p.set_defaults(handler=_import)
+
+
+def _import(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    import yaml
+
+    from dysl_ros.core.config import ConfigError
+    from dysl_ros.model.hf_decoder import ModulePart, import_model
+    from dysl_ros.model.observation_spec import ObservationSpec
+
+    try:
+        spec_data = yaml.safe_load(Path(args.spec).read_text())
+        if not isinstance(spec_data, dict):
+            raise ConfigError(f"{args.spec} must hold a mapping (cameras, state, actions, tokenizer)")
+        spec = ObservationSpec.from_dict(spec_data)
+        parts = {}
+        for what in ("embed", "head"):
+            kwargs = json.loads(getattr(args, f"{what}_kwargs"))
+            if not isinstance(kwargs, dict):
+                raise ConfigError(f"--{what}-kwargs must be a JSON object, got {kwargs!r}")
+            parts[what] = ModulePart(getattr(args, what), kwargs)
+        out = import_model(
+            args.out, decoder_dir=args.decoder, spec=spec, embed=parts["embed"], head=parts["head"],
+            embed_weights=args.embed_weights, head_weights=args.head_weights, tokenizer_dir=args.tokenizer,
+            dtype=args.dtype,
+        )
+    except (ConfigError, ValueError, OSError, yaml.YAMLError) as exc:  # json errors are ValueErrors
+        print(f"dysl_train import: {exc}", file=sys.stderr)
+        return 2
+    description = json.loads((out / "backbone.json").read_text())
+    print(
+        f"imported {description['family']} decoder ({description['num_layers']} layers, hidden "
+        f"{description['hidden_size']}, {description['num_tokens']} tokens) into {out}; next: dysl_train calibrate "
+        f"--model-dir {out} --demos <dataset>"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dysl_train", description=__doc__.split("\n\n")[0] if __doc__ else None)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{demos,bc,calibrate,distill,router}")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="{demos,to-lerobot,import,bc,calibrate,distill,router}"
+    )
     _add_demos(sub)
+    _add_to_lerobot(sub)
+    _add_import(sub)
     _add_bc(sub)
     _add_calibrate(sub)
     _add_distill(sub)

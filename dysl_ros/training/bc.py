@@ -598,11 +598,17 @@ def main_bc(args: argparse.Namespace) -> int:
         if init_from and getattr(args, "config_json", None):
             raise ConfigError("--init-from takes the architecture from that model: leave out --config-json")
         config = init_config_model(init_from).config if init_from else load_config(getattr(args, "config_json", None))
-        demos = load_demo_dirs(args.demos)
-        if not demos.episodes:
-            raise ValueError(f"{args.demos} holds no demonstration episodes")
+        camera: str | None = None
+        goal_marker_radius: float | None = None
+        if (Path(args.demos) / "meta" / "info.json").is_file():  # a LeRobot dataset
+            episodes = data.load_episodes(args.demos, config, getattr(args, "mapping", None))
+        else:  # our demonstrations record how they were drawn, which the simulator reproduces
+            demos = load_demo_dirs(args.demos)
+            if not demos.episodes:
+                raise ValueError(f"{args.demos} holds no demonstration episodes")
+            episodes, camera, goal_marker_radius = list(demos.episodes), demos.camera, demos.goal_marker_radius
         model = train_bc(
-            demos.episodes,
+            episodes,
             config,
             steps=int(args.steps),
             batch_size=int(args.batch_size),
@@ -619,8 +625,8 @@ def main_bc(args: argparse.Namespace) -> int:
             time_limit_s=getattr(args, "time_limit_s", None),
             resume=bool(getattr(args, "resume", False)),
             init_from=init_from or None,
-            camera=demos.camera,
-            goal_marker_radius=demos.goal_marker_radius,
+            camera=camera,
+            goal_marker_radius=goal_marker_radius,
             scene_loss_weight=float(getattr(args, "scene_loss_weight", 0.0)),
             skip_loss_weight=float(getattr(args, "skip_loss_weight", 0.0)),
             skip_min_layer=int(getattr(args, "skip_min_layer", 1)),

@@ -75,14 +75,53 @@ def scene_targets(episodes: Sequence[EpisodeLike]) -> list[npt.NDArray[np.float3
     return [((c - mean) / std).astype(np.float32) for c in columns]
 
 
-def load_episodes(path: str | Path) -> list[EpisodeLike]:
+def load_episodes(
+    path: str | Path, spec: ObservationSpec | VLAConfig | None = None, mapping: str | Path | None = None
+) -> list[EpisodeLike]:
     """Episodes of a demonstrations directory written by ``dysl_train demos`` (or several,
-    comma-separated: ``demos.load_demo_dirs``)."""
+    comma-separated: ``demos.load_demo_dirs``), or of a LeRobotDataset directory (``meta/info.json``)
+    whose features ``mapping`` maps to the model's inputs (default: the dataset's own
+    ``dysl_mapping.yaml``). With ``spec``, a LeRobot dataset is checked against the model: its
+    cameras, state and action sizes, and no episode shorter than the action horizon."""
+    root = Path(str(path))
+    if (root / "meta" / "info.json").is_file():
+        return _lerobot_episodes(root, None if spec is None else as_spec(spec), mapping)
+    if mapping is not None:
+        raise ValueError(f"--mapping is for LeRobot datasets; {path} is not one (no meta/info.json)")
     # Imported by name: the demos module is optional for everything else in this package.
     demos = importlib.import_module("dysl_ros.training.demos")
     episodes: list[EpisodeLike] = list(demos.load_demo_dirs(path).episodes)
     if not episodes:
         raise ValueError(f"{path} holds no demonstration episodes")
+    return episodes
+
+
+def _lerobot_episodes(root: Path, spec: ObservationSpec | None, mapping: str | Path | None) -> list[EpisodeLike]:
+    from dysl_ros.training.lerobot_dataset import MAPPING_FILE, DatasetMapping, LeRobotDataset
+
+    mapping_file = Path(mapping) if mapping is not None else root / MAPPING_FILE
+    if not mapping_file.is_file():
+        raise ValueError(
+            f"{root} is a LeRobot dataset without {MAPPING_FILE}: give --mapping, a YAML mapping the model's cameras, "
+            "state and action to the dataset's feature keys (docs/bring_your_model.md)"
+        )
+    dataset_mapping = DatasetMapping.load(mapping_file)
+    if spec is not None:
+        cameras = [c.name for c in spec.cameras]
+        if sorted(dataset_mapping.cameras) != sorted(cameras):
+            raise ValueError(
+                f"{mapping_file} maps cameras {sorted(dataset_mapping.cameras)}, the model has {cameras}"
+            )
+    dataset = LeRobotDataset(
+        root,
+        dataset_mapping,
+        state_dim=None if spec is None else spec.state_dim,
+        action_dim=None if spec is None else spec.action_dim,
+        min_length=1 if spec is None else spec.horizon,
+    )
+    episodes: list[EpisodeLike] = list(dataset)
+    if not episodes:
+        raise ValueError(f"{root} holds no episodes")
     return episodes
 
 

@@ -487,10 +487,16 @@ def describe_plan(plan: LayerPlan) -> str:
     return "\n".join(lines)
 
 
+def load_model_episodes(args: argparse.Namespace) -> list[EpisodeLike]:
+    """``--demos`` (our demonstrations, or a LeRobot dataset with ``--mapping``), checked against
+    ``--model-dir``'s observation spec."""
+    return data.load_episodes(args.demos, checkpoint.load_spec(args.model_dir), getattr(args, "mapping", None))
+
+
 def main_calibrate(args: argparse.Namespace) -> int:
     """``dysl_train calibrate --model-dir D --demos DIR --static-ratio 0.2 --batches N``."""
     try:
-        episodes = data.load_episodes(args.demos)
+        episodes = load_model_episodes(args)
         plan = calibrate_model_dir(
             args.model_dir, episodes, static_ratio=float(getattr(args, "static_ratio", 0.2)),
             batches=int(getattr(args, "batches", 16)), batch_size=int(getattr(args, "batch_size", 32)),
@@ -677,7 +683,7 @@ def main_distill(args: argparse.Namespace) -> int:
     # dysl_train stores `--lambda` as `lam`; a parser without dest= would keep the keyword's name.
     lam = float(getattr(args, "lam", getattr(args, "lambda", 0.0)))
     try:
-        episodes = data.load_episodes(args.demos)
+        episodes = load_model_episodes(args)
         shaped = hasattr(args, "adapter_bottleneck") or hasattr(args, "controller_hidden")
         skip_config = skip_config_from_args(args) if shaped else None
         out, report = distill_model_dir(

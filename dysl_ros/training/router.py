@@ -190,7 +190,7 @@ def main_router(args: argparse.Namespace) -> int:
     [--modules-out DIR] --device --seed --batch-size``."""
     lam = float(getattr(args, "lam", getattr(args, "lambda", 0.0)))
     try:
-        episodes = data.load_episodes(args.demos)
+        episodes = data.load_episodes(args.demos, checkpoint.load_spec(args.model_dir), getattr(args, "mapping", None))
         skip_config = skip_config_from_args(args)
         out, report = router_model_dir(
             args.model_dir, episodes, lam=lam, stage1_steps=int(args.stage1_steps),

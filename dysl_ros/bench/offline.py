@@ -1,0 +1,610 @@
+"""Offline benchmark: DySL on recorded episodes of a LeRobotDataset, no simulator needed.
+
+    dysl_bench offline --model-dir models/reference --demos data/lerobot --json \\
+        --markdown out/bench/offline.md --plot out/bench/offline.png
+
+For a user with a pretrained VLA and recordings of their own robot: does DySL pay on their data?
+Each recorded episode is replayed through every variant (see dysl_ros.bench.variants) in time
+order, as dysl_node would see it: a tick at frames t = 0, K, 2K, ... (K = --execute-steps), each
+with the recorded frames of every camera at t (fitted to the camera's size exactly as the node
+fits a sensor_msgs/Image: dysl_ros.inputs.decode_image), the episode's task text and its state at
+t. The first K actions of each chunk are what the continuity history records (the node's
+re-planning), and each variant starts every episode with a fresh history, so continuity and allow
+points are carried along the episode as on the robot. The recorded actions are never fed back:
+this is open loop, the arm's path is the recording's whatever the policy says.
+
+Per tick, in the model's normalised action units (the spec's action normalisation):
+
+- ``dense_error``: mean |chunk - dense chunk| over the whole chunk, the dense model's chunk for the
+  same observation (what skipping changed); the dense variant's is 0;
+- ``recorded_error``: mean |chunk - recorded actions t..t+H-1| over the recorded steps that exist
+  (the last ticks of an episode see fewer than H);
+- the same two over the chunk's first K actions only (``*_executed``: what the arm would run);
+- executed layers (the path that produced the chunk), layer evaluations (a verified tick's
+  discarded skipping pass included) and whether post-skip verification fired.
+
+Reported per variant, over all ticks and per episode: the mean errors, mean and p99 executed
+layers, executed fraction (mean / num_layers), verification rate (verified ticks / ticks), ticks.
+random_skip, random_drop and random_layers run after dysl, their coins solved for dysl's mean
+executed layers of this run (or --random-target-layers); their coins are seeded per episode from
+--seed and the episode index. oracle_exit (a bound, not a policy: it runs the dense pass each tick)
+needs --oracle-tolerance; left out of the default variants without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from dysl_ros.bench.variants import (
+    COINS,
+    DIAGNOSTIC_VARIANTS,
+    RANDOM_VARIANTS,
+    VARIANTS,
+    LoadSettings,
+    VariantLoader,
+    VariantPolicy,
+    coin_probability,
+    main_plan,
+    parse_variants,
+    variant_modules_dir,
+)
+from dysl_ros.core.config import ConfigError
+from dysl_ros.core.exit_error import EXIT_MEASURES
+
+if TYPE_CHECKING:
+    from dysl_ros.model.observation_spec import Observation, ObservationSpec
+    from dysl_ros.training.lerobot_dataset import RecordedEpisode
+
+DEFAULT_VARIANTS: tuple[str, ...] = ("dense", "dysl", "random_skip", "oracle_exit")
+PROG = "dysl_bench offline"
+
+FloatArray = npt.NDArray[np.float64]
+
+
+class OfflineError(ValueError):
+    """A dataset, mapping or argument this benchmark cannot use; the message says which and why."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model-dir", default="models/reference", help="model directory (default: models/reference)")
+    parser.add_argument("--demos", required=True, metavar="DATASET", help="a local LeRobotDataset (v3.0, v2.1, v2.0)")
+    parser.add_argument(
+        "--mapping", metavar="FILE", default=None,
+        help="dataset features -> model inputs (cameras, state, action; default: DATASET/dysl_mapping.yaml)",
+    )
+    parser.add_argument(
+        "--variants", default=None,
+        help=f"'all' ({', '.join(VARIANTS)}) or a comma list of those and {', '.join(DIAGNOSTIC_VARIANTS)} "
+        f"(default: {','.join(DEFAULT_VARIANTS)}; oracle_exit only with --oracle-tolerance)",
+    )
+    parser.add_argument("--episodes", type=int, default=None, help="the dataset's first N episodes (default: all)")
+    parser.add_argument(
+        "--execute-steps", type=int, default=4,
+        help="actions of each chunk executed before re-planning: the tick spacing in frames and what the "
+        "continuity history records (default: 4, as dysl_node's replan point)",
+    )
+    parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch", help="(default: torch)")
+    parser.add_argument(
+        "--seed", type=int, default=0,
+        help="seeds the random variants' coins (with each episode's index; default: 0)",
+    )
+    parser.add_argument(
+        "--random-target-layers", type=float, default=None,
+        help="random_skip's, random_drop's and random_layers' expected executed layers per tick (default: "
+        "dysl's measured mean in this run)",
+    )
+    parser.add_argument(
+        "--oracle-tolerance", type=float, default=None,
+        help="oracle_exit skips from the first dynamic layer whose jump gives a chunk within this exit error "
+        "(--oracle-measure) of the dense chunk (no default, as closed-loop: oracle_exit needs it)",
+    )
+    parser.add_argument(
+        "--oracle-measure", choices=EXIT_MEASURES, default="absolute",
+        help="oracle_exit's exit error: mean absolute difference of the normalised actions (default), or that "
+        "divided by the dense chunk's mean |action| (relative)",
+    )
+    parser.add_argument(
+        "--oracle-actions", type=int, default=None, metavar="N",
+        help="oracle_exit compares only the chunk's first N actions (default: the whole chunk)",
+    )
+    parser.add_argument(
+        "--router-threshold", type=float, default=None,
+        help="router skips a layer when p >= this (default: the router's dysl.json skip_threshold)",
+    )
+    parser.add_argument(
+        "--modules-dir", default=None,
+        help="DySL modules for dysl, no_pre_skip, no_post_verify, random_skip and oracle_exit (default: the "
+        "model dir's)",
+    )
+    parser.add_argument("--eta", type=float, default=None, help="override dysl.json's eta in every variant (sweeps)")
+    parser.add_argument("--eta-verify", type=float, default=None, help="override dysl.json's eta_verify (sweeps)")
+    parser.add_argument(
+        "--skip-threshold", type=float, default=None, help="override dysl.json's skip_threshold, in (0, 1] (sweeps)"
+    )
+    parser.add_argument("--json", action="store_true", help="print the results as one JSON object, last line")
+    parser.add_argument("--markdown", metavar="FILE", help="write the results table (markdown) to FILE")
+    parser.add_argument(
+        "--plot", metavar="FILE",
+        help="write a PNG: each variant's mean dense error and recorded error against its mean executed layers",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+# --------------------------------------------------------------------------------------------------
+# Ticks of one recorded episode
+
+
+@dataclass(frozen=True)
+class Tick:
+    """What the policy sees at one tick and what the recording did from there."""
+
+    frame: int
+    observation: Observation
+    recorded: FloatArray
+    """(m, A) normalised recorded actions from ``frame`` on, m <= horizon (fewer at the episode's end)."""
+
+
+def fit_frame(frame: npt.NDArray[np.uint8], height: int, width: int, fit: str, channels: int) -> npt.NDArray[np.uint8]:
+    """A recorded RGB frame as the camera's image, through the node's own decoding of an rgb8
+    sensor_msgs/Image, so the model sees here what it sees on the robot."""
+    from dysl_ros.inputs import decode_image
+
+    pixels = np.ascontiguousarray(frame, dtype=np.uint8)
+    h, w = pixels.shape[:2]
+    return decode_image("rgb8", h, w, w * 3, pixels.tobytes(), size=(height, width), fit=fit, channels=channels)
+
+
+def episode_ticks(episode: RecordedEpisode, spec: ObservationSpec, execute_steps: int) -> list[Tick]:
+    """The ticks of ``episode`` at frames 0, K, 2K, ... (K = ``execute_steps``)."""
+    from dysl_ros.model.observation_spec import Observation
+
+    steps = episode.steps
+    recorded = np.asarray(spec.action_normalisation.normalise(episode.actions, np.float64), dtype=np.float64)
+    ticks = []
+    for t in range(0, steps, execute_steps):
+        images = {
+            camera.name: fit_frame(episode.images[camera.name][t], camera.height, camera.width, camera.fit,
+                                   camera.channels)
+            for camera in spec.cameras
+        }
+        observation = Observation(images, episode.instruction, np.asarray(episode.state[t], dtype=np.float64))
+        ticks.append(Tick(t, observation, recorded[t : t + spec.horizon]))
+    return ticks
+
+
+# --------------------------------------------------------------------------------------------------
+# One variant over one episode
+
+
+@dataclass
+class EpisodeResult:
+    variant: str
+    episode: int
+    """The dataset's episode index."""
+    dense_error: list[float] = field(default_factory=list)
+    recorded_error: list[float] = field(default_factory=list)
+    dense_error_executed: list[float] = field(default_factory=list)
+    recorded_error_executed: list[float] = field(default_factory=list)
+    executed: list[int] = field(default_factory=list)
+    evaluations: list[int] = field(default_factory=list)
+    verified: int = 0
+    seconds: float = 0.0
+    """Time inside the variant's steps."""
+
+
+def episode_seed(seed: int, episode: int) -> int:
+    """The random variants' coin seed for one episode: the same for every variant and run."""
+    return int(np.random.SeedSequence([seed, episode]).generate_state(1)[0])
+
+
+def run_episode(
+    policy: VariantPolicy, spec: ObservationSpec, variant: str, episode: int, ticks: Sequence[Tick],
+    dense: Sequence[FloatArray] | None, execute_steps: int, seed: int,
+) -> tuple[EpisodeResult, list[FloatArray]]:
+    """One variant over one episode from a fresh state. ``dense``: the dense chunks (normalised) of
+    the same ticks; None: this is the dense pass, compared with itself. Returns the figures and the
+    normalised chunks."""
+    policy.reset(episode_seed(seed, episode))
+    window = slice(0, execute_steps)
+    result = EpisodeResult(variant, episode)
+    chunks: list[FloatArray] = []
+    for tick in ticks:
+        started = time.perf_counter()
+        step = policy.step(tick.observation, window)
+        result.seconds += time.perf_counter() - started
+        chunk = np.asarray(spec.action_normalisation.normalise(step.actions, np.float64), dtype=np.float64)
+        chunks.append(chunk)
+        reference = chunk if dense is None else dense[len(chunks) - 1]
+        recorded = tick.recorded
+        result.dense_error.append(float(np.abs(chunk - reference).mean()))
+        result.dense_error_executed.append(float(np.abs(chunk[window] - reference[window]).mean()))
+        result.recorded_error.append(float(np.abs(chunk[: len(recorded)] - recorded).mean()))
+        executed = min(execute_steps, len(recorded))
+        result.recorded_error_executed.append(float(np.abs(chunk[:executed] - recorded[:executed]).mean()))
+        result.executed.append(int(step.executed_layers))
+        result.evaluations.append(int(step.layer_evaluations))
+        result.verified += int(step.verified)
+    return result, chunks
+
+
+# --------------------------------------------------------------------------------------------------
+# Figures
+
+
+def summarise(results: Sequence[EpisodeResult], num_layers: int) -> dict[str, Any]:
+    """Figures of a set of episodes of one variant: every tick weighs the same."""
+
+    def mean(values: Sequence[float]) -> float:
+        return float(np.mean(values)) if len(values) else 0.0
+
+    executed = [n for r in results for n in r.executed]
+    ticks = len(executed)
+    layers = mean(executed)
+    return {
+        "mean_dense_error": mean([e for r in results for e in r.dense_error]),
+        "mean_recorded_error": mean([e for r in results for e in r.recorded_error]),
+        "mean_dense_error_executed": mean([e for r in results for e in r.dense_error_executed]),
+        "mean_recorded_error_executed": mean([e for r in results for e in r.recorded_error_executed]),
+        "mean_executed_layers": layers,
+        "p99_executed_layers": float(np.percentile(executed, 99, method="higher")) if ticks else 0.0,
+        "executed_fraction": layers / num_layers,
+        "verification_rate": sum(r.verified for r in results) / ticks if ticks else 0.0,
+        "mean_layer_evaluations": mean([n for r in results for n in r.evaluations]),
+        "mean_step_ms": 1000.0 * sum(r.seconds for r in results) / ticks if ticks else 0.0,
+        "ticks": ticks,
+        "episodes": len(results),
+    }
+
+
+def variant_figures(results: Sequence[EpisodeResult], num_layers: int) -> dict[str, Any]:
+    figures = summarise(results, num_layers)
+    figures["per_episode"] = {str(r.episode): summarise([r], num_layers) for r in results}
+    return figures
+
+
+def markdown_table(report: Mapping[str, Any]) -> str:
+    lines = [
+        "| variant | dense error | recorded error | dense error, executed | recorded error, executed | "
+        "executed layers, mean | p99 | executed fraction | verification rate | ticks |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, v in report["variants"].items():
+        lines.append(
+            f"| `{name}` | {v['mean_dense_error']:.4f} | {v['mean_recorded_error']:.4f} | "
+            f"{v['mean_dense_error_executed']:.4f} | {v['mean_recorded_error_executed']:.4f} | "
+            f"{v['mean_executed_layers']:.2f} | {v['p99_executed_layers']:.0f} | {v['executed_fraction']:.1%} | "
+            f"{v['verification_rate']:.1%} | {v['ticks']} |"
+        )
+    return "\n".join(lines)
+
+
+def markdown_report(report: Mapping[str, Any]) -> str:
+    notes = [
+        f"Recorded episodes of `{report['dataset']}` ({report['episodes']} episode(s), {report['ticks']} ticks "
+        f"per variant), replayed open loop; model `{report['model_dir']}` ({report['num_layers']} layers, hash "
+        f"{str(report['model_hash'])[:12]}); backend {report['backend']} on {report['machine']}; a tick every "
+        f"{report['execute_steps']} frames, the chunk's first {report['execute_steps']} actions recorded as "
+        "executed.",
+        f"Errors: mean absolute difference in the model's normalised action units, over the whole chunk of "
+        f"{report['horizon']} actions (executed: its first {report['execute_steps']}); dense error against the "
+        "dense model's chunk for the same observation, recorded error against the recorded actions (the steps "
+        "that exist at an episode's end).",
+    ]
+    random = report.get("random_target")
+    if random is not None:
+        solved = "; ".join(
+            f"{name}: {COINS[name].meaning} {report['variants'][name]['coin_probability']:.4f}"
+            for name in RANDOM_VARIANTS if name in report["variants"]
+        )
+        notes.append(f"{solved}; solved for {random['target_layers']:.2f} expected executed layers "
+                     f"({random['target_from']}).")
+    if "oracle_exit" in report["variants"]:
+        notes.append(f"oracle_exit is a bound, not a policy: each tick it runs the dense pass and takes the "
+                     f"shallowest exit whose chunk lies within {report['oracle_tolerance']} "
+                     f"({report['oracle_measure']} exit error) of the dense chunk.")
+    return "\n\n".join(["### Offline (recorded episodes)", *notes, markdown_table(report)]) + "\n"
+
+
+def plot_variants(report: Mapping[str, Any], file: Path) -> None:
+    """Two panels, x = mean executed layers: y = mean dense error, y = mean recorded error; one
+    labelled point per variant. Where a variant sits against dense (right, at zero dense error) and
+    how much of its error the recording would notice read at a glance."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: benchmark machines have no display
+    import matplotlib.pyplot as plt
+
+    layers = int(report["num_layers"])
+    variants: Mapping[str, Any] = report["variants"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    panels = (("mean_dense_error", "mean |chunk - dense chunk|"), ("mean_recorded_error", "mean |chunk - recorded|"))
+    for ax, (key, label) in zip(axes, panels, strict=True):
+        top = 1.15 * max((v[key] for v in variants.values()), default=0.0) or 1.0
+        for name, v in variants.items():
+            x, y = v["mean_executed_layers"], v[key]
+            colour = "black" if name == "dense" else ("tab:red" if name == "dysl" else "tab:blue")
+            ax.plot(x, y, "o", color=colour)
+            # Above the point, unless a close neighbour sits just above it: then below (legible pairs).
+            crowded = any(
+                other != name and abs(w["mean_executed_layers"] - x) < 1 and 0 <= w[key] - y < 0.06 * top
+                for other, w in variants.items()
+            )
+            ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, -10 if crowded else 4), fontsize=8)
+        if "dense" in variants:
+            ax.axhline(variants["dense"][key], color="black", linestyle="--", linewidth=0.6)
+        ax.axvline(layers, color="grey", linestyle=":", linewidth=0.8)
+        ax.set_xlim(0, layers + 1)
+        ax.set_ylim(0, top)
+        ax.set_xlabel(f"executed layers per tick, mean (of {layers})")
+        ax.set_ylabel(f"{label} (normalised actions)")
+    fig.suptitle(f"Offline: {report['episodes']} recorded episode(s), a tick every {report['execute_steps']} frames",
+                 fontsize=10)
+    fig.tight_layout()
+    file.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(file, dpi=120)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------------------
+# The command
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except (ConfigError, ValueError, FileNotFoundError) as exc:  # LeRobotFormatError, InputRejected: ValueErrors
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        # Engine and model-directory errors carry their own explanation; other types come from below.
+        from dysl_ros.backends.errors import EngineError
+        from dysl_ros.model.checkpoint import ModelDirError
+
+        if isinstance(exc, (EngineError, ModelDirError)):
+            print(f"{PROG}: error: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+def _check_arguments(args: argparse.Namespace, variants: Sequence[str]) -> None:
+    if args.episodes is not None and args.episodes < 1:
+        raise ConfigError(f"--episodes must be >= 1, got {args.episodes}")
+    if args.execute_steps < 1:
+        raise ConfigError(f"--execute-steps must be >= 1, got {args.execute_steps}")
+    if not 0 <= args.seed < 2**32:
+        raise ConfigError(f"--seed must be in [0, 2**32), got {args.seed}")
+    if args.random_target_layers is not None and not (np.isfinite(args.random_target_layers)
+                                                      and args.random_target_layers >= 0):
+        raise ConfigError(f"--random-target-layers must be a finite number >= 0, got {args.random_target_layers}")
+    for name, value in (("eta", args.eta), ("eta_verify", args.eta_verify), ("skip_threshold", args.skip_threshold)):
+        upper = 1.0 if name == "skip_threshold" else float("inf")
+        if value is not None and not 0 < value <= upper:
+            bound = "in (0, 1]" if name == "skip_threshold" else "> 0"
+            raise ConfigError(f"--{name.replace('_', '-')} must be {bound}, got {value}")
+    if "oracle_exit" in variants and not (args.oracle_tolerance is not None and args.oracle_tolerance >= 0):
+        raise ConfigError(f"oracle_exit needs --oracle-tolerance >= 0, got {args.oracle_tolerance}")
+
+
+def select_variants(spec: str | None, oracle_tolerance: float | None) -> tuple[list[str], list[str]]:
+    """``--variants`` (None: the default list) -> (variants to run, variants left out). The default
+    list's oracle_exit is left out without a tolerance (a named one is an error, as in closed-loop)."""
+    if spec is None:
+        chosen = list(DEFAULT_VARIANTS)
+        if oracle_tolerance is None:
+            return [v for v in chosen if v != "oracle_exit"], ["oracle_exit"]
+        return chosen, []
+    return parse_variants(spec), []
+
+
+def open_dataset(root: Path, mapping_file: Path, spec: ObservationSpec) -> Any:
+    """The LeRobotDataset read through the mapping's features for the model's cameras, its state and
+    actions checked against the model's sizes before any frame is decoded."""
+    from dysl_ros.training.lerobot_dataset import DatasetMapping, LeRobotDataset, LeRobotFormatError
+
+    if not root.is_dir():
+        raise OfflineError(f"--demos {root} is not a directory (a LeRobotDataset)")
+    if not mapping_file.is_file():
+        raise OfflineError(
+            f"no dataset mapping at {mapping_file}: give --mapping FILE (YAML: cameras: {{model camera: feature "
+            "key}}, state: key, action: key)"
+        )
+    mapping = DatasetMapping.load(mapping_file)
+    cameras = [c.name for c in spec.cameras]
+    missing = [name for name in cameras if name not in mapping.cameras]
+    if missing:
+        raise LeRobotFormatError(
+            f"{mapping_file}: the model's camera(s) {missing} have no dataset feature (the model's cameras: "
+            f"{cameras}; the mapping's: {sorted(mapping.cameras)})"
+        )
+    # Only the model's cameras are decoded: a dataset may record more than the model looks at.
+    used = DatasetMapping({name: mapping.cameras[name] for name in cameras}, mapping.state, mapping.action)
+    return LeRobotDataset(root, used, state_dim=spec.state_dim, action_dim=spec.action_dim)
+
+
+def _run(args: argparse.Namespace) -> int:
+    variants, left_out = select_variants(args.variants, args.oracle_tolerance)
+    _check_arguments(args, variants)
+    model_dir = Path(args.model_dir)
+    if not model_dir.is_dir():
+        raise ConfigError(f"--model-dir {model_dir} is not a directory")
+    for name in left_out:
+        print(f"{PROG}: {name} left out: give --oracle-tolerance to run it", file=sys.stderr)
+
+    load = LoadSettings(
+        str(model_dir), args.backend, args.router_threshold, args.modules_dir, args.eta, args.eta_verify,
+        args.skip_threshold, args.oracle_tolerance, args.oracle_actions, args.oracle_measure,
+    )
+    plan = main_plan(model_dir if load.modules_dir is None else load.modules_dir)  # what the random variants follow
+    target_given = args.random_target_layers is not None
+    randoms = [v for v in variants if v in RANDOM_VARIANTS]
+    if randoms:
+        if plan is None:
+            raise ConfigError(
+                f"{', '.join(randoms)} need(s) the layer plan of {model_dir} (run `dysl_train calibrate`)"
+            )
+        if not target_given and "dysl" not in variants:
+            raise ConfigError(f"{', '.join(randoms)} match(es) dysl's executed layers: add dysl to --variants "
+                              "or give --random-target-layers")
+    for variant in variants:
+        where = variant_modules_dir(model_dir, variant, load.modules_dir)
+        if where is not None and not where.is_dir():
+            raise ConfigError(f"variant {variant} needs its modules in {where}")
+
+    import torch
+
+    threads = torch.get_num_threads()  # the loader runs one thread (as closed-loop's workers): restored after
+    try:
+        return _bench(args, load, variants, left_out, randoms, plan)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _bench(
+    args: argparse.Namespace, load: LoadSettings, variants: list[str], left_out: list[str], randoms: list[str],
+    plan: Any,
+) -> int:
+    from tqdm import tqdm
+
+    from dysl_ros.model.checkpoint import ModelDirError, model_hash
+
+    model_dir = Path(load.model_dir)
+    loader = VariantLoader(load)
+    base = loader.base_policy(None)
+    spec: ObservationSpec = base.spec
+    num_layers = int(base.plan.num_layers)
+    if args.execute_steps > spec.horizon:
+        raise ConfigError(f"--execute-steps {args.execute_steps} exceeds the model's chunk of {spec.horizon}")
+    if args.oracle_actions is not None and not 1 <= args.oracle_actions <= spec.horizon:
+        raise ConfigError(f"--oracle-actions must lie in 1..{spec.horizon} (the chunk), got {args.oracle_actions}")
+    root = Path(args.demos)
+    mapping_file = Path(args.mapping) if args.mapping else root / "dysl_mapping.yaml"
+    dataset = open_dataset(root, mapping_file, spec)
+    indices: list[int] = list(dataset.episode_indices)[: args.episodes]
+    if not indices:
+        raise OfflineError(f"{root} holds no episodes")
+
+    target_given = args.random_target_layers is not None
+    coins: dict[str, float] = {}
+    target = float(args.random_target_layers) if target_given else float("nan")
+    target_from = "--random-target-layers"
+    if target_given and randoms:
+        coins = {v: coin_probability(v, plan, target) for v in randoms}
+    first = [v for v in variants if v != "dense" and (v not in RANDOM_VARIANTS or target_given)]
+    later = [] if target_given else randoms
+    dense_policy = loader.get("dense")  # the reference of every tick, run whether or not dense is reported
+    for variant in variants:  # load (and for onnxruntime build) everything before the clock starts
+        if variant not in RANDOM_VARIANTS:
+            loader.get(variant)
+
+    started = time.perf_counter()
+    results: list[EpisodeResult] = []
+    dense_chunks: dict[int, list[FloatArray]] = {}
+    total = len(indices) * (len(first) + len(later) + 1)
+    bar = tqdm(total=total, desc="offline", unit="ep", file=sys.stderr, disable=args.no_progress, dynamic_ncols=True)
+    try:
+        for index, ticks in _episodes(dataset, indices, spec, args.execute_steps):
+            result, chunks = run_episode(dense_policy, spec, "dense", index, ticks, None, args.execute_steps, args.seed)
+            dense_chunks[index] = chunks
+            if "dense" in variants:
+                results.append(result)
+            bar.update(1)
+            for variant in first:
+                policy = loader.get(variant, coins.get(variant))
+                results.append(run_episode(policy, spec, variant, index, ticks, chunks, args.execute_steps,
+                                           args.seed)[0])
+                bar.update(1)
+        if later:
+            target = float(np.mean([n for r in results if r.variant == "dysl" for n in r.executed]))
+            target_from = "dysl's mean executed layers in this run"
+            coins = {v: coin_probability(v, plan, target) for v in later}
+            # Frames decoded again rather than kept: a real dataset's fitted frames need not fit in memory.
+            for index, ticks in _episodes(dataset, indices, spec, args.execute_steps):
+                for variant in later:
+                    policy = loader.get(variant, coins[variant])
+                    results.append(run_episode(policy, spec, variant, index, ticks, dense_chunks[index],
+                                               args.execute_steps, args.seed)[0])
+                    bar.update(1)
+    finally:
+        bar.close()
+    wall = time.perf_counter() - started
+
+    try:
+        digest = model_hash(model_dir)
+    except ModelDirError:
+        digest = ""
+    figures = {v: variant_figures([r for r in results if r.variant == v], num_layers) for v in variants}
+    report: dict[str, Any] = {
+        "dataset": str(root),
+        "mapping": str(mapping_file),
+        "dataset_version": dataset.version,
+        "fps": dataset.fps,
+        "episodes": len(indices),
+        "episode_indices": indices,
+        "ticks": figures[variants[0]]["ticks"] if variants else 0,
+        "variants": figures,
+        "left_out": left_out,
+        "num_layers": num_layers,
+        "horizon": spec.horizon,
+        "action_dim": spec.action_dim,
+        "cameras": [c.name for c in spec.cameras],
+        "model_dir": str(model_dir),
+        "model_hash": digest,
+        "backend": args.backend,
+        "machine": machine(),
+        "execute_steps": args.execute_steps,
+        "seed": args.seed,
+        "modules_dir": load.modules_dir,
+        "dysl_overrides": load.dysl_overrides(),
+        "wall_s": wall,
+    }
+    if "oracle_exit" in variants:
+        report["oracle_tolerance"] = args.oracle_tolerance
+        report["oracle_actions"] = args.oracle_actions
+        report["oracle_measure"] = args.oracle_measure
+    if randoms:
+        report["random_target"] = {"target_layers": target, "target_from": target_from}
+        for name in randoms:
+            v = report["variants"][name]
+            v["coin_probability"] = v[COINS[name].field] = coins[name]
+            v["target_layers"] = target
+
+    text = markdown_report(report)
+    if args.markdown:
+        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.markdown).write_text(text)
+    if args.plot:
+        plot_variants(report, Path(args.plot))
+    print(markdown_table(report))
+    print(f"{len(indices)} episode(s), {len(variants)} variant(s) in {wall:.1f} s")
+    if args.json:
+        print(json.dumps(report))
+    return 0
+
+
+def _episodes(
+    dataset: Any, indices: Sequence[int], spec: ObservationSpec, execute_steps: int
+) -> Iterator[tuple[int, list[Tick]]]:
+    """Each chosen episode's index and ticks, decoded one episode at a time."""
+    for index in indices:
+        yield index, episode_ticks(dataset.episode(index), spec, execute_steps)
+
+
+def machine() -> str:
+    """The machine in words, as the closed-loop report names it."""
+    try:
+        from dysl_ros.backends.capability import cpu_name
+
+        return f"{cpu_name()}, {os.cpu_count()} cores"
+    except Exception:  # only a label
+        return f"{os.cpu_count()} cores"
+
