@@ -254,6 +254,11 @@ class ActionQueue:
         return max(0, len(newest.actions) - (period - newest.offset) - 1)
 
     @property
+    def last_command(self) -> npt.NDArray[np.float64] | None:
+        """The last action sent (what ``hold`` repeats), or None before the first."""
+        return None if self._last is None else self._last.copy()
+
+    @property
     def newest_seq(self) -> int:
         return self._chunks[-1].seq if self._chunks else -1
 

@@ -98,6 +98,50 @@ def fit_image(rgb: npt.NDArray[np.uint8], height: int, width: int, fit: str) -> 
     return np.ascontiguousarray(scaled[top : top + height, left : left + width])
 
 
+def decode_compressed_image(
+    image_format: str,
+    data: bytes | bytearray | memoryview | Sequence[int],
+    size: int | tuple[int, int],
+    fit: str = "letterbox",
+    channels: int = 3,
+) -> npt.NDArray[np.uint8]:
+    """sensor_msgs/CompressedImage fields (JPEG or PNG, as image_transport's compressed plugin sends
+    them) -> the camera's image, fitted as ``decode_image`` fits raw images."""
+    try:
+        buffer = np.frombuffer(data, dtype=np.uint8)  # type: ignore[arg-type]
+    except TypeError:
+        buffer = np.asarray(data, dtype=np.uint8).reshape(-1)
+    if buffer.size == 0:
+        raise InputRejected("empty_image", "compressed image has no data")
+    bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise InputRejected(
+            "bad_compressed_image", f"compressed image ({image_format or 'no format'}) is not a decodable JPEG or PNG"
+        )
+    height, width = bgr.shape[:2]
+    contiguous = np.ascontiguousarray(bgr)
+    return decode_image("bgr8", height, width, width * 3, contiguous.tobytes(), size, fit, channels)
+
+
+def parse_joint_state(
+    names: Sequence[str], position: Sequence[float], wanted: Sequence[str], what: str = "the model's state"
+) -> npt.NDArray[np.float64]:
+    """The positions of the ``wanted`` joints, by name, from a JointState of any joints in any order
+    (extra joints ignored). Missing or non-finite ones are rejected."""
+    if len(names) != len(position):
+        raise InputRejected(
+            "bad_joint_state", f"joint_states has {len(names)} names but {len(position)} positions"
+        )
+    index = {name: i for i, name in enumerate(names)}
+    missing = [name for name in wanted if name not in index]
+    if missing:
+        raise InputRejected("missing_joint", f"joint_states lacks {what}'s joint(s) {missing}")
+    values = np.asarray([position[index[name]] for name in wanted], dtype=np.float64)
+    if not np.all(np.isfinite(values)):
+        raise InputRejected("non_finite_joint_states", f"joint_states has NaN or inf for {list(wanted)}: {values}")
+    return values
+
+
 def parse_proprio(position: Sequence[float], expected: int) -> npt.NDArray[np.float64]:
     """sensor_msgs/JointState.position -> proprio vector."""
     values = np.asarray(position, dtype=np.float64).reshape(-1)

@@ -6,6 +6,8 @@ that a topic renamed here is renamed everywhere. No ROS imports: launch files im
 
 from __future__ import annotations
 
+import os
+
 PACKAGE = "dysl_ros"
 
 NODE_TOPICS = ("image", "instruction", "joint_states", "action_chunk", "action")
@@ -25,6 +27,9 @@ EPISODE_RESULT_TOPIC = "~/episode_result"
 FASTDDS_PROFILE = "config/fastdds.xml"
 """The Fast DDS profile, relative to the package share (or the source tree): shared memory with a
 segment large enough for camera frames, UDP on 127.0.0.1 only."""
+FASTDDS_NETWORK_PROFILE = "config/fastdds_network.xml"
+"""The profile for peers on other machines (``localhost_only`` false): the same shared memory, UDP on
+every interface."""
 LOCALHOST_ONLY_DISTROS = frozenset({"foxy", "galactic", "humble"})
 """Distributions whose rcl predates ROS_AUTOMATIC_DISCOVERY_RANGE (Iron) and read ROS_LOCALHOST_ONLY."""
 FASTDDS2_DISTROS = frozenset({"foxy", "galactic", "humble", "iron", "jazzy"})
@@ -53,9 +58,38 @@ def profile_environment(profile: str, distro: str) -> dict[str, str]:
     return env
 
 
+def fastdds_profile_path(localhost_only: bool = True) -> str:
+    """The Fast DDS profile (relative path) for host-only processes or for peers on other machines."""
+    return FASTDDS_PROFILE if localhost_only else FASTDDS_NETWORK_PROFILE
+
+
+def discovery_environment(distro: str, localhost_only: bool = True) -> dict[str, str]:
+    """The variables that keep DDS discovery on this host (``localhost_only``) or open it to the subnet.
+
+    The network variant sets the unrestricted values explicitly rather than leaving the variables out,
+    so that a ``LOCALHOST`` / ``1`` exported in the shell does not keep the node on this host.
+    """
+    env = {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST" if localhost_only else "SUBNET"}
+    if distro in LOCALHOST_ONLY_DISTROS:
+        env["ROS_LOCALHOST_ONLY"] = "1" if localhost_only else "0"  # rcl treats anything but "1" as off
+    return env
+
+
 def localhost_environment(distro: str) -> dict[str, str]:
     """The variables that keep DDS discovery on this host on ROS distribution ``distro``."""
-    env = {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
-    if distro in LOCALHOST_ONLY_DISTROS:
-        env["ROS_LOCALHOST_ONLY"] = "1"
-    return env
+    return discovery_environment(distro, localhost_only=True)
+
+
+def network_environment(distro: str) -> dict[str, str]:
+    """The variables that let DDS discover peers on other machines of the subnet on ``distro``."""
+    return discovery_environment(distro, localhost_only=False)
+
+
+def dds_environment(root: str, distro: str, localhost_only: bool = True) -> dict[str, str]:
+    """Profile and discovery variables of one variant; ``root``: the package share or the source tree.
+
+    ``localhost_only`` true: config/fastdds.xml + discovery on this host (everything stays on loopback);
+    false: config/fastdds_network.xml + subnet discovery (camera or controller on another machine).
+    """
+    profile = os.path.join(root, fastdds_profile_path(localhost_only))
+    return {**profile_environment(profile, distro), **discovery_environment(distro, localhost_only)}

@@ -11,9 +11,10 @@ node is connected, runs the episodes and publishes one JSON object per episode o
     ros2 topic echo /sim_bridge/episode_result --qos-durability transient_local --qos-reliability reliable
 
 Both processes share the rate (``control_rate_hz``: sim steps and the node's action stream) and the
-topic names of ``dysl.launch.py``'s defaults. Fast DDS profile and localhost-only discovery as in
-``dysl.launch.py``; the simulator renders offscreen with EGL (``MUJOCO_GL=egl``; Meta-World and
-MuJoCo must be installed: ``pip install metaworld==3.1.1 packaging``).
+topic names of ``dysl.launch.py``'s defaults. Fast DDS profile and discovery as in ``dysl.launch.py``
+(``localhost_only:=false``: config/fastdds_network.xml and subnet discovery); the simulator renders
+offscreen with EGL (``MUJOCO_GL=egl``; Meta-World and MuJoCo must be installed:
+``pip install metaworld==3.1.1 packaging``).
 
 The launch files need a ROS 2 install (`launch`, `launch_ros`); they have not been run here, where the
 tests start the node processes themselves.
@@ -25,7 +26,7 @@ import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch.actions import DeclareLaunchArgument, EmitEvent, RegisterEventHandler, SetEnvironmentVariable
-from launch.conditions import IfCondition
+from launch.conditions import IfCondition, UnlessCondition
 from launch.event_handlers import OnProcessExit
 from launch.events import Shutdown
 from launch.launch_description import LaunchDescription
@@ -34,13 +35,13 @@ from launch_ros.actions import LifecycleNode, Node
 from launch_ros.parameter_descriptions import ParameterValue
 
 from dysl_ros.backends.registry import BACKEND_CHOICES
-from dysl_ros.wiring import DEFAULT_TOPICS, FASTDDS_PROFILE, PACKAGE, localhost_environment, profile_environment
+from dysl_ros.wiring import DEFAULT_TOPICS, PACKAGE, dds_environment
 
 
 def generate_launch_description() -> LaunchDescription:
     share = get_package_share_directory(PACKAGE)
-    fastdds_profile = os.path.join(share, FASTDDS_PROFILE)
     localhost_only = IfCondition(LaunchConfiguration("localhost_only"))
+    across_machines = UnlessCondition(LaunchConfiguration("localhost_only"))
 
     arguments = [
         DeclareLaunchArgument("model_dir", description="Trained VLA + DySL modules (required)."),
@@ -81,14 +82,19 @@ def generate_launch_description() -> LaunchDescription:
         ),
         DeclareLaunchArgument(
             "localhost_only", default_value="true",
-            description="Keep DDS discovery on this host (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST).",
+            description="true: DDS on this host only (config/fastdds.xml, discovery range LOCALHOST); "
+            "false: peers on other machines (config/fastdds_network.xml, discovery range SUBNET).",
         ),
     ]
 
     distro = os.environ.get("ROS_DISTRO", "")
     environment = [
-        *(SetEnvironmentVariable(k, v) for k, v in profile_environment(fastdds_profile, distro).items()),
-        *(SetEnvironmentVariable(k, v, condition=localhost_only) for k, v in localhost_environment(distro).items()),
+        # localhost_only is only known at launch time: both variants, each under its condition.
+        *(SetEnvironmentVariable(k, v, condition=localhost_only) for k, v in dds_environment(share, distro).items()),
+        *(
+            SetEnvironmentVariable(k, v, condition=across_machines)
+            for k, v in dds_environment(share, distro, localhost_only=False).items()
+        ),
         SetEnvironmentVariable("MUJOCO_GL", os.environ.get("MUJOCO_GL", "egl")),
     ]
     remappings = [(f"~/{name}", topic) for name, topic in DEFAULT_TOPICS.items()]

@@ -6,10 +6,13 @@ The node starts ``unconfigured`` (``autostart: false``); this file emits ``confi
 node reports ``inactive``, ``activate``. A failed configure (model files missing, bad parameters) leaves
 the node ``unconfigured`` with the reason in its log, and is reported here too.
 
-DDS: the node's processes load the package's Fast DDS profile (config/fastdds.xml: shared memory with a
-16 MB segment for camera frames, UDP on 127.0.0.1 only) and, with ``localhost_only:=true`` (default),
-restrict discovery to this host. Environment set here reaches the launched node only; export the same
-variables in the shell for ``ros2`` CLI tools and other processes that should see the node.
+DDS: with ``localhost_only:=true`` (default) the node's processes load the package's Fast DDS profile
+config/fastdds.xml (shared memory with a 16 MB segment for camera frames, UDP on 127.0.0.1 only) and
+restrict discovery to this host. With ``localhost_only:=false`` (camera or controller on another
+machine) they load config/fastdds_network.xml instead (the same shared memory, UDP on every interface)
+and discover the subnet (``ROS_AUTOMATIC_DISCOVERY_RANGE=SUBNET``; Humble: ``ROS_LOCALHOST_ONLY=0``).
+Environment set here reaches the launched node only; export the same variables in the shell for
+``ros2`` CLI tools and other processes that should see the node (on the other machine too).
 
 The launch files need a ROS 2 install (`launch`, `launch_ros`); they have not been run here, where the
 tests start the node processes themselves.
@@ -21,7 +24,7 @@ import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch.actions import DeclareLaunchArgument, EmitEvent, LogInfo, RegisterEventHandler, SetEnvironmentVariable
-from launch.conditions import IfCondition
+from launch.conditions import IfCondition, UnlessCondition
 from launch.events import matches_action
 from launch.launch_description import LaunchDescription
 from launch.substitutions import LaunchConfiguration
@@ -30,7 +33,7 @@ from launch_ros.event_handlers import OnStateTransition
 from launch_ros.events.lifecycle import ChangeState
 from lifecycle_msgs.msg import Transition
 
-from dysl_ros.wiring import DEFAULT_TOPICS, FASTDDS_PROFILE, PACKAGE, localhost_environment, profile_environment
+from dysl_ros.wiring import DEFAULT_TOPICS, PACKAGE, dds_environment
 
 TOPIC_HELP = {
     "image": "Camera images (sensor_msgs/Image).",
@@ -43,8 +46,8 @@ TOPIC_HELP = {
 
 def generate_launch_description() -> LaunchDescription:
     share = get_package_share_directory(PACKAGE)
-    fastdds_profile = os.path.join(share, FASTDDS_PROFILE)
     localhost_only = IfCondition(LaunchConfiguration("localhost_only"))
+    across_machines = UnlessCondition(LaunchConfiguration("localhost_only"))
 
     arguments = [
         DeclareLaunchArgument(
@@ -66,14 +69,19 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument(
             "localhost_only",
             default_value="true",
-            description="Keep DDS discovery on this host (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST).",
+            description="true: DDS on this host only (config/fastdds.xml, discovery range LOCALHOST); "
+            "false: peers on other machines (config/fastdds_network.xml, discovery range SUBNET).",
         ),
     ]
 
     distro = os.environ.get("ROS_DISTRO", "")
     environment = [
-        *(SetEnvironmentVariable(k, v) for k, v in profile_environment(fastdds_profile, distro).items()),
-        *(SetEnvironmentVariable(k, v, condition=localhost_only) for k, v in localhost_environment(distro).items()),
+        # localhost_only is only known at launch time: both variants, each under its condition.
+        *(SetEnvironmentVariable(k, v, condition=localhost_only) for k, v in dds_environment(share, distro).items()),
+        *(
+            SetEnvironmentVariable(k, v, condition=across_machines)
+            for k, v in dds_environment(share, distro, localhost_only=False).items()
+        ),
     ]
 
     node = LifecycleNode(

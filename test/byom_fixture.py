@@ -4,6 +4,7 @@ horizon of 10, and the built-in embed and head around them."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,14 @@ SPEC = ObservationSpec(
     action_semantics="joint_position_deltas",
     tokenizer=TokenizerSpec("bytes", 12),
 )
+JOINTS = (*(f"joint_{i}" for i in range(6)), "gripper")
+POSITION_SPEC = dataclasses.replace(
+    SPEC,
+    action_names=JOINTS,
+    action_normalisation=Normalisation("min_max", (-1.5,) * 7, (1.5,) * 7),
+    action_semantics="joint_positions",
+)
+"""Absolute joint positions, named after the joints they drive (wired by name)."""
 EMBED = ModulePart("dysl_ros.model.parts:patch_embed", {"patch": 8})
 HEAD = ModulePart("dysl_ros.model.parts:query_head")
 
@@ -68,11 +77,13 @@ def write_decoder(path: Path, family: str, seed: int = 0) -> Path:
     return path
 
 
-def make_imported_model(root: Path, family: str, seed: int = 0, static_ratio: float = 0.34) -> Path:
+def make_imported_model(
+    root: Path, family: str, seed: int = 0, static_ratio: float = 0.34, spec: ObservationSpec = SPEC
+) -> Path:
     """Import a random checkpoint of ``family`` with the built-in embed and head, then give it a
     random layer plan and DySL modules (non-trivial adapters, so skipping changes the chunk)."""
     decoder = write_decoder(root / f"{family}_checkpoint", family, seed)
-    model_dir = import_model(root / family, decoder_dir=decoder, spec=SPEC, embed=EMBED, head=HEAD)
+    model_dir = import_model(root / family, decoder_dir=decoder, spec=spec, embed=EMBED, head=HEAD)
     torch.manual_seed(seed + 1)
     similarities = np.random.default_rng(seed).uniform(0.5, 1.0, LAYERS)
     plan = LayerPlan.from_similarities(similarities.tolist(), static_ratio)

@@ -38,7 +38,7 @@ from rclpy.publisher import Publisher
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.subscription import Subscription
 from rclpy.timer import Timer
-from sensor_msgs.msg import Image, JointState
+from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
@@ -49,11 +49,14 @@ from dysl_ros.core.runner import TickResult
 from dysl_ros.inputs import (
     InputRejected,
     check_stamp,
+    decode_compressed_image,
     decode_image,
     parse_instruction,
+    parse_joint_state,
     parse_proprio,
     string_from_cdr,
 )
+from dysl_ros.joint_commands import JointWiring, check_on_stale, trajectory_times, wire_joints
 from dysl_ros.model.checkpoint import ModelDirError
 from dysl_ros.model.observation_spec import Observation, ObservationSpec
 from dysl_ros.node.params import DYSL_FROM_MODEL, PARAMETERS, NodeParams
@@ -127,6 +130,10 @@ class DySLNode(LifecycleNode):
         self._instruction: str | None = None
         self._new_task = False
         self._proprio: tuple[npt.NDArray[np.float64], float] | None = None  # (values, monotonic receive time)
+        self._joint_positions: tuple[npt.NDArray[np.float64], float] | None = None
+        """The command joints' measured positions (values, monotonic receive time)."""
+        self._wiring: JointWiring | None = None  # set at configure when command_joint_names are given
+        self._on_stale = "zero"  # the model-space stream's, resolved at configure
         self._active = threading.Event()
         self._stop = threading.Event()
         self._replan = threading.Event()
@@ -143,8 +150,9 @@ class DySLNode(LifecycleNode):
         self._names: list[str] = []  # ~/action_chunk joint_names
         self._low: npt.NDArray[np.float64] = np.zeros(0)  # action clamp
         self._high: npt.NDArray[np.float64] = np.zeros(0)
-        self._subscriptions: list[Subscription[Any]] = []
+        self._input_subscriptions: list[Subscription[Any]] = []
         self.chunk_pub: LifecyclePublisher[JointTrajectory] | None = None
+        self.joint_trajectory_pub: LifecyclePublisher[JointTrajectory] | None = None
         self.tick_pub: LifecyclePublisher[DiagnosticStatus] | None = None
         # /diagnostics also reports an inactive node: an ordinary publisher.
         self.diag_pub: Publisher[DiagnosticArray] | None = None
@@ -175,11 +183,21 @@ class DySLNode(LifecycleNode):
             if len(names) != spec.action_dim:
                 raise ConfigError(f"action_names has {len(names)} names, the model's actions have {spec.action_dim}")
             low, high = params.action_limits(spec.action_dim)
+            on_stale = check_on_stale(params.on_stale, spec.action_semantics)
+            wiring = wire_joints(
+                spec.action_semantics, spec.action_names, params.command_joint_names, params.action_to_joint
+            )
+            if params.state_joints and len(params.state_joints) != spec.state_dim:
+                raise ConfigError(
+                    f"state_joint_names has {len(params.state_joints)} joints, the model's state has {spec.state_dim} "
+                    f"({', '.join(spec.state_names)})"
+                )
         except (ConfigError, ModelDirError, EngineError) as exc:
             self.get_logger().error(f"configure failed: {exc}")
             stream.stop()
             return TransitionCallbackReturn.FAILURE
         self._names, self._low, self._high = names, np.asarray(low), np.asarray(high)
+        self._wiring, self._on_stale = wiring, on_stale
         self.params, self.policy = params, policy
         self._warm_up()
         self._create_topics(params)
@@ -189,12 +207,15 @@ class DySLNode(LifecycleNode):
             namespace=self.get_namespace(),
             dt_ns=round(params.dt * 1e9),
             max_age_ns=round(params.max_image_age_ms * 1e6),
-            on_stale=params.on_stale,
+            on_stale=on_stale,
             action_dim=spec.action_dim,
             replan_threshold=params.replan_threshold,
             aggregation=params.chunk_aggregation,
             decay=params.aggregation_decay,
             priority=params.stream_priority,
+            command_topic=self.resolve_topic_name("~/commands") if wiring is not None else "",
+            command_dim=len(wiring.joints) if wiring is not None else 0,
+            command_on_stale="zero" if wiring is not None and wiring.commands_are_velocities else "hold",
         )
         try:
             scheduling = stream.start(stream_config)
@@ -246,10 +267,9 @@ class DySLNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
-        """Always SUCCESS: inference stops, then the stream; nothing is published until activate."""
-        self._stop_threads()
-        if self.stream is not None and not self.stream.set_active(False):
-            self.get_logger().error("the action stream process did not confirm it stopped")
+        """Always SUCCESS: inference stops, one final safe command goes out, then the stream stops;
+        nothing more is published until activate."""
+        self._stop_serving()
         self.stats.waiting_for = "activate"
         self.get_logger().info("inactive: publishing stopped")
         return super().on_deactivate(state)  # disables the lifecycle publishers
@@ -267,12 +287,32 @@ class DySLNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def shutdown(self) -> None:
-        """Stop inference and the stream process, destroy the topics (idempotent)."""
+        """Stop inference (with one final safe command when serving) and the stream process, destroy
+        the topics (idempotent)."""
+        if self._active.is_set():
+            self._stop_serving()
         self._stop_threads()
         if self.stream is not None:
             self.stream.stop()
             self.stream = None
         self._destroy_topics()
+
+    def _stop_serving(self) -> None:
+        """Inference stops, then the safe command (hold the measured position, zero velocity, or the
+        model-space stream's on_stale) goes out once on every command topic, then the stream stops."""
+        self._stop_threads()
+        measured = self._joint_positions[0] if self._joint_positions is not None else None
+        wiring, stream = self._wiring, self.stream
+        final_commands = wiring.safe_command(measured) if wiring is not None else None
+        if wiring is not None and measured is not None and self.joint_trajectory_pub is not None:
+            try:
+                self.joint_trajectory_pub.publish(self._hold_trajectory(wiring, measured))
+            except Exception as exc:  # the context is going down (Ctrl-C): the stream still tries
+                self.get_logger().debug(f"final trajectory not published: {exc!r}")
+        final_action = np.zeros(len(self._low)) if self._on_stale == "zero" else None
+        stopped = stream is None or stream.set_active(False, final_action=final_action, final_commands=final_commands)
+        if not stopped:
+            self.get_logger().error("the action stream process did not confirm it stopped")
 
     def _warm_up(self) -> None:
         """First inferences allocate and autotune; do them before the first real image."""
@@ -323,13 +363,19 @@ class DySLNode(LifecycleNode):
         assert self.policy is not None
         inputs = MutuallyExclusiveCallbackGroup()
         spec = self.policy.spec
-        self._subscriptions = [
+        compressed = params.image_transport == "compressed"
+        image_type = CompressedImage if compressed else Image
+        self._input_subscriptions = [
             self.create_subscription(
-                Image, camera_topic(spec, c.name), partial(self._on_image, c.name), SENSOR_QOS, callback_group=inputs
+                image_type,
+                camera_topic(spec, c.name) + ("/compressed" if compressed else ""),
+                partial(self._on_image, c.name),
+                SENSOR_QOS,
+                callback_group=inputs,
             )
             for c in spec.cameras
         ]
-        self._subscriptions += [
+        self._input_subscriptions += [
             # Raw bytes: rclpy would quietly replace invalid UTF-8, and a robot should not act on that.
             self.create_subscription(
                 String, "~/instruction", self._on_instruction, LATCHED_QOS, callback_group=inputs, raw=True
@@ -339,6 +385,10 @@ class DySLNode(LifecycleNode):
             ),
         ]
         self.chunk_pub = self.create_lifecycle_publisher(JointTrajectory, "~/action_chunk", RELIABLE_QOS)
+        if self._wiring is not None:  # ~/commands is the stream process's
+            self.joint_trajectory_pub = self.create_lifecycle_publisher(
+                JointTrajectory, "~/joint_trajectory", RELIABLE_QOS
+            )
         # ~/action is published by the stream process (stream_process.py) under this node's resolved name.
         self.tick_pub = self.create_lifecycle_publisher(DiagnosticStatus, TICK_TOPIC, TICK_QOS)
         self.diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
@@ -347,10 +397,10 @@ class DySLNode(LifecycleNode):
         )
 
     def _destroy_topics(self) -> None:
-        for subscription in self._subscriptions:
+        for subscription in self._input_subscriptions:
             self.destroy_subscription(subscription)
-        self._subscriptions = []
-        for publisher in (self.chunk_pub, self.tick_pub):
+        self._input_subscriptions = []
+        for publisher in (self.chunk_pub, self.tick_pub, self.joint_trajectory_pub):
             if publisher is not None:
                 self.destroy_lifecycle_publisher(publisher)
         if self.diag_pub is not None:
@@ -358,7 +408,7 @@ class DySLNode(LifecycleNode):
         if self.diag_timer is not None:
             self.diag_timer.cancel()
             self.destroy_timer(self.diag_timer)
-        self.chunk_pub = self.tick_pub = None
+        self.chunk_pub = self.tick_pub = self.joint_trajectory_pub = None
         self.diag_pub, self.diag_timer = None, None
 
     def _reject(self, error: InputRejected, camera: str = "") -> None:
@@ -372,7 +422,7 @@ class DySLNode(LifecycleNode):
                 f"rejected input{source} ({error.counter}, {counters[error.counter]} so far): {error}"
             )
 
-    def _on_image(self, camera_name: str, msg: Image) -> None:
+    def _on_image(self, camera_name: str, msg: Image | CompressedImage) -> None:
         assert self.policy is not None and self.params is not None
         camera = self.policy.spec.camera(camera_name)
         try:
@@ -380,7 +430,10 @@ class DySLNode(LifecycleNode):
             stamp = stamp_ns * 1e-9
             check_stamp(stamp, self._now(), self.params.max_future_stamp_ms)
             size, fit, channels = (camera.height, camera.width), camera.fit, camera.channels
-            rgb = decode_image(msg.encoding, msg.height, msg.width, msg.step, msg.data, size, fit, channels)
+            if isinstance(msg, CompressedImage):
+                rgb = decode_compressed_image(msg.format, msg.data, size, fit, channels)
+            else:
+                rgb = decode_image(msg.encoding, msg.height, msg.width, msg.step, msg.data, size, fit, channels)
         except InputRejected as error:
             self._reject(error, camera_name)
             return
@@ -407,14 +460,24 @@ class DySLNode(LifecycleNode):
             self._instruction = text
 
     def _on_joint_states(self, msg: JointState) -> None:
-        assert self.policy is not None
+        assert self.policy is not None and self.params is not None
+        names, positions = list(msg.name), list(msg.position)
         try:
-            values = parse_proprio(list(msg.position), self.policy.spec.state_dim)
+            if self.params.state_joints:
+                values = parse_joint_state(names, positions, self.params.state_joints)
+            else:
+                values = parse_proprio(positions, self.policy.spec.state_dim)
+            joints = None
+            if self._wiring is not None:
+                joints = parse_joint_state(names, positions, self._wiring.joints, "command_joint_names")
         except InputRejected as error:
             self._reject(error)
             return
+        now = time.monotonic()
         with self._lock:
-            self._proprio = (values, time.monotonic())
+            self._proprio = (values, now)
+            if joints is not None:
+                self._joint_positions = (joints, now)
 
     # ---------------------------------------------------------------- inference
 
@@ -459,6 +522,10 @@ class DySLNode(LifecycleNode):
         max_age_s = self.params.max_image_age_ms / 1000.0
         if proprio is None or time.monotonic() - proprio[1] > max_age_s:
             self.stats.waiting_for = "joint_states"
+            return None
+        joints = self._joint_positions
+        if self._wiring is not None and (joints is None or time.monotonic() - joints[1] > max_age_s):
+            self.stats.waiting_for = "joint_states with the command joints"
             return None
         age_ms = (self._now() - image.stamp) * 1000.0
         self.stats.last_image_age_ms = age_ms
@@ -511,8 +578,15 @@ class DySLNode(LifecycleNode):
                 self._predicted[seq] = execute
                 while len(self._predicted) > SLICE_WINDOW:
                     self._predicted.pop(next(iter(self._predicted)))
-            stream.send_chunk(seq, image.stamp_ns, actions, now_ns - time.time_ns())
+            wiring, joints = self._wiring, self._joint_positions
+            measured = joints[0] if joints is not None else None
+            commands = wiring.command_chunk(actions, measured, params.dt) if wiring is not None else None
+            stream.send_chunk(seq, image.stamp_ns, actions, now_ns - time.time_ns(), commands)
             try:
+                if wiring is not None and self.joint_trajectory_pub is not None:
+                    trajectory = self._joint_trajectory(wiring, actions, measured, image.stamp_ns)
+                    if trajectory is not None:
+                        self.joint_trajectory_pub.publish(trajectory)
                 chunk_pub.publish(self._chunk_message(image.stamp_msg, actions, params.dt))
                 self.stats.chunks_published += 1
                 self._publish_tick(image, out.tick, tick_ms, (self._now_ns() - image.stamp_ns) / 1e6)
@@ -567,6 +641,48 @@ class DySLNode(LifecycleNode):
             point.positions = [float(a) for a in action]
             point.time_from_start = Duration(sec=nanos // 1_000_000_000, nanosec=nanos % 1_000_000_000)
             msg.points.append(point)
+        return msg
+
+    def _joint_trajectory(
+        self,
+        wiring: JointWiring,
+        actions: npt.NDArray[np.float64],
+        measured: npt.NDArray[np.float64] | None,
+        stamp_ns: int,
+    ) -> JointTrajectory | None:
+        """The chunk for joint_trajectory_controller: its joints, absolute positions (velocities too
+        for velocity actions), only the actions still ahead (None when all have passed)."""
+        assert self.params is not None
+        dt = self.params.dt
+        positions = wiring.joint_chunk(actions, measured, dt)
+        velocities = wiring.command_chunk(actions, measured, dt) if wiring.commands_are_velocities else None
+        now_ns = self._now_ns()
+        header_ns, ahead = trajectory_times(stamp_ns, now_ns, round(dt * 1e9), len(positions), self.params.chunk_stamp)
+        if not ahead:
+            return None
+        msg = JointTrajectory()
+        msg.header.stamp = Time(sec=header_ns // 1_000_000_000, nanosec=header_ns % 1_000_000_000)
+        msg.joint_names = list(wiring.joints)
+        for k, offset_ns in ahead:
+            point = JointTrajectoryPoint()
+            point.positions = [float(v) for v in positions[k]]
+            if velocities is not None:
+                point.velocities = [float(v) for v in velocities[k]]
+            point.time_from_start = Duration(sec=offset_ns // 1_000_000_000, nanosec=offset_ns % 1_000_000_000)
+            msg.points.append(point)
+        return msg
+
+    def _hold_trajectory(self, wiring: JointWiring, measured: npt.NDArray[np.float64]) -> JointTrajectory:
+        """One point: stay where the joints are (zero velocity), reached one control period from now."""
+        assert self.params is not None
+        msg = JointTrajectory()
+        msg.joint_names = list(wiring.joints)
+        point = JointTrajectoryPoint()
+        point.positions = [float(v) for v in measured]
+        point.velocities = [0.0] * len(measured)
+        nanos = round(self.params.dt * 1e9)
+        point.time_from_start = Duration(sec=nanos // 1_000_000_000, nanosec=nanos % 1_000_000_000)
+        msg.points.append(point)
         return msg
 
     # ---------------------------------------------------------------- per-tick telemetry

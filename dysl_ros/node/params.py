@@ -37,6 +37,8 @@ from dysl_ros.params import (
 )
 
 DYSL_FROM_MODEL = ("static_ratio", "eta", "eta_verify", "k", "skip_threshold")
+CHUNK_STAMPS = ("zero", "now", "image")
+IMAGE_TRANSPORTS = ("raw", "compressed")
 """DySL settings whose parameter default 0 means: the model's dysl.json value."""
 
 
@@ -95,7 +97,10 @@ class NodeParams:
         non_negative,
     )
     on_stale: str = param(
-        "hold", "Action stream without fresh input: hold (repeat last action) | zero.", one_of(ON_STALE)
+        "",
+        "~/action without fresh input: hold (repeat the last action) | zero; empty: the safe one for the model's "
+        "action semantics (hold for joint positions, zero for deltas and velocities; hold with those is refused).",
+        one_of(("", *ON_STALE)),
     )
     replan_threshold: int = param(
         4,
@@ -152,6 +157,36 @@ class NodeParams:
     action_high: tuple[float, ...] = param(
         (1.0,), "Upper clamp per action dimension (one value: all dimensions).", numbers
     )
+    # --- robot wiring
+    state_joint_names: tuple[str, ...] = param(
+        ("",),
+        "Joints whose ~/joint_states positions form the model's state, in its order, picked by name from any "
+        "JointState (extra joints ignored); [''] = position in message order, exactly the state's size.",
+        strings,
+    )
+    command_joint_names: tuple[str, ...] = param(
+        ("",),
+        "The controller's joints, in its order: ~/joint_trajectory and ~/commands carry them; [''] = no joint "
+        "commands (only the model-space ~/action_chunk and ~/action).",
+        strings,
+    )
+    action_to_joint: tuple[str, ...] = param(
+        ("",),
+        "Per command joint, the name of the action that drives it; [''] = the action with the joint's name.",
+        strings,
+    )
+    chunk_stamp: str = param(
+        "zero",
+        "header.stamp of ~/joint_trajectory: zero (the controller starts it on arrival) | now | image (the image "
+        "stamp); points whose time passed are dropped either way.",
+        one_of(CHUNK_STAMPS),
+    )
+    image_transport: str = param(
+        "raw",
+        "raw: sensor_msgs/Image on each camera topic | compressed: sensor_msgs/CompressedImage (JPEG, PNG) on "
+        "<camera topic>/compressed, image_transport's convention.",
+        one_of(IMAGE_TRANSPORTS),
+    )
     diagnostics_period_s: float = param(1.0, "Period of /diagnostics messages (s).", positive)
     warmup_ticks: int = param(3, "Inferences run on a blank observation at configure time.", integer_at_least(0))
 
@@ -181,6 +216,11 @@ class NodeParams:
         """DySL settings given as parameters; the others come from the model's dysl.json (see
         ``DYSL_FROM_MODEL``)."""
         return _dysl_overrides({name: getattr(self, name) for name in (*DYSL_FROM_MODEL, *_DYSL_SWITCHES)})
+
+    @property
+    def state_joints(self) -> tuple[str, ...]:
+        """``state_joint_names`` without the empty placeholder: () means message order."""
+        return tuple(name for name in self.state_joint_names if name)
 
     @property
     def model_action_names(self) -> tuple[str, ...]:

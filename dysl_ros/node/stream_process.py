@@ -65,6 +65,11 @@ class StreamConfig:
     decay: float
     priority: int
     """SCHED_FIFO priority 1-99; 0: normal scheduling."""
+    command_topic: str = ""
+    """Resolved ``~/commands`` (a forward command controller's joints), or "" for none."""
+    command_dim: int = 0
+    command_on_stale: str = "hold"
+    """hold: the last commanded position | zero: zero velocity."""
 
 
 # Node -> stream.
@@ -78,11 +83,17 @@ class Chunk(NamedTuple):
     actions: npt.NDArray[np.float64]
     clock_offset_ns: int
     """Node clock - system clock: the stream follows the node's clock (image stamps)."""
+    commands: npt.NDArray[np.float64] | None = None
+    """(chunk_len, command_dim) joint commands of the same actions, when ``~/commands`` is wired."""
 
 
 class SetActive(NamedTuple):
     active: bool
     token: int
+    final_action: npt.NDArray[np.float64] | None = None
+    """Deactivating: one last safe ``~/action`` to publish before stopping (None: none)."""
+    final_commands: npt.NDArray[np.float64] | None = None
+    """Deactivating: one last safe ``~/commands`` (hold the measured position / zero velocity)."""
 
 
 class Stop(NamedTuple):
@@ -191,17 +202,31 @@ class ActionStreamProcess:
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-    def send_chunk(self, seq: int, stamp_ns: int, actions: npt.NDArray[np.float64], clock_offset_ns: int) -> None:
-        self._send(Chunk(seq, stamp_ns, np.ascontiguousarray(actions, dtype=np.float64), clock_offset_ns))
+    def send_chunk(
+        self,
+        seq: int,
+        stamp_ns: int,
+        actions: npt.NDArray[np.float64],
+        clock_offset_ns: int,
+        commands: npt.NDArray[np.float64] | None = None,
+    ) -> None:
+        joint = None if commands is None else np.ascontiguousarray(commands, dtype=np.float64)
+        self._send(Chunk(seq, stamp_ns, np.ascontiguousarray(actions, dtype=np.float64), clock_offset_ns, joint))
 
-    def set_active(self, active: bool, timeout: float = 2.0) -> bool:
+    def set_active(
+        self,
+        active: bool,
+        timeout: float = 2.0,
+        final_action: npt.NDArray[np.float64] | None = None,
+        final_commands: npt.NDArray[np.float64] | None = None,
+    ) -> bool:
         """Start or stop publishing; True once the stream has confirmed (after that, nothing more goes
-        out when stopped)."""
+        out when stopped). Stopping, ``final_action`` / ``final_commands`` go out once first."""
         with self._send_lock:
             self._token += 1
             token = self._token
             event = self._acks[token] = threading.Event()
-        self._send(SetActive(active, token))
+        self._send(SetActive(active, token, final_action, final_commands))
         done = event.wait(timeout)
         self._acks.pop(token, None)
         return done
@@ -298,6 +323,17 @@ class _Stream:
         self.msg = Float64MultiArray()
         self.dim = MultiArrayDimension(label="", size=config.action_dim, stride=config.action_dim)
         self.msg.layout.dim = [self.dim]
+        # ~/commands: the same periods' joint commands, queued alongside (same stamps, same freshness).
+        self.commands: ActionQueue | None = None
+        if config.command_topic:
+            self.commands = ActionQueue(
+                config.dt_ns, config.max_age_ns, config.command_on_stale, config.command_dim,
+                config.aggregation, config.decay,
+            )
+            self.command_pub = self.node.create_publisher(Float64MultiArray, config.command_topic, qos)
+            self.command_msg = Float64MultiArray()
+            self.command_dim = MultiArrayDimension(label="", size=config.command_dim, stride=config.command_dim)
+            self.command_msg.layout.dim = [self.command_dim]
         self.active = False
         self.clock_offset_ns = 0
         self.last_pushed = -1
@@ -316,11 +352,17 @@ class _Stream:
         if isinstance(message, Chunk):
             self.clock_offset_ns = message.clock_offset_ns
             self.queue.push(message.seq, message.stamp_ns, message.actions)
+            if self.commands is not None and message.commands is not None:
+                self.commands.push(message.seq, message.stamp_ns, message.commands)
             self.last_pushed = message.seq
         elif isinstance(message, SetActive):
+            if not message.active and self.active:
+                self._publish_final(message)
             self.active = message.active
             if not self.active:
                 self.queue.clear()
+                if self.commands is not None:
+                    self.commands.clear()
                 self.last_pushed = self.replan_sent = -1
                 self.last_publish = None
                 self.sent_times.clear()
@@ -373,6 +415,7 @@ class _Stream:
             if action is not None:
                 self.queue.commit_action(action)
                 self.pub.publish(self.msg)
+                self._publish_command(k, nominal, ros_now)
                 # The write's own time (DDS source timestamp) lies inside publish(): a fresh action
                 # whose source expired before publish() returned may have been written late.
                 written_by = time.time_ns() + self.clock_offset_ns
@@ -389,6 +432,30 @@ class _Stream:
             if time.monotonic_ns() >= next_stats:
                 next_stats = time.monotonic_ns() + STATS_PERIOD_NS
                 self._send_stats()
+
+    def _publish_command(self, k: int, nominal: int, ros_now: int) -> None:
+        """This period's joint command, planned at the time its action was: same chunks, same freshness."""
+        if self.commands is None:
+            return
+        command = self.commands.plan_action(k, nominal, ros_now + PUBLISH_MARGIN_NS)
+        if command is None:
+            return
+        self.commands.commit_action(command)
+        self.command_msg.data = command.values.tolist()
+        self.command_dim.label = command.label
+        self.command_pub.publish(self.command_msg)
+
+    def _publish_final(self, message: SetActive) -> None:
+        """One safe command as the stream stops (deactivate): the arm is left holding still."""
+        final = message.final_action if message.final_action is not None else self.queue.last_command
+        if final is not None:  # zeros, or hold the last action (absolute positions)
+            self.msg.data = np.asarray(final, dtype=np.float64).tolist()
+            self.dim.label = "final"
+            self.pub.publish(self.msg)
+        if self.commands is not None and message.final_commands is not None:
+            self.command_msg.data = np.asarray(message.final_commands, dtype=np.float64).tolist()
+            self.command_dim.label = "final"
+            self.command_pub.publish(self.command_msg)
 
     def _report(self, k: int) -> None:
         if self.last_pushed >= 0 and self.replan_sent != self.last_pushed:

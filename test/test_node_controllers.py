@@ -1,0 +1,283 @@
+"""dysl_node wired to ros2_control's controllers, over real DDS: a test process acts as
+joint_trajectory_controller and as a forward position controller and checks every message as they
+would, while a recorded episode drives the node; joint states carry extra joints in shuffled order.
+Models of one's own with joint-space actions (absolute positions, and deltas integrated from the
+measured joints), random weights: the wiring is what is tested. Then the faults: the camera stops,
+deactivate, compressed images, a state missing a joint."""
+
+from __future__ import annotations
+
+import itertools
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+from builtin_interfaces.msg import Time
+from byom_fixture import ACTION_NAMES, JOINTS, POSITION_SPEC, SPEC, STATE_NAMES, make_imported_model
+from diagnostic_msgs.msg import DiagnosticArray
+from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.srv import ChangeState
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from ros_harness import LATCHED_QOS, SENSOR_QOS, RosSession, check_alive, ros_process, ros_session, unique_domain_id
+from sensor_msgs.msg import CompressedImage, Image, JointState
+from std_msgs.msg import Float64MultiArray, String
+from test_node import diag_values, node_command, stamp_ns
+from trajectory_msgs.msg import JointTrajectory
+
+pytestmark = pytest.mark.ros
+RATE_HZ = 50.0
+DT_NS = round(1e9 / RATE_HZ)
+MAX_AGE_MS = 400.0
+CONTROLLER_JOINTS = tuple(reversed(JOINTS))
+"""The controller's joint order: not the model's."""
+EXTRA_JOINTS = ("base_x", "camera_pan", "head_tilt")
+RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+EPISODE = 40
+"""Frames of the recorded episode that drives the node."""
+
+
+@dataclass
+class Recorded:
+    """A recorded episode: per frame, both cameras' images and the arm's joint positions."""
+
+    images: list[dict[str, np.ndarray]]
+    joints: list[dict[str, float]]
+
+    @classmethod
+    def make(cls, seed: int = 0) -> Recorded:
+        rng = np.random.default_rng(seed)
+        sizes = {"front": (48, 64), "wrist": (30, 80)}
+        t = np.linspace(0.0, 1.0, EPISODE)
+        images = [{c: rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for c, (h, w) in sizes.items()} for _ in t]
+        joints = [
+            {name: float(0.3 * np.sin(2.0 * x + i)) for i, name in enumerate(STATE_NAMES)}
+            | {extra: float(rng.normal()) for extra in EXTRA_JOINTS}
+            for x in t
+        ]
+        return cls(images, joints)
+
+
+@dataclass
+class ControllerSide:
+    """The robot: camera, joint states, and the two controllers that check what the node sends."""
+
+    ros: RosSession
+    name: str
+    proc: Any
+    log: Path
+    compressed: bool = False
+
+    def __post_init__(self) -> None:
+        ns = f"/{self.name}"
+        kind, suffix = (CompressedImage, "/compressed") if self.compressed else (Image, "")
+        self.cameras = {c: self.ros.publisher(kind, f"{ns}/{c}/image{suffix}", SENSOR_QOS) for c in ("front", "wrist")}
+        self.state_pub = self.ros.publisher(JointState, f"{ns}/joint_states", SENSOR_QOS)
+        self.instruction_pub = self.ros.publisher(String, f"{ns}/instruction", LATCHED_QOS)
+        self.trajectories = self.ros.subscribe(JointTrajectory, f"{ns}/joint_trajectory", RELIABLE)
+        # Each kept item: ((values, label), the command's DDS write time in ns).
+        self.commands = self.ros.subscribe_with_info(Float64MultiArray, f"{ns}/commands", RELIABLE, _command)
+        self.chunks = self.ros.subscribe(JointTrajectory, f"{ns}/action_chunk", RELIABLE)
+        self.diagnostics = self.ros.subscribe(
+            DiagnosticArray, "/diagnostics", 10,
+            lambda m: diag_values(m) if m.status and m.status[0].name == "dysl_node: inference" else None,
+        )
+        self.measured: dict[str, float] = {}
+
+    def now(self) -> Time:
+        return self.ros.node.get_clock().now().to_msg()
+
+    def joint_states(self, positions: dict[str, float], drop: str | None = None) -> None:
+        names = [n for n in positions if n != drop]
+        random.shuffle(names)  # a real publisher's order is its own
+        self.state_pub.publish(JointState(name=names, position=[positions[n] for n in names]))
+        self.measured = dict(positions)
+
+    def frame(self, images: dict[str, np.ndarray], stamp: Time | None = None) -> int:
+        stamp = stamp or self.now()
+        for camera, pixels in images.items():
+            if self.compressed:
+                ok, png = cv2.imencode(".png", cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR))
+                assert ok
+                msg: Any = CompressedImage(format="rgb8; png compressed bgr8", data=png.tobytes())
+            else:
+                height, width = pixels.shape[:2]
+                msg = Image(encoding="rgb8", height=height, width=width, step=width * 3, data=pixels.tobytes())
+            msg.header.stamp = stamp
+            self.cameras[camera].publish(msg)
+        return stamp_ns(stamp)
+
+    def play(self, episode: Recorded, rate_hz: float = 15.0, drop: str | None = None) -> list[int]:
+        """The recorded episode in time order: joint state, then both cameras; the images' stamps."""
+        stamps = []
+        for images, joints in zip(episode.images, episode.joints, strict=True):
+            self.joint_states(joints, drop)
+            stamps.append(self.frame(images))
+            time.sleep(1.0 / rate_hz)
+        return stamps
+
+    def diag(self) -> dict[str, str]:
+        messages = [m for m in self.diagnostics.messages if m is not None]
+        return messages[-1] if messages else {}
+
+    def lifecycle(self, transition: int) -> bool:
+        request = ChangeState.Request()
+        request.transition.id = transition
+        return bool(self.ros.call_service(ChangeState, f"/{self.name}/change_state", request, timeout=10.0).success)
+
+
+def _command(msg: Float64MultiArray) -> tuple[list[float], str]:
+    return list(msg.data), msg.layout.dim[0].label if msg.layout.dim else ""
+
+
+def check_trajectory(msg: JointTrajectory, limits: tuple[float, float] | None, step_limit: float | None) -> None:
+    """What joint_trajectory_controller accepts: known joints in its order, every point the right
+    length and finite, times strictly increasing from after the start, not ending in the past."""
+    assert list(msg.joint_names) == list(CONTROLLER_JOINTS)
+    assert msg.header.stamp.sec == 0 and msg.header.stamp.nanosec == 0  # chunk_stamp zero: start on arrival
+    times = [p.time_from_start.sec * 10**9 + p.time_from_start.nanosec for p in msg.points]
+    assert times and times[0] > 0 and all(b > a for a, b in itertools.pairwise(times))
+    previous = None
+    for point in msg.points:
+        positions = np.asarray(point.positions)
+        assert positions.shape == (len(CONTROLLER_JOINTS),) and np.all(np.isfinite(positions))
+        if limits is not None:
+            assert np.all(positions >= limits[0] - 1e-9) and np.all(positions <= limits[1] + 1e-9)
+        if step_limit is not None and previous is not None:
+            assert np.all(np.abs(positions - previous) <= step_limit + 1e-9)
+        previous = positions
+
+
+def start_node(root: Path, name: str, spec_kind: str, **params: Any) -> Any:
+    spec = POSITION_SPEC if spec_kind == "positions" else SPEC
+    model_dir = make_imported_model(root / "model", "qwen2", spec=spec)
+    wiring: dict[str, Any] = {
+        "state_joint_names": "[" + ",".join(STATE_NAMES) + "]",
+        "command_joint_names": "[" + ",".join(CONTROLLER_JOINTS) + "]",
+        "max_camera_skew_ms": 40.0,
+    }
+    if spec_kind == "deltas":  # the deltas' names are not the joints': map them
+        by_joint = dict(zip(JOINTS, ACTION_NAMES, strict=True))
+        wiring["action_to_joint"] = "[" + ",".join(by_joint[j] for j in CONTROLLER_JOINTS) + "]"
+    return node_command(model_dir, name, control_rate_hz=RATE_HZ, max_image_age_ms=MAX_AGE_MS, **wiring, **params)
+
+
+@pytest.fixture(scope="module", params=["positions", "deltas"])
+def robot(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControllerSide]:
+    kind = str(request.param)
+    root = tmp_path_factory.mktemp(kind)
+    name = f"dysl_{kind}"
+    domain = unique_domain_id()
+    with ros_process(start_node(root, name, kind), domain, root / "node.log") as proc, \
+            ros_session(domain, f"{kind}_controllers") as ros:
+        side = ControllerSide(ros, name, proc, root / "node.log")
+        side.kind = kind  # type: ignore[attr-defined]
+        side.instruction_pub.publish(String(data="put the red block in the bowl"))
+        assert ros.wait_until(lambda: side.diag().get("waiting_for") is not None, 90.0), "node did not come up"
+        yield side
+        check_alive(proc, side.log)
+
+
+def test_controllers_accept_every_command(robot: ControllerSide) -> None:
+    episode = Recorded.make()
+    stamps = robot.play(episode)
+    assert robot.ros.wait_until(lambda: len(robot.trajectories) >= 3 and len(robot.commands) >= 20, 30.0), robot.diag()
+    positions = robot.kind == "positions"
+    limits = (-1.0, 1.0) if positions else None  # action_low / action_high clamp absolute positions
+    for msg in robot.trajectories.messages:
+        check_trajectory(msg, limits, None if positions else 1.0)  # deltas: at most 1 rad per step
+    commands = [command for command, _ in robot.commands.messages]
+    fresh = [(values, label) for values, label in commands if label not in ("hold", "zero", "final")]
+    assert fresh, "no fresh joint command"
+    for values, label in fresh:
+        assert len(values) == len(CONTROLLER_JOINTS) and np.all(np.isfinite(values))
+        assert all(int(s.replace(".", "")) in stamps for s in label.split(",")), f"command from unknown images {label}"
+        if positions:
+            assert np.all(np.abs(values) <= 1.0 + 1e-9)
+    assert robot.chunks.messages[-1].points and len(robot.chunks.messages[-1].points) == SPEC.horizon
+
+
+def test_the_camera_stopping_gives_the_safe_command_in_time(robot: ControllerSide) -> None:
+    episode = Recorded.make(seed=1)
+    robot.play(episode)
+    last_image_ns = stamp_ns(robot.now())
+    robot.frame(episode.images[-1], Time(sec=last_image_ns // 10**9, nanosec=last_image_ns % 10**9))
+    start = time.monotonic()
+    for _ in range(int((MAX_AGE_MS / 1000.0 + 0.5) / 0.02)):  # the arm still reports its joints
+        robot.joint_states(episode.joints[-1])
+        time.sleep(0.02)
+    held = [item for t, item in robot.commands.items if t >= start and item[0][1] == "hold"]
+    assert held, f"no safe command after the camera stopped: {robot.diag()}"
+    (values, _), written_ns = held[0]
+    assert written_ns - last_image_ns <= (MAX_AGE_MS + 1000.0 / RATE_HZ + 2.0) * 1e6, "safe command came late"
+    assert all(np.allclose(command[0], values) for command, _ in held), "the safe command moved"
+
+
+def test_deactivate_sends_one_final_safe_command(robot: ControllerSide) -> None:
+    robot.play(Recorded.make(seed=2))
+    measured = robot.measured
+    before = len(robot.commands)
+    assert robot.lifecycle(Transition.TRANSITION_DEACTIVATE)
+    time.sleep(0.5)
+    after = [command for command, _ in robot.commands.messages[before:]]
+    finals = [values for values, label in after if label == "final"]
+    assert len(finals) == 1 and after[-1][1] == "final", f"expected one final command last: {[a[1] for a in after]}"
+    assert np.allclose(finals[0], [measured[j] for j in CONTROLLER_JOINTS]), "final command does not hold the arm"
+    hold = robot.trajectories.messages[-1]
+    assert len(hold.points) == 1 and np.allclose(hold.points[0].positions, finals[0])
+    count = len(robot.commands)
+    robot.play(Recorded.make(seed=3))
+    assert len(robot.commands) == count, "commands while inactive"
+    assert robot.lifecycle(Transition.TRANSITION_ACTIVATE)
+
+
+def test_a_state_missing_a_joint_is_counted_and_drives_nothing(robot: ControllerSide) -> None:
+    time.sleep(MAX_AGE_MS / 1000.0 + 0.2)  # earlier good states age out
+    before = int(robot.diag().get("rejected_missing_joint", "0"))
+    stamps = set(robot.play(Recorded.make(seed=4), drop=CONTROLLER_JOINTS[2]))
+    assert robot.ros.wait_until(lambda: int(robot.diag().get("rejected_missing_joint", "0")) > before, 5.0)
+    assert not stamps & {stamp_ns(m.header.stamp) for m in robot.chunks.messages}, "a chunk from incomplete states"
+
+
+def test_compressed_images_are_served_as_raw_ones(tmp_path: Path) -> None:
+    """The same PNG frames, compressed to one dense node and raw in process: the same chunks."""
+    from dysl_ros.inputs import decode_image
+    from dysl_ros.model.observation_spec import Observation
+    from dysl_ros.policy import PolicyOptions, load_policy
+
+    command = start_node(tmp_path, "dysl_png", "positions", image_transport="compressed", dense="true")
+    model_dir = Path(command[command.index("-p") + 1].split(":=", 1)[1])
+    domain = unique_domain_id()
+    with ros_process(command, domain, tmp_path / "node.log") as proc, ros_session(domain, "png_probe") as ros:
+        side = ControllerSide(ros, "dysl_png", proc, tmp_path / "node.log", compressed=True)
+        side.instruction_pub.publish(String(data="put the red block in the bowl"))
+        episode = Recorded.make(seed=5)
+        sent: dict[int, int] = {}
+
+        def answered() -> bool:
+            frame = len(sent) % EPISODE
+            side.joint_states(episode.joints[frame])
+            sent[side.frame(episode.images[frame])] = frame
+            return any(stamp_ns(m.header.stamp) in sent for m in side.chunks.messages)
+
+        assert ros.wait_until(answered, 90.0, period=0.1), side.diag()
+        chunk = next(m for m in side.chunks.messages if stamp_ns(m.header.stamp) in sent)
+        check_alive(proc, side.log)
+    frame = sent[stamp_ns(chunk.header.stamp)]
+    policy = load_policy(model_dir, PolicyOptions(dense=True))
+    images = {}
+    for camera in POSITION_SPEC.cameras:
+        pixels = episode.images[frame][camera.name]
+        height, width = pixels.shape[:2]
+        images[camera.name] = decode_image(
+            "rgb8", height, width, width * 3, pixels.tobytes(), (camera.height, camera.width), camera.fit
+        )
+    state = np.asarray([episode.joints[frame][n] for n in STATE_NAMES])
+    out = policy.predict_action_chunk(Observation(images, "put the red block in the bowl", state))
+    expected = np.clip(out.actions, -1.0, 1.0)
+    assert np.allclose([p.positions for p in chunk.points], expected, atol=1e-4)
