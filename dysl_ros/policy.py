@@ -94,9 +94,9 @@ def load_policy(model_dir: str | Path, options: PolicyOptions | None = None) -> 
     missing, used when their manifest matches the model and this machine (for TensorRT: the same
     TensorRT version and GPU), and refused (EngineError naming what differs) when it does not, unless
     ``force_engine_update``, which always rebuilds. ``auto`` follows ``device``: on a CUDA device
-    ``tensorrt`` when TensorRT is installed, else ``torch`` (CUDA graphs); on the CPU ``onnxruntime``
-    in fp32 when engines exist or the engine directory is writable (built on first use), else
-    ``torch``. The returned policy's ``backend_reason`` says why its backend runs.
+    ``torch`` (CUDA graphs, the GPU backend whose parity test has passed; TensorRT only by name); on
+    the CPU ``onnxruntime`` in fp32 when engines exist or the engine directory is writable (built on
+    first use), else ``torch``. The returned policy's ``backend_reason`` says why its backend runs.
     """
     options = options or PolicyOptions()
     bundle = load_bundle(model_dir, options.modules_dir)

@@ -7,7 +7,9 @@ ready to run, with the reason it runs (one line for the log and ``/diagnostics``
     onnxruntime   ONNX Runtime on the CPU, fp32                 <engine_dir>/<model>/onnxruntime/
     tensorrt      TensorRT plans on a CUDA GPU, fp16 or fp32    <engine_dir>/<model>/tensorrt/
 
-``auto`` is not a backend but a choice among them (``auto_backend``). A backend object's own
+``auto`` is not a backend but a choice among them (``auto_backend``): on a GPU only backends
+whose parity test has passed on a named GPU (``GPU_PARITY_PASSED``), so TensorRT runs only when
+asked for. A backend object's own
 ``name`` says what really runs: ``torch_cuda_graph`` for replayed graphs, ``torch`` for eager.
 """
 
@@ -149,6 +151,11 @@ def load_tensorrt(bundle: PolicyBundle, options: BackendOptions) -> Loaded:
     )
 
 
+GPU_PARITY_PASSED = {"torch_cuda_graph": "an NVIDIA H200, 2026-12-04 (scripts/gpu_check.sh)"}
+"""GPU backends whose parity test (test/test_backends_gpu.py) has passed, and where: ``auto`` picks
+only these."""
+TENSORRT_UNTESTED = "no TensorRT plan has ever been built or run"
+
 LOADERS: dict[str, Loader] = {"torch": load_torch, "onnxruntime": load_onnxruntime, "tensorrt": load_tensorrt}
 BACKEND_CHOICES = ("auto", *LOADERS)
 """What the node's ``backend`` parameter and ``load_policy`` accept."""
@@ -176,10 +183,13 @@ def auto_backend(model_dir: str | Path, options: BackendOptions) -> tuple[str, s
     """The backend ``auto`` stands for on this machine, and why (one line for the log)."""
     device, precision = options.device, options.precision
     if device.startswith("cuda"):
-        problems = backend_problems("tensorrt", device)
-        if not problems:
-            return "tensorrt", f"auto on {device}: TensorRT and the GPU are there, so TensorRT {precision} plans"
-        return "torch", f"auto on {device}: no TensorRT ({'; '.join(problems)}), so torch CUDA graphs"
+        # Only a backend whose GPU parity test has passed on a named device is chosen for you.
+        problems = backend_problems("torch_cuda_graph", device)
+        where = f" (CUDA graphs passed GPU parity on {GPU_PARITY_PASSED['torch_cuda_graph']})"
+        if problems:
+            where += f"; this machine: {'; '.join(problems)}"
+        untested = f"TensorRT only as backend: tensorrt ({TENSORRT_UNTESTED})"
+        return "torch", f"auto on {device}: torch CUDA graphs{where}; {untested}"
     if precision != "fp32":
         return "torch", f"auto on {device} in {precision}: onnxruntime runs fp32 only, so torch"
     target = engine_path(engine_root(model_dir, options.engine_dir), model_dir, "onnxruntime")

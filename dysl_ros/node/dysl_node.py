@@ -741,6 +741,7 @@ class DySLNode(LifecycleNode):
 
         values: dict[str, str] = {
             "backend": policy.backend_name if policy else "",
+            "backend_reason": policy.backend_reason if policy else "",
             "mode": "dense" if params and params.dense else "dysl",
             "image_rate_hz": rates[0],
             "tick_rate_hz": rates[1],

@@ -1,7 +1,13 @@
 """`build_engines`: export a model directory's segments to per-segment engines.
 
-    build_engines --model-dir D [--out engines] [--backend onnxruntime|tensorrt] [--precision P]
+    build_engines --model-dir D [--out ROOT] [--backend onnxruntime|tensorrt] [--precision P]
                   [--device cuda:N] [--force]
+
+Engines go to ``ROOT/<model name>/<backend>/``; ``--out`` defaults to ``D/engines``, the root
+``dysl_node`` reads when its ``engine_dir`` parameter is unset (``engine_root`` in
+``dysl_ros.backends.registry``, the one definition), so that engines built here are the ones the node finds.
+``--force`` rebuilds over engines whose manifest no longer matches (a retrained model, another
+TensorRT version or GPU), which otherwise fail with exit 1.
 
 ``onnxruntime``: ONNX files, fp32, portable. ``tensorrt``: ONNX -> TensorRT plans (default fp16),
 built on the GPU ``--device`` that will run them (plans are tied to the TensorRT version and GPU).
@@ -20,6 +26,7 @@ from dysl_ros.backends.build import build_engines
 from dysl_ros.backends.capability import ALL_PRECISIONS, ENGINE_BACKENDS, PRECISIONS
 from dysl_ros.backends.errors import BackendUnavailable, EngineError
 from dysl_ros.backends.manifest import engine_path, segment_sizes
+from dysl_ros.backends.registry import engine_root
 from dysl_ros.core.config import ConfigError
 
 EXIT_OK = 0
@@ -36,7 +43,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "(embed, each layer, each adapter and controller, head) under OUT/<model name>/<backend>/.",
     )
     parser.add_argument("--model-dir", required=True, type=Path, help="model directory (vla_config.json, ...)")
-    parser.add_argument("--out", default=Path("engines"), type=Path, help="engine root (default: engines)")
+    parser.add_argument(
+        "--out",
+        default=None,
+        type=Path,
+        help="engine root (default: MODEL_DIR/engines, where dysl_node looks when its engine_dir is unset)",
+    )
     parser.add_argument(
         "--backend",
         default="onnxruntime",
@@ -73,10 +85,12 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_UNAVAILABLE
     from dysl_ros.model.checkpoint import ModelDirError  # imports torch: not for --help or a refusal
 
-    up_to_date = engine_path(args.out, args.model_dir, args.backend).exists() and not args.force
+    # The node's own rule for where engines live, so the two cannot drift apart.
+    out = engine_root(args.model_dir, str(args.out) if args.out is not None else None)
+    up_to_date = engine_path(out, args.model_dir, args.backend).exists() and not args.force
     try:
         engine_dir = build_engines(
-            args.model_dir, args.out, args.backend, args.precision, force=args.force, device=args.device
+            args.model_dir, out, args.backend, args.precision, force=args.force, device=args.device
         )
         sizes = segment_sizes(engine_dir)
     except BackendUnavailable as exc:
