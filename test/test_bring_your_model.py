@@ -159,3 +159,59 @@ def test_a_spec_must_make_sense() -> None:
         bad = {**data["actions"], "normalisation": {"kind": "mean_std", "mean": [0.0], "std": [1.0]}}
         ObservationSpec.from_dict({**data, "actions": bad})
     assert ObservationSpec.from_dict(data) == SPEC
+
+
+def lerobot_dataset(root: Path, episodes: int = 2, frames: int = 14) -> Path:
+    """Two cameras of the spec's cameras' names but other sizes, 8-D state, 7-D actions."""
+    from dysl_ros.training.lerobot_dataset import RecordedEpisode, write_lerobot_dataset
+
+    rng = np.random.default_rng(0)
+    recorded = []
+    for index in range(episodes):
+        t = np.linspace(0.0, 1.0, frames, dtype=np.float32)[:, None]
+        images = {
+            "front": rng.integers(0, 256, (frames, 36, 48, 3), dtype=np.uint8),
+            "wrist": rng.integers(0, 256, (frames, 20, 44, 3), dtype=np.uint8),
+        }
+        state = np.sin(t * np.arange(1, 9, dtype=np.float32) + index).astype(np.float32)
+        actions = (0.15 * np.cos(t * np.arange(1, 8, dtype=np.float32))).astype(np.float32)
+        recorded.append(RecordedEpisode(index, "put the red block in the bowl", images, state, actions, 10.0))
+    return write_lerobot_dataset(root, recorded, fps=10.0, codec="images")
+
+
+def test_the_whole_path_on_a_lerobot_dataset(imported: tuple[str, Path], tmp_path: Path) -> None:
+    """import (the fixture) -> calibrate -> distill on a LeRobot v3.0 dataset -> engines within
+    1e-4 of torch with the same skip decisions -> dysl_bench offline, for each family."""
+    import shutil
+    from contextlib import redirect_stdout
+    from io import StringIO
+
+    from dysl_ros.tools import bench, train
+
+    family, imported_dir = imported
+    model_dir = tmp_path / family
+    shutil.copytree(imported_dir, model_dir)
+    dataset = lerobot_dataset(tmp_path / "dataset")
+    assert train.main(["calibrate", "--model-dir", str(model_dir), "--demos", str(dataset),
+                       "--batches", "2", "--batch-size", "4", "--static-ratio", "0.34"]) == 0
+    assert train.main(["distill", "--model-dir", str(model_dir), "--demos", str(dataset),
+                       "--stage1-steps", "3", "--stage2-steps", "3", "--batch-size", "4", "--seed", "1",
+                       "--adapter-bottleneck", "1", "--controller-hidden", "2"]) == 0  # 2 % of a tiny stack
+    bundle = load_bundle(model_dir)
+    assert bundle.has_dysl and bundle.plan is not None and bundle.dysl_config is not None
+    engine_dir = build_engines(model_dir, tmp_path / "engines", progress=False)
+    engines = DySLRunner(OnnxRuntimeBackend(engine_dir, num_threads=1), bundle.plan, bundle.dysl_config)
+    eager = DySLRunner(TorchBackend(bundle.model, bundle.modules), bundle.plan, bundle.dysl_config)
+    rng = np.random.default_rng(7)
+    for _ in range(10):
+        inputs = preprocess(SPEC, Observation(**random_observation(rng)))
+        ours, theirs = engines.step(inputs), eager.step(inputs)
+        assert ours.skipped_from == theirs.skipped_from and np.abs(ours.chunk - theirs.chunk).max() <= TOLERANCE
+    out = StringIO()
+    with redirect_stdout(out):
+        code = bench.main(["offline", "--model-dir", str(model_dir), "--demos", str(dataset), "--no-progress",
+                           "--variants", "dense,dysl,random_skip", "--json"])
+    assert code == 0
+    report = json.loads(out.getvalue().strip().splitlines()[-1])
+    assert report["variants"]["dense"]["mean_dense_error"] == 0.0
+    assert report["variants"]["dysl"]["ticks"] == report["variants"]["dense"]["ticks"] > 0

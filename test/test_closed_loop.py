@@ -3,6 +3,7 @@ per-layer router and variant module directories."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from dysl_ros.bench.trace import DecisionTrace
 from dysl_ros.bench.variants import (
     VARIANTS,
     CoinBackend,
+    DeerExitBackend,
     LoadSettings,
     OracleExitBackend,
     VariantLoader,
@@ -592,3 +594,37 @@ def test_closed_loop_executes_the_node_action_queue(model_dir: Path, aggregation
         np.testing.assert_allclose(action, expected.astype(np.float32), rtol=0, atol=1e-6)
     if aggregation == "weighted":  # the two chunks of a random model do differ: the average is not either one
         assert not np.allclose(env.actions[4], chunks[1][0], atol=1e-6)
+
+
+def test_deer_exit_leaves_where_successive_exits_agree() -> None:
+    """Threshold 0: exits never agree exactly, so the pass stays dense; infinite: every gap left at its
+    second exit (the first has nothing to agree with); in between: the first exit whose chunk lies
+    within the threshold of the previous exit's, measured by hand."""
+    torch.manual_seed(0)
+    from dysl_ros.model.reference_vla import ReferenceVLA
+
+    plan = LayerPlan(num_layers=NUM_LAYERS, static_layers=(0, 1, 9))  # one non-empty gap: 2..8
+    model = ReferenceVLA(TINY).eval()
+    modules = DySLModules(TINY.hidden_size, plan)
+    randomise_adapters(modules, std=0.05)
+    torch_backend = TorchBackend(model, modules)
+    inputs = preprocess(TINY, observation(3))
+    starts = [g.start for g in plan.gaps]
+    _, trace = run_path(DeerExitBackend(torch_backend, plan, 0.0), inputs, plan.gaps, starts, 0.5)
+    assert not trace.skipped_any and len(trace.executed_layers) == NUM_LAYERS
+    _, trace = run_path(DeerExitBackend(torch_backend, plan, float("inf")), inputs, plan.gaps, starts, 0.5)
+    assert trace.skipped_from == (None, None, 3)
+
+    x = torch_backend.run_layers(0, 2, torch_backend.embed(inputs))
+    chunks = []
+    for layer in range(2, 9):
+        chunks.append(torch_backend.head(torch_backend.run_layers(9, 10, torch_backend.adapt(layer, x))))
+        x = torch_backend.run_layers(layer, layer + 1, x)
+    agreement = [float(np.abs(b - a).mean()) for a, b in itertools.pairwise(chunks)]
+    threshold = float(np.median(agreement))
+    first = 3 + next(k for k, value in enumerate(agreement) if value <= threshold)
+    chunk, trace = run_path(DeerExitBackend(torch_backend, plan, threshold), inputs, plan.gaps, starts, 0.5)
+    assert trace.skipped_from == (None, None, first)
+    np.testing.assert_allclose(chunk, chunks[first - 2], atol=1e-6)
+    with pytest.raises(ValueError, match="deer threshold"):
+        DeerExitBackend(torch_backend, plan, -1.0)

@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from dysl_ros.core.config import ConfigError
@@ -154,3 +155,39 @@ def test_malformed_plan_file_raises_config_error(tmp_path: Path) -> None:
     file.write_text(json.dumps({"num_layers": 4, "static_layers": ["a", 3]}))
     with pytest.raises(ConfigError, match="malformed layer plan"):
         LayerPlan.load(file)
+
+
+def test_max_gap_picks_the_lowest_total_similarity_with_short_gaps() -> None:
+    """Checked against brute force over every static set of small stacks."""
+    import itertools
+
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        num_layers = int(rng.integers(4, 10))
+        sims = rng.uniform(0.5, 1.0, num_layers).tolist()
+        count = int(rng.integers(1, 4))
+        max_gap = int(rng.integers(1, 4))
+        plan = LayerPlan.from_similarities(sims, count / num_layers, max_gap)
+        assert plan.rule == f"lowest_similarity, max_gap {max_gap}"
+        assert all(len(gap) <= max_gap for gap in plan.gaps)
+        size = len(plan.static_layers)
+        feasible = [
+            s for n in range(1, num_layers + 1) for s in itertools.combinations(range(num_layers), n)
+            if s[-1] == num_layers - 1 and all(len(g) <= max_gap for g in LayerPlan(num_layers, s).gaps)
+        ]
+        smallest = min(len(s) for s in feasible)
+        assert size == max(round(count / num_layers * num_layers), smallest)
+        best = min(sum(sims[i] for i in s) for s in feasible if len(s) == size)
+        assert sum(sims[i] for i in plan.static_layers) == pytest.approx(best)
+
+
+def test_the_rule_is_recorded_and_older_plans_read_as_lowest_similarity(tmp_path: Path) -> None:
+    plan = LayerPlan.explicit(6, [0, 3, 5], [0.5] * 6)
+    plan.save(tmp_path / "plan.json")
+    assert json.loads((tmp_path / "plan.json").read_text())["rule"] == "explicit"
+    assert LayerPlan.load(tmp_path / "plan.json").rule == "explicit"
+    old = plan.to_dict()
+    del old["rule"]
+    assert LayerPlan.from_dict(old).rule == "lowest_similarity"
+    with pytest.raises(ConfigError, match="end with the last layer"):
+        LayerPlan.explicit(6, [0, 3])

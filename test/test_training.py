@@ -23,9 +23,9 @@ from dysl_ros.core.config import ConfigError
 from dysl_ros.core.continuity import continuity_deltas, suggest_etas
 from dysl_ros.core.exit_error import EXIT_MEASURES, RELATIVE_FLOOR, exit_error
 from dysl_ros.core.layer_plan import LayerPlan
-from dysl_ros.model.checkpoint import load_bundle, save_dysl, save_model
+from dysl_ros.model.checkpoint import ModelDirError, load_bundle, save_dysl, save_model
 from dysl_ros.model.reference_vla import ReferenceVLA
-from dysl_ros.model.skip_modules import DySLModules
+from dysl_ros.model.skip_modules import DySLModules, SkipModuleConfig
 from dysl_ros.model.spec import Observation, VLAConfig, preprocess
 from dysl_ros.training import bc, dataset, demos, distill, router
 from dysl_ros.training.dataset import ChunkDataset, action_chunk, fit_normalisation
@@ -818,3 +818,25 @@ def test_router_forward_with_p_zero_is_the_dense_model_and_penalty_counts_layers
     torch.testing.assert_close(chunk, dense, atol=1e-5, rtol=1e-5)
     assert terms.task == pytest.approx(0.0, abs=1e-5)
     assert terms.penalty == pytest.approx(TINY.num_layers - 1, rel=1e-4)  # sum over routed layers of (1 - p)
+
+
+def test_calibrate_spreads_or_takes_the_static_layers_and_distill_follows(tmp_path: Path) -> None:
+    save_model(active_model(), tmp_path, dtype=torch.float32)
+    plan = distill.calibrate_model_dir(tmp_path, EPISODES, static_ratio=0.17, batches=1, batch_size=8, device="cpu",
+                                       max_gap=2)
+    assert all(len(gap) <= 2 for gap in plan.gaps) and plan.rule == "lowest_similarity, max_gap 2"
+    bundle = load_bundle(tmp_path)
+    assert bundle.plan is not None and bundle.plan.rule == plan.rule and bundle.dysl_config is not None
+    assert round(bundle.dysl_config.static_ratio * 6) == len(plan.static_layers)  # what the runtime checks
+    small = SkipModuleConfig(adapter_bottleneck=1, controller_hidden=1)
+    distill.distill_model_dir(tmp_path, EPISODES, lam=0.01, stage1_steps=1, stage2_steps=1, batch_size=8,
+                              device="cpu", skip_config=small)
+    # A plan edited by hand: the old plan's modules no longer fit, distill replaces them (no load error).
+    LayerPlan.explicit(6, [1, 3, 5], plan.similarities).save(tmp_path / "layer_plan.json")
+    with pytest.raises(ModelDirError, match="another layer plan"):
+        load_bundle(tmp_path)
+    distill.distill_model_dir(tmp_path, EPISODES, lam=0.01, stage1_steps=1, stage2_steps=1, batch_size=8,
+                              device="cpu", skip_config=small)
+    assert load_bundle(tmp_path).has_dysl
+    with pytest.raises(ConfigError, match="not both"):
+        distill.calibrate_model_dir(tmp_path, EPISODES, batches=1, device="cpu", static_layers=[2, 5], max_gap=2)

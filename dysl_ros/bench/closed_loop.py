@@ -124,6 +124,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="oracle_exit compares only the chunk's first N actions (e.g. the --execute-steps the arm runs; "
         "default: the whole chunk)",
     )
+    parser.add_argument(
+        "--deer-threshold", type=float, default=None,
+        help="deer_exit (DeeR-VLA-style early exit) leaves a gap at the first exit whose chunk lies within this "
+        "mean |difference| of the previous exit's; choose it on the validation seed for matched layers",
+    )
     parser.add_argument("--eta", type=float, default=None, help="override dysl.json's eta in every variant (sweeps)")
     parser.add_argument("--eta-verify", type=float, default=None, help="override dysl.json's eta_verify (sweeps)")
     parser.add_argument(
@@ -574,6 +579,7 @@ def _run(args: argparse.Namespace) -> int:
         args.oracle_tolerance,
         args.oracle_actions,
         args.oracle_measure,
+        args.deer_threshold,
     )
     for name, value in load.dysl_overrides().items():
         upper = 1.0 if name == "skip_threshold" else float("inf")
@@ -582,6 +588,8 @@ def _run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--{name.replace('_', '-')} must be {bound}, got {value}")
     if "oracle_exit" in variants and not (args.oracle_tolerance is not None and args.oracle_tolerance >= 0):
         raise ConfigError(f"oracle_exit needs --oracle-tolerance >= 0, got {args.oracle_tolerance}")
+    if "deer_exit" in variants and not (args.deer_threshold is not None and args.deer_threshold >= 0):
+        raise ConfigError(f"deer_exit needs --deer-threshold >= 0, got {args.deer_threshold}")
     if args.oracle_actions is not None and not 1 <= args.oracle_actions <= config.chunk_len:
         raise ConfigError(f"--oracle-actions must lie in 1..{config.chunk_len} (the chunk), got {args.oracle_actions}")
     plan = main_plan(model_dir if load.modules_dir is None else load.modules_dir)  # what the random variants follow
@@ -689,6 +697,8 @@ def _run(args: argparse.Namespace) -> int:
         "dysl_overrides": load.dysl_overrides(),
         "wall_s": wall,
     }
+    if "deer_exit" in variants:
+        report["deer_threshold"] = args.deer_threshold
     if "oracle_exit" in variants:
         report["oracle_tolerance"] = args.oracle_tolerance
         report["oracle_actions"] = args.oracle_actions

@@ -118,6 +118,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="oracle_exit compares only the chunk's first N actions (default: the whole chunk)",
     )
     parser.add_argument(
+        "--deer-threshold", type=float, default=None,
+        help="deer_exit (DeeR-VLA-style early exit) leaves a gap at the first exit whose chunk lies within this "
+        "mean |difference| of the previous exit's; choose it on the validation seed for matched layers",
+    )
+    parser.add_argument(
         "--router-threshold", type=float, default=None,
         help="router skips a layer when p >= this (default: the router's dysl.json skip_threshold)",
     )
@@ -393,6 +398,8 @@ def _check_arguments(args: argparse.Namespace, variants: Sequence[str]) -> None:
             raise ConfigError(f"--{name.replace('_', '-')} must be {bound}, got {value}")
     if "oracle_exit" in variants and not (args.oracle_tolerance is not None and args.oracle_tolerance >= 0):
         raise ConfigError(f"oracle_exit needs --oracle-tolerance >= 0, got {args.oracle_tolerance}")
+    if "deer_exit" in variants and not (args.deer_threshold is not None and args.deer_threshold >= 0):
+        raise ConfigError(f"deer_exit needs --deer-threshold >= 0, got {args.deer_threshold}")
 
 
 def select_variants(spec: str | None, oracle_tolerance: float | None) -> tuple[list[str], list[str]]:
@@ -442,7 +449,7 @@ def _run(args: argparse.Namespace) -> int:
 
     load = LoadSettings(
         str(model_dir), args.backend, args.router_threshold, args.modules_dir, args.eta, args.eta_verify,
-        args.skip_threshold, args.oracle_tolerance, args.oracle_actions, args.oracle_measure,
+        args.skip_threshold, args.oracle_tolerance, args.oracle_actions, args.oracle_measure, args.deer_threshold,
     )
     plan = main_plan(model_dir if load.modules_dir is None else load.modules_dir)  # what the random variants follow
     target_given = args.random_target_layers is not None
@@ -567,6 +574,8 @@ def _bench(
         "dysl_overrides": load.dysl_overrides(),
         "wall_s": wall,
     }
+    if "deer_exit" in variants:
+        report["deer_threshold"] = args.deer_threshold
     if "oracle_exit" in variants:
         report["oracle_tolerance"] = args.oracle_tolerance
         report["oracle_actions"] = args.oracle_actions

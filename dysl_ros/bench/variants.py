@@ -14,6 +14,9 @@
 | `router`         | `variants/router`                | per-layer router, FlexiDepth-like (dysl_ros.core.router)    |
 | `oracle_exit`    | the model dir's adapters         | diagnostic bound, not a policy: each tick the shallowest    |
 |                  |                                  | exit whose chunk is within a tolerance of the dense chunk   |
+| `deer_exit`      | the model dir's adapters         | DeeR-VLA-style early exit (the paper's Table 2): leave a    |
+|                  |                                  | gap at the first exit whose chunk agrees with the previous  |
+|                  |                                  | exit's within ``--deer-threshold``                          |
 
 Random skip: allow points stay at the gap starts (no pre-skip, no verification) and every consulted
 controller is a coin that says "skip" with probability q, q solved so that the expected executed layers
@@ -37,6 +40,13 @@ absolute difference from the dense chunk (normalised actions) is at most ``--ora
 It is the best any controller could do with these adapters by the distillation's own measure (the
 distance to the dense chunk): if it loses to dense at DySL's executed layers, no controller closes
 the gap; if it does not, the controllers are what falls short.
+
+DeeR exit (the paper's Table 2 baseline after DeeR-VLA): every dynamic layer is an exit (its adapter,
+then the rest of the stack run densely, then the head); going down a gap the pass computes each
+exit's chunk and leaves at the first one whose chunk lies within ``--deer-threshold`` (mean absolute
+difference, normalised actions) of the previous exit's. It uses no controller, no continuity and no
+verification: agreement between successive exits is its only signal. The threshold is chosen on the
+validation seed to put it at the layers of the run it is compared with.
 
 This module has no torch at import; loading a variant imports the backends.
 """
@@ -63,8 +73,9 @@ VARIANTS: tuple[str, ...] = (
     "dense", "dysl", "no_pre_skip", "no_post_verify", "no_static", "one_stage", "random_skip", "random_drop",
     "random_layers", "router",
 )
-DIAGNOSTIC_VARIANTS: tuple[str, ...] = ("oracle_exit",)
-"""Run only when named: bounds that need the dense pass every tick."""
+DIAGNOSTIC_VARIANTS: tuple[str, ...] = ("oracle_exit", "deer_exit")
+"""Run only when named: a bound that needs the dense pass every tick, and a baseline that needs its
+threshold (chosen for matched layers on the validation seed)."""
 KNOWN_VARIANTS: tuple[str, ...] = VARIANTS + DIAGNOSTIC_VARIANTS
 """Every name ``--variants`` takes, in report order."""
 RANDOM_VARIANTS: tuple[str, ...] = ("random_skip", "random_drop", "random_layers")
@@ -266,6 +277,45 @@ class OracleExitBackend(Generic[T]):
         return self.inner.head(x)
 
 
+class DeerExitBackend(Generic[T]):
+    """A segment backend whose controllers are DeeR's exit rule: ``skip_probability(i, x)`` computes
+    exit i's chunk (adapter i, then the dense stack from the gap's static layer, then the head) and
+    says 1.0 iff it lies within ``threshold`` of the previous exit's chunk in the same gap and tick;
+    the first exit consulted in a gap has nothing to agree with and says 0.0."""
+
+    def __init__(self, inner: SegmentBackend[T], plan: LayerPlan, threshold: float) -> None:
+        if not threshold >= 0.0:
+            raise ValueError(f"deer threshold must be >= 0, got {threshold}")
+        self.inner = inner
+        self.name = f"{inner.name}+deer"
+        self.threshold = threshold
+        self.num_layers = plan.num_layers
+        self.static_of = {layer: gap.static for gap in plan.gaps for layer in gap.dynamic_layers}
+        self.previous: tuple[int, FloatArray] | None = None
+        """(static layer of its gap, chunk) of the last exit computed this tick."""
+
+    def embed(self, inputs: ModelInputs) -> T:
+        self.previous = None
+        return self.inner.embed(inputs)
+
+    def run_layers(self, start: int, stop: int, x: T) -> T:
+        return self.inner.run_layers(start, stop, x)
+
+    def adapt(self, layer: int, x: T) -> T:
+        return self.inner.adapt(layer, x)
+
+    def skip_probability(self, layer: int, x: T) -> float:
+        static = self.static_of[layer]
+        chunk = self.inner.head(self.inner.run_layers(static, self.num_layers, self.inner.adapt(layer, x)))
+        previous, self.previous = self.previous, (static, chunk)
+        if previous is None or previous[0] != static:
+            return 0.0
+        return 1.0 if float(np.abs(chunk - previous[1]).mean()) <= self.threshold else 0.0
+
+    def head(self, x: T) -> FloatArray:
+        return self.inner.head(x)
+
+
 # --------------------------------------------------------------------------------------------------
 # One interface over every variant
 
@@ -387,6 +437,8 @@ class LoadSettings:
     """oracle_exit compares the chunk's first this many actions; None: all of them."""
     oracle_measure: str = "absolute"
     """oracle_exit's exit error (dysl_ros.core.exit_error)."""
+    deer_threshold: float | None = None
+    """deer_exit's agreement threshold between successive exits' chunks."""
 
     def dysl_overrides(self) -> dict[str, float]:
         given = {"eta": self.eta, "eta_verify": self.eta_verify, "skip_threshold": self.skip_threshold}
@@ -447,6 +499,12 @@ class VariantLoader:
             )
             config = dataclasses.replace(settings, enable_pre_skip=False, enable_post_verify=False)
             return RunnerVariant(variant, policy, DySLRunner(oracle, plan, config))
+        if variant == "deer_exit":
+            if s.deer_threshold is None:
+                raise ConfigError("deer_exit needs --deer-threshold (mean |chunk - previous exit's chunk| it accepts)")
+            deer: DeerExitBackend[Any] = DeerExitBackend(backend, plan, s.deer_threshold)
+            config = dataclasses.replace(settings, enable_pre_skip=False, enable_post_verify=False)
+            return RunnerVariant(variant, policy, DySLRunner(deer, plan, config))
         if variant == "random_skip":
             assert coin_p is not None
             coin: CoinBackend[Any] = CoinBackend(backend, coin_p)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -37,11 +37,18 @@ class Gap:
         return self.static - self.start
 
 
+LOWEST_SIMILARITY = "lowest_similarity"
+EXPLICIT = "explicit"
+
+
 @dataclass(frozen=True)
 class LayerPlan:
     num_layers: int
     static_layers: tuple[int, ...]
     similarities: tuple[float, ...] | None = None
+    rule: str = field(default=LOWEST_SIMILARITY, compare=False)
+    """How the static layers were chosen, as recorded in layer_plan.json: ``lowest_similarity``,
+    ``lowest_similarity, max_gap N`` or ``explicit``."""
 
     def __post_init__(self) -> None:
         if self.num_layers < 1:
@@ -58,9 +65,13 @@ class LayerPlan:
             raise ConfigError(f"similarities has {len(self.similarities)} entries for {self.num_layers} layers")
 
     @classmethod
-    def from_similarities(cls, similarities: Sequence[float], static_ratio: float) -> LayerPlan:
+    def from_similarities(
+        cls, similarities: Sequence[float], static_ratio: float, max_gap: int | None = None
+    ) -> LayerPlan:
         """Static = the lowest-similarity layers, ``round(static_ratio * L)`` of them (at least 1),
-        always including the last layer."""
+        always including the last layer. With ``max_gap``: the set of that many layers (more only
+        if that many cannot do it) with the lowest total similarity such that no gap holds more than
+        ``max_gap`` dynamic layers, so the skipping spreads over the depth."""
         sims = [float(s) for s in similarities]
         if not sims:
             raise ConfigError("no layer similarities given")
@@ -71,9 +82,22 @@ class LayerPlan:
         num_layers = len(sims)
         num_static = min(num_layers, max(1, round(static_ratio * num_layers)))
         last = num_layers - 1
+        if max_gap is not None:
+            if isinstance(max_gap, bool) or not isinstance(max_gap, int) or max_gap < 1:
+                raise ConfigError(f"max_gap must be an integer >= 1, got {max_gap!r}")
+            static = _lowest_with_max_gap(sims, num_static, max_gap)
+            return cls(num_layers, static, tuple(sims), f"{LOWEST_SIMILARITY}, max_gap {max_gap}")
         by_information = sorted(range(last), key=lambda i: (sims[i], i))
-        static = sorted([last, *by_information[: num_static - 1]])
-        return cls(num_layers=num_layers, static_layers=tuple(static), similarities=tuple(sims))
+        static_list = sorted([last, *by_information[: num_static - 1]])
+        return cls(num_layers=num_layers, static_layers=tuple(static_list), similarities=tuple(sims))
+
+    @classmethod
+    def explicit(
+        cls, num_layers: int, static_layers: Sequence[int], similarities: Sequence[float] | None = None
+    ) -> LayerPlan:
+        """The static layers as given (the last layer must be among them)."""
+        sims = None if similarities is None else tuple(float(s) for s in similarities)
+        return cls(num_layers, tuple(int(i) for i in static_layers), sims, EXPLICIT)
 
     @classmethod
     def dense(cls, num_layers: int) -> LayerPlan:
@@ -104,6 +128,7 @@ class LayerPlan:
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "rule": self.rule,
             "num_layers": self.num_layers,
             "static_layers": list(self.static_layers),
             "dynamic_layers": list(self.dynamic_layers),
@@ -118,6 +143,7 @@ class LayerPlan:
                 num_layers=int(data["num_layers"]),
                 static_layers=tuple(int(i) for i in data["static_layers"]),
                 similarities=None if sims is None else tuple(float(s) for s in sims),
+                rule=str(data.get("rule", LOWEST_SIMILARITY)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"malformed layer plan: {exc}") from exc
@@ -128,3 +154,32 @@ class LayerPlan:
     @classmethod
     def load(cls, path: str | Path) -> LayerPlan:
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _lowest_with_max_gap(sims: Sequence[float], count: int, max_gap: int) -> tuple[int, ...]:
+    """The static set with the lowest total similarity, ``count`` layers or the fewest more that keep
+    every gap at most ``max_gap`` long, the last layer always in it (dynamic programming over the
+    position of the previous static layer)."""
+    num_layers = len(sims)
+    last = num_layers - 1
+    needed = -(-num_layers // (max_gap + 1))  # fewest static layers any placement needs
+    for size in range(max(count, needed), num_layers + 1):
+        # best[k][j]: lowest total similarity of k static layers ending at layer j, all gaps <= max_gap.
+        inf = float("inf")
+        best = [[inf] * num_layers for _ in range(size + 1)]
+        came = [[-1] * num_layers for _ in range(size + 1)]
+        for j in range(min(max_gap + 1, num_layers)):
+            best[1][j] = sims[j]
+        for k in range(2, size + 1):
+            for j in range(num_layers):
+                for i in range(max(0, j - max_gap - 1), j):
+                    total = best[k - 1][i] + sims[j]
+                    if total < best[k][j]:
+                        best[k][j], came[k][j] = total, i
+        if best[size][last] < inf:
+            chosen, j = [], last
+            for k in range(size, 0, -1):
+                chosen.append(j)
+                j = came[k][j]
+            return tuple(sorted(chosen))
+    raise ConfigError(f"no plan keeps every gap within {max_gap} layers")  # cannot happen: all static fits

@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -163,12 +164,18 @@ def is_model_dir(path: Path) -> bool:
 
 
 def load_bundle(
-    model_dir: str | Path, modules_dir: str | Path | None = None, dtype: torch.dtype = torch.float32
+    model_dir: str | Path,
+    modules_dir: str | Path | None = None,
+    dtype: torch.dtype = torch.float32,
+    *,
+    ignore_stale_modules: bool = False,
 ) -> PolicyBundle:
     """Load on the CPU in ``dtype`` (fp32 by default; backends move and cast). An imported model is
     read part by part in ``dtype``, never whole in fp32. ``modules_dir``: take the layer plan, DySL
     modules and settings from there (a variant, e.g. ``<model_dir>/variants/no_static``) instead of
-    ``model_dir``; it must hold a plan and modules that fit the model."""
+    ``model_dir``; it must hold a plan and modules that fit the model. ``ignore_stale_modules``: DySL
+    modules trained for another layer plan than the directory's are left out (with a note on stderr)
+    instead of refused: calibrate and distill replace them."""
     path, variant = resolve_dirs(model_dir, modules_dir)
     if not path.is_dir():
         raise ModelDirError(f"model_dir {path} does not exist or is not a directory")
@@ -184,7 +191,7 @@ def load_bundle(
     model = load_backbone(path, dtype)
     dysl_dir = variant if variant is not None else path
     try:
-        bundle = _load_dysl(dysl_dir, model)
+        bundle = _load_dysl(dysl_dir, model, ignore_stale_modules)
     except (ConfigError, KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
         raise ModelDirError(f"{dysl_dir}: bad DySL files: {exc}") from exc
     bundle.model_dir = path
@@ -239,7 +246,9 @@ def load_spec(model_dir: str | Path) -> ObservationSpec:
         raise ModelDirError(f"{path}: cannot read the model's observation spec: {exc}") from exc
 
 
-def load_dysl_files(path: Path, dims: BackboneDims) -> tuple[LayerPlan | None, DySLModules | None, DySLConfig | None]:
+def load_dysl_files(
+    path: Path, dims: BackboneDims, ignore_stale_modules: bool = False
+) -> tuple[LayerPlan | None, DySLModules | None, DySLConfig | None]:
     """The layer plan, DySL modules and settings in ``path`` (each None when absent)."""
     plan = LayerPlan.load(path / PLAN_FILE) if (path / PLAN_FILE).is_file() else None
     if plan is not None and plan.num_layers != dims.num_layers:
@@ -249,15 +258,25 @@ def load_dysl_files(path: Path, dims: BackboneDims) -> tuple[LayerPlan | None, D
         skip_file = path / MODULES_CONFIG_FILE
         skip_config = SkipModuleConfig.load(skip_file) if skip_file.is_file() else SkipModuleConfig()
         modules = DySLModules(dims.hidden_size, plan, skip_config)
-        _load_weights(modules, path / MODULES_FILE)
+        try:
+            _load_weights(modules, path / MODULES_FILE)
+        except ModelDirError as exc:
+            if not ignore_stale_modules:
+                raise ModelDirError(
+                    f"{exc}; were they trained for another layer plan than {path / PLAN_FILE}'s static layers "
+                    f"{list(plan.static_layers)}? Distil them again (dysl_train distill)"
+                ) from exc
+            print(f"note: {path / MODULES_FILE} does not fit the layer plan (another plan's modules): left out",
+                  file=sys.stderr)
+            modules = None
     dysl_config = None
     if (path / DYSL_CONFIG_FILE).is_file():
         dysl_config = DySLConfig.from_dict(json.loads((path / DYSL_CONFIG_FILE).read_text()))
     return plan, modules, dysl_config
 
 
-def _load_dysl(path: Path, model: VLABackbone) -> PolicyBundle:
-    plan, modules, dysl_config = load_dysl_files(path, model.dims)
+def _load_dysl(path: Path, model: VLABackbone, ignore_stale_modules: bool = False) -> PolicyBundle:
+    plan, modules, dysl_config = load_dysl_files(path, model.dims, ignore_stale_modules)
     model.eval()  # type: ignore[attr-defined]
     return PolicyBundle(path, model, plan, modules, dysl_config)
 

@@ -270,6 +270,14 @@ def _add_calibrate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p.add_argument("--mapping", default=_OPTIONAL, help=MAPPING_HELP)
     p.add_argument("--static-ratio", type=float, default=_OPTIONAL, help="share of static layers (default: 0.2)")
     p.add_argument(
+        "--max-gap", type=int, default=_OPTIONAL, metavar="N",
+        help="spread the static layers: the lowest-similarity set with no gap longer than N dynamic layers",
+    )
+    p.add_argument(
+        "--static-layers", default=_OPTIONAL, metavar="LIST",
+        help="the static layers as given, e.g. 0,1,2,3,13,23 (the last layer must be among them)",
+    )
+    p.add_argument(
         "--execute-steps", type=int, default=_OPTIONAL,
         help="actions executed per inference when measuring continuity changes for eta (default: 4)",
     )

@@ -416,17 +416,29 @@ def calibrate_model_dir(
     seed: int = 0,
     actions_per_inference: int = 4,
     eta_quantile: float = ETA_QUANTILE,
+    static_layers: Sequence[int] | None = None,
+    max_gap: int | None = None,
 ) -> LayerPlan:
     """Layer similarities over demo batches -> layer_plan.json and a plot; continuity changes of the
     demonstrations (executed ``actions_per_inference`` at a time) -> eta (the ``eta_quantile`` of
-    |dC|) and eta_verify. Both go into dysl.json with the static ratio."""
+    |dC|) and eta_verify. Both go into dysl.json with the static ratio. The static layers: the
+    lowest-similarity ones (``static_ratio`` of them), with ``max_gap`` the lowest-similarity set
+    with no gap longer than that, or ``static_layers`` as given; layer_plan.json records the rule."""
+    if static_layers is not None and max_gap is not None:
+        raise ConfigError("give --static-layers or --max-gap, not both")
     path = Path(model_dir)
-    bundle = checkpoint.load_bundle(path)
+    bundle = checkpoint.load_bundle(path, ignore_stale_modules=True)
     target = resolve_device(device)
     freeze(bundle.model, target)
     loader = sample_loader(episodes, bundle.model, batch_size, seed, target)
     taken = (data.to_device(b, target) for _, b in zip(range(max(1, batches)), loader, strict=False))
-    plan = LayerPlan.from_similarities(layer_similarities(bundle.model, taken), static_ratio)
+    similarities = layer_similarities(bundle.model, taken)
+    if static_layers is not None:
+        plan = LayerPlan.explicit(len(similarities), static_layers, similarities)
+    else:
+        plan = LayerPlan.from_similarities(similarities, static_ratio, max_gap)
+    if round(static_ratio * plan.num_layers) != len(plan.static_layers):  # a spread or given plan: its own share
+        static_ratio = len(plan.static_layers) / plan.num_layers
 
     if bundle.plan is not None and bundle.plan.static_layers != plan.static_layers:
         # Modules trained for other static layers no longer fit this plan; drop them, not load errors later.
@@ -487,6 +499,16 @@ def describe_plan(plan: LayerPlan) -> str:
     return "\n".join(lines)
 
 
+def parse_layers(text: str | None) -> list[int] | None:
+    """``--static-layers 0,1,2,3,13,23`` -> [0, 1, 2, 3, 13, 23]."""
+    if text is None:
+        return None
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError as exc:
+        raise ConfigError(f"--static-layers takes comma-separated layer indices, got {text!r}") from exc
+
+
 def load_model_episodes(args: argparse.Namespace) -> list[EpisodeLike]:
     """``--demos`` (our demonstrations, or a LeRobot dataset with ``--mapping``), checked against
     ``--model-dir``'s observation spec."""
@@ -503,6 +525,8 @@ def main_calibrate(args: argparse.Namespace) -> int:
             device=str(getattr(args, "device", "auto")), seed=int(getattr(args, "seed", 0)),
             actions_per_inference=int(getattr(args, "execute_steps", 4)),
             eta_quantile=float(getattr(args, "eta_quantile", ETA_QUANTILE)),
+            static_layers=parse_layers(getattr(args, "static_layers", None)),
+            max_gap=getattr(args, "max_gap", None),
         )
     except (ConfigError, ValueError, OSError, checkpoint.ModelDirError) as exc:
         print(f"dysl_train calibrate: {exc}", file=sys.stderr)
@@ -609,7 +633,8 @@ def distill_model_dir(
     dysl.json (default: the model dir's). ``modules_from`` (a modules or model directory for this
     backbone) continues from its plan and modules instead of fresh ones."""
     source = Path(model_dir)
-    bundle = checkpoint.load_bundle(source, modules_from)
+    # Modules trained for another plan (the plan was re-calibrated or edited) are replaced here, not an error.
+    bundle = checkpoint.load_bundle(source, modules_from, ignore_stale_modules=modules_from is None)
     start: DySLModules | None = None
     if modules_from is not None:
         if bundle.modules is None or bundle.plan is None:
