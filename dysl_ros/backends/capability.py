@@ -7,6 +7,7 @@ wanted, and a missing TensorRT is an answer, not an ImportError.
 
 from __future__ import annotations
 
+import os
 import platform
 from pathlib import Path
 
@@ -111,6 +112,11 @@ def cpu_name() -> str:
         pass
     return platform.processor() or platform.machine() or "unknown CPU"
 
+
+
+def machine_label() -> str:
+    """The CPU and its core count, as the benchmarks' reports name the machine they ran on."""
+    return f"{cpu_name()}, {os.cpu_count()} cores"
 
 def gpu_name(device: str = "cuda") -> str:
     """The GPU's name and compute capability, e.g. 'NVIDIA H100 80GB HBM3, compute capability 9.0'."""

@@ -40,6 +40,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from dysl_ros.action_queue import AGGREGATIONS, MAX_AGGREGATION_DECAY, ActionQueue
+from dysl_ros.backends.capability import machine_label
 from dysl_ros.bench.trace import DecisionTrace, TickDecision
 from dysl_ros.bench.variants import (
     COINS,
@@ -49,13 +50,14 @@ from dysl_ros.bench.variants import (
     VARIANTS,
     LoadSettings,
     VariantLoader,
+    add_variant_arguments,
+    coin_and_oracle_notes,
     coin_probability,
     main_plan,
     parse_variants,
     variant_modules_dir,
 )
 from dysl_ros.core.config import ConfigError
-from dysl_ros.core.exit_error import EXIT_MEASURES
 from dysl_ros.training.metaworld_env import goal_marker_radius_arg, model_goal_marker_radius
 
 DEFAULT_EVAL_SEED = 2000
@@ -95,45 +97,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max-steps", type=int, default=200, help="episode step limit (default: 200, as the demos)")
     parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch", help="(default: torch)")
-    parser.add_argument(
-        "--random-target-layers", type=float, default=None,
-        help="random_skip's, random_drop's and random_layers' expected executed layers per tick (default: "
-        "dysl's measured mean in this run)",
-    )
-    parser.add_argument(
-        "--router-threshold", type=float, default=None,
-        help="router skips a layer when p >= this (default: the router's dysl.json skip_threshold)",
-    )
-    parser.add_argument(
-        "--modules-dir", default=None,
-        help="DySL modules for dysl, no_pre_skip, no_post_verify and random_skip (another lambda's "
-        "`dysl_train distill --modules-out`; default: the model dir's)",
-    )
-    parser.add_argument(
-        "--oracle-tolerance", type=float, default=None,
-        help="oracle_exit skips from the first dynamic layer whose jump gives a chunk within this exit error "
-        "(--oracle-measure) of the dense chunk",
-    )
-    parser.add_argument(
-        "--oracle-measure", choices=EXIT_MEASURES, default="absolute",
-        help="oracle_exit's exit error: mean absolute difference of the normalised actions (default), or that "
-        "divided by the dense chunk's mean |action| (relative; as `dysl_train distill --exit-measure`)",
-    )
-    parser.add_argument(
-        "--oracle-actions", type=int, default=None, metavar="N",
-        help="oracle_exit compares only the chunk's first N actions (e.g. the --execute-steps the arm runs; "
-        "default: the whole chunk)",
-    )
-    parser.add_argument(
-        "--deer-threshold", type=float, default=None,
-        help="deer_exit (DeeR-VLA-style early exit) leaves a gap at the first exit whose chunk lies within this "
-        "mean |difference| of the previous exit's; choose it on the validation seed for matched layers",
-    )
-    parser.add_argument("--eta", type=float, default=None, help="override dysl.json's eta in every variant (sweeps)")
-    parser.add_argument("--eta-verify", type=float, default=None, help="override dysl.json's eta_verify (sweeps)")
-    parser.add_argument(
-        "--skip-threshold", type=float, default=None, help="override dysl.json's skip_threshold, in (0, 1] (sweeps)"
-    )
+    add_variant_arguments(parser)
     parser.add_argument("--camera", default="corner", help="Meta-World camera (default: corner, as the demos)")
     parser.add_argument(
         "--goal-marker-radius", default="model", metavar="M",
@@ -417,7 +381,6 @@ def markdown_table(report: Mapping[str, Any]) -> str:
 
 
 def markdown_report(report: Mapping[str, Any]) -> str:
-    random = report.get("random_target")
     notes = [
         f"Meta-World MT10, {report['episodes']} episode(s) per task and variant (the same episodes for every "
         f"variant), eval run seed {report['seed']}; model `{report['model_dir']}` ({report['num_layers']} layers, "
@@ -427,29 +390,8 @@ def markdown_report(report: Mapping[str, Any]) -> str:
     if report.get("chunk_aggregation", "latest") == "weighted":
         notes.append(f"Executed actions: each step's predictions from the overlapping chunks averaged with weights "
                      f"exp(-{report['aggregation_decay']}·i), i = 0 the oldest (dysl_node's weighted aggregation).")
-    if random is not None:
-        solved = "; ".join(
-            f"{name}: {COINS[name].meaning} {report['variants'][name]['coin_probability']:.4f}"
-            for name in RANDOM_VARIANTS if name in report["variants"]
-        )
-        notes.append(f"{solved}; solved for {random['target_layers']:.2f} expected executed layers "
-                     f"({random['target_from']}).")
-    if "oracle_exit" in report["variants"]:
-        notes.append(f"oracle_exit is a bound, not a policy: each tick it runs the dense pass and takes the "
-                     f"shallowest exit whose chunk lies within {report['oracle_tolerance']} "
-                     f"({_measured(report.get('oracle_measure', 'absolute'))}, "
-                     f"{_compared(report.get('oracle_actions'))}) of the dense chunk.")
+    notes += coin_and_oracle_notes(report)
     return "\n\n".join(["### Closed loop", *notes, markdown_table(report)]) + "\n"
-
-
-def _measured(measure: str) -> str:
-    if measure == "relative":
-        return "mean absolute difference of the normalised actions over the dense chunk's mean |action|"
-    return "mean absolute difference, normalised actions"
-
-
-def _compared(actions: int | None) -> str:
-    return "over the whole chunk" if actions is None else f"over its first {actions} actions"
 
 
 def wilson_interval(successes: int, episodes: int, z: float = 1.96) -> tuple[float, float]:
@@ -685,7 +627,7 @@ def _run(args: argparse.Namespace) -> int:
         "model_dir": str(model_dir),
         "model_hash": digest,
         "backend": args.backend,
-        "machine": _machine(),
+        "machine": machine_label(),
         "workers": args.workers,
         "execute_steps": args.execute_steps,
         "chunk_aggregation": args.chunk_aggregation,
@@ -736,12 +678,3 @@ def _collect(stream: Iterable[EpisodeResult], results: list[EpisodeResult], bar:
         bar.update(1)
         done = [r for r in results if r.variant == result.variant]
         bar.set_postfix_str(f"{result.variant} {sum(r.success for r in done)}/{len(done)}", refresh=False)
-
-
-def _machine() -> str:
-    try:
-        from dysl_ros.backends.capability import cpu_name
-
-        return f"{cpu_name()}, {os.cpu_count()} cores"
-    except Exception:  # only a label
-        return f"{os.cpu_count()} cores"

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -45,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 import numpy as np
 import numpy.typing as npt
 
+from dysl_ros.backends.capability import machine_label
 from dysl_ros.bench.variants import (
     COINS,
     DIAGNOSTIC_VARIANTS,
@@ -53,13 +53,14 @@ from dysl_ros.bench.variants import (
     LoadSettings,
     VariantLoader,
     VariantPolicy,
+    add_variant_arguments,
+    coin_and_oracle_notes,
     coin_probability,
     main_plan,
     parse_variants,
     variant_modules_dir,
 )
 from dysl_ros.core.config import ConfigError
-from dysl_ros.core.exit_error import EXIT_MEASURES
 
 if TYPE_CHECKING:
     from dysl_ros.model.observation_spec import Observation, ObservationSpec
@@ -98,44 +99,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--seed", type=int, default=0,
         help="seeds the random variants' coins (with each episode's index; default: 0)",
     )
-    parser.add_argument(
-        "--random-target-layers", type=float, default=None,
-        help="random_skip's, random_drop's and random_layers' expected executed layers per tick (default: "
-        "dysl's measured mean in this run)",
-    )
-    parser.add_argument(
-        "--oracle-tolerance", type=float, default=None,
-        help="oracle_exit skips from the first dynamic layer whose jump gives a chunk within this exit error "
-        "(--oracle-measure) of the dense chunk (no default, as closed-loop: oracle_exit needs it)",
-    )
-    parser.add_argument(
-        "--oracle-measure", choices=EXIT_MEASURES, default="absolute",
-        help="oracle_exit's exit error: mean absolute difference of the normalised actions (default), or that "
-        "divided by the dense chunk's mean |action| (relative)",
-    )
-    parser.add_argument(
-        "--oracle-actions", type=int, default=None, metavar="N",
-        help="oracle_exit compares only the chunk's first N actions (default: the whole chunk)",
-    )
-    parser.add_argument(
-        "--deer-threshold", type=float, default=None,
-        help="deer_exit (DeeR-VLA-style early exit) leaves a gap at the first exit whose chunk lies within this "
-        "mean |difference| of the previous exit's; choose it on the validation seed for matched layers",
-    )
-    parser.add_argument(
-        "--router-threshold", type=float, default=None,
-        help="router skips a layer when p >= this (default: the router's dysl.json skip_threshold)",
-    )
-    parser.add_argument(
-        "--modules-dir", default=None,
-        help="DySL modules for dysl, no_pre_skip, no_post_verify, random_skip and oracle_exit (default: the "
-        "model dir's)",
-    )
-    parser.add_argument("--eta", type=float, default=None, help="override dysl.json's eta in every variant (sweeps)")
-    parser.add_argument("--eta-verify", type=float, default=None, help="override dysl.json's eta_verify (sweeps)")
-    parser.add_argument(
-        "--skip-threshold", type=float, default=None, help="override dysl.json's skip_threshold, in (0, 1] (sweeps)"
-    )
+    add_variant_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print the results as one JSON object, last line")
     parser.add_argument("--markdown", metavar="FILE", help="write the results table (markdown) to FILE")
     parser.add_argument(
@@ -305,18 +269,7 @@ def markdown_report(report: Mapping[str, Any]) -> str:
         "dense model's chunk for the same observation, recorded error against the recorded actions (the steps "
         "that exist at an episode's end).",
     ]
-    random = report.get("random_target")
-    if random is not None:
-        solved = "; ".join(
-            f"{name}: {COINS[name].meaning} {report['variants'][name]['coin_probability']:.4f}"
-            for name in RANDOM_VARIANTS if name in report["variants"]
-        )
-        notes.append(f"{solved}; solved for {random['target_layers']:.2f} expected executed layers "
-                     f"({random['target_from']}).")
-    if "oracle_exit" in report["variants"]:
-        notes.append(f"oracle_exit is a bound, not a policy: each tick it runs the dense pass and takes the "
-                     f"shallowest exit whose chunk lies within {report['oracle_tolerance']} "
-                     f"({report['oracle_measure']} exit error) of the dense chunk.")
+    notes += coin_and_oracle_notes(report)
     return "\n\n".join(["### Offline (recorded episodes)", *notes, markdown_table(report)]) + "\n"
 
 
@@ -567,7 +520,7 @@ def _bench(
         "model_dir": str(model_dir),
         "model_hash": digest,
         "backend": args.backend,
-        "machine": machine(),
+        "machine": machine_label(),
         "execute_steps": args.execute_steps,
         "seed": args.seed,
         "modules_dir": load.modules_dir,
@@ -606,14 +559,3 @@ def _episodes(
     """Each chosen episode's index and ticks, decoded one episode at a time."""
     for index in indices:
         yield index, episode_ticks(dataset.episode(index), spec, execute_steps)
-
-
-def machine() -> str:
-    """The machine in words, as the closed-loop report names it."""
-    try:
-        from dysl_ros.backends.capability import cpu_name
-
-        return f"{cpu_name()}, {os.cpu_count()} cores"
-    except Exception:  # only a label
-        return f"{os.cpu_count()} cores"
-

@@ -53,10 +53,11 @@ This module has no torch at import; loading a variant imports the backends.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Generic, Protocol, Sequence, TypeVar
+from typing import Any, Callable, Generic, Mapping, Protocol, Sequence, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -84,6 +85,73 @@ each one's coin in COINS)."""
 MODULE_VARIANTS = {"no_static": "no_static", "one_stage": "one_stage", "router": "router"}
 """Variants whose modules live in ``<model dir>/variants/<name>``."""
 
+
+def add_variant_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags that shape the variants, shared by the closed-loop and the offline benchmark."""
+    parser.add_argument(
+        "--random-target-layers", type=float, default=None,
+        help="random_skip's, random_drop's and random_layers' expected executed layers per tick (default: "
+        "dysl's measured mean in this run)",
+    )
+    parser.add_argument(
+        "--router-threshold", type=float, default=None,
+        help="router skips a layer when p >= this (default: the router's dysl.json skip_threshold)",
+    )
+    parser.add_argument(
+        "--modules-dir", default=None,
+        help="DySL modules for dysl, no_pre_skip, no_post_verify, random_skip and oracle_exit (another "
+        "lambda's `dysl_train distill --modules-out`; default: the model dir's)",
+    )
+    parser.add_argument(
+        "--oracle-tolerance", type=float, default=None,
+        help="oracle_exit skips from the first dynamic layer whose jump gives a chunk within this exit error "
+        "(--oracle-measure) of the dense chunk (no default: oracle_exit needs it)",
+    )
+    parser.add_argument(
+        "--oracle-measure", choices=EXIT_MEASURES, default="absolute",
+        help="oracle_exit's exit error: mean absolute difference of the normalised actions (default), or that "
+        "divided by the dense chunk's mean |action| (relative; as `dysl_train distill --exit-measure`)",
+    )
+    parser.add_argument(
+        "--oracle-actions", type=int, default=None, metavar="N",
+        help="oracle_exit compares only the chunk's first N actions (e.g. the --execute-steps the arm runs; "
+        "default: the whole chunk)",
+    )
+    parser.add_argument(
+        "--deer-threshold", type=float, default=None,
+        help="deer_exit (DeeR-VLA-style early exit) leaves a gap at the first exit whose chunk lies within this "
+        "mean |difference| of the previous exit's; choose it on the validation seed for matched layers",
+    )
+    parser.add_argument("--eta", type=float, default=None, help="override dysl.json's eta in every variant (sweeps)")
+    parser.add_argument("--eta-verify", type=float, default=None, help="override dysl.json's eta_verify (sweeps)")
+    parser.add_argument(
+        "--skip-threshold", type=float, default=None, help="override dysl.json's skip_threshold, in (0, 1] (sweeps)"
+    )
+
+
+
+def coin_and_oracle_notes(report: Mapping[str, Any]) -> list[str]:
+    """The report's sentences on what the random variants' coins were solved for and on oracle_exit's
+    tolerance: the part of a benchmark report the closed-loop and the offline benchmark share."""
+    notes = []
+    random = report.get("random_target")
+    if random is not None:
+        solved = "; ".join(
+            f"{name}: {COINS[name].meaning} {report['variants'][name]['coin_probability']:.4f}"
+            for name in RANDOM_VARIANTS if name in report["variants"]
+        )
+        notes.append(f"{solved}; solved for {random['target_layers']:.2f} expected executed layers "
+                     f"({random['target_from']}).")
+    if "oracle_exit" in report["variants"]:
+        measure = report.get("oracle_measure", "absolute")
+        measured = ("mean absolute difference of the normalised actions over the dense chunk's mean |action|"
+                    if measure == "relative" else "mean absolute difference, normalised actions")
+        actions = report.get("oracle_actions")
+        compared = "over the whole chunk" if actions is None else f"over its first {actions} actions"
+        notes.append(f"oracle_exit is a bound, not a policy: each tick it runs the dense pass and takes the "
+                     f"shallowest exit whose chunk lies within {report['oracle_tolerance']} ({measured}, "
+                     f"{compared}) of the dense chunk.")
+    return notes
 
 def parse_variants(spec: str) -> list[str]:
     """``"all"`` or a comma list -> variant names in the canonical order."""
@@ -192,21 +260,16 @@ def coin_probability(variant: str, plan: LayerPlan, target_layers: float) -> flo
     return COINS[variant].solve(plan, target_layers)
 
 
-class CoinBackend(Generic[T]):
-    """A segment backend whose controllers are coins: ``skip_probability`` is 1.0 with probability
-    ``q`` and 0.0 otherwise (so any threshold in (0, 1] reads it as skip / keep). Everything else is
-    the wrapped backend's."""
+class ReplacedControllers(Generic[T]):
+    """A segment backend whose controllers a variant replaces: subclasses say ``skip_probability``;
+    embedding, layers, adapters and head are the wrapped backend's."""
 
-    def __init__(self, inner: SegmentBackend[T], q: float, seed: int = 0) -> None:
-        if not 0.0 <= q <= 1.0:
-            raise ValueError(f"skip probability must lie in [0, 1], got {q}")
+    def __init__(self, inner: SegmentBackend[T], plan: LayerPlan | None = None) -> None:
         self.inner = inner
-        self.name = f"{inner.name}+coin"
-        self.q = q
-        self.rng = np.random.default_rng(seed)
-
-    def reseed(self, seed: int) -> None:
-        self.rng = np.random.default_rng(seed)
+        self.num_layers = plan.num_layers if plan is not None else 0
+        self.static_of = {} if plan is None else {
+            layer: gap.static for gap in plan.gaps for layer in gap.dynamic_layers
+        }
 
     def embed(self, inputs: ModelInputs) -> T:
         return self.inner.embed(inputs)
@@ -218,19 +281,43 @@ class CoinBackend(Generic[T]):
         return self.inner.adapt(layer, x)
 
     def skip_probability(self, layer: int, x: T) -> float:
-        return 1.0 if self.rng.random() < self.q else 0.0
+        raise NotImplementedError
 
     def head(self, x: T) -> FloatArray:
         return self.inner.head(x)
 
+    def exit_chunk(self, layer: int, x: T) -> FloatArray:
+        """The chunk if the pass jumps from dynamic layer ``layer`` (input ``x``): its adapter, then the
+        dense stack from the gap's static layer on, then the head."""
+        jumped = self.inner.run_layers(self.static_of[layer], self.num_layers, self.inner.adapt(layer, x))
+        return self.inner.head(jumped)
 
-class OracleExitBackend(Generic[T]):
-    """A segment backend whose controllers know the answer: ``embed`` also runs the dense pass and
-    keeps its chunk; ``skip_probability(i, x)`` is 1.0 iff jumping from dynamic layer i (its adapter,
-    then the dense stack from the gap's static layer on) lands within ``tolerance`` of that chunk
-    (by ``measure``, dysl_ros.core.exit_error: mean absolute difference of the normalised actions, or
-    that relative to the dense chunk's size), else 0.0. ``actions``: compare only the chunk's first
-    that many actions (the ones the arm executes before the next tick); None: the whole chunk."""
+
+class CoinBackend(ReplacedControllers[T]):
+    """Controllers that are coins: ``skip_probability`` is 1.0 with probability ``q`` and 0.0
+    otherwise (so any threshold in (0, 1] reads it as skip / keep)."""
+
+    def __init__(self, inner: SegmentBackend[T], q: float, seed: int = 0) -> None:
+        if not 0.0 <= q <= 1.0:
+            raise ValueError(f"skip probability must lie in [0, 1], got {q}")
+        super().__init__(inner)
+        self.name = f"{inner.name}+coin"
+        self.q = q
+        self.rng = np.random.default_rng(seed)
+
+    def reseed(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def skip_probability(self, layer: int, x: T) -> float:
+        return 1.0 if self.rng.random() < self.q else 0.0
+
+
+class OracleExitBackend(ReplacedControllers[T]):
+    """Controllers that know the answer: ``embed`` also runs the dense pass and keeps its chunk;
+    ``skip_probability(i, x)`` is 1.0 iff exit i's chunk lies within ``tolerance`` of that chunk (by
+    ``measure``, dysl_ros.core.exit_error: mean absolute difference of the normalised actions, or that
+    relative to the dense chunk's size), else 0.0. ``actions``: compare only the chunk's first that
+    many actions (the ones the arm executes before the next tick); None: the whole chunk."""
 
     def __init__(
         self, inner: SegmentBackend[T], plan: LayerPlan, tolerance: float, actions: int | None = None,
@@ -242,13 +329,11 @@ class OracleExitBackend(Generic[T]):
             raise ValueError(f"oracle actions must be >= 1 (or None: the whole chunk), got {actions}")
         if measure not in EXIT_MEASURES:
             raise ValueError(f"oracle measure must be one of {EXIT_MEASURES}, got {measure!r}")
-        self.inner = inner
+        super().__init__(inner, plan)
         self.measure = measure
         self.name = f"{inner.name}+oracle"
         self.tolerance = tolerance
         self.window = slice(actions)
-        self.num_layers = plan.num_layers
-        self.static_of = {layer: gap.static for gap in plan.gaps for layer in gap.dynamic_layers}
         self.dense_chunk: FloatArray | None = None
 
     def embed(self, inputs: ModelInputs) -> T:
@@ -256,41 +341,29 @@ class OracleExitBackend(Generic[T]):
         self.dense_chunk = self.inner.head(self.inner.run_layers(0, self.num_layers, x))
         return x
 
-    def run_layers(self, start: int, stop: int, x: T) -> T:
-        return self.inner.run_layers(start, stop, x)
-
-    def adapt(self, layer: int, x: T) -> T:
-        return self.inner.adapt(layer, x)
-
     def exit_error(self, layer: int, x: T) -> float:
         """The exit error over the compared actions when the pass jumps from dynamic layer ``layer``
         (input ``x``)."""
         if self.dense_chunk is None:
             raise RuntimeError("embed() first: the oracle compares against this tick's dense chunk")
-        jumped = self.inner.run_layers(self.static_of[layer], self.num_layers, self.inner.adapt(layer, x))
-        return float(exit_error(self.inner.head(jumped)[self.window], self.dense_chunk[self.window], self.measure))
+        chunk = self.exit_chunk(layer, x)
+        return float(exit_error(chunk[self.window], self.dense_chunk[self.window], self.measure))
 
     def skip_probability(self, layer: int, x: T) -> float:
         return 1.0 if self.exit_error(layer, x) <= self.tolerance else 0.0
 
-    def head(self, x: T) -> FloatArray:
-        return self.inner.head(x)
 
-
-class DeerExitBackend(Generic[T]):
-    """A segment backend whose controllers are DeeR's exit rule: ``skip_probability(i, x)`` computes
-    exit i's chunk (adapter i, then the dense stack from the gap's static layer, then the head) and
-    says 1.0 iff it lies within ``threshold`` of the previous exit's chunk in the same gap and tick;
-    the first exit consulted in a gap has nothing to agree with and says 0.0."""
+class DeerExitBackend(ReplacedControllers[T]):
+    """Controllers that follow DeeR's exit rule: ``skip_probability(i, x)`` computes exit i's chunk and
+    says 1.0 iff it lies within ``threshold`` (mean |difference|) of the previous exit's chunk in the
+    same gap and tick; the first exit consulted in a gap has nothing to agree with and says 0.0."""
 
     def __init__(self, inner: SegmentBackend[T], plan: LayerPlan, threshold: float) -> None:
         if not threshold >= 0.0:
             raise ValueError(f"deer threshold must be >= 0, got {threshold}")
-        self.inner = inner
+        super().__init__(inner, plan)
         self.name = f"{inner.name}+deer"
         self.threshold = threshold
-        self.num_layers = plan.num_layers
-        self.static_of = {layer: gap.static for gap in plan.gaps for layer in gap.dynamic_layers}
         self.previous: tuple[int, FloatArray] | None = None
         """(static layer of its gap, chunk) of the last exit computed this tick."""
 
@@ -298,22 +371,13 @@ class DeerExitBackend(Generic[T]):
         self.previous = None
         return self.inner.embed(inputs)
 
-    def run_layers(self, start: int, stop: int, x: T) -> T:
-        return self.inner.run_layers(start, stop, x)
-
-    def adapt(self, layer: int, x: T) -> T:
-        return self.inner.adapt(layer, x)
-
     def skip_probability(self, layer: int, x: T) -> float:
         static = self.static_of[layer]
-        chunk = self.inner.head(self.inner.run_layers(static, self.num_layers, self.inner.adapt(layer, x)))
+        chunk = self.exit_chunk(layer, x)
         previous, self.previous = self.previous, (static, chunk)
         if previous is None or previous[0] != static:
             return 0.0
         return 1.0 if float(np.abs(chunk - previous[1]).mean()) <= self.threshold else 0.0
-
-    def head(self, x: T) -> FloatArray:
-        return self.inner.head(x)
 
 
 # --------------------------------------------------------------------------------------------------
