@@ -3,7 +3,9 @@ whatever the weights are, and a tiny model keeps CI fast on two cores."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -19,6 +21,18 @@ from dysl_ros.model.spec import VLAConfig
 TINY = VLAConfig(
     image_size=32, patch_size=16, instruction_tokens=16, hidden_size=32, num_layers=10, num_heads=2, ffn_size=64
 )
+
+
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """torch on one thread for a block: the tiny models gain nothing from threads, and on a busy 2-core
+    machine OpenMP workers competing with other processes made these tests several times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def tiny_llama_vla(num_layers: int = 4, seed: int = 1) -> HFLlamaVLA:

@@ -27,7 +27,7 @@ from typing import Any, Iterator
 import numpy as np
 import pytest
 import torch
-from model_fixture import TINY, make_model_dir, tiny_llama_vla
+from model_fixture import TINY, make_model_dir, one_torch_thread, tiny_llama_vla
 from test_engines import MICRO, random_observations, save_case
 
 from dysl_ros.backends.build import build_engines
@@ -263,13 +263,9 @@ def test_parity_harness_on_the_cpu(tmp_path: Path) -> None:
     model_dir = save_case(tmp_path / "model", ReferenceVLA(TINY), plan)
     inputs = [preprocess(TINY, o) for o in random_observations(TINY, TICKS, seed=3)]
     candidate = OnnxRuntimeBackend(build_engines(model_dir, tmp_path / "engines", progress=False), num_threads=1)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matrices: extra torch threads only fight over a busy 2-core machine
-    try:
+    with one_torch_thread():
         runners = compare_runners(reference_backend(model_dir), candidate, plan, inputs)
         lockstep = compare_lockstep(reference_backend(model_dir), candidate, plan, inputs, TOLERANCE["fp32"])
-    finally:
-        torch.set_num_threads(threads)
     check(runners, TOLERANCE["fp32"], "harness: onnxruntime, whole runner")
     check(lockstep, TOLERANCE["fp32"], "harness: onnxruntime, lockstep")
     assert runners.reruns > 0 and lockstep.consults > 0 and lockstep.ties == 0

@@ -12,8 +12,7 @@ from typing import Any, Iterator
 
 import numpy as np
 import pytest
-import torch
-from model_fixture import TINY, make_model_dir
+from model_fixture import TINY, make_model_dir, one_torch_thread
 
 from dysl_ros.inputs import decode_image
 from dysl_ros.model.spec import Observation
@@ -33,10 +32,8 @@ CONFIG = dataclasses.replace(TINY, action_offset=(0.1, -0.2, 0.0, 0.3), action_s
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_torch_thread():
+        yield
 
 
 def _episodes(state_dim: int = 4) -> list[RecordedEpisode]:

@@ -13,7 +13,7 @@ from typing import Any, Iterator
 import numpy as np
 import pytest
 import torch
-from model_fixture import TINY, make_model_dir, randomise_adapters
+from model_fixture import TINY, make_model_dir, one_torch_thread, randomise_adapters
 
 from dysl_ros.backends.torch_backend import TorchBackend
 from dysl_ros.bench import closed_loop
@@ -49,10 +49,8 @@ STILL = {"eta": 100.0, "eta_verify": 100.0}
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_torch_thread():
+        yield
 
 
 def set_controllers(modules: DySLModules, skip: set[int] | None = None, *, all_skip: bool = False) -> None:

@@ -18,7 +18,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from model_fixture import TINY, make_model_dir, randomise_adapters, tiny_llama_vla
+from model_fixture import TINY, make_model_dir, one_torch_thread, randomise_adapters, tiny_llama_vla
 from torch import nn
 
 from dysl_ros.backends import manifest as engine_manifest
@@ -199,16 +199,12 @@ def test_runner_parity_with_dysl(built: Built) -> None:
 
     worst = 0.0
     skipped_ticks = reruns = 0
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matrices: extra torch threads only fight over a busy 2-core machine
-    try:
+    with one_torch_thread():
         ticks = [
             (torch_runner.step(inputs), ort_runner.step(inputs))
             for obs in random_observations(bundle.model.config, 100, seed=3)
             for inputs in [preprocess(bundle.spec, obs)]
         ]
-    finally:
-        torch.set_num_threads(threads)
     for a, b in ticks:
         assert b.skipped_from == a.skipped_from
         assert b.allow_points == a.allow_points

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from model_fixture import one_torch_thread
 
 from dysl_ros.core.config import ConfigError
 from dysl_ros.core.continuity import continuity_deltas, suggest_etas
@@ -109,12 +110,8 @@ def active_model(seed: int = 0) -> ReferenceVLA:
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread() -> Iterator[None]:
-    """The tiny model gains nothing from threads, and on a busy 2-core machine OpenMP workers
-    competing with other processes made these tests several times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_torch_thread():
+        yield
 
 
 def first_last(values: list[float], n: int) -> tuple[float, float]:
