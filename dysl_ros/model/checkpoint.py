@@ -33,13 +33,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from dysl_ros.core.config import ConfigError, DySLConfig
 from dysl_ros.core.layer_plan import LayerPlan
 from dysl_ros.model.backbone import HFLlamaVLA, VLABackbone
-from dysl_ros.model.hf_decoder import DECODER_DIR, EMBED_WEIGHTS, HEAD_WEIGHTS, DecoderParts, DecoderVLA
+from dysl_ros.model.hf_decoder import (
+    DECODER_DIR,
+    EMBED_WEIGHTS,
+    HEAD_WEIGHTS,
+    DecoderParts,
+    DecoderVLA,
+    load_weights,
+)
 from dysl_ros.model.hf_decoder import KIND as HF_DECODER
 from dysl_ros.model.observation_spec import SPEC_FILE, BackboneDims, ObservationSpec
 from dysl_ros.model.reference_vla import ReferenceVLA
@@ -231,7 +238,7 @@ def load_backbone(path: Path, dtype: torch.dtype = torch.float32) -> VLABackbone
         model = build_model(config, description)
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelDirError(f"{path}: {BACKBONE_FILE} does not fit {CONFIG_FILE}: {exc}") from exc
-    _load_weights(model, path / WEIGHTS_FILE)  # type: ignore[arg-type]
+    load_weights(model, path / WEIGHTS_FILE, "configured model", ModelDirError)  # type: ignore[arg-type]
     return model.to(dtype) if dtype != torch.float32 else model  # type: ignore[attr-defined,no-any-return]
 
 
@@ -259,7 +266,7 @@ def load_dysl_files(
         skip_config = SkipModuleConfig.load(skip_file) if skip_file.is_file() else SkipModuleConfig()
         modules = DySLModules(dims.hidden_size, plan, skip_config)
         try:
-            _load_weights(modules, path / MODULES_FILE)
+            load_weights(modules, path / MODULES_FILE, "configured model", ModelDirError)
         except ModelDirError as exc:
             if not ignore_stale_modules:
                 raise ModelDirError(
@@ -329,20 +336,3 @@ def _save_weights(module: nn.Module, file: Path, dtype: torch.dtype) -> None:
         for name, tensor in module.state_dict().items()
     }
     save_file(tensors, str(file))
-
-
-def _load_weights(module: nn.Module, file: Path) -> None:
-    try:
-        tensors = load_file(str(file))
-    except Exception as exc:  # safetensors raises several types for a damaged file
-        raise ModelDirError(f"cannot read {file}: {exc}") from exc
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(tensors) if expected[k].shape != tensors[k].shape)
-    if missing or unexpected or wrong:
-        raise ModelDirError(
-            f"{file} does not fit the configured model: missing {missing[:5]}, unexpected "
-            f"{unexpected[:5]}, wrong shape {wrong[:5]}"
-        )
-    module.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()})

@@ -204,16 +204,21 @@ def _strip_base(key: str) -> str:
     return key[len("model.") :] if key.startswith("model.") else key
 
 
-def load_part_weights(module: nn.Module, file: Path, what: str) -> None:
+def load_weights(module: nn.Module, file: Path, what: str, error: type[Exception] = ConfigError) -> None:
+    """Loads the safetensors ``file`` into ``module`` (cast to its dtypes) once every name and shape
+    matched, so a file of another model says so rather than loading part-way; ``error`` names ``what``."""
     if not file.is_file():
-        raise ConfigError(f"{file} is missing: the weights of the {what}")
-    tensors = load_file(str(file))
+        raise error(f"{file} is missing: the weights of the {what}")
+    try:
+        tensors = load_file(str(file))
+    except Exception as exc:  # safetensors raises several types for a damaged file
+        raise error(f"cannot read {file}: {exc}") from exc
     expected = module.state_dict()
     missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
     wrong = sorted(k for k in set(expected) & set(tensors) if expected[k].shape != tensors[k].shape)
     if missing or unexpected or wrong:
-        raise ConfigError(
-            f"{file} does not fit the {what} its factory builds: missing {missing[:5]}, unexpected {unexpected[:5]}, "
+        raise error(
+            f"{file} does not fit the {what}: missing {missing[:5]}, unexpected {unexpected[:5]}, "
             f"wrong shape {wrong[:5]}"
         )
     module.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()})
@@ -242,12 +247,12 @@ class DecoderParts:
 
     def embed(self, dtype: torch.dtype = torch.float32) -> nn.Module:
         module = self.embed_part.build(self.spec, self.hidden_size)
-        load_part_weights(module, self.model_dir / EMBED_WEIGHTS, f"embed ({self.embed_part.factory})")
+        load_weights(module, self.model_dir / EMBED_WEIGHTS, f"embed {self.embed_part.factory} builds")
         return module.to(dtype).eval()
 
     def head(self, dtype: torch.dtype = torch.float32) -> NormedHead:
         head = self.head_part.build(self.spec, self.hidden_size)
-        load_part_weights(head, self.model_dir / HEAD_WEIGHTS, f"head ({self.head_part.factory})")
+        load_weights(head, self.model_dir / HEAD_WEIGHTS, f"head {self.head_part.factory} builds")
         norm = copy.deepcopy(self._structure().norm).to_empty(device="cpu")
         self._load(norm, lambda key: key[len("norm.") :] if key.startswith("norm.") else None, "final norm")
         return NormedHead(norm, head).to(dtype).eval()
@@ -318,7 +323,7 @@ def import_model(
     for part, weights, what in ((embed, embed_weights, "embed"), (head, head_weights, "head")):
         module = part.build(spec, hidden_size)
         if weights is not None:
-            load_part_weights(module, Path(weights), what)
+            load_weights(module, Path(weights), f"{what} {part.factory} builds")
         modules[what] = module.float().eval()
     num_tokens = probe_tokens(modules["embed"], spec, hidden_size)
     probe_head(modules["head"], spec, hidden_size, num_tokens)
