@@ -264,19 +264,23 @@ def test_parse_variants() -> None:
     assert parse_variants("oracle_exit,dense") == ["dense", "oracle_exit"]
 
 
-def test_oracle_exit_takes_the_shallowest_exit_within_its_tolerance() -> None:
-    """Tolerance 0: the dense chunk; infinite: every gap left at its start; in between: the first
-    dynamic layer whose jump lands within the tolerance, every shallower one outside it."""
+def one_gap_setup() -> tuple[LayerPlan, TorchBackend, Any, list[int]]:
+    """A random model with adapters, a plan with one non-empty gap (2..8), one tick's inputs and the
+    gaps' starts: the exits of the oracle and deer tests."""
     torch.manual_seed(0)
     from dysl_ros.model.reference_vla import ReferenceVLA
 
-    plan = LayerPlan(num_layers=NUM_LAYERS, static_layers=(0, 1, 9))  # one non-empty gap: 2..8
+    plan = LayerPlan(num_layers=NUM_LAYERS, static_layers=(0, 1, 9))
     model = ReferenceVLA(TINY).eval()
     modules = DySLModules(TINY.hidden_size, plan)
     randomise_adapters(modules, std=0.05)
-    torch_backend = TorchBackend(model, modules)
-    inputs = preprocess(TINY, observation(3))
-    starts = [g.start for g in plan.gaps]
+    return plan, TorchBackend(model, modules), preprocess(TINY, observation(3)), [g.start for g in plan.gaps]
+
+
+def test_oracle_exit_takes_the_shallowest_exit_within_its_tolerance() -> None:
+    """Tolerance 0: the dense chunk; infinite: every gap left at its start; in between: the first
+    dynamic layer whose jump lands within the tolerance, every shallower one outside it."""
+    plan, torch_backend, inputs, starts = one_gap_setup()
     dense, _ = run_path(torch_backend, inputs, plan.gaps, [g.static for g in plan.gaps], 0.5)
 
     exact, trace = run_path(OracleExitBackend(torch_backend, plan, 0.0), inputs, plan.gaps, starts, 0.5)
@@ -598,16 +602,7 @@ def test_deer_exit_leaves_where_successive_exits_agree() -> None:
     """Threshold 0: exits never agree exactly, so the pass stays dense; infinite: every gap left at its
     second exit (the first has nothing to agree with); in between: the first exit whose chunk lies
     within the threshold of the previous exit's, measured by hand."""
-    torch.manual_seed(0)
-    from dysl_ros.model.reference_vla import ReferenceVLA
-
-    plan = LayerPlan(num_layers=NUM_LAYERS, static_layers=(0, 1, 9))  # one non-empty gap: 2..8
-    model = ReferenceVLA(TINY).eval()
-    modules = DySLModules(TINY.hidden_size, plan)
-    randomise_adapters(modules, std=0.05)
-    torch_backend = TorchBackend(model, modules)
-    inputs = preprocess(TINY, observation(3))
-    starts = [g.start for g in plan.gaps]
+    plan, torch_backend, inputs, starts = one_gap_setup()
     _, trace = run_path(DeerExitBackend(torch_backend, plan, 0.0), inputs, plan.gaps, starts, 0.5)
     assert not trace.skipped_any and len(trace.executed_layers) == NUM_LAYERS
     _, trace = run_path(DeerExitBackend(torch_backend, plan, float("inf")), inputs, plan.gaps, starts, 0.5)
