@@ -2,7 +2,7 @@
 
 Pure logic, no ROS and no clocks of its own: dysl_node's stream process
 (``dysl_ros/node/stream_process.py``) drives ``ActionQueue`` with a period counter and times, its
-inference thread uses ``predicted_execution``, and ``dysl_bench closed-loop`` steps the same queue
+inference thread uses ``predict_executed_slice``, and ``dysl_bench closed-loop`` steps the same queue
 once per environment step, so what the node executes can be measured offline.
 
 Timing. A chunk computed from an image stamped ``s`` schedules its action k at ``s + k*dt`` (the

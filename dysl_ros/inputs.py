@@ -39,7 +39,7 @@ def decode_image(
     height: int,
     width: int,
     step: int,
-    data: bytes | bytearray | memoryview | Sequence[int],
+    data: bytes | bytearray | memoryview | npt.NDArray[np.uint8] | Sequence[int],
     size: int | tuple[int, int],
     fit: str = "letterbox",
     channels: int = 3,
@@ -118,28 +118,40 @@ def decode_compressed_image(
         raise InputRejected(
             "bad_compressed_image", f"compressed image ({image_format or 'no format'}) is not a decodable JPEG or PNG"
         )
-    height, width = bgr.shape[:2]
-    contiguous = np.ascontiguousarray(bgr)
-    return decode_image("bgr8", height, width, width * 3, contiguous.tobytes(), size, fit, channels)
+    pixels = np.asarray(bgr, dtype=np.uint8)  # IMREAD_COLOR gives 8-bit BGR: no copy, here or below
+    height, width = pixels.shape[:2]
+    return decode_image("bgr8", height, width, width * 3, pixels, size, fit, channels)
 
 
-def parse_joint_state(
-    names: Sequence[str], position: Sequence[float], wanted: Sequence[str], what: str = "the model's state"
-) -> npt.NDArray[np.float64]:
-    """The positions of the ``wanted`` joints, by name, from a JointState of any joints in any order
-    (extra joints ignored). Missing or non-finite ones are rejected."""
-    if len(names) != len(position):
-        raise InputRejected(
-            "bad_joint_state", f"joint_states has {len(names)} names but {len(position)} positions"
-        )
-    index = {name: i for i, name in enumerate(names)}
-    missing = [name for name in wanted if name not in index]
-    if missing:
-        raise InputRejected("missing_joint", f"joint_states lacks {what}'s joint(s) {missing}")
-    values = np.asarray([position[index[name]] for name in wanted], dtype=np.float64)
-    if not np.all(np.isfinite(values)):
-        raise InputRejected("non_finite_joint_states", f"joint_states has NaN or inf for {list(wanted)}: {values}")
-    return values
+class JointStateReader:
+    """The positions of the ``wanted`` joints, by name, from JointStates of any joints in any order
+    (extra joints ignored); missing or non-finite ones are rejected. The name lookup is redone only
+    when a message's names differ from the last good one's (a driver sends the same list each time)."""
+
+    def __init__(self, wanted: Sequence[str], what: str = "the model's state") -> None:
+        self.wanted, self.what = tuple(wanted), what
+        self._lookup: tuple[list[str], npt.NDArray[np.intp]] = ([], np.zeros(0, dtype=np.intp))
+        """(the last good message's names, where the wanted joints stand in them): one attribute, swapped whole."""
+
+    def read(self, names: Sequence[str], position: Sequence[float]) -> npt.NDArray[np.float64]:
+        if len(names) != len(position):
+            raise InputRejected(
+                "bad_joint_state", f"joint_states has {len(names)} names but {len(position)} positions"
+            )
+        known, where = self._lookup
+        if list(names) != known:
+            index = {name: i for i, name in enumerate(names)}
+            missing = [name for name in self.wanted if name not in index]
+            if missing:
+                raise InputRejected("missing_joint", f"joint_states lacks {self.what}'s joint(s) {missing}")
+            where = np.asarray([index[name] for name in self.wanted], dtype=np.intp)
+            self._lookup = (list(names), where)
+        values = np.asarray(position, dtype=np.float64)[where]
+        if not np.all(np.isfinite(values)):
+            raise InputRejected(
+                "non_finite_joint_states", f"joint_states has NaN or inf for {list(self.wanted)}: {values}"
+            )
+        return values
 
 
 def parse_proprio(position: Sequence[float], expected: int) -> npt.NDArray[np.float64]:

@@ -66,26 +66,20 @@ class JointWiring:
     def needs_measured_positions(self) -> bool:
         return self.semantics != ABSOLUTE
 
-    def joint_chunk(
+    def joint_chunks(
         self, actions: npt.NDArray[np.floating], measured: npt.NDArray[np.floating] | None, dt: float
-    ) -> npt.NDArray[np.float64]:
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64] | None]:
         """(H, J) positions for every action of the chunk (velocities: the positions they lead to),
-        integrated from ``measured`` (the joints' positions now) where the actions are relative."""
+        integrated from ``measured`` (the joints' positions the observation saw) where the actions
+        are relative; and (H, J) velocities for velocity actions, else None."""
         values = np.asarray(actions, dtype=np.float64)[:, list(self.action_index)]
         if self.semantics == ABSOLUTE:
-            return values
+            return values, None
         if measured is None:
             raise ValueError(f"{self.semantics} need the measured joint positions to integrate from")
         steps = values * dt if self.commands_are_velocities else values
-        return np.asarray(measured, dtype=np.float64)[None, :] + np.cumsum(steps, axis=0)
-
-    def command_chunk(
-        self, actions: npt.NDArray[np.floating], measured: npt.NDArray[np.floating] | None, dt: float
-    ) -> npt.NDArray[np.float64]:
-        """(H, J) values for a forward command controller: velocities for velocity actions, else positions."""
-        if self.commands_are_velocities:
-            return np.asarray(actions, dtype=np.float64)[:, list(self.action_index)]
-        return self.joint_chunk(actions, measured, dt)
+        positions = np.asarray(measured, dtype=np.float64)[None, :] + np.cumsum(steps, axis=0)
+        return positions, values if self.commands_are_velocities else None
 
     def safe_command(self, measured: npt.NDArray[np.floating] | None) -> npt.NDArray[np.float64] | None:
         """Zero velocity, or hold the measured position (None: no measurement to hold yet)."""
@@ -127,16 +121,18 @@ def wire_joints(
 
 
 def trajectory_times(
-    stamp_ns: int, now_ns: int, dt_ns: int, horizon: int, stamp_mode: str
+    stamp_ns: int, now_ns: int, dt_ns: int, horizon: int, stamp_mode: str, max_age_ns: int
 ) -> tuple[int, list[tuple[int, int]]]:
     """The header stamp (ns) and, per action still ahead, (action index, time_from_start ns) of a
     joint trajectory published at ``now_ns`` for a chunk computed from the image at ``stamp_ns``.
 
-    Action k belongs to ``stamp + k*dt``; the ones whose time has passed are dropped. ``zero``: the
-    header stamp is 0 (the controller starts the trajectory on arrival) and times count from
-    now; ``now``: the same times from the stamp ``now``; ``image``: the image's stamp, times k*dt.
-    Times strictly increase and the trajectory never ends in the past."""
-    ahead = [k for k in range(horizon) if stamp_ns + k * dt_ns > now_ns]
+    Action k belongs to ``stamp + k*dt``; the ones whose time has passed are dropped, and so are the
+    ones past ``max_age_ns`` after the image (max_image_age_ms: the ~/action stream stops there too,
+    and the controller holds the trajectory's last point). ``zero``: the header stamp is 0 (the
+    controller starts the trajectory on arrival) and times count from now; ``now``: the same times
+    from the stamp ``now``; ``image``: the image's stamp, times k*dt. Times strictly increase and the
+    trajectory never ends in the past."""
+    ahead = [k for k in range(horizon) if now_ns < stamp_ns + k * dt_ns and k * dt_ns <= max_age_ns]
     if stamp_mode == "image":
         return stamp_ns, [(k, k * dt_ns) for k in ahead]
     header = 0 if stamp_mode == "zero" else now_ns

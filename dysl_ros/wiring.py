@@ -10,8 +10,6 @@ import os
 
 PACKAGE = "dysl_ros"
 
-NODE_TOPICS = ("image", "instruction", "joint_states", "action_chunk", "action")
-"""dysl_node's remappable topics (relative ``~/<name>``); sim_bridge has the same five."""
 DEFAULT_TOPICS: dict[str, str] = {
     "image": "/camera/image_raw",
     "instruction": "/instruction",
@@ -19,7 +17,8 @@ DEFAULT_TOPICS: dict[str, str] = {
     "action_chunk": "/dysl/action_chunk",
     "action": "/dysl/action",
 }
-"""The absolute names the launch files and the demo map them to."""
+"""dysl_node's remappable topics (relative ``~/<name>``; sim_bridge has the same five) and the
+absolute names the launch files and the demo map them to."""
 TICK_TOPIC = "~/dysl_tick"
 DIAGNOSTICS_TOPIC = "/diagnostics"
 EPISODE_RESULT_TOPIC = "~/episode_result"
@@ -78,11 +77,6 @@ def discovery_environment(distro: str, localhost_only: bool = True) -> dict[str,
 def localhost_environment(distro: str) -> dict[str, str]:
     """The variables that keep DDS discovery on this host on ROS distribution ``distro``."""
     return discovery_environment(distro, localhost_only=True)
-
-
-def network_environment(distro: str) -> dict[str, str]:
-    """The variables that let DDS discover peers on other machines of the subnet on ``distro``."""
-    return discovery_environment(distro, localhost_only=False)
 
 
 def dds_environment(root: str, distro: str, localhost_only: bool = True) -> dict[str, str]:

@@ -10,7 +10,9 @@ import pytest
 from dysl_ros.inputs import (
     MAX_INSTRUCTION_BYTES,
     InputRejected,
+    JointStateReader,
     check_stamp,
+    decode_compressed_image,
     decode_image,
     parse_instruction,
     parse_proprio,
@@ -111,6 +113,43 @@ def test_proprio() -> None:
         with pytest.raises(InputRejected) as info:
             parse_proprio(values, 4)
         assert info.value.counter == counter
+
+
+def test_joint_states_are_read_by_name_in_any_order() -> None:
+    reader = JointStateReader(("elbow", "shoulder"), "command_joint_names")
+    assert reader.read(["wrist", "shoulder", "elbow"], [3.0, 1.0, 2.0]).tolist() == [2.0, 1.0]
+    assert reader.read(["wrist", "shoulder", "elbow"], [6.0, 4.0, 5.0]).tolist() == [5.0, 4.0]  # same names
+    assert reader.read(["elbow", "shoulder"], [7.0, 8.0]).tolist() == [7.0, 8.0]  # the order changed
+    for names, positions, counter in (
+        (["elbow"], [1.0], "missing_joint"),
+        (["elbow", "shoulder"], [1.0], "bad_joint_state"),
+        (["elbow", "shoulder"], [1.0, float("nan")], "non_finite_joint_states"),
+    ):
+        with pytest.raises(InputRejected) as info:
+            reader.read(names, positions)
+        assert info.value.counter == counter
+    assert "command_joint_names's joint(s) ['shoulder']" in str(_rejection(reader, ["elbow"], [1.0]))
+    # A rejected message leaves the last good lookup as it was.
+    assert reader.read(["elbow", "shoulder"], [9.0, 10.0]).tolist() == [9.0, 10.0]
+
+
+def _rejection(reader: JointStateReader, names: list[str], positions: list[float]) -> InputRejected:
+    with pytest.raises(InputRejected) as info:
+        reader.read(names, positions)
+    return info.value
+
+
+def test_compressed_images_decode_as_the_raw_ones() -> None:
+    import cv2
+
+    rgb = np.random.default_rng(0).integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))  # lossless
+    assert ok
+    raw = decode_image("rgb8", 30, 40, 120, rgb.tobytes(), size=(16, 20))
+    assert np.array_equal(decode_compressed_image("png", png.tobytes(), (16, 20)), raw)
+    with pytest.raises(InputRejected) as info:
+        decode_compressed_image("jpeg", b"not an image", 16)
+    assert info.value.counter == "bad_compressed_image"
 
 
 def cdr(payload: bytes, little: bool = True) -> bytes:

@@ -22,7 +22,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -48,11 +48,11 @@ from dysl_ros.core.config import ConfigError
 from dysl_ros.core.runner import TickResult
 from dysl_ros.inputs import (
     InputRejected,
+    JointStateReader,
     check_stamp,
     decode_compressed_image,
     decode_image,
     parse_instruction,
-    parse_joint_state,
     parse_proprio,
     string_from_cdr,
 )
@@ -88,6 +88,23 @@ class LatestImage:
     stamp_ns: int
     stamp_msg: Time
     received: float  # monotonic
+
+
+def duration_msg(nanoseconds: int) -> Duration:
+    return Duration(sec=nanoseconds // 1_000_000_000, nanosec=nanoseconds % 1_000_000_000)
+
+
+class TickInputs(NamedTuple):
+    """What one tick sees, taken together under the input lock."""
+
+    image: LatestImage
+    """The observation's oldest image: its stamp is the observation's."""
+    images: dict[str, LatestImage]
+    """Every camera's newest image."""
+    instruction: str
+    proprio: npt.NDArray[np.float64]
+    joints: npt.NDArray[np.float64] | None
+    """The command joints' positions measured with ``proprio`` (None without the wiring)."""
 
 
 @dataclass
@@ -133,6 +150,8 @@ class DySLNode(LifecycleNode):
         self._joint_positions: tuple[npt.NDArray[np.float64], float] | None = None
         """The command joints' measured positions (values, monotonic receive time)."""
         self._wiring: JointWiring | None = None  # set at configure when command_joint_names are given
+        self._state_reader: JointStateReader | None = None  # state_joint_names given: the state by name
+        self._command_reader: JointStateReader | None = None  # with the wiring: the command joints by name
         self._on_stale = "zero"  # the model-space stream's, resolved at configure
         self._active = threading.Event()
         self._stop = threading.Event()
@@ -148,6 +167,8 @@ class DySLNode(LifecycleNode):
         self._warmup_ms: list[float] = []  # latency estimate until real ticks have run
         # Set at configure from the parameters and the model:
         self._names: list[str] = []  # ~/action_chunk joint_names
+        self._dt_ns = 0  # control period
+        self._max_age_ns = 0  # max_image_age_ms
         self._low: npt.NDArray[np.float64] = np.zeros(0)  # action clamp
         self._high: npt.NDArray[np.float64] = np.zeros(0)
         self._input_subscriptions: list[Subscription[Any]] = []
@@ -198,6 +219,9 @@ class DySLNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         self._names, self._low, self._high = names, np.asarray(low), np.asarray(high)
         self._wiring, self._on_stale = wiring, on_stale
+        self._state_reader = JointStateReader(params.state_joints) if params.state_joints else None
+        self._command_reader = JointStateReader(wiring.joints, "command_joint_names") if wiring is not None else None
+        self._dt_ns, self._max_age_ns = round(params.dt * 1e9), round(params.max_image_age_ms * 1e6)
         self.params, self.policy = params, policy
         self._warm_up()
         self._create_topics(params)
@@ -205,8 +229,8 @@ class DySLNode(LifecycleNode):
             topic=self.resolve_topic_name("~/action"),
             node_name=self.get_name(),
             namespace=self.get_namespace(),
-            dt_ns=round(params.dt * 1e9),
-            max_age_ns=round(params.max_image_age_ms * 1e6),
+            dt_ns=self._dt_ns,
+            max_age_ns=self._max_age_ns,
             on_stale=on_stale,
             action_dim=spec.action_dim,
             replan_threshold=params.replan_threshold,
@@ -301,9 +325,16 @@ class DySLNode(LifecycleNode):
         """Inference stops, then the safe command (hold the measured position, zero velocity, or the
         model-space stream's on_stale) goes out once on every command topic, then the stream stops."""
         self._stop_threads()
-        measured = self._joint_positions[0] if self._joint_positions is not None else None
+        joints = self._joint_positions
+        fresh = joints is not None and (time.monotonic() - joints[1]) * 1e9 <= self._max_age_ns
+        measured = joints[0] if joints is not None and fresh else None  # never hold a position of the past
         wiring, stream = self._wiring, self.stream
         final_commands = wiring.safe_command(measured) if wiring is not None else None
+        if wiring is not None and measured is None:
+            self.get_logger().warning(
+                "no fresh joint_states to hold: no final hold trajectory (the controller holds its last point); "
+                "~/commands repeats its last command"
+            )
         if wiring is not None and measured is not None and self.joint_trajectory_pub is not None:
             try:
                 self.joint_trajectory_pub.publish(self._hold_trajectory(wiring, measured))
@@ -460,16 +491,14 @@ class DySLNode(LifecycleNode):
             self._instruction = text
 
     def _on_joint_states(self, msg: JointState) -> None:
-        assert self.policy is not None and self.params is not None
-        names, positions = list(msg.name), list(msg.position)
+        assert self.policy is not None
+        names, positions = msg.name, msg.position
         try:
-            if self.params.state_joints:
-                values = parse_joint_state(names, positions, self.params.state_joints)
+            if self._state_reader is not None:
+                values = self._state_reader.read(names, positions)
             else:
                 values = parse_proprio(positions, self.policy.spec.state_dim)
-            joints = None
-            if self._wiring is not None:
-                joints = parse_joint_state(names, positions, self._wiring.joints, "command_joint_names")
+            joints = self._command_reader.read(names, positions) if self._command_reader is not None else None
         except InputRejected as error:
             self._reject(error)
             return
@@ -487,17 +516,16 @@ class DySLNode(LifecycleNode):
     def _now_ns(self) -> int:
         return int(self.get_clock().now().nanoseconds)
 
-    def _take_inputs(self) -> tuple[LatestImage, dict[str, LatestImage], str, npt.NDArray[np.float64]] | None:
-        """Wait for a new image of the first camera; returns the observation's oldest image (its stamp
-        is the observation's), every camera's newest image, the instruction and state, or None (and
-        why, in stats)."""
+    def _take_inputs(self) -> TickInputs | None:
+        """Wait for a new image of the first camera; returns what the tick sees, or None (and why, in
+        stats)."""
         assert self.params is not None and self.policy is not None
         with self._new_image:
             while not self._fresh_image and not self._stop.is_set():
                 self._new_image.wait(timeout=0.1)
             fresh, self._fresh_image = self._fresh_image, False
             images = dict(self._images)
-            instruction, proprio = self._instruction, self._proprio
+            instruction, proprio, joints = self._instruction, self._proprio, self._joint_positions
             new_task, self._new_task = self._new_task, False
         if new_task:
             self.policy.reset()
@@ -523,7 +551,6 @@ class DySLNode(LifecycleNode):
         if proprio is None or time.monotonic() - proprio[1] > max_age_s:
             self.stats.waiting_for = "joint_states"
             return None
-        joints = self._joint_positions
         if self._wiring is not None and (joints is None or time.monotonic() - joints[1] > max_age_s):
             self.stats.waiting_for = "joint_states with the command joints"
             return None
@@ -534,24 +561,24 @@ class DySLNode(LifecycleNode):
             self.stats.waiting_for = "fresh image"
             return None
         self.stats.waiting_for = ""
-        return image, images, instruction, proprio[0]
+        return TickInputs(image, images, instruction, proprio[0], joints[0] if joints is not None else None)
 
     def _inference_loop(self) -> None:
         assert self.params is not None and self.policy is not None and self.stream is not None
         assert self.chunk_pub is not None
         params, policy, stream, chunk_pub = self.params, self.policy, self.stream, self.chunk_pub
         chunk_len = policy.spec.horizon
-        max_age_ns = round(params.max_image_age_ms * 1e6)
         while not self._stop.is_set():
             if not self._replan.wait(timeout=0.1):  # the queued chunk still has more than replan_threshold
                 continue
             taken = self._take_inputs()
             if taken is None:
                 continue
-            image, images, instruction, proprio = taken
+            image = taken.image
             execute = self._executed_slice(image.stamp_ns, chunk_len)
             start = time.perf_counter()
-            observation = Observation({name: latest.rgb for name, latest in images.items()}, instruction, proprio)
+            rgb = {name: latest.rgb for name, latest in taken.images.items()}
+            observation = Observation(rgb, taken.instruction, taken.proprio)
             try:
                 out = policy.predict_action_chunk(observation, execute)
             except Exception as exc:  # keep serving: a failed tick publishes nothing
@@ -562,7 +589,7 @@ class DySLNode(LifecycleNode):
             self._record_tick(out.tick, tick_ms)
             now_ns = self._now_ns()
             # The image may have aged past the limit during inference: then nothing from it goes out.
-            if not self._active.is_set() or now_ns - image.stamp_ns > max_age_ns:
+            if not self._active.is_set() or now_ns - image.stamp_ns > self._max_age_ns:
                 self.stats.images_stale += 1
                 try:
                     policy.withdraw_last()  # never executed: continuity keeps following what the arm did
@@ -571,6 +598,11 @@ class DySLNode(LifecycleNode):
                 if self._active.is_set() and self.context.ok():
                     self._publish_tick(image, out.tick, tick_ms, None)
                 continue
+            with self._lock:
+                superseded = self._new_task
+            if superseded:  # an instruction came during inference: this chunk plans the previous task
+                self.get_logger().info("new instruction during inference: the previous task's chunk dropped")
+                continue  # _replan stays set; the next tick resets the policy for the new task
             with self._seq_lock:
                 self._seq += 1
                 seq = self._seq
@@ -578,13 +610,13 @@ class DySLNode(LifecycleNode):
                 self._predicted[seq] = execute
                 while len(self._predicted) > SLICE_WINDOW:
                     self._predicted.pop(next(iter(self._predicted)))
-            wiring, joints = self._wiring, self._joint_positions
-            measured = joints[0] if joints is not None else None
-            commands = wiring.command_chunk(actions, measured, params.dt) if wiring is not None else None
+            wiring = self._wiring
+            positions, velocities = wiring.joint_chunks(actions, taken.joints, params.dt) if wiring else (None, None)
+            commands = velocities if velocities is not None else positions
             stream.send_chunk(seq, image.stamp_ns, actions, now_ns - time.time_ns(), commands)
             try:
-                if wiring is not None and self.joint_trajectory_pub is not None:
-                    trajectory = self._joint_trajectory(wiring, actions, measured, image.stamp_ns)
+                if wiring is not None and positions is not None and self.joint_trajectory_pub is not None:
+                    trajectory = self._joint_trajectory(wiring, positions, velocities, image.stamp_ns)
                     if trajectory is not None:
                         self.joint_trajectory_pub.publish(trajectory)
                 chunk_pub.publish(self._chunk_message(image.stamp_msg, actions, params.dt))
@@ -604,9 +636,8 @@ class DySLNode(LifecycleNode):
         anything. /diagnostics ``executed_slice_match`` says how often the prediction was exact.
         """
         assert self.params is not None and self.stream is not None
-        dt_ns = round(self.params.dt * 1e9)
         mono, ros = time.monotonic_ns(), self._now_ns()
-        grid = self.stream.grid or (mono, dt_ns)  # before the stream reported its grid: any phase
+        grid = self.stream.grid or (mono, self._dt_ns)  # before the stream reported its grid: any phase
         return predict_executed_slice(
             stamp_ns=stamp_ns,
             ros_now_ns=ros,
@@ -635,29 +666,28 @@ class DySLNode(LifecycleNode):
         msg = JointTrajectory()
         msg.header.stamp = stamp
         msg.joint_names = list(self._names)
-        for k, action in enumerate(actions):
-            nanos = round(k * dt * 1e9)
+        for k, action in enumerate(actions.tolist()):
             point = JointTrajectoryPoint()
-            point.positions = [float(a) for a in action]
-            point.time_from_start = Duration(sec=nanos // 1_000_000_000, nanosec=nanos % 1_000_000_000)
+            point.positions = action
+            point.time_from_start = duration_msg(round(k * dt * 1e9))
             msg.points.append(point)
         return msg
 
     def _joint_trajectory(
         self,
         wiring: JointWiring,
-        actions: npt.NDArray[np.float64],
-        measured: npt.NDArray[np.float64] | None,
+        positions: npt.NDArray[np.float64],
+        velocities: npt.NDArray[np.float64] | None,
         stamp_ns: int,
     ) -> JointTrajectory | None:
         """The chunk for joint_trajectory_controller: its joints, absolute positions (velocities too
-        for velocity actions), only the actions still ahead (None when all have passed)."""
+        for velocity actions, the last point at rest), only the actions still ahead and within
+        max_image_age_ms of the image (None when none is)."""
         assert self.params is not None
-        dt = self.params.dt
-        positions = wiring.joint_chunk(actions, measured, dt)
-        velocities = wiring.command_chunk(actions, measured, dt) if wiring.commands_are_velocities else None
         now_ns = self._now_ns()
-        header_ns, ahead = trajectory_times(stamp_ns, now_ns, round(dt * 1e9), len(positions), self.params.chunk_stamp)
+        header_ns, ahead = trajectory_times(
+            stamp_ns, now_ns, self._dt_ns, len(positions), self.params.chunk_stamp, self._max_age_ns
+        )
         if not ahead:
             return None
         msg = JointTrajectory()
@@ -665,10 +695,11 @@ class DySLNode(LifecycleNode):
         msg.joint_names = list(wiring.joints)
         for k, offset_ns in ahead:
             point = JointTrajectoryPoint()
-            point.positions = [float(v) for v in positions[k]]
+            point.positions = positions[k].tolist()
             if velocities is not None:
-                point.velocities = [float(v) for v in velocities[k]]
-            point.time_from_start = Duration(sec=offset_ns // 1_000_000_000, nanosec=offset_ns % 1_000_000_000)
+                # The controller holds the last point when no newer chunk replaces it: arrive at rest.
+                point.velocities = velocities[k].tolist() if k != ahead[-1][0] else [0.0] * len(wiring.joints)
+            point.time_from_start = duration_msg(offset_ns)
             msg.points.append(point)
         return msg
 
@@ -678,10 +709,9 @@ class DySLNode(LifecycleNode):
         msg = JointTrajectory()
         msg.joint_names = list(wiring.joints)
         point = JointTrajectoryPoint()
-        point.positions = [float(v) for v in measured]
+        point.positions = np.asarray(measured, dtype=np.float64).tolist()
         point.velocities = [0.0] * len(measured)
-        nanos = round(self.params.dt * 1e9)
-        point.time_from_start = Duration(sec=nanos // 1_000_000_000, nanosec=nanos % 1_000_000_000)
+        point.time_from_start = duration_msg(self._dt_ns)
         msg.points.append(point)
         return msg
 

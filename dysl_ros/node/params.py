@@ -37,9 +37,9 @@ from dysl_ros.params import (
 )
 
 DYSL_FROM_MODEL = ("static_ratio", "eta", "eta_verify", "k", "skip_threshold")
+"""DySL settings whose parameter default 0 means: the model's dysl.json value."""
 CHUNK_STAMPS = ("zero", "now", "image")
 IMAGE_TRANSPORTS = ("raw", "compressed")
-"""DySL settings whose parameter default 0 means: the model's dysl.json value."""
 
 
 def _required_dir(name: str, v: Any) -> str | None:
