@@ -16,6 +16,12 @@ controller reads does not carry it. It also reports the Spearman correlation of 
     python experiments/controller_probe.py --model-dir models/reference --demos data/probe_demos \
         --tolerance 0.026 --max-frames 4000 [--by-task]
 
+``--context`` adds two probes on what a controller could read besides the pooled hidden state (issue 30):
+the motion context of the frame, as the served policy would have it at that tick (C_t and dC_t of
+Eq. 1 over the executed actions before the frame, k from dysl.json and one tick = 4 actions earlier;
+the state; the last 4 executed actions), alone and appended to x_i. A probe on x_i + context far
+above the one on x_i says the controllers should read the motion; near it, they have what they need.
+
 ``--by-task`` adds, per task, the dense chunk's size and the exit errors measured both ways
 (``absolute`` and ``relative``, dysl_ros.core.exit_error): where a task's chunks are small, an
 absolute tolerance labels nearly every exit "skip".
@@ -103,7 +109,7 @@ def measure(
     model, modules, plan = bundle.model, bundle.modules.float().eval(), bundle.plan
     freeze(model, torch.device("cpu"))
     episodes = load_demo_dirs(demos).episodes
-    dataset = ChunkDataset(episodes, model.config)
+    dataset = ChunkDataset(episodes, bundle.spec)
     rng = np.random.default_rng(seed)
     picked = np.sort(rng.choice(len(dataset), size=min(max_frames, len(dataset)), replace=False))
     loader = DataLoader(Subset(dataset, picked.tolist()), batch_size=batch_size, shuffle=False)
@@ -124,8 +130,15 @@ def measure(
         pooled.append(torch.stack(x_row, 1))
         print(f"\r{sum(len(e) for e in errors)}/{len(picked)} frames", end="", file=sys.stderr)
     print(file=sys.stderr)
-    frame_episode = dataset.index[picked, 0]
+    frame_episode, frame_t = dataset.index[picked, 0], dataset.index[picked, 1]
+    k = int(json.loads((Path(modules_dir or model_dir) / "dysl.json").read_text())["k"])
+    context = np.stack([
+        motion_context(np.asarray(episodes[int(e)].actions, np.float64), np.asarray(episodes[int(e)].proprio,
+                       np.float64), int(t), k)
+        for e, t in zip(frame_episode, frame_t, strict=True)
+    ])
     return {
+        "context": context,
         "layers": np.asarray(dynamic),
         "errors": torch.cat(errors).numpy().astype(np.float64),
         "relative_errors": torch.cat(relative).numpy().astype(np.float64),
@@ -135,6 +148,26 @@ def measure(
         "pooled": torch.cat(pooled).numpy().astype(np.float64),
         "episode": frame_episode.astype(np.int64),
     }
+
+
+def continuity(actions: Array, k: int) -> float:
+    """C_t of Eq. 1 over the last k differences of ``actions`` (fewer at the start; 0 with none)."""
+    window = actions[-(k + 1):]
+    if len(window) < 2:
+        return 0.0
+    return float(-np.linalg.norm(np.diff(window, axis=0), axis=1).mean())
+
+
+def motion_context(actions: Array, state: Array, t: int, k: int, tick: int = 4) -> Array:
+    """What the policy knows of the motion at frame ``t`` of an episode: C_t and dC_t over the
+    actions executed before t (the previous tick's reading ``tick`` actions earlier), the state at t,
+    and the last ``tick`` executed actions (zeros before the episode's start)."""
+    now, before = continuity(actions[:t], k), continuity(actions[: max(t - tick, 0)], k)
+    previous = np.zeros((tick, actions.shape[1]))
+    recent = actions[max(t - tick, 0) : t]
+    if len(recent):
+        previous[-len(recent):] = recent
+    return np.concatenate([[now, now - before], state[t], previous.reshape(-1)])
 
 
 def report(data: dict[str, Array], tolerance: float, threshold: float) -> list[dict[str, float]]:
@@ -152,6 +185,9 @@ def report(data: dict[str, Array], tolerance: float, threshold: float) -> list[d
             "probe_auc": probe_auc(x, label, train),
             "spearman_p_vs_minus_error": spearman(p, -e),
         })
+        if "context" in data:
+            rows[-1]["probe_auc_context_only"] = probe_auc(data["context"], label, train)
+            rows[-1]["probe_auc_with_context"] = probe_auc(np.concatenate([x, data["context"]], 1), label, train)
     return rows
 
 
@@ -193,6 +229,9 @@ def main() -> int:
         help="also a table per task: dense chunk size, absolute and relative exit errors, and the share of "
         "exits each labels 'skip' (the relative tolerance: the one that labels as many exits as --tolerance)",
     )
+    parser.add_argument("--context", action="store_true",
+                        help="also probe the motion context (C_t, dC_t, state, last executed actions): alone and "
+                        "with x_i")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     threshold = args.skip_threshold
@@ -200,16 +239,21 @@ def main() -> int:
         settings = json.loads((Path(args.modules_dir or args.model_dir) / "dysl.json").read_text())
         threshold = float(settings["skip_threshold"])
     data = measure(args.model_dir, args.modules_dir, args.demos, args.max_frames, args.batch_size, args.seed)
+    if not args.context:
+        data.pop("context")
     rows = report(data, args.tolerance, threshold)
     print(f"{len(data['errors'])} frames; oracle tolerance {args.tolerance}; controller threshold {threshold}; "
           "AUCs on the held-out half of the episodes")
+    extra = " probe AUC, context only | probe AUC, x + context |" if args.context else ""
     print("| layer | oracle skips | controller skips | median exit error | controller AUC | probe AUC | "
-          "Spearman(p, -e) |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+          "Spearman(p, -e) |" + extra)
+    print("|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if args.context else ""))
     for row in rows:
+        cells = (f" {row['probe_auc_context_only']:.3f} | {row['probe_auc_with_context']:.3f} |"
+                 if args.context else "")
         print(f"| {row['layer']} | {row['oracle_skips']:.2f} | {row['controller_skips']:.2f} | "
               f"{row['error_median']:.4f} | {row['controller_auc']:.3f} | {row['probe_auc']:.3f} | "
-              f"{row['spearman_p_vs_minus_error']:.3f} |")
+              f"{row['spearman_p_vs_minus_error']:.3f} |" + cells)
     if args.by_task:
         share = float((data["errors"] <= args.tolerance).mean())
         relative_tolerance = float(np.quantile(data["relative_errors"], share))
