@@ -99,7 +99,7 @@ def load_policy(model_dir: str | Path, options: PolicyOptions | None = None) -> 
     first use), else ``torch``. The returned policy's ``backend_reason`` says why its backend runs.
     """
     options = options or PolicyOptions()
-    bundle = load_bundle(model_dir, options.modules_dir)
+    bundle = load_bundle(model_dir, options.modules_dir, lazy=True)  # engine backends never read the weights
     if not options.dense and not bundle.has_dysl:
         raise ConfigError(
             f"{model_dir} has no layer plan and DySL modules (run `dysl_train calibrate` and `dysl_train distill`), "

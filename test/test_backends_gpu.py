@@ -291,6 +291,7 @@ def test_auto_on_the_cpu_picks_onnxruntime_and_says_why(micro_dir: Path, tmp_pat
     )
     again = load_policy(micro_dir, PolicyOptions(backend="auto", engine_dir=str(cache), num_threads=1))
     assert again.backend_reason.startswith("auto on the CPU: onnxruntime engines (fp32) exist at ")
+    assert not again.bundle.model_loaded  # serving from engines never reads the torch weights
 
     # Asked for the GPU on a machine without one: auto picks the backend whose GPU parity passed
     # (never TensorRT, which has not run), names what this machine lacks, then torch refuses.
@@ -305,6 +306,7 @@ def test_auto_on_the_cpu_picks_onnxruntime_and_says_why(micro_dir: Path, tmp_pat
 def test_torch_on_the_cpu_is_eager(micro_dir: Path) -> None:
     policy = load_policy(micro_dir, PolicyOptions(backend="torch"))
     assert policy.backend_name == "torch" and isinstance(policy.runner.backend, TorchBackend)
+    assert policy.bundle.model_loaded
     assert policy.backend_reason == "backend torch requested; cpu: eager segments"
 
 

@@ -25,6 +25,7 @@ from dysl_ros.training.lerobot_dataset import (
     LeRobotFormatError,
     RecordedEpisode,
     demos_to_lerobot,
+    open_for_model,
     write_lerobot_dataset,
 )
 
@@ -378,6 +379,28 @@ def test_missing_camera_key(h264_root: Path) -> None:
         LeRobotDataset(h264_root, mapping)
     with pytest.raises(LeRobotFormatError, match=r"camera 'wrist' maps to feature 'action' of dtype 'float32'"):
         LeRobotDataset(h264_root, DatasetMapping(cameras={"wrist": "action"}))
+
+
+def test_a_model_reads_only_its_cameras(h264_root: Path, tmp_path: Path) -> None:
+    """Training and the offline benchmark open a dataset alike: the dataset may record more cameras
+    than the model looks at; a model camera the mapping lacks is named."""
+    from dysl_ros.model.observation_spec import CameraSpec, ObservationSpec
+
+    def spec(*cameras: str) -> ObservationSpec:
+        return ObservationSpec(
+            cameras=tuple(CameraSpec(name, 32, 32) for name in cameras),
+            state_names=tuple(f"joint_{i}" for i in range(8)), action_names=tuple(f"delta_{i}" for i in range(7)),
+            horizon=5,
+        )
+
+    dataset = open_for_model(h264_root, None, spec("wrist"), min_length=5)
+    assert list(dataset.episode(dataset.episode_indices[0]).images) == ["wrist"]
+    with pytest.raises(LeRobotFormatError, match=r"the model's camera\(s\) \['side'\] have no dataset feature"):
+        open_for_model(h264_root, None, spec("wrist", "side"))
+    with pytest.raises(LeRobotFormatError, match=r"no dataset mapping at .*: give --mapping FILE"):
+        open_for_model(h264_root, tmp_path / "nowhere.yaml", spec("wrist"))
+    with pytest.raises(LeRobotFormatError, match="shorter than the minimum 6"):
+        list(open_for_model(h264_root, None, spec("wrist"), min_length=6))
 
 
 def test_wrong_dimensions(h264_root: Path) -> None:

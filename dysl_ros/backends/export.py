@@ -140,9 +140,9 @@ class ExportSource:
         yield SegmentSpec(HEAD, self.head, (hidden,), (HIDDEN_INPUT,), (ACTIONS_OUTPUT,))
 
 
-def loaded_source(model: VLABackbone, modules: DySLModules | None) -> ExportSource:
-    """A model already in memory."""
-    plan = modules.plan if modules is not None else None
+def loaded_source(model: VLABackbone, modules: DySLModules | None, plan: LayerPlan | None = None) -> ExportSource:
+    """A model already in memory; ``plan``: the directory's (default: the modules')."""
+    plan = plan if plan is not None else modules.plan if modules is not None else None
     return ExportSource(
         model.spec, model.dims, plan, modules, lambda: model.embed, lambda i: model.layers[i], lambda: model.head
     )
@@ -157,9 +157,7 @@ def export_source(model_dir: str | Path) -> ExportSource:
     description = checkpoint.read_backbone_description(path)
     if description.get("kind") != hf_decoder.KIND:
         bundle = checkpoint.load_bundle(model_dir)
-        source = loaded_source(bundle.model, bundle.modules)
-        source.plan = bundle.plan
-        return source
+        return loaded_source(bundle.model, bundle.modules, bundle.plan)
     parts = hf_decoder.DecoderParts(path, description, ObservationSpec.load(path))
     plan, modules, _ = checkpoint.load_dysl_files(variant if variant is not None else path, parts.dims)
     return ExportSource(parts.spec, parts.dims, plan, modules, parts.embed, parts.layer, parts.head)

@@ -29,7 +29,7 @@ class TorchBackend:
         model.embed.to(self.device, dtype).eval()  # type: ignore[attr-defined]
         model.layers.to(self.device, dtype).eval()
         model.head.to(self.device, dtype).eval()
-        # Token ids stay integers; cameras and state take the model's dtype.
+        # Token ids stay integers; cameras and state take the model's dtype. In the embed's argument order.
         self._input_dtypes = {
             name: torch.long if kind == "int64" else dtype for name, (_, kind) in model.spec.input_shapes().items()
         }
@@ -39,8 +39,7 @@ class TorchBackend:
     @torch.inference_mode()
     def embed(self, inputs: ModelInputs) -> Tensor:
         tensors = [
-            torch.as_tensor(inputs[name], device=self.device, dtype=self._input_dtypes[name])
-            for name in self.model.spec.input_names
+            torch.as_tensor(inputs[name], device=self.device, dtype=dtype) for name, dtype in self._input_dtypes.items()
         ]
         out: Tensor = self.model.embed(*tensors)
         return out

@@ -366,31 +366,6 @@ def select_variants(spec: str | None, oracle_tolerance: float | None) -> tuple[l
     return parse_variants(spec), []
 
 
-def open_dataset(root: Path, mapping_file: Path, spec: ObservationSpec) -> Any:
-    """The LeRobotDataset read through the mapping's features for the model's cameras, its state and
-    actions checked against the model's sizes before any frame is decoded."""
-    from dysl_ros.training.lerobot_dataset import DatasetMapping, LeRobotDataset, LeRobotFormatError
-
-    if not root.is_dir():
-        raise OfflineError(f"--demos {root} is not a directory (a LeRobotDataset)")
-    if not mapping_file.is_file():
-        raise OfflineError(
-            f"no dataset mapping at {mapping_file}: give --mapping FILE (YAML: cameras: {{model camera: feature "
-            "key}}, state: key, action: key)"
-        )
-    mapping = DatasetMapping.load(mapping_file)
-    cameras = [c.name for c in spec.cameras]
-    missing = [name for name in cameras if name not in mapping.cameras]
-    if missing:
-        raise LeRobotFormatError(
-            f"{mapping_file}: the model's camera(s) {missing} have no dataset feature (the model's cameras: "
-            f"{cameras}; the mapping's: {sorted(mapping.cameras)})"
-        )
-    # Only the model's cameras are decoded: a dataset may record more than the model looks at.
-    used = DatasetMapping({name: mapping.cameras[name] for name in cameras}, mapping.state, mapping.action)
-    return LeRobotDataset(root, used, state_dim=spec.state_dim, action_dim=spec.action_dim)
-
-
 def _run(args: argparse.Namespace) -> int:
     variants, left_out = select_variants(args.variants, args.oracle_tolerance)
     _check_arguments(args, variants)
@@ -446,9 +421,11 @@ def _bench(
         raise ConfigError(f"--execute-steps {args.execute_steps} exceeds the model's chunk of {spec.horizon}")
     if args.oracle_actions is not None and not 1 <= args.oracle_actions <= spec.horizon:
         raise ConfigError(f"--oracle-actions must lie in 1..{spec.horizon} (the chunk), got {args.oracle_actions}")
+    from dysl_ros.training.lerobot_dataset import MAPPING_FILE, open_for_model
+
     root = Path(args.demos)
-    mapping_file = Path(args.mapping) if args.mapping else root / "dysl_mapping.yaml"
-    dataset = open_dataset(root, mapping_file, spec)
+    mapping_file = Path(args.mapping) if args.mapping else root / MAPPING_FILE
+    dataset = open_for_model(root, mapping_file, spec)
     indices: list[int] = list(dataset.episode_indices)[: args.episodes]
     if not indices:
         raise OfflineError(f"{root} holds no episodes")

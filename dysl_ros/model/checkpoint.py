@@ -28,12 +28,12 @@ import hashlib
 import json
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
 from dysl_ros.core.config import ConfigError, DySLConfig
@@ -46,6 +46,7 @@ from dysl_ros.model.hf_decoder import (
     DecoderParts,
     DecoderVLA,
     load_weights,
+    save_weights,
 )
 from dysl_ros.model.hf_decoder import KIND as HF_DECODER
 from dysl_ros.model.observation_spec import SPEC_FILE, BackboneDims, ObservationSpec
@@ -72,20 +73,31 @@ class ModelDirError(RuntimeError):
 @dataclass
 class PolicyBundle:
     model_dir: Path
-    model: VLABackbone
+    spec: ObservationSpec
+    dims: BackboneDims
     plan: LayerPlan | None
     modules: DySLModules | None
     dysl_config: DySLConfig | None
     modules_dir: Path | None = None
     """Where the DySL files came from when not ``model_dir`` (a variant's modules directory)."""
+    load_model: Callable[[], VLABackbone] | None = field(default=None, repr=False, compare=False)
+    """Reads the backbone's weights (``model``'s first use)."""
+    _model: VLABackbone | None = field(default=None, repr=False, compare=False)
 
     @property
-    def spec(self) -> ObservationSpec:
-        return self.model.spec
+    def model_loaded(self) -> bool:
+        return self._model is not None
 
     @property
-    def dims(self) -> BackboneDims:
-        return self.model.dims
+    def model(self) -> VLABackbone:
+        """The backbone in memory, in eval mode: read on first use, so a policy on engines never holds
+        the torch weights (a 7B decoder's would be tens of GB)."""
+        if self._model is None:
+            if self.load_model is None:
+                raise ModelDirError(f"{self.model_dir}: this bundle has no backbone to load")
+            self._model = self.load_model()
+            self._model.eval()  # type: ignore[attr-defined]
+        return self._model
 
     @property
     def has_dysl(self) -> bool:
@@ -131,7 +143,7 @@ def save_model(model: VLABackbone, model_dir: str | Path, dtype: torch.dtype = t
         return
     model.config.save(path / CONFIG_FILE)  # type: ignore[attr-defined]
     (path / BACKBONE_FILE).write_text(json.dumps(description, indent=2) + "\n")
-    _save_weights(model, path / WEIGHTS_FILE, dtype)  # type: ignore[arg-type]
+    save_weights(model, path / WEIGHTS_FILE, dtype)  # type: ignore[arg-type]
 
 
 def save_dysl(
@@ -146,7 +158,7 @@ def save_dysl(
     plan.save(path / PLAN_FILE)
     if modules is not None:
         modules.config.save(path / MODULES_CONFIG_FILE)
-        _save_weights(modules, path / MODULES_FILE, dtype)
+        save_weights(modules, path / MODULES_FILE, dtype)
     if dysl_config is not None:
         (path / DYSL_CONFIG_FILE).write_text(json.dumps(dysl_config.to_dict(), indent=2) + "\n")
 
@@ -176,13 +188,15 @@ def load_bundle(
     dtype: torch.dtype = torch.float32,
     *,
     ignore_stale_modules: bool = False,
+    lazy: bool = False,
 ) -> PolicyBundle:
     """Load on the CPU in ``dtype`` (fp32 by default; backends move and cast). An imported model is
     read part by part in ``dtype``, never whole in fp32. ``modules_dir``: take the layer plan, DySL
     modules and settings from there (a variant, e.g. ``<model_dir>/variants/no_static``) instead of
     ``model_dir``; it must hold a plan and modules that fit the model. ``ignore_stale_modules``: DySL
     modules trained for another layer plan than the directory's are left out (with a note on stderr)
-    instead of refused: calibrate and distill replace them."""
+    instead of refused: calibrate and distill replace them. ``lazy``: the backbone's weights are read
+    on the bundle's first ``model`` access, not now (engine backends never access it)."""
     path, variant = resolve_dirs(model_dir, modules_dir)
     if not path.is_dir():
         raise ModelDirError(f"model_dir {path} does not exist or is not a directory")
@@ -195,14 +209,16 @@ def load_bundle(
                 f"modules_dir {variant} has no {' and no '.join(missing)}: train it with "
                 f"`dysl_train distill --model-dir {path} --modules-out {variant}` (or `dysl_train router`)"
             )
-    model = load_backbone(path, dtype)
+    model = None if lazy else load_backbone(path, dtype)
+    spec, dims = (load_spec(path), load_dims(path)) if model is None else (model.spec, model.dims)
     dysl_dir = variant if variant is not None else path
     try:
-        bundle = _load_dysl(dysl_dir, model, ignore_stale_modules)
+        plan, modules, dysl_config = load_dysl_files(dysl_dir, dims, ignore_stale_modules)
     except (ConfigError, KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
         raise ModelDirError(f"{dysl_dir}: bad DySL files: {exc}") from exc
-    bundle.model_dir = path
-    bundle.modules_dir = variant
+    bundle = PolicyBundle(path, spec, dims, plan, modules, dysl_config, variant, partial(load_backbone, path, dtype))
+    if model is not None:
+        bundle._model = model.eval()  # type: ignore[attr-defined]
     return bundle
 
 
@@ -253,6 +269,18 @@ def load_spec(model_dir: str | Path) -> ObservationSpec:
         raise ModelDirError(f"{path}: cannot read the model's observation spec: {exc}") from exc
 
 
+def load_dims(model_dir: str | Path) -> BackboneDims:
+    """The backbone's sizes, without loading its weights."""
+    path, _ = resolve_dirs(model_dir)
+    try:
+        description = read_backbone_description(path)
+        if description.get("kind") == HF_DECODER:
+            return DecoderParts(path, description, ObservationSpec.load(path)).dims
+        return VLAConfig.load(path / CONFIG_FILE).dims()
+    except (OSError, ConfigError, KeyError, json.JSONDecodeError, TypeError, ValueError) as exc:
+        raise ModelDirError(f"{path}: cannot read the backbone's sizes: {exc}") from exc
+
+
 def load_dysl_files(
     path: Path, dims: BackboneDims, ignore_stale_modules: bool = False
 ) -> tuple[LayerPlan | None, DySLModules | None, DySLConfig | None]:
@@ -266,7 +294,7 @@ def load_dysl_files(
         skip_config = SkipModuleConfig.load(skip_file) if skip_file.is_file() else SkipModuleConfig()
         modules = DySLModules(dims.hidden_size, plan, skip_config)
         try:
-            load_weights(modules, path / MODULES_FILE, "configured model", ModelDirError)
+            load_weights(modules, path / MODULES_FILE, "DySL modules of the layer plan", ModelDirError)
         except ModelDirError as exc:
             if not ignore_stale_modules:
                 raise ModelDirError(
@@ -280,12 +308,6 @@ def load_dysl_files(
     if (path / DYSL_CONFIG_FILE).is_file():
         dysl_config = DySLConfig.from_dict(json.loads((path / DYSL_CONFIG_FILE).read_text()))
     return plan, modules, dysl_config
-
-
-def _load_dysl(path: Path, model: VLABackbone, ignore_stale_modules: bool = False) -> PolicyBundle:
-    plan, modules, dysl_config = load_dysl_files(path, model.dims, ignore_stale_modules)
-    model.eval()  # type: ignore[attr-defined]
-    return PolicyBundle(path, model, plan, modules, dysl_config)
 
 
 def model_hash(model_dir: str | Path, modules_dir: str | Path | None = None) -> str:
@@ -314,8 +336,8 @@ def save_decoder_vla(model: DecoderVLA, path: Path, dtype: torch.dtype) -> None:
     """An imported model after training (``dysl_train bc``): its embed, head and decoder weights."""
     model.spec.save(path)
     (path / BACKBONE_FILE).write_text(json.dumps(model.description, indent=2) + "\n")
-    _save_weights(model.embed, path / EMBED_WEIGHTS, dtype)
-    _save_weights(model.head.head, path / HEAD_WEIGHTS, dtype)
+    save_weights(model.embed, path / EMBED_WEIGHTS, dtype)
+    save_weights(model.head.head, path / HEAD_WEIGHTS, dtype)
     decoder = nn.ModuleDict({"layers": nn.ModuleList(block.layer for block in model.blocks), "norm": model.head.norm})
     (path / DECODER_DIR).mkdir(exist_ok=True)
     model.decoder_config.to_json_file(str(path / DECODER_DIR / "config.json"))
@@ -327,12 +349,4 @@ def save_decoder_vla(model: DecoderVLA, path: Path, dtype: torch.dtype) -> None:
     for old in (path / DECODER_DIR).glob("*.safetensors*"):
         if old.name != "model.safetensors":
             old.unlink()  # shards of the imported checkpoint: replaced by the one file below
-    _save_weights(decoder, path / DECODER_DIR / "model.safetensors", dtype)
-
-
-def _save_weights(module: nn.Module, file: Path, dtype: torch.dtype) -> None:
-    tensors = {
-        name: tensor.detach().to("cpu", dtype if tensor.is_floating_point() else tensor.dtype).contiguous()
-        for name, tensor in module.state_dict().items()
-    }
-    save_file(tensors, str(file))
+    save_weights(decoder, path / DECODER_DIR / "model.safetensors", dtype)

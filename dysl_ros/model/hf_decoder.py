@@ -204,6 +204,16 @@ def _strip_base(key: str) -> str:
     return key[len("model.") :] if key.startswith("model.") else key
 
 
+def save_weights(module: nn.Module, file: Path, dtype: torch.dtype) -> None:
+    """``module``'s state as safetensors on the CPU: floating tensors in ``dtype``, integer buffers as
+    they are (an index in fp16 is exact only up to 2048)."""
+    tensors = {
+        name: tensor.detach().to("cpu", dtype if tensor.is_floating_point() else tensor.dtype).contiguous()
+        for name, tensor in module.state_dict().items()
+    }
+    save_file(tensors, str(file))
+
+
 def load_weights(module: nn.Module, file: Path, what: str, error: type[Exception] = ConfigError) -> None:
     """Loads the safetensors ``file`` into ``module`` (cast to its dtypes) once every name and shape
     matched, so a file of another model says so rather than loading part-way; ``error`` names ``what``."""
@@ -340,8 +350,7 @@ def import_model(
             shutil.rmtree(out / "tokenizer")
         shutil.copytree(tokenizer_dir, out / "tokenizer")
     for what, weights_file in (("embed", EMBED_WEIGHTS), ("head", HEAD_WEIGHTS)):
-        state = {k: v.detach().to(DTYPES[dtype]).contiguous() for k, v in modules[what].state_dict().items()}
-        save_file(state, str(out / weights_file))
+        save_weights(modules[what], out / weights_file, DTYPES[dtype])
     description = {
         "kind": KIND,
         "family": config.model_type,

@@ -395,13 +395,15 @@ def preprocess(source: ObservationSpec | HasSpec, obs: Observation) -> dict[str,
         if image.shape != shape or image.dtype != np.uint8:
             kind = "RGB" if camera.channels == 3 else "mono"
             raise ValueError(f"camera {name}: image must be {shape} uint8 {kind}, got {image.shape} {image.dtype}")
-        pixels = image.astype(np.float32).transpose(2, 0, 1)[None] / 127.5 - 1.0
-        inputs[name] = np.ascontiguousarray(pixels, dtype=np.float32)
+        pixels = np.ascontiguousarray(image.transpose(2, 0, 1)[None], dtype=np.float32)  # one copy, then in place
+        pixels /= 127.5
+        pixels -= 1.0
+        inputs[name] = pixels
     inputs[INSTRUCTION] = spec.tokenize(obs.instruction)[None]
     state = np.asarray(obs.proprio, dtype=np.float32).reshape(-1)
     if state.shape != (spec.state_dim,):
         raise ValueError(f"proprio must have {spec.state_dim} values, got {state.shape[0]}")
-    inputs[STATE] = spec.state_normalisation.normalise(state)[None].astype(np.float32)
+    inputs[STATE] = np.asarray(spec.state_normalisation.normalise(state)[None], dtype=np.float32)
     return inputs
 
 

@@ -97,28 +97,10 @@ def load_episodes(
 
 
 def _lerobot_episodes(root: Path, spec: ObservationSpec | None, mapping: str | Path | None) -> list[EpisodeLike]:
-    from dysl_ros.training.lerobot_dataset import MAPPING_FILE, DatasetMapping, LeRobotDataset
+    from dysl_ros.training.lerobot_dataset import open_for_model
 
-    mapping_file = Path(mapping) if mapping is not None else root / MAPPING_FILE
-    if not mapping_file.is_file():
-        raise ValueError(
-            f"{root} is a LeRobot dataset without {MAPPING_FILE}: give --mapping, a YAML mapping the model's cameras, "
-            "state and action to the dataset's feature keys (docs/bring_your_model.md)"
-        )
-    dataset_mapping = DatasetMapping.load(mapping_file)
-    if spec is not None:
-        cameras = [c.name for c in spec.cameras]
-        if sorted(dataset_mapping.cameras) != sorted(cameras):
-            raise ValueError(
-                f"{mapping_file} maps cameras {sorted(dataset_mapping.cameras)}, the model has {cameras}"
-            )
-    dataset = LeRobotDataset(
-        root,
-        dataset_mapping,
-        state_dim=None if spec is None else spec.state_dim,
-        action_dim=None if spec is None else spec.action_dim,
-        min_length=1 if spec is None else spec.horizon,
-    )
+    mapping_file = None if mapping is None else Path(mapping)
+    dataset = open_for_model(root, mapping_file, spec, 1 if spec is None else spec.horizon)
     episodes: list[EpisodeLike] = list(dataset)
     if not episodes:
         raise ValueError(f"{root} holds no episodes")

@@ -546,7 +546,7 @@ def choose_plan(bundle: checkpoint.PolicyBundle, plan: str) -> LayerPlan:
         # Keeps the calibration similarities (for the record) when there are any.
         sims = bundle.plan.similarities if bundle.plan is not None else None
         num_layers = bundle.dims.num_layers
-        return LayerPlan(num_layers=num_layers, static_layers=(num_layers - 1,), similarities=sims)
+        return LayerPlan.explicit(num_layers, (num_layers - 1,), sims)
     if plan != "calibrated":
         raise ConfigError(f"--plan must be one of {list(PLAN_CHOICES)}, got {plan!r}")
     if bundle.plan is None:

@@ -39,7 +39,7 @@ import uuid
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
 
 import av
 import numpy as np
@@ -48,6 +48,9 @@ import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.compute as pc  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import yaml
+
+if TYPE_CHECKING:
+    from dysl_ros.model.observation_spec import ObservationSpec
 
 CODEBASE_VERSION = "v3.0"
 READABLE_VERSIONS = ("v3.0", "v2.1", "v2.0")
@@ -521,6 +524,37 @@ class LeRobotDataset:
                 )
             frames[row] = image[:, :, ::-1]
         return frames
+
+
+def open_for_model(
+    root: Path, mapping_file: Path | None, spec: ObservationSpec | None, min_length: int = 1
+) -> LeRobotDataset:
+    """The dataset at ``root`` read through ``mapping_file`` (default: its own dysl_mapping.yaml) for a
+    model: only the spec's cameras are decoded (a dataset may record more than the model looks at),
+    its state and actions checked against the spec's sizes before any frame is decoded. Without a
+    spec (a model yet to be shaped), every mapped camera."""
+    if not root.is_dir():
+        raise LeRobotFormatError(f"{root} is not a directory (a LeRobotDataset)")
+    mapping_file = mapping_file if mapping_file is not None else root / MAPPING_FILE
+    if not mapping_file.is_file():
+        raise LeRobotFormatError(
+            f"no dataset mapping at {mapping_file}: give --mapping FILE, a YAML mapping the model's cameras, state "
+            "and action to the dataset's feature keys (docs/bring_your_model.md)"
+        )
+    mapping = DatasetMapping.load(mapping_file)
+    if spec is None:
+        return LeRobotDataset(root, mapping, min_length=min_length)
+    cameras = [c.name for c in spec.cameras]
+    missing = [name for name in cameras if name not in mapping.cameras]
+    if missing:
+        raise LeRobotFormatError(
+            f"{mapping_file}: the model's camera(s) {missing} have no dataset feature (the model's cameras: "
+            f"{cameras}; the mapping's: {sorted(mapping.cameras)})"
+        )
+    used = DatasetMapping({name: mapping.cameras[name] for name in cameras}, mapping.state, mapping.action)
+    return LeRobotDataset(
+        root, used, state_dim=spec.state_dim, action_dim=spec.action_dim, min_length=min_length
+    )
 
 
 def _decode_video(
