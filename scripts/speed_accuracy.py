@@ -233,7 +233,7 @@ def plot(result: dict[str, Any], file: Path) -> None:
 
     from dysl_ros.bench.closed_loop import wilson_interval
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    fig, ax = plt.subplots(figsize=(10.5, 4.8))
     dense, layers = result["dense"], result["num_layers"]
     ax.axhline(100 * dense["success_rate"], color="black", linestyle="--", linewidth=0.8, label=f"dense ({layers})")
     ax.axhline(100 * dense["success_rate"] - 1, color="tab:red", linestyle=":", linewidth=0.8, label="dense - 1 point")
@@ -253,8 +253,8 @@ def plot(result: dict[str, Any], file: Path) -> None:
     colours = iter(plt.get_cmap("tab10")(range(10)))
     groups: dict[tuple[str, str], Any] = {}
     for pt in result["points"]:
-        if "threshold" in pt:
-            groups.setdefault((pt["plan"], pt["modules_dir"]), next(colours))
+        if "threshold" in pt and (pt["plan"], pt["modules_dir"]) not in groups:
+            groups[(pt["plan"], pt["modules_dir"])] = next(colours)
     styles = {"dysl": "o-", "random_skip": "s--", "random_drop": "^:", "random_layers": "v:"}
     for (plan, modules_dir), colour in groups.items():
         mine = [pt for pt in result["points"] if pt.get("plan") == plan and pt.get("modules_dir") == modules_dir]
@@ -273,7 +273,7 @@ def plot(result: dict[str, Any], file: Path) -> None:
     ax.set_ylabel("MT10 success rate (%)")
     ax.set_title(f"Speed/accuracy, seed {result['seed']}, {result['episodes']} episodes per task and variant",
                  fontsize=10)
-    ax.legend(fontsize=7, loc="lower right", ncol=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes: never over a point
     fig.tight_layout()
     file.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(file, dpi=120)
