@@ -123,30 +123,50 @@ def decode_compressed_image(
     return decode_image("bgr8", height, width, width * 3, pixels, size, fit, channels)
 
 
+VELOCITY_SUFFIX = "/velocity"
+"""A ``state_joint_names`` entry ``<joint>/velocity`` reads the joint's ``velocity``, not its ``position``."""
+
+
 class JointStateReader:
-    """The positions of the ``wanted`` joints, by name, from JointStates of any joints in any order
-    (extra joints ignored); missing or non-finite ones are rejected. The name lookup is redone only
-    when a message's names differ from the last good one's (a driver sends the same list each time)."""
+    """The values of the ``wanted`` joints, by name, from JointStates of any joints in any order (extra
+    joints ignored): ``<joint>`` is the joint's position, ``<joint>/velocity`` its velocity. Missing or
+    non-finite ones are rejected. The name lookup is redone only when a message's names differ from
+    the last good one's (a driver sends the same list each time)."""
 
     def __init__(self, wanted: Sequence[str], what: str = "the model's state") -> None:
         self.wanted, self.what = tuple(wanted), what
+        self._joints = [name.removesuffix(VELOCITY_SUFFIX) for name in self.wanted]
+        self._is_velocity = np.asarray([name.endswith(VELOCITY_SUFFIX) for name in self.wanted], dtype=bool)
         self._lookup: tuple[list[str], npt.NDArray[np.intp]] = ([], np.zeros(0, dtype=np.intp))
         """(the last good message's names, where the wanted joints stand in them): one attribute, swapped whole."""
 
-    def read(self, names: Sequence[str], position: Sequence[float]) -> npt.NDArray[np.float64]:
+    @property
+    def needs_velocity(self) -> bool:
+        return bool(self._is_velocity.any())
+
+    def read(
+        self, names: Sequence[str], position: Sequence[float], velocity: Sequence[float] = ()
+    ) -> npt.NDArray[np.float64]:
         if len(names) != len(position):
             raise InputRejected(
                 "bad_joint_state", f"joint_states has {len(names)} names but {len(position)} positions"
             )
+        if self.needs_velocity and len(velocity) != len(names):
+            raise InputRejected(
+                "bad_joint_state",
+                f"joint_states has {len(velocity)} velocities for {len(names)} names; {self.what} reads velocities",
+            )
         known, where = self._lookup
         if list(names) != known:
             index = {name: i for i, name in enumerate(names)}
-            missing = [name for name in self.wanted if name not in index]
+            missing = sorted({name for name in self._joints if name not in index})
             if missing:
                 raise InputRejected("missing_joint", f"joint_states lacks {self.what}'s joint(s) {missing}")
-            where = np.asarray([index[name] for name in self.wanted], dtype=np.intp)
+            where = np.asarray([index[name] for name in self._joints], dtype=np.intp)
             self._lookup = (list(names), where)
         values = np.asarray(position, dtype=np.float64)[where]
+        if self.needs_velocity:
+            values = np.where(self._is_velocity, np.asarray(velocity, dtype=np.float64)[where], values)
         if not np.all(np.isfinite(values)):
             raise InputRejected(
                 "non_finite_joint_states", f"joint_states has NaN or inf for {list(self.wanted)}: {values}"

@@ -133,6 +133,16 @@ def test_joint_states_are_read_by_name_in_any_order() -> None:
     assert reader.read(["elbow", "shoulder"], [9.0, 10.0]).tolist() == [9.0, 10.0]
 
 
+def test_state_velocities_are_read_by_name_too() -> None:
+    reader = JointStateReader(("shoulder", "shoulder/velocity", "elbow/velocity"))
+    names, positions, velocities = ["elbow", "shoulder"], [1.0, 2.0], [-0.5, 0.25]
+    assert reader.read(names, positions, velocities).tolist() == [2.0, 0.25, -0.5]
+    assert reader.read(["shoulder", "elbow"], [3.0, 4.0], [0.1, 0.2]).tolist() == [3.0, 0.1, 0.2]
+    rejected = _rejection(reader, names, positions)  # a driver that sends no velocities
+    assert rejected.counter == "bad_joint_state" and "0 velocities for 2 names" in str(rejected)
+    assert JointStateReader(("shoulder",)).read(names, positions).tolist() == [2.0]  # positions need none
+
+
 def _rejection(reader: JointStateReader, names: list[str], positions: list[float]) -> InputRejected:
     with pytest.raises(InputRejected) as info:
         reader.read(names, positions)

@@ -495,7 +495,7 @@ class DySLNode(LifecycleNode):
         names, positions = msg.name, msg.position
         try:
             if self._state_reader is not None:
-                values = self._state_reader.read(names, positions)
+                values = self._state_reader.read(names, positions, msg.velocity)
             else:
                 values = parse_proprio(positions, self.policy.spec.state_dim)
             joints = self._command_reader.read(names, positions) if self._command_reader is not None else None

@@ -161,7 +161,8 @@ class NodeParams:
     state_joint_names: tuple[str, ...] = param(
         ("",),
         "Joints whose ~/joint_states positions form the model's state, in its order, picked by name from any "
-        "JointState (extra joints ignored); [''] = position in message order, exactly the state's size.",
+        "JointState (extra joints ignored); '<joint>/velocity' takes the joint's velocity instead; [''] = "
+        "position in message order, exactly the state's size.",
         strings,
     )
     command_joint_names: tuple[str, ...] = param(
