@@ -598,18 +598,21 @@ class DySLNode(LifecycleNode):
                 if self._active.is_set() and self.context.ok():
                     self._publish_tick(image, out.tick, tick_ms, None)
                 continue
-            with self._lock:
-                superseded = self._new_task
+            with self._seq_lock:
+                self._replan.clear()  # until the stream asks again, for this chunk; an instruction sets it again
+                with self._lock:
+                    superseded = self._new_task
+                if superseded:
+                    self._replan.set()
+                else:
+                    self._seq += 1
+                    seq = self._seq
+                    self._predicted[seq] = execute
+                    while len(self._predicted) > SLICE_WINDOW:
+                        self._predicted.pop(next(iter(self._predicted)))
             if superseded:  # an instruction came during inference: this chunk plans the previous task
                 self.get_logger().info("new instruction during inference: the previous task's chunk dropped")
-                continue  # _replan stays set; the next tick resets the policy for the new task
-            with self._seq_lock:
-                self._seq += 1
-                seq = self._seq
-                self._replan.clear()  # until the stream asks again, for this chunk
-                self._predicted[seq] = execute
-                while len(self._predicted) > SLICE_WINDOW:
-                    self._predicted.pop(next(iter(self._predicted)))
+                continue  # the next tick resets the policy and plans the new task
             wiring = self._wiring
             positions, velocities = wiring.joint_chunks(actions, taken.joints, params.dt) if wiring else (None, None)
             commands = velocities if velocities is not None else positions
