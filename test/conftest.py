@@ -1,4 +1,5 @@
-"""pytest setup shared by all tests: loopback-only DDS for any rclpy context created in-process."""
+"""pytest setup shared by all tests: loopback-only DDS for any rclpy context created in-process, and
+the session-end check that nothing a test started is left behind (leak_check.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import leak_check  # first: sets the marker every process started from here on inherits
 from ros_harness import configure_this_process, unique_domain_id
 
 # Before any test module can create an rclpy context (Fast DDS reads its profile file once per process).
@@ -20,6 +22,16 @@ sys.setswitchinterval(0.0005)
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "ros: starts real ROS 2 processes / DDS participants (slower, loopback only)")
+    config.pluginmanager.register(leak_check, "dysl_leak_check")
+    # An exception in a thread or a finaliser is a failure, not a line in the warnings summary.
+    config.addinivalue_line("filterwarnings", "error::pytest.PytestUnhandledThreadExceptionWarning")
+    config.addinivalue_line("filterwarnings", "error::pytest.PytestUnraisableExceptionWarning")
+    # lark (through rosidl's parser) imports sre_parse, deprecated since Python 3.11: not ours.
+    config.addinivalue_line("filterwarnings", "ignore:module 'sre_:DeprecationWarning")
+    # tqdm's monitor thread would outlive the first progress bar a test draws.
+    import tqdm
+
+    tqdm.tqdm.monitor_interval = 0
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -162,11 +163,13 @@ def ros_process(
     domain_id: int,
     log_path: Path,
     env_extra: dict[str, str] | None = None,
+    stdin: int = subprocess.DEVNULL,
 ) -> Iterator[subprocess.Popen]:
     """Run ``args`` as a ROS process (own process group) for the duration of the ``with`` block.
 
     stdout and stderr go to ``log_path``; the environment is ``ros_env(domain_id, **env_extra)``. On exit
-    the process group gets SIGINT, up to 10 s to finish, then SIGKILL. If the process had already died
+    the process group gets SIGINT, up to 10 s to finish, then SIGKILL. ``stdin=subprocess.PIPE`` gives the
+    block ``proc.stdin`` (closed before the stop). If the process had already died
     with a non-zero status before the block ended, a RuntimeError carrying the log's tail is raised (or,
     when the block itself raised, that tail is attached to its exception as a note). A process that
     finished on its own with status 0 (a script that runs for a fixed time) is not an error.
@@ -176,7 +179,7 @@ def ros_process(
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             args,
-            stdin=subprocess.DEVNULL,
+            stdin=stdin,
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
@@ -192,6 +195,9 @@ def ros_process(
         raise
     finally:
         died_early = proc.poll()
+        if proc.stdin is not None:
+            with suppress(OSError):
+                proc.stdin.close()
         stop_process(proc)  # the child leads its own process group: SIGINT to all of it, then SIGKILL
     if died_early not in (None, 0):
         raise RuntimeError(
@@ -335,32 +341,49 @@ class RosSession:
             time.sleep(period)
 
 
+_contexts: weakref.WeakSet[Any] = weakref.WeakSet()
+"""Every rclpy context a ``ros_session`` opened: the session-end check (leak_check.py) fails the run
+if one is still up (a DDS participant left behind)."""
+
+
+def open_contexts() -> list[Any]:
+    """The in-process rclpy contexts of ``ros_session`` that are not shut down."""
+    return [ctx for ctx in list(_contexts) if ctx.ok()]
+
+
 @contextmanager
 def ros_session(domain_id: int, name: str) -> Iterator[RosSession]:
-    """An in-test ROS context on ``domain_id`` with one node ``name`` spinning in the background."""
+    """An in-test ROS context on ``domain_id`` with one node ``name`` spinning in the background.
+
+    Teardown order matters: the spin loop is left and joined first, then the executor waits for
+    callbacks still running on its pool, and only then are the node and context destroyed. Destroying
+    them under a spinning executor (what ``Executor.shutdown`` alone allows: it does not wait for a
+    spin in another thread) left callbacks failing with "cannot use Destroyable because destruction
+    was requested", reported at garbage collection, and the spin thread's wait failing with "wait set
+    is empty".
+    """
     import rclpy
     from rclpy.context import Context
     from rclpy.executors import MultiThreadedExecutor
+
+    from dysl_ros.sim.rosenv import BackgroundSpinner
 
     if os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE") != str(FASTDDS_PROFILE):
         configure_this_process()
     ctx = Context()
     rclpy.init(context=ctx, domain_id=domain_id)
+    _contexts.add(ctx)
     node = None
-    executor = None
-    thread = None
+    spinner = None
     try:
         node = rclpy.create_node(name, context=ctx)
         executor = MultiThreadedExecutor(num_threads=4, context=ctx)
         executor.add_node(node)
-        thread = threading.Thread(target=executor.spin, name=f"ros-session-{name}", daemon=True)
-        thread.start()
+        spinner = BackgroundSpinner(executor, f"ros-session-{name}", poll_s=0.02)
         yield RosSession(node, executor)
     finally:
-        if executor is not None:
-            executor.shutdown(timeout_sec=5.0)
-        if thread is not None:
-            thread.join(timeout=5.0)
+        if spinner is not None:
+            spinner.stop()  # joins the spin thread, then shuts the executor down (its pool joined)
         if node is not None:
             node.destroy_node()
         with suppress(Exception):

@@ -786,6 +786,7 @@ class DySLNode(LifecycleNode):
             "chunks_published": str(stats.chunks_published),
             "actions_published": stream_value("actions_published", ".0f"),
             "stale_action_periods": stream_value("stale_periods", ".0f"),
+            "action_periods_late": stream_value("late_periods", ".0f"),
             "actions_withdrawn": stream_value("withdrawn_actions", ".0f"),
             "actions_written_past_max_age": stream_value("written_past_max_age", ".0f"),
             "tick_latency_p50_ms": _percentile(ticks, 50),

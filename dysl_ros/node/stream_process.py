@@ -393,8 +393,9 @@ class _Stream:
                 pass
             now = time.monotonic_ns()
             if now - deadline > dt:  # suspended or starved: resynchronise instead of bursting
-                k = (now - base) // dt
-                self.late += 1
+                missed = (now - base) // dt
+                self.late += missed - k + 1  # periods k .. missed go unserved
+                k = missed
                 continue
             ros_now = time.time_ns() + self.clock_offset_ns
             nominal = ros_now - (now - deadline)

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -105,7 +106,9 @@ def start_process(
 
 
 def stop_process(proc: subprocess.Popen[bytes], grace_s: float = 10.0) -> int | None:
-    """SIGINT to the process group, then SIGKILL after ``grace_s``; returns the exit status."""
+    """SIGINT to the process group of ``proc`` (started with ``start_new_session``), SIGKILL after
+    ``grace_s``; then whatever else of the group outlives its leader by ``grace_s`` (a helper process
+    that missed its parent's exit) is killed too. Returns the leader's exit status."""
     if proc.poll() is None:
         with suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGINT)
@@ -115,7 +118,22 @@ def stop_process(proc: subprocess.Popen[bytes], grace_s: float = 10.0) -> int | 
             with suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=5.0)
+    deadline = time.monotonic() + grace_s
+    while _group_alive(proc.pid):
+        if time.monotonic() >= deadline:
+            with suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.05)
     return proc.poll()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
 
 
 def log_tail(path: Path, max_chars: int = 3000) -> str:
