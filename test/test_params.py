@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
@@ -31,7 +32,8 @@ def test_shipped_defaults_validate_once_model_dir_is_set() -> None:
         NodeParams.from_values(values)
     params = NodeParams.from_values({**values, "model_dir": "/models/x"})
     assert params.dt == pytest.approx(0.02)
-    assert params.action_limits(4) == ([-1.0] * 4, [1.0] * 4)
+    assert params.action_limits(4, ((-2.0,) * 4, (3.0,) * 4)) == ([-2.0] * 4, [3.0] * 4)  # the model's range
+    assert params.action_limits(2, None) == ([-math.inf] * 2, [math.inf] * 2)  # none stated: no clamp
     assert params.inference_threads >= 1
     # The DySL thresholds are left to the model's dysl.json: only the two switches are parameters.
     assert params.dysl_overrides == {"enable_pre_skip": True, "enable_post_verify": True}
@@ -101,7 +103,7 @@ def test_all_problems_are_reported_together() -> None:
 def test_limits_must_match_the_models_action_size() -> None:
     params = NodeParams.from_values({"model_dir": "/m", "action_low": [-1.0, -1.0], "action_high": [1.0, 1.0]})
     with pytest.raises(ConfigError, match="the model's actions have 4"):
-        params.action_limits(4)
+        params.action_limits(4, None)
 
 
 def test_replan_threshold_must_be_below_the_chunk_length() -> None:

@@ -15,6 +15,7 @@ model inputs) and ``preprocess``. No torch here.
       horizon: 10                            # actions per chunk
       normalisation: {kind: min_max, min: [...], max: [...]}   # the head's output -> robot units
       semantics: joint_position_deltas       # what an action means to the robot
+      range: {min: [...], max: [...]}        # optional: the actions' range in robot units (min_max: its bounds)
     tokenizer: {kind: bytes, length: 48}     # or {kind: huggingface, path: tokenizer, length: 32}
 
 Embed inputs (batch 1): each camera ``(1, C, H, W)`` float32 in [-1, 1]; ``instruction`` ``(1, L)``
@@ -171,6 +172,14 @@ class Normalisation:
         return cls(str(kind), tuple(float(v) for v in data[keys[0]]), tuple(float(v) for v in data[keys[1]]))
 
 
+def _range(data: Any, where: str) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    if data is None:
+        return None
+    if not isinstance(data, Mapping) or sorted(data) != ["max", "min"]:
+        raise ConfigError(f"{where}: actions range takes {{min: [...], max: [...]}}, got {data!r}")
+    return tuple(float(v) for v in data["min"]), tuple(float(v) for v in data["max"])
+
+
 @dataclass(frozen=True)
 class TokenizerSpec:
     kind: str = "bytes"
@@ -197,6 +206,8 @@ class ObservationSpec:
     state_normalisation: Normalisation = Normalisation()
     action_normalisation: Normalisation = Normalisation()
     action_semantics: str = "other"
+    action_range: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    """(min, max) per action in robot units, when the spec states it (``actions.range``)."""
     tokenizer: TokenizerSpec = TokenizerSpec()
     model_dir: Path | None = field(default=None, compare=False)
     """Where the spec was read from (huggingface tokenizer paths are relative to it)."""
@@ -216,6 +227,21 @@ class ObservationSpec:
             raise ConfigError(f"observation spec: action semantics must be one of {ACTION_SEMANTICS}")
         self.state_normalisation.check(self.state_dim, "state")
         self.action_normalisation.check(self.action_dim, "action")
+        if self.action_range is not None:
+            low, high = self.action_range
+            if len(low) != self.action_dim or len(high) != self.action_dim:
+                raise ConfigError(f"observation spec: actions range needs {self.action_dim} values per bound")
+            if not all(math.isfinite(lo) and math.isfinite(hi) and lo < hi for lo, hi in zip(low, high, strict=True)):
+                raise ConfigError("observation spec: actions range: finite, min below max in every dimension")
+
+    def action_bounds(self) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+        """The model's own action range: the stated ``range``, else a min_max normalisation's bounds,
+        else None (unknown)."""
+        if self.action_range is not None:
+            return self.action_range
+        if self.action_normalisation.kind == "min_max":
+            return self.action_normalisation.low, self.action_normalisation.high
+        return None
 
     @property
     def state_dim(self) -> int:
@@ -262,6 +288,10 @@ class ObservationSpec:
                 "horizon": self.horizon,
                 "normalisation": self.action_normalisation.to_dict(),
                 "semantics": self.action_semantics,
+                **(
+                    {"range": {"min": list(self.action_range[0]), "max": list(self.action_range[1])}}
+                    if self.action_range is not None else {}
+                ),
             },
             "tokenizer": tokenizer,
         }
@@ -273,7 +303,7 @@ class ObservationSpec:
             _only(data, {"cameras", "state", "actions", "tokenizer"}, where)
             state, actions = dict(data["state"]), dict(data["actions"])
             _only(state, {"names", "normalisation"}, f"{where}: state")
-            _only(actions, {"names", "horizon", "normalisation", "semantics"}, f"{where}: actions")
+            _only(actions, {"names", "horizon", "normalisation", "semantics", "range"}, f"{where}: actions")
             cameras = []
             for camera in data["cameras"]:
                 _only(camera, {"name", "height", "width", "channels", "fit"}, f"{where}: camera")
@@ -288,6 +318,7 @@ class ObservationSpec:
                 state_normalisation=Normalisation.from_dict(state.get("normalisation"), "state"),
                 action_normalisation=Normalisation.from_dict(actions.get("normalisation"), "action"),
                 action_semantics=str(actions.get("semantics", "other")),
+                action_range=_range(actions.get("range"), where),
                 tokenizer=TokenizerSpec(**tokenizer),
                 model_dir=model_dir,
             )

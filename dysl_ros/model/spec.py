@@ -167,5 +167,7 @@ def _reference_spec(config: VLAConfig) -> ObservationSpec:
         state_normalisation=Normalisation("mean_std", config.proprio_mean, config.proprio_std),
         action_normalisation=Normalisation("mean_std", config.action_offset, config.action_scale),
         action_semantics="ee_deltas",
+        # Meta-World clips every action to [-1, 1]: the range the model was trained on.
+        action_range=((-1.0,) * len(config.action_names), (1.0,) * len(config.action_names)),
         tokenizer=TokenizerSpec("bytes", config.instruction_tokens),
     )

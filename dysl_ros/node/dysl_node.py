@@ -6,16 +6,23 @@
                            subscription callbacks)  │                    └─► stream process ─► ~/action
                                                     └─ /diagnostics timer      (control_rate_hz, own GIL)
 
-configure: validate parameters, load model + DySL modules, warm up, create topics, start the stream
-process. activate: the stream publishes and the inference thread runs. deactivate: both stop; nothing
-is published. Inference runs when the stream's queue falls to ``replan_threshold`` actions (not on
-every image) and takes the newest image then; an image older than ``max_image_age_ms`` is never used,
-and the stream never sends an action from one that has grown that old. Bad input is rejected with a
-counter and a throttled log line.
+configure: validate parameters, load model + DySL modules, read the command joints' limits (robot
+description, ``joint_limits.*``), warm up, create topics, start the stream process. activate: the
+stream publishes and the inference thread runs. deactivate: inference stops and the joints brake to
+rest within their limits; then nothing is published. Inference runs when the stream's queue falls to
+``replan_threshold`` actions (not on every image) and takes the newest image then; an image older than
+``max_image_age_ms`` is never used, and the stream never sends an action from one that has grown that
+old. Bad input is rejected with a counter and a throttled log line. With joint commands wired, the
+stream process plans and publishes ``~/joint_trajectory`` and ``~/commands`` (joint_output.py) and
+brakes the arm on its own if this process dies; if the stream process or the inference thread dies,
+this node brakes the arm from the last plan and takes the lifecycle error path. ``~/enable``
+(std_srvs/SetBool) is a latching e-stop.
 """
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
 import threading
 import time
@@ -39,7 +46,8 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.subscription import Subscription
 from rclpy.timer import Timer
 from sensor_msgs.msg import CompressedImage, Image, JointState
-from std_msgs.msg import String
+from std_msgs.msg import Float64MultiArray, MultiArrayDimension, String
+from std_srvs.srv import SetBool
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from dysl_ros.action_queue import predict_executed_slice, stamp_label
@@ -56,14 +64,28 @@ from dysl_ros.inputs import (
     parse_proprio,
     string_from_cdr,
 )
-from dysl_ros.joint_commands import JointWiring, check_on_stale, trajectory_times, wire_joints
+from dysl_ros.joint_commands import JointWiring, check_on_stale, wire_joints
 from dysl_ros.model.checkpoint import ModelDirError
 from dysl_ros.model.observation_spec import Observation, ObservationSpec
+from dysl_ros.node import limits as joint_limits
+from dysl_ros.node.joint_output import JointConfig, trajectory_message
+from dysl_ros.node.motion import MotionLimiter, Plan, check_command
 from dysl_ros.node.params import DYSL_FROM_MODEL, PARAMETERS, NodeParams
+from dysl_ros.node.robot import controller_joints, declare_joint_limit_parameters, robot_description
 from dysl_ros.node.stream_process import SPIN_NS, ActionStreamProcess, StreamConfig
 from dysl_ros.policy import DySLPolicy, PolicyOptions, load_policy
 from dysl_ros.qos import LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS
 from dysl_ros.wiring import DIAGNOSTICS_TOPIC, TICK_TOPIC
+
+
+@contextlib.contextmanager
+def suppress_context_errors(node: LifecycleNode) -> Any:
+    """A publish during shutdown may find the context gone: logged, never raised (the caller is a
+    stop path that must go on)."""
+    try:
+        yield
+    except Exception as exc:
+        node.get_logger().warning(f"could not publish while stopping: {exc!r}")
 
 
 def camera_topic(spec: ObservationSpec, camera: str) -> str:
@@ -127,6 +149,11 @@ class Stats:
     last_delta: float = float("nan")
     last_allow_points: tuple[int, ...] = ()
     waiting_for: str = "configure"
+    chunks_non_finite: int = 0
+    """Chunks dropped because the model's output held NaN or inf."""
+    ticks_failed: int = 0
+    """Inferences that raised (nothing published for their image)."""
+    failures_in_row: int = 0
 
 
 class DySLNode(LifecycleNode):
@@ -138,6 +165,8 @@ class DySLNode(LifecycleNode):
             )
         self.params: NodeParams | None = None
         self.policy: DySLPolicy | None = None
+        self.limits: joint_limits.JointLimits | None = None
+        """The command joints' limits (with joint commands wired)."""
         self.stream: ActionStreamProcess | None = None
         self.stats = Stats()
         self._lock = threading.Lock()
@@ -165,6 +194,11 @@ class DySLNode(LifecycleNode):
         self._last_reject_log: dict[str, float] = {}
         self._rate_base: tuple[float, int, int] | None = None  # (monotonic, images, ticks)
         self._warmup_ms: list[float] = []  # latency estimate until real ticks have run
+        self._enabled = True  # ~/enable: false latches an e-stop
+        self._fault = ""  # why the node takes the error path (the stream or inference thread died)
+        self._fault_wake = self.create_guard_condition(self._on_fault)
+        self._braking: threading.Thread | None = None  # the node's own stop when the stream is gone
+        self._joint_config: JointConfig | None = None
         # Set at configure from the parameters and the model:
         self._names: list[str] = []  # ~/action_chunk joint_names
         self._dt_ns = 0  # control period
@@ -173,15 +207,25 @@ class DySLNode(LifecycleNode):
         self._high: npt.NDArray[np.float64] = np.zeros(0)
         self._input_subscriptions: list[Subscription[Any]] = []
         self.chunk_pub: LifecyclePublisher[JointTrajectory] | None = None
-        self.joint_trajectory_pub: LifecyclePublisher[JointTrajectory] | None = None
         self.tick_pub: LifecyclePublisher[DiagnosticStatus] | None = None
-        # /diagnostics also reports an inactive node: an ordinary publisher.
-        self.diag_pub: Publisher[DiagnosticArray] | None = None
-        self.diag_timer: Timer | None = None
+        # Fallback publishers on the stream's controller topics: the node brakes the arm with them
+        # when the stream process is gone (ordinary publishers: they must work outside active).
+        self.fallback_trajectory_pub: Publisher[JointTrajectory] | None = None
+        self.fallback_command_pub: Publisher[Float64MultiArray] | None = None
+        self.enable_service: Any = None
+        # /diagnostics also reports an inactive, unconfigured or failed node: made once, here.
+        self.diag_pub: Publisher[DiagnosticArray] = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
+        self.diag_timer: Timer = self.create_timer(
+            max(float(self.get_parameter("diagnostics_period_s").value), 0.01),
+            self._publish_diagnostics,
+            callback_group=MutuallyExclusiveCallbackGroup(),
+        )
 
     # ---------------------------------------------------------------- lifecycle
 
     def on_configure(self, state: State) -> TransitionCallbackReturn:
+        """SUCCESS: model loaded, limits read, topics and the stream process up. FAILURE: a bad
+        parameter, model, engine or joint limit (the log names it); the node stays unconfigured."""
         stream = ActionStreamProcess(self._on_replan, self._on_streamed, self._on_stream_exit)
         try:
             values = {spec.name: self.get_parameter(spec.name).value for spec in PARAMETERS}
@@ -203,7 +247,7 @@ class DySLNode(LifecycleNode):
             names = list(params.model_action_names) or list(spec.action_names)
             if len(names) != spec.action_dim:
                 raise ConfigError(f"action_names has {len(names)} names, the model's actions have {spec.action_dim}")
-            low, high = params.action_limits(spec.action_dim)
+            low, high = params.action_limits(spec.action_dim, spec.action_bounds())
             on_stale = check_on_stale(params.on_stale, spec.action_semantics)
             wiring = wire_joints(
                 spec.action_semantics, spec.action_names, params.command_joint_names, params.action_to_joint
@@ -213,18 +257,34 @@ class DySLNode(LifecycleNode):
                     f"state_joint_names has {len(params.state_joints)} joints, the model's state has {spec.state_dim} "
                     f"({', '.join(spec.state_names)})"
                 )
+            limits = self._joint_limits(params, wiring) if wiring is not None else None
         except (ConfigError, ModelDirError, EngineError) as exc:
             self.get_logger().error(f"configure failed: {exc}")
             stream.stop()
             return TransitionCallbackReturn.FAILURE
+        if not np.all(np.isfinite(low)):
+            self.get_logger().warning(
+                "the model's observation spec states no action range: ~/action_chunk and ~/action are not clamped "
+                "(set action_low / action_high, or actions.range in observation_spec.yaml)"
+            )
         self._names, self._low, self._high = names, np.asarray(low), np.asarray(high)
-        self._wiring, self._on_stale = wiring, on_stale
+        self._wiring, self._on_stale, self.limits = wiring, on_stale, limits
         self._state_reader = JointStateReader(params.state_joints) if params.state_joints else None
         self._command_reader = JointStateReader(wiring.joints, "command_joint_names") if wiring is not None else None
         self._dt_ns, self._max_age_ns = round(params.dt * 1e9), round(params.max_image_age_ms * 1e6)
         self.params, self.policy = params, policy
         self._warm_up()
         self._create_topics(params)
+        self._joint_config = None if wiring is None or limits is None else JointConfig(
+            joints=wiring.joints,
+            limits=limits.to_dict(),
+            max_step=params.max_step,
+            commands_are_velocities=wiring.commands_are_velocities,
+            command_topic=self.resolve_topic_name("~/commands"),
+            trajectory_topic=self.resolve_topic_name("~/joint_trajectory"),
+            chunk_stamp=params.chunk_stamp,
+            max_age_ns=self._max_age_ns,
+        )
         stream_config = StreamConfig(
             topic=self.resolve_topic_name("~/action"),
             node_name=self.get_name(),
@@ -237,9 +297,8 @@ class DySLNode(LifecycleNode):
             aggregation=params.chunk_aggregation,
             decay=params.aggregation_decay,
             priority=params.stream_priority,
-            command_topic=self.resolve_topic_name("~/commands") if wiring is not None else "",
-            command_dim=len(wiring.joints) if wiring is not None else 0,
-            command_on_stale="zero" if wiring is not None and wiring.commands_are_velocities else "hold",
+            joints=self._joint_config,
+            watchdog_ns=params.watchdog_periods * self._dt_ns,
         )
         try:
             scheduling = stream.start(stream_config)
@@ -247,7 +306,7 @@ class DySLNode(LifecycleNode):
             self.get_logger().error(f"configure failed: {exc}")
             self._destroy_topics()
             return TransitionCallbackReturn.FAILURE
-        self.stream, self._stream_error = stream, ""
+        self.stream, self._stream_error, self._fault = stream, "", ""
         if params.stream_priority and not scheduling.startswith("SCHED_FIFO"):
             self.get_logger().warning(f"action stream: {scheduling}")
         self.stats = Stats(waiting_for="activate")
@@ -258,6 +317,9 @@ class DySLNode(LifecycleNode):
             f"{params.replan_threshold} of {spec.horizon} queued, {params.chunk_aggregation} aggregation; cameras "
             f"{', '.join(f'{c.name} on {self.resolve_topic_name(camera_topic(spec, c.name))}' for c in spec.cameras)}"
         )
+        if limits is not None:
+            step = f", max_step {params.max_step:g}" if params.max_step > 0 else ""
+            self.get_logger().info(f"joint limits{step}: {limits.describe()}")
         if not params.dense:
             dysl = policy.runner.config
             settings = ", ".join(
@@ -267,13 +329,42 @@ class DySLNode(LifecycleNode):
             self.get_logger().info(f"DySL settings: {settings}")
         return TransitionCallbackReturn.SUCCESS
 
+    def _joint_limits(self, params: NodeParams, wiring: JointWiring) -> joint_limits.JointLimits:
+        """The command joints' limits: the URDF (parameter, else the /robot_description topic unless
+        the parameters give every limit) under the ``joint_limits.*`` parameters."""
+        given = declare_joint_limit_parameters(self, wiring.joints)
+        urdf = params.robot_description
+        if not urdf.strip():
+            try:
+                return joint_limits.resolve(wiring.joints, "", given)
+            except ConfigError:
+                urdf = robot_description(self, self.resolve_topic_name("robot_description"), params.startup_timeout_s)
+        return joint_limits.resolve(wiring.joints, urdf, given)
+
     def on_activate(self, state: State) -> TransitionCallbackReturn:
-        """SUCCESS: the stream publishes and inference runs. FAILURE: the stream process does not
-        answer (the node stays inactive)."""
-        assert self.policy is not None and self.stream is not None
+        """SUCCESS: the stream publishes and inference runs (after a new instruction unless
+        resume_instruction_on_activate). FAILURE: forward_controller's joints are not
+        command_joint_names in order, or the stream process does not answer (the node stays inactive)."""
+        assert self.policy is not None and self.stream is not None and self.params is not None
+        params = self.params
+        if params.forward_controller and self._wiring is not None:
+            try:
+                joints = controller_joints(self, params.forward_controller, params.startup_timeout_s)
+            except ConfigError as exc:
+                self.get_logger().error(f"activate failed: {exc}")
+                return TransitionCallbackReturn.FAILURE
+            if tuple(joints) != self._wiring.joints:
+                self.get_logger().error(
+                    f"activate failed: forward_controller {params.forward_controller} writes data[i] to its joints "
+                    f"{joints}, command_joint_names are {list(self._wiring.joints)}: ~/commands would drive the "
+                    "wrong joints (fix command_joint_names to the controller's order)"
+                )
+                return TransitionCallbackReturn.FAILURE
         self.policy.reset()
         with self._lock:
             self._images, self._fresh_image = {}, False  # never act on an image from before activation
+            if not params.resume_instruction_on_activate:
+                self._instruction = None  # a deactivate used as a stop stays a stop
         if not self.stream.set_active(True):
             self.get_logger().error("activate failed: the action stream process does not answer")
             return TransitionCallbackReturn.FAILURE
@@ -287,16 +378,30 @@ class DySLNode(LifecycleNode):
         self._threads = [threading.Thread(target=self._inference_loop, name="dysl_inference", daemon=True)]
         for thread in self._threads:
             thread.start()
-        self.get_logger().info("active: serving")
+        waiting = "" if self._instruction is not None else " once an instruction arrives"
+        self.get_logger().info(f"active: serving{waiting}")
         return TransitionCallbackReturn.SUCCESS
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
-        """Always SUCCESS: inference stops, one final safe command goes out, then the stream stops;
-        nothing more is published until activate."""
+        """SUCCESS: inference stops, the joints brake to rest within their limits (one final command
+        on ~/action), then nothing more is published until activate. ERROR: the node was deactivated
+        by a fault (the stream process or the inference thread died): on to on_error."""
         self._stop_serving()
         self.stats.waiting_for = "activate"
+        result = super().on_deactivate(state)  # disables the lifecycle publishers
+        if self._fault:
+            return TransitionCallbackReturn.ERROR
         self.get_logger().info("inactive: publishing stopped")
-        return super().on_deactivate(state)  # disables the lifecycle publishers
+        return result
+
+    def on_error(self, state: State) -> TransitionCallbackReturn:
+        """SUCCESS (to unconfigured): after a fault the arm was braked, everything is released;
+        /diagnostics keeps reporting the fault until the node is configured again."""
+        self.get_logger().error(f"error processing: {self._fault or 'a transition failed'}; back to unconfigured")
+        self.shutdown()
+        self.policy = None
+        self.params = None
+        return TransitionCallbackReturn.SUCCESS
 
     def on_cleanup(self, state: State) -> TransitionCallbackReturn:
         """Always SUCCESS: back to unconfigured, model and topics released."""
@@ -311,39 +416,75 @@ class DySLNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def shutdown(self) -> None:
-        """Stop inference (with one final safe command when serving) and the stream process, destroy
+        """Stop inference (the joints braked to rest when serving) and the stream process, destroy
         the topics (idempotent)."""
         if self._active.is_set():
             self._stop_serving()
         self._stop_threads()
+        if self._braking is not None:
+            self._braking.join()
+            self._braking = None
         if self.stream is not None:
             self.stream.stop()
             self.stream = None
         self._destroy_topics()
 
     def _stop_serving(self) -> None:
-        """Inference stops, then the safe command (hold the measured position, zero velocity, or the
-        model-space stream's on_stale) goes out once on every command topic, then the stream stops."""
+        """Inference stops, then the stream brakes the joints to rest (label ``final``) and sends one
+        final model-space action (zeros with on_stale zero, else the last one), then stops. Without a
+        stream process the node brakes the joints itself from the last plan."""
         self._stop_threads()
-        joints = self._joint_positions
-        fresh = joints is not None and (time.monotonic() - joints[1]) * 1e9 <= self._max_age_ns
-        measured = joints[0] if joints is not None and fresh else None  # never hold a position of the past
-        wiring, stream = self._wiring, self.stream
-        final_commands = wiring.safe_command(measured) if wiring is not None else None
-        if wiring is not None and measured is None:
-            self.get_logger().warning(
-                "no fresh joint_states to hold: no final hold trajectory (the controller holds its last point); "
-                "~/commands repeats its last command"
-            )
-        if wiring is not None and measured is not None and self.joint_trajectory_pub is not None:
-            try:
-                self.joint_trajectory_pub.publish(self._hold_trajectory(wiring, measured))
-            except Exception as exc:  # the context is going down (Ctrl-C): the stream still tries
-                self.get_logger().debug(f"final trajectory not published: {exc!r}")
+        stream = self.stream
         final_action = np.zeros(len(self._low)) if self._on_stale == "zero" else None
-        stopped = stream is None or stream.set_active(False, final_action=final_action, final_commands=final_commands)
-        if not stopped:
-            self.get_logger().error("the action stream process did not confirm it stopped")
+        if stream is None or not stream.alive:
+            self._brake_without_stream("final")
+            return
+        timeout = 2.0 + (self._stop_duration(stream.plan) if self._wiring is not None else 0.0)
+        if not stream.set_active(False, timeout=timeout, final_action=final_action):
+            self.get_logger().error("the action stream process did not confirm the joints came to rest")
+            self._brake_without_stream("final")
+
+    def _stop_duration(self, plan: Plan | None) -> float:
+        if plan is None or self.limits is None:
+            return 0.0
+        limiter = MotionLimiter(self.limits, self._dt_ns)
+        return limiter.stop_duration_s(plan.state_at(self._now_ns()).v)
+
+    def _brake_without_stream(self, reason: str) -> None:
+        """The stream process is gone: brake the joints from its last plan with the node's own
+        publishers (a trajectory for joint_trajectory_controller, the ramp on ~/commands)."""
+        stream, config, limits = self.stream, self._joint_config, self.limits
+        plan = stream.plan if stream is not None else None
+        if config is None or limits is None or plan is None or self._braking is not None:
+            return
+        limiter = MotionLimiter(limits, self._dt_ns, 0.0)
+        now = self._now_ns()
+        stop = limiter.stop(plan.state_at(now + self._dt_ns), reason)
+        if self.fallback_trajectory_pub is not None:
+            with suppress_context_errors(self):
+                self.fallback_trajectory_pub.publish(trajectory_message(stop, config, limits.has_jerk, None, now))
+
+        def ramp() -> None:
+            msg = Float64MultiArray()
+            dim = MultiArrayDimension(label=reason, size=len(config.joints), stride=len(config.joints))
+            msg.layout.dim = [dim]
+            t = stop.start_ns
+            while t <= stop.end_ns + self._dt_ns and self.fallback_command_pub is not None:
+                delay = (t - self._now_ns()) / 1e9
+                if delay > 0:
+                    time.sleep(delay)
+                state = stop.state_at(t)
+                values = state.v if config.commands_are_velocities else state.p
+                if check_command(values, limits, velocities=config.commands_are_velocities) is None:
+                    msg.data = values.tolist()
+                    with suppress_context_errors(self):
+                        self.fallback_command_pub.publish(msg)
+                t += self._dt_ns
+
+        if self.fallback_command_pub is not None:
+            self._braking = threading.Thread(target=ramp, name="dysl_fallback_brake", daemon=True)
+            self._braking.start()
+        self.get_logger().warning(f"the node braked the joints itself ({reason}): the action stream process is gone")
 
     def _warm_up(self) -> None:
         """First inferences allocate and autotune; do them before the first real image."""
@@ -387,6 +528,23 @@ class DySLNode(LifecycleNode):
     def _on_stream_exit(self, reason: str) -> None:
         self._stream_error = reason
         self.get_logger().error(f"{reason}: no more actions on ~/action")
+        if self._active.is_set():
+            self._brake_without_stream("stop")
+            self._raise_fault(reason)
+
+    # ---------------------------------------------------------------- faults
+
+    def _raise_fault(self, reason: str) -> None:
+        """From any thread: take the lifecycle error path (deactivate -> ERROR -> on_error) on the
+        executor, where transitions run."""
+        if not self._fault:
+            self._fault = reason
+            self._fault_wake.trigger()
+
+    def _on_fault(self) -> None:
+        if self._fault and self._state_machine.current_state[1] == "active":
+            self.get_logger().error(f"fault: {self._fault}; deactivating with a stop, then error processing")
+            self.trigger_deactivate()
 
     # ---------------------------------------------------------------- topics
 
@@ -416,31 +574,52 @@ class DySLNode(LifecycleNode):
             ),
         ]
         self.chunk_pub = self.create_lifecycle_publisher(JointTrajectory, "~/action_chunk", RELIABLE_QOS)
-        if self._wiring is not None:  # ~/commands is the stream process's
-            self.joint_trajectory_pub = self.create_lifecycle_publisher(
-                JointTrajectory, "~/joint_trajectory", RELIABLE_QOS
-            )
+        if self._wiring is not None:  # normally the stream process's; the node's when it is gone
+            self.fallback_trajectory_pub = self.create_publisher(JointTrajectory, "~/joint_trajectory", RELIABLE_QOS)
+            self.fallback_command_pub = self.create_publisher(Float64MultiArray, "~/commands", RELIABLE_QOS)
         # ~/action is published by the stream process (stream_process.py) under this node's resolved name.
         self.tick_pub = self.create_lifecycle_publisher(DiagnosticStatus, TICK_TOPIC, TICK_QOS)
-        self.diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
-        self.diag_timer = self.create_timer(
-            params.diagnostics_period_s, self._publish_diagnostics, callback_group=MutuallyExclusiveCallbackGroup()
-        )
+        self.enable_service = self.create_service(SetBool, "~/enable", self._on_enable)
 
     def _destroy_topics(self) -> None:
         for subscription in self._input_subscriptions:
             self.destroy_subscription(subscription)
         self._input_subscriptions = []
-        for publisher in (self.chunk_pub, self.tick_pub, self.joint_trajectory_pub):
+        for publisher in (self.chunk_pub, self.tick_pub):
             if publisher is not None:
                 self.destroy_lifecycle_publisher(publisher)
-        if self.diag_pub is not None:
-            self.destroy_publisher(self.diag_pub)
-        if self.diag_timer is not None:
-            self.diag_timer.cancel()
-            self.destroy_timer(self.diag_timer)
-        self.chunk_pub = self.tick_pub = self.joint_trajectory_pub = None
-        self.diag_pub, self.diag_timer = None, None
+        for fallback in (self.fallback_trajectory_pub, self.fallback_command_pub):
+            if fallback is not None:
+                self.destroy_publisher(fallback)
+        if self.enable_service is not None:
+            self.destroy_service(self.enable_service)
+        self.chunk_pub = self.tick_pub = None
+        self.fallback_trajectory_pub, self.fallback_command_pub, self.enable_service = None, None, None
+
+    def _on_enable(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
+        """``~/enable``: false latches an e-stop (the joints brake to rest, only stop commands go
+        out, no inference) until true; true resumes from the measured pose."""
+        enabled = bool(request.data)
+        stream = self.stream
+        if stream is None:
+            response.success, response.message = False, "not configured"
+            return response
+        if enabled == self._enabled:
+            response.success, response.message = True, "enabled" if enabled else "already disabled (e-stop)"
+            return response
+        self._enabled = enabled
+        if not enabled:
+            self._replan.set()  # the inference thread sees the e-stop at once
+        if not stream.set_enabled(enabled):
+            response.success, response.message = False, "the action stream process did not answer"
+            return response
+        if enabled:
+            with self._lock:
+                self._new_task = True  # continuity restarts: the arm was stopped in between
+            self._replan.set()
+        self.get_logger().warning("~/enable: enabled" if enabled else "~/enable: disabled (e-stop): joints braking")
+        response.success, response.message = True, "enabled" if enabled else "disabled (e-stop)"
+        return response
 
     def _reject(self, error: InputRejected, camera: str = "") -> None:
         counters = self.stats.rejected
@@ -564,12 +743,26 @@ class DySLNode(LifecycleNode):
         return TickInputs(image, images, instruction, proprio[0], joints[0] if joints is not None else None)
 
     def _inference_loop(self) -> None:
+        """The inference thread: a crash here is a fault (the arm brakes, the error path follows)."""
+        try:
+            self._serve()
+        except Exception as exc:
+            self.get_logger().fatal(f"inference thread died: {exc!r}")
+            if self.stream is not None:
+                self.stream.stop_motion("stop")
+            self._raise_fault(f"inference thread died: {exc!r}")
+
+    def _serve(self) -> None:
         assert self.params is not None and self.policy is not None and self.stream is not None
         assert self.chunk_pub is not None
         params, policy, stream, chunk_pub = self.params, self.policy, self.stream, self.chunk_pub
         chunk_len = policy.spec.horizon
         while not self._stop.is_set():
             if not self._replan.wait(timeout=0.1):  # the queued chunk still has more than replan_threshold
+                continue
+            if not self._enabled:
+                self.stats.waiting_for = "enable (e-stop: ~/enable false)"
+                self._replan.clear()
                 continue
             taken = self._take_inputs()
             if taken is None:
@@ -581,15 +774,21 @@ class DySLNode(LifecycleNode):
             observation = Observation(rgb, taken.instruction, taken.proprio)
             try:
                 out = policy.predict_action_chunk(observation, execute)
+                if not np.all(np.isfinite(out.actions)):
+                    self._tick_failed("chunks_non_finite", "the model's actions contain NaN or inf")
+                    with contextlib.suppress(RuntimeError):
+                        policy.withdraw_last()  # never executed: continuity follows what the arm did
+                    continue
             except Exception as exc:  # keep serving: a failed tick publishes nothing
-                self.get_logger().error(f"inference failed, nothing published for this image: {exc!r}")
+                self._tick_failed("ticks_failed", f"inference failed: {exc!r}")
                 continue
+            self.stats.failures_in_row = 0
             tick_ms = (time.perf_counter() - start) * 1000.0
             actions = np.clip(out.actions, self._low, self._high)
             self._record_tick(out.tick, tick_ms)
             now_ns = self._now_ns()
             # The image may have aged past the limit during inference: then nothing from it goes out.
-            if not self._active.is_set() or now_ns - image.stamp_ns > self._max_age_ns:
+            if not self._active.is_set() or not self._enabled or now_ns - image.stamp_ns > self._max_age_ns:
                 self.stats.images_stale += 1
                 try:
                     policy.withdraw_last()  # never executed: continuity keeps following what the arm did
@@ -614,14 +813,10 @@ class DySLNode(LifecycleNode):
                 self.get_logger().info("new instruction during inference: the previous task's chunk dropped")
                 continue  # the next tick resets the policy and plans the new task
             wiring = self._wiring
-            positions, velocities = wiring.joint_chunks(actions, taken.joints, params.dt) if wiring else (None, None)
-            commands = velocities if velocities is not None else positions
-            stream.send_chunk(seq, image.stamp_ns, actions, now_ns - time.time_ns(), commands)
+            targets = wiring.joint_chunks(actions, taken.joints, params.dt)[0] if wiring is not None else None
+            clock_offset = self._now_ns() - time.time_ns()  # read together: the node clock against the system's
+            stream.send_chunk(seq, image.stamp_ns, actions, clock_offset, targets, taken.joints)
             try:
-                if wiring is not None and positions is not None and self.joint_trajectory_pub is not None:
-                    trajectory = self._joint_trajectory(wiring, positions, velocities, image.stamp_ns)
-                    if trajectory is not None:
-                        self.joint_trajectory_pub.publish(trajectory)
                 chunk_pub.publish(self._chunk_message(image.stamp_msg, actions, params.dt))
                 self.stats.chunks_published += 1
                 self._publish_tick(image, out.tick, tick_ms, (self._now_ns() - image.stamp_ns) / 1e6)
@@ -630,6 +825,23 @@ class DySLNode(LifecycleNode):
                     raise
                 self.get_logger().debug(f"shutting down, chunk not published: {exc!r}")
                 return
+
+    def _tick_failed(self, counter: str, message: str) -> None:
+        """Nothing is published for this image; after max_consecutive_failures in a row the joints
+        brake (the chunks that follow a recovery plan again)."""
+        assert self.params is not None and self.stream is not None
+        stats = self.stats
+        setattr(stats, counter, getattr(stats, counter) + 1)
+        stats.failures_in_row += 1
+        now = time.monotonic()
+        if now - self._last_reject_log.get(counter, -1e9) >= REJECT_LOG_PERIOD_S:
+            self._last_reject_log[counter] = now
+            self.get_logger().error(f"{message}: nothing published for this image ({getattr(stats, counter)} so far)")
+        if stats.failures_in_row == self.params.max_consecutive_failures:
+            self.get_logger().error(
+                f"{stats.failures_in_row} inferences in a row failed: the joints brake to rest until one succeeds"
+            )
+            self.stream.stop_motion("stop")
 
     def _executed_slice(self, stamp_ns: int, chunk_len: int) -> slice:
         """The chunk's actions the stream will send: what the continuity history records (Eq. 1).
@@ -676,48 +888,6 @@ class DySLNode(LifecycleNode):
             msg.points.append(point)
         return msg
 
-    def _joint_trajectory(
-        self,
-        wiring: JointWiring,
-        positions: npt.NDArray[np.float64],
-        velocities: npt.NDArray[np.float64] | None,
-        stamp_ns: int,
-    ) -> JointTrajectory | None:
-        """The chunk for joint_trajectory_controller: its joints, absolute positions (velocities too
-        for velocity actions, the last point at rest), only the actions still ahead and within
-        max_image_age_ms of the image (None when none is)."""
-        assert self.params is not None
-        now_ns = self._now_ns()
-        header_ns, ahead = trajectory_times(
-            stamp_ns, now_ns, self._dt_ns, len(positions), self.params.chunk_stamp, self._max_age_ns
-        )
-        if not ahead:
-            return None
-        msg = JointTrajectory()
-        msg.header.stamp = Time(sec=header_ns // 1_000_000_000, nanosec=header_ns % 1_000_000_000)
-        msg.joint_names = list(wiring.joints)
-        for k, offset_ns in ahead:
-            point = JointTrajectoryPoint()
-            point.positions = positions[k].tolist()
-            if velocities is not None:
-                # The controller holds the last point when no newer chunk replaces it: arrive at rest.
-                point.velocities = velocities[k].tolist() if k != ahead[-1][0] else [0.0] * len(wiring.joints)
-            point.time_from_start = duration_msg(offset_ns)
-            msg.points.append(point)
-        return msg
-
-    def _hold_trajectory(self, wiring: JointWiring, measured: npt.NDArray[np.float64]) -> JointTrajectory:
-        """One point: stay where the joints are (zero velocity), reached one control period from now."""
-        assert self.params is not None
-        msg = JointTrajectory()
-        msg.joint_names = list(wiring.joints)
-        point = JointTrajectoryPoint()
-        point.positions = np.asarray(measured, dtype=np.float64).tolist()
-        point.velocities = [0.0] * len(measured)
-        point.time_from_start = duration_msg(self._dt_ns)
-        msg.points.append(point)
-        return msg
-
     # ---------------------------------------------------------------- per-tick telemetry
 
     def _publish_tick(
@@ -750,8 +920,13 @@ class DySLNode(LifecycleNode):
         status = DiagnosticStatus(name="dysl_node: inference", hardware_id=policy.backend_name if policy else "")
         waiting = stats.waiting_for
         stream = self.stream.stats if self.stream is not None else {}
-        if self._stream_error:
-            status.level, status.message = DiagnosticStatus.ERROR, self._stream_error
+        motion = self.stream.motion if self.stream is not None else ""
+        if self._fault or self._stream_error:
+            status.level, status.message = DiagnosticStatus.ERROR, self._fault or self._stream_error
+        elif not self._enabled:
+            status.level, status.message = DiagnosticStatus.WARN, "disabled (e-stop by ~/enable): only stop commands"
+        elif self.params is None:
+            status.level, status.message = DiagnosticStatus.OK, "unconfigured"
         elif not self._active.is_set():
             status.level, status.message = DiagnosticStatus.OK, "inactive"
         elif waiting:
@@ -805,13 +980,21 @@ class DySLNode(LifecycleNode):
             "verification_reruns": str(stats.reruns),
             "waiting_for": waiting,
             "rejected_total": str(sum(stats.rejected.values())),
+            "enabled": "true" if self._enabled else "false",
+            "chunks_non_finite": str(stats.chunks_non_finite),
+            "ticks_failed": str(stats.ticks_failed),
+            "failures_in_row": str(stats.failures_in_row),
+            "joint_motion": motion,
+            "joint_stops": stream_value("joint_stops", ".0f"),
+            "joint_commands_refused": stream_value("commands_refused", ".0f"),
+            "watchdog_trips": stream_value("watchdog_trips", ".0f"),
+            "trajectories_late": stream_value("trajectories_late", ".0f"),
         }
         values.update({f"rejected_{name}": str(count) for name, count in sorted(stats.rejected.items())})
         status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()
-        if self.diag_pub is not None:
-            self.diag_pub.publish(msg)
+        self.diag_pub.publish(msg)
 
 
 def _percentile(values: list[float], q: float) -> str:
@@ -823,26 +1006,37 @@ def main(args: list[str] | None = None) -> int:
     # the inference thread running, one callback could wait tens of ms and depth-1 inputs were
     # overwritten (seen: 10 of 30 images/s taken). 0.5 ms keeps the executor and the stream prompt.
     sys.setswitchinterval(0.0005)
-    rclpy.init(args=args)
+    from rclpy.signals import SignalHandlerOptions
+
+    # SIGINT and SIGTERM are ours: rclpy's handler would shut the context down before the final
+    # command could go out. They end the spin loop; the joints brake, then the context goes.
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    stop = threading.Event()
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, lambda *_: stop.set())
     node = DySLNode()
     executor = SingleThreadedExecutor()
     executor.add_node(node)
+    status = 0
     try:
         if node.get_parameter("autostart").value:
             if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
                 node.get_logger().fatal("autostart: configure failed, see the error above")
                 return 1
             node.trigger_activate()
-        executor.spin()
+        while not stop.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=0.05)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        if stop.is_set():
+            node.get_logger().info("signal: stopping the joints, then shutting down")
         node.shutdown()
         executor.shutdown()
         node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
-    return 0
+    return status
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ validates them as a whole at configure; a bad value is a startup error naming th
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -152,10 +153,13 @@ class NodeParams:
         ("",), "Names in ~/action_chunk joint_names; [''] uses the model's names.", strings
     )
     action_low: tuple[float, ...] = param(
-        (-1.0,), "Lower clamp per action dimension (one value: all dimensions).", numbers
+        (0.0,),
+        "Lower clamp of ~/action_chunk and ~/action per action dimension (one value: all dimensions); [0.0] with "
+        "action_high [0.0]: the model's own action range from its observation spec (none stated: no clamp).",
+        numbers,
     )
     action_high: tuple[float, ...] = param(
-        (1.0,), "Upper clamp per action dimension (one value: all dimensions).", numbers
+        (0.0,), "Upper clamp per action dimension (one value: all dimensions); [0.0]: see action_low.", numbers
     )
     # --- robot wiring
     state_joint_names: tuple[str, ...] = param(
@@ -177,9 +181,9 @@ class NodeParams:
         strings,
     )
     chunk_stamp: str = param(
-        "zero",
-        "header.stamp of ~/joint_trajectory: zero (the controller starts it on arrival) | now | image (the image "
-        "stamp); points whose time passed are dropped either way.",
+        "now",
+        "header.stamp of ~/joint_trajectory: now (the trajectory's own start time, a control period or more ahead) "
+        "| image (the image stamp) | zero (the controller starts it on arrival; times count from publication).",
         one_of(CHUNK_STAMPS),
     )
     image_transport: str = param(
@@ -187,6 +191,47 @@ class NodeParams:
         "raw: sensor_msgs/Image on each camera topic | compressed: sensor_msgs/CompressedImage (JPEG, PNG) on "
         "<camera topic>/compressed, image_transport's convention.",
         one_of(IMAGE_TRANSPORTS),
+    )
+    # --- arm safety
+    robot_description: str = param(
+        "",
+        "URDF of the robot: the command joints' position and velocity limits. Empty: read the /robot_description "
+        "topic (transient local, as robot_state_publisher offers it) for up to startup_timeout_s at configure.",
+        text,
+    )
+    max_step: float = param(
+        0.0,
+        "Largest distance (rad or m) from the measured position that any joint command may ask for "
+        "(LeRobot's max_relative_target); 0: only the joint limits bound it.",
+        non_negative,
+    )
+    forward_controller: str = param(
+        "",
+        "Name of the forward_command_controller that takes ~/commands (e.g. /forward_position_controller): at "
+        "activate its 'joints' parameter must list command_joint_names in the same order, else activate fails.",
+        text,
+    )
+    resume_instruction_on_activate: bool = param(
+        False,
+        "Keep the instruction across deactivate/activate; false: after activate the node waits for a new "
+        "instruction, so that a deactivate used as a stop is not undone by the next activate.",
+        boolean,
+    )
+    max_consecutive_failures: int = param(
+        3,
+        "Inferences in a row that fail (an exception, or a chunk with NaN or inf) before the joints brake to rest.",
+        integer_at_least(1),
+    )
+    watchdog_periods: int = param(
+        2,
+        "The action-stream process brakes the joints when the node's heartbeat is this many control periods "
+        "late (the node hangs); 0: only when the node's process dies.",
+        integer_at_least(0),
+    )
+    startup_timeout_s: float = param(
+        5.0,
+        "How long configure waits for /robot_description and activate for forward_controller's parameters.",
+        positive,
     )
     diagnostics_period_s: float = param(1.0, "Period of /diagnostics messages (s).", positive)
     warmup_ticks: int = param(3, "Inferences run on a blank observation at configure time.", integer_at_least(0))
@@ -196,7 +241,7 @@ class NodeParams:
         """Validate every parameter; raise one ConfigError listing all problems."""
         v, problems = read_values(cls, values)
         low, high = list(v["action_low"]), list(v["action_high"])
-        if not problems:
+        if not problems and not _model_range(low, high):
             lengths_match = len(low) == len(high) or 1 in (len(low), len(high))
             if not lengths_match:
                 problems.append(f"action_low ({len(low)} values) and action_high ({len(high)}) differ in length")
@@ -245,9 +290,16 @@ class NodeParams:
                 f"(0 .. {chunk_len - 1}), got {self.replan_threshold}"
             )
 
-    def action_limits(self, action_dim: int) -> tuple[list[float], list[float]]:
-        """Clamp limits broadcast to the model's action size; raises if the sizes cannot match."""
+    def action_limits(
+        self, action_dim: int, model_range: tuple[tuple[float, ...], tuple[float, ...]] | None
+    ) -> tuple[list[float], list[float]]:
+        """Clamp limits broadcast to the model's action size (the model's own range by default, none
+        when it states none); raises if the sizes cannot match."""
         low, high = list(self.action_low), list(self.action_high)
+        if _model_range(low, high):
+            if model_range is None:
+                return [-math.inf] * action_dim, [math.inf] * action_dim
+            low, high = list(model_range[0]), list(model_range[1])
         if len(low) == 1:
             low = low * action_dim
         if len(high) == 1:
@@ -268,6 +320,11 @@ def _dysl_overrides(values: Mapping[str, Any]) -> dict[str, Any]:
     overrides = {name: values[name] for name in DYSL_FROM_MODEL if not (is_number(values[name]) and values[name] == 0)}
     overrides.update({name: values[name] for name in _DYSL_SWITCHES})
     return overrides
+
+
+def _model_range(low: list[float], high: list[float]) -> bool:
+    """action_low and action_high left at [0.0]: the model's own range."""
+    return low == [0.0] and high == [0.0]
 
 
 def _broadcast(values: list[float], other: list[float]) -> list[float]:

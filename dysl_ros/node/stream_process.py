@@ -6,17 +6,23 @@ own interpreter, sleeps until ~1 ms before each deadline and spins the rest, and
 (``stream_priority``). It is one more DDS participant (node ``<node>_action_stream`` in the node's
 namespace) publishing on the node's resolved ``~/action`` name (remappings applied by the node).
 
+With joint commands wired it is also what the arm's controllers hear: ``~/joint_trajectory`` and
+``~/commands`` come from here, planned within the joint limits (``joint_output.py``). It is the arm's
+watchdog: when the node dies (the socket closes) or stops sending heartbeats for ``watchdog_periods``,
+it brakes the arm on its own; on SIGTERM it brakes, then exits.
+
 Protocol over a socket pair (``multiprocessing.connection`` framing, pickled messages below):
 
     node -> stream   Configure once (or Stop, when the node's configure failed), then Chunk,
-                     SetActive, Stop
-    stream -> node   Ready, Ack (of a SetActive), Replan when the queue of chunk ``seq`` falls to
+                     SetActive, SetEnabled, StopMotion, Heartbeat, Stop
+    stream -> node   Ready, Ack (of a SetActive: after the final stop came to rest; of a
+                     SetEnabled), Replan when the queue of chunk ``seq`` falls to
                      ``replan_threshold`` (or it runs out or goes stale), Streamed when a chunk will
-                     send no more, Grid once (period k is due at base + k*dt, monotonic), Stats
-                     about every 0.1 s.
+                     send no more, Grid once (period k is due at base + k*dt, monotonic), Adopted
+                     with each joint plan, Stats about every 0.1 s.
 
 The stream follows the node's clock (image stamps): ``clock_offset_ns`` = node clock - system clock,
-sent with every chunk. It exits when the node closes the socket (the node died) or on ("stop",).
+sent with every chunk. It exits on ("stop",), or after braking when the node closed the socket.
 """
 
 from __future__ import annotations
@@ -35,12 +41,14 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
 from dysl_ros.action_queue import ActionQueue
+from dysl_ros.node.joint_output import JointConfig, JointOutput, trajectory_message
+from dysl_ros.node.motion import Plan
 
 SPIN_NS = 1_000_000
 """Sleep until this long before a deadline, then spin: wake-up latency stays out of the period."""
@@ -48,6 +56,14 @@ PUBLISH_MARGIN_NS = 1_000_000
 """Staleness is judged this much after the check, covering the publish call itself."""
 STATS_PERIOD_NS = 100_000_000
 PERIOD_WINDOW = 500
+CLOCK_OFFSET_TOLERANCE_NS = 200_000
+CLOCK_JUMP_NS = 5_000_000
+"""A node clock this far from the grid's mapping has jumped: the grid follows it."""
+CLOCK_CHECK_PERIODS = 50
+PLAN_ALLOWANCE_NS = 5_000_000
+"""Planning and sending a trajectory takes ~1 ms (more on a loaded machine): added to its lead."""
+HOLD_AFTER_STOP_NS = 200_000_000
+"""After a stop of its own (the node died, SIGTERM), the rest command goes on this long before exit."""
 
 
 @dataclass(frozen=True)
@@ -65,11 +81,10 @@ class StreamConfig:
     decay: float
     priority: int
     """SCHED_FIFO priority 1-99; 0: normal scheduling."""
-    command_topic: str = ""
-    """Resolved ``~/commands`` (a forward command controller's joints), or "" for none."""
-    command_dim: int = 0
-    command_on_stale: str = "hold"
-    """hold: the last commanded position | zero: zero velocity."""
+    joints: JointConfig | None = None
+    """The arm's controllers (``~/joint_trajectory``, ``~/commands``), or None when not wired."""
+    watchdog_ns: int = 0
+    """Brake when the node's heartbeat is this late (0: only when the node's socket closes)."""
 
 
 # Node -> stream.
@@ -83,17 +98,35 @@ class Chunk(NamedTuple):
     actions: npt.NDArray[np.float64]
     clock_offset_ns: int
     """Node clock - system clock: the stream follows the node's clock (image stamps)."""
-    commands: npt.NDArray[np.float64] | None = None
-    """(chunk_len, command_dim) joint commands of the same actions, when ``~/commands`` is wired."""
+    targets: npt.NDArray[np.float64] | None = None
+    """(chunk_len, joints) absolute joint positions of the same actions, when the joints are wired."""
+    measured: npt.NDArray[np.float64] | None = None
+    """The command joints' positions the observation saw (ramp-in start, max_step centre)."""
 
 
 class SetActive(NamedTuple):
     active: bool
     token: int
     final_action: npt.NDArray[np.float64] | None = None
-    """Deactivating: one last safe ``~/action`` to publish before stopping (None: none)."""
-    final_commands: npt.NDArray[np.float64] | None = None
-    """Deactivating: one last safe ``~/commands`` (hold the measured position / zero velocity)."""
+    """Deactivating: one last safe ``~/action`` to publish before stopping (None: none). The joints
+    brake to rest (label ``final``) before the Ack."""
+
+
+class SetEnabled(NamedTuple):
+    """``~/enable``: False brakes the joints (``estop``) and drops chunks until True again."""
+
+    enabled: bool
+    token: int
+
+
+class StopMotion(NamedTuple):
+    """Brake the joints now (the model keeps failing); chunks that follow plan again."""
+
+    reason: str
+
+
+class Heartbeat(NamedTuple):
+    pass
 
 
 class Stop(NamedTuple):
@@ -125,12 +158,20 @@ class Grid(NamedTuple):
     dt_ns: int
 
 
+class Adopted(NamedTuple):
+    """A joint plan the stream follows now: the node brakes from it if the stream dies."""
+
+    plan: Plan
+
+
 class Stats(NamedTuple):
     values: dict[str, float]
+    motion: str = ""
+    """Joint output: "" (none wired), idle, tracking, braking (<reason>), at rest, disabled."""
 
 
-ToStream = Configure | Chunk | SetActive | Stop
-ToNode = Ready | Ack | Replan | Streamed | Grid | Stats
+ToStream = Configure | Chunk | SetActive | SetEnabled | StopMotion | Heartbeat | Stop
+ToNode = Ready | Ack | Replan | Streamed | Grid | Adopted | Stats
 STREAM_MAIN = "import sys; from dysl_ros.node.stream_process import main; sys.exit(main())"
 """How the process starts: through the module's import name (not ``-m``, which would run it as
 ``__main__``), so that the messages above unpickle as the same classes on both sides."""
@@ -141,7 +182,8 @@ STREAM_MAIN = "import sys; from dysl_ros.node.stream_process import main; sys.ex
 
 class ActionStreamProcess:
     """The node's handle on the stream process. ``on_replan(seq)`` and ``on_streamed(seq, first,
-    count)`` run on a reader thread."""
+    count)`` run on a reader thread; ``on_exit(reason)`` when the process is gone. While active, a
+    heartbeat thread tells the stream the node is alive every half period."""
 
     def __init__(
         self,
@@ -157,12 +199,18 @@ class ActionStreamProcess:
         self._token = 0
         self.config: StreamConfig | None = None
         self.stats: dict[str, float] = {}
+        self.motion = ""
+        """The joint output's state, as the stream last reported it."""
+        self.plan: Plan | None = None
+        """The joint plan the stream follows (the node brakes from it if the stream dies)."""
         self.scheduling = ""
         self.grid: tuple[int, int] | None = None
         """(base, dt) in CLOCK_MONOTONIC ns: period k of the stream is due at base + k*dt."""
         self._proc: subprocess.Popen[bytes] | None = None
         self._conn: Connection | None = None
         self._reader: threading.Thread | None = None
+        self._heart: threading.Thread | None = None
+        self._beating = threading.Event()
         self._stopping = False
 
     def spawn(self) -> None:
@@ -175,8 +223,12 @@ class ActionStreamProcess:
         theirs.close()
         self._conn = Connection(mine.detach())
 
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
     def start(self, config: StreamConfig, timeout: float = 60.0) -> str:
-        """Configure the spawned process and wait until its publisher exists; returns its scheduling."""
+        """Configure the spawned process and wait until its publishers exist; returns its scheduling."""
         if self._conn is None:
             self.spawn()
         assert self._conn is not None
@@ -208,31 +260,59 @@ class ActionStreamProcess:
         stamp_ns: int,
         actions: npt.NDArray[np.float64],
         clock_offset_ns: int,
-        commands: npt.NDArray[np.float64] | None = None,
+        targets: npt.NDArray[np.float64] | None = None,
+        measured: npt.NDArray[np.float64] | None = None,
     ) -> None:
-        joint = None if commands is None else np.ascontiguousarray(commands, dtype=np.float64)
-        self._send(Chunk(seq, stamp_ns, np.ascontiguousarray(actions, dtype=np.float64), clock_offset_ns, joint))
+        joint = None if targets is None else np.ascontiguousarray(targets, dtype=np.float64)
+        here = None if measured is None else np.ascontiguousarray(measured, dtype=np.float64)
+        self._send(Chunk(seq, stamp_ns, np.ascontiguousarray(actions, dtype=np.float64), clock_offset_ns, joint, here))
 
     def set_active(
-        self,
-        active: bool,
-        timeout: float = 2.0,
-        final_action: npt.NDArray[np.float64] | None = None,
-        final_commands: npt.NDArray[np.float64] | None = None,
+        self, active: bool, timeout: float = 2.0, final_action: npt.NDArray[np.float64] | None = None
     ) -> bool:
-        """Start or stop publishing; True once the stream has confirmed (after that, nothing more goes
-        out when stopped). Stopping, ``final_action`` / ``final_commands`` go out once first."""
+        """Start or stop publishing; True once the stream has confirmed (stopping: after the joints
+        came to rest; after that nothing more goes out). Stopping, ``final_action`` goes out first."""
+        if active:
+            self._start_heartbeat()
+        else:
+            self._beating.clear()
+        return self._request(lambda token: SetActive(active, token, final_action), timeout)
+
+    def set_enabled(self, enabled: bool, timeout: float = 2.0) -> bool:
+        return self._request(lambda token: SetEnabled(enabled, token), timeout)
+
+    def stop_motion(self, reason: str) -> None:
+        self._send(StopMotion(reason))
+
+    def _request(self, make: Callable[[int], ToStream], timeout: float) -> bool:
         with self._send_lock:
             self._token += 1
             token = self._token
             event = self._acks[token] = threading.Event()
-        self._send(SetActive(active, token, final_action, final_commands))
+        self._send(make(token))
         done = event.wait(timeout)
         self._acks.pop(token, None)
         return done
 
+    def _start_heartbeat(self) -> None:
+        if self.config is None or self.config.watchdog_ns <= 0 or self._beating.is_set():
+            return
+        self._beating.set()
+        period = max(self.config.dt_ns / 2e9, 0.001)
+
+        def beat() -> None:
+            while self._beating.is_set() and self._conn is not None:
+                self._send(Heartbeat())
+                time.sleep(period)
+
+        self._heart = threading.Thread(target=beat, name="dysl_stream_heartbeat", daemon=True)
+        self._heart.start()
+
     def stop(self, timeout: float = 5.0) -> None:
         self._stopping = True
+        self._beating.clear()
+        if self._heart is not None and self._heart is not threading.current_thread():
+            self._heart.join(timeout)
         with contextlib.suppress(OSError, ValueError):
             self._send(Stop())
         if self._proc is not None:
@@ -245,14 +325,15 @@ class ActionStreamProcess:
             self._conn.close()
         if self._reader is not None and self._reader is not threading.current_thread():
             self._reader.join(timeout)
-        self._proc = self._conn = self._reader = None
+        self._proc = self._conn = self._reader = self._heart = None
 
     def _send(self, message: ToStream) -> None:
-        if self._conn is None:
+        conn = self._conn
+        if conn is None:
             return
         with self._send_lock:
             try:
-                self._conn.send(message)
+                conn.send(message)
             except (OSError, ValueError):
                 pass  # the reader reports the exit
 
@@ -263,8 +344,12 @@ class ActionStreamProcess:
             try:
                 message: ToNode = conn.recv()
             except (EOFError, OSError, ValueError):
+                self._beating.clear()
                 if not self._stopping:
-                    code = self._proc.poll() if self._proc is not None else None
+                    code = None
+                    if self._proc is not None:
+                        with contextlib.suppress(subprocess.TimeoutExpired):
+                            code = self._proc.wait(1.0)
                     self._on_exit(f"action stream process exited (code {code})")
                 return
             if isinstance(message, Replan):
@@ -272,7 +357,9 @@ class ActionStreamProcess:
             elif isinstance(message, Streamed):
                 self._on_streamed(message.seq, message.first_index, message.sent)
             elif isinstance(message, Stats):
-                self.stats = message.values
+                self.stats, self.motion = message.values, message.motion
+            elif isinstance(message, Adopted):
+                self.plan = message.plan
             elif isinstance(message, Grid):
                 self.grid = (message.base_ns, message.dt_ns)
             elif isinstance(message, Ack):
@@ -323,18 +410,35 @@ class _Stream:
         self.msg = Float64MultiArray()
         self.dim = MultiArrayDimension(label="", size=config.action_dim, stride=config.action_dim)
         self.msg.layout.dim = [self.dim]
-        # ~/commands: the same periods' joint commands, queued alongside (same stamps, same freshness).
-        self.commands: ActionQueue | None = None
-        if config.command_topic:
-            self.commands = ActionQueue(
-                config.dt_ns, config.max_age_ns, config.command_on_stale, config.command_dim,
-                config.aggregation, config.decay,
-            )
-            self.command_pub = self.node.create_publisher(Float64MultiArray, config.command_topic, qos)
-            self.command_msg = Float64MultiArray()
-            self.command_dim = MultiArrayDimension(label="", size=config.command_dim, stride=config.command_dim)
-            self.command_msg.layout.dim = [self.command_dim]
+        # The arm's controllers: ~/commands each period and ~/joint_trajectory per plan, from one plan.
+        self.joints: JointOutput | None = None
+        self.command_pub: Any = None
+        self.trajectory_pub: Any = None
+        joints = config.joints
+        if joints is not None:
+            from trajectory_msgs.msg import JointTrajectory
+
+            self.joints = JointOutput(joints, config.dt_ns)
+            if joints.command_topic:
+                self.command_pub = self.node.create_publisher(Float64MultiArray, joints.command_topic, qos)
+                self.command_msg = Float64MultiArray()
+                self.command_dim = MultiArrayDimension(label="", size=len(joints.joints), stride=len(joints.joints))
+                self.command_msg.layout.dim = [self.command_dim]
+            if joints.trajectory_topic:
+                self.trajectory_pub = self.node.create_publisher(JointTrajectory, joints.trajectory_topic, qos)
         self.active = False
+        self.enabled = True
+        self.deactivating: int | None = None
+        """The token of a SetActive(False) whose final stop is still braking."""
+        self.orphaned = False
+        """The node is gone (socket closed, SIGTERM): brake, hold a moment, exit."""
+        self.orphaned_at: int | None = None
+        self.last_heartbeat = time.monotonic_ns()
+        self.watchdog_trips = 0
+        self.trajectories_late = 0
+        self.base = 0
+        self.base_ros = 0
+        """Node-clock time of period 0 (``period_ros``)."""
         self.clock_offset_ns = 0
         self.last_pushed = -1
         self.replan_sent = -1
@@ -347,45 +451,180 @@ class _Stream:
         self.sent_times: deque[int] = deque(maxlen=PERIOD_WINDOW)
         self.last_publish: int | None = None
 
+    # ------------------------------------------------------------------ clocks
+
+    def ros_now(self) -> int:
+        return time.time_ns() + self.clock_offset_ns
+
+    def period_ros(self, k: int) -> int:
+        """Node-clock time at which period k is due: one exact grid for plans and the commands sampled
+        from them (two clock reads per period would jitter it by microseconds, and a command sampled
+        off the plan's grid can step beyond the limits by as much)."""
+        return self.base_ros + k * self.config.dt_ns
+
+    def clock_skew(self) -> int:
+        """How far the node clock has moved from the grid's mapping (ns), from two clock reads taken
+        back to back (retried if preempted in between)."""
+        for _ in range(5):
+            before = time.monotonic_ns()
+            ros = self.ros_now()
+            after = time.monotonic_ns()
+            if after - before < 50_000:
+                break
+        return ros - (self.base_ros + ((before + after) // 2 - self.base))
+
+    def sync_clock(self) -> None:
+        """Map the monotonic period grid onto the node's clock: at start, and when that clock jumped
+        (sim time, a stepped system clock). Plans and commands share the mapping, so a slow drift
+        between the clocks never changes the spacing of the commands."""
+        self.base_ros += self.clock_skew()
+
+    def next_period_ros(self, lead_ns: int) -> int:
+        """Node-clock time of the first period at least ``lead_ns`` from now."""
+        k = -(-(time.monotonic_ns() + lead_ns - self.base) // self.config.dt_ns)
+        return self.period_ros(k)
+
+    # ------------------------------------------------------------------ messages from the node
+
     def handle(self, message: ToStream) -> bool:
         """Apply one message from the node; False when it says stop."""
-        if isinstance(message, Chunk):
-            self.clock_offset_ns = message.clock_offset_ns
+        if isinstance(message, Heartbeat):
+            self.last_heartbeat = time.monotonic_ns()
+        elif isinstance(message, Chunk):
+            self.last_heartbeat = time.monotonic_ns()
+            # Two clock reads a few microseconds apart in the node: follow a real change of the node's
+            # clock (sim time, a jump), not that read-to-read noise, which would shift the plans' grid.
+            if abs(message.clock_offset_ns - self.clock_offset_ns) > CLOCK_OFFSET_TOLERANCE_NS:
+                self.clock_offset_ns = message.clock_offset_ns
+                self.sync_clock()
+            if not self.enabled or self.deactivating is not None:
+                return True  # e-stopped or stopping: only stop commands go out
             self.queue.push(message.seq, message.stamp_ns, message.actions)
-            if self.commands is not None and message.commands is not None:
-                self.commands.push(message.seq, message.stamp_ns, message.commands)
             self.last_pushed = message.seq
+            if self.joints is not None and message.targets is not None and self.active:
+                self._plan_chunk(message)
         elif isinstance(message, SetActive):
-            if not message.active and self.active:
-                self._publish_final(message)
-            self.active = message.active
-            if not self.active:
+            self._set_active(message)
+        elif isinstance(message, SetEnabled):
+            if not message.enabled and self.enabled:
                 self.queue.clear()
-                if self.commands is not None:
-                    self.commands.clear()
-                self.last_pushed = self.replan_sent = -1
-                self.last_publish = None
-                self.sent_times.clear()
+                self._stop_joints("estop")
+            elif message.enabled and not self.enabled and self.joints is not None:
+                self.joints.reset()  # ramp in from the measured pose, as at activation
+            self.enabled = message.enabled
             self.conn.send(Ack(message.token))
+        elif isinstance(message, StopMotion):
+            self.queue.clear()
+            self._stop_joints(message.reason)
         elif isinstance(message, Stop):
             return False
         return True
 
+    def _set_active(self, message: SetActive) -> None:
+        if message.active:
+            self.active, self.deactivating = True, None
+            self.last_heartbeat = time.monotonic_ns()
+            if self.joints is not None:
+                self.joints.reset()
+            self.conn.send(Ack(message.token))
+            return
+        if self.active:
+            self._publish_final(message)
+        self.queue.clear()
+        self.last_pushed = self.replan_sent = -1
+        if self.active and self.joints is not None and not self.joints.at_rest(self.ros_now()):
+            self._stop_joints("final")
+            self.deactivating = message.token  # acked once at rest (see run)
+            return
+        if self.active:
+            self._publish_command(self.ros_now(), label="final")  # at rest already: say so, once
+        self._go_inactive()
+        self.conn.send(Ack(message.token))
+
+    def _go_inactive(self) -> None:
+        self.active, self.deactivating = False, None
+        self.last_publish = None
+        self.sent_times.clear()
+
+    # ------------------------------------------------------------------ joints
+
+    def _plan_chunk(self, chunk: Chunk) -> None:
+        assert self.joints is not None and chunk.targets is not None
+        joints, targets = self.joints, chunk.targets
+        self._publish_plan(
+            lambda start: joints.plan_chunk(chunk.stamp_ns, targets, chunk.measured, start, len(targets)),
+            chunk.stamp_ns,
+        )
+
+    def _stop_joints(self, reason: str) -> None:
+        if self.joints is not None:
+            joints = self.joints
+            self._publish_plan(lambda start: joints.plan_stop(start, reason), None)
+
+    def _publish_plan(self, make: Callable[[int], Plan | None], image_ns: int | None) -> None:
+        """Plan from the first period a control period (plus planning time) ahead, adopt, publish.
+        Preempted between planning and publishing so that less than a period of lead is left, it
+        plans again from a later period: the controller never gets a trajectory that starts sooner."""
+        assert self.joints is not None
+        joints = self.joints
+        plan: Plan | None = None
+        for _ in range(3):
+            start = self.next_period_ros(self.config.dt_ns + PLAN_ALLOWANCE_NS)
+            plan = make(start)
+            if plan is None:
+                return
+            message = None
+            if self.trajectory_pub is not None:
+                message = trajectory_message(plan, joints.config, joints.limits.has_jerk, image_ns, self.ros_now())
+            if self.ros_now() + self.config.dt_ns + PUBLISH_MARGIN_NS <= start:
+                break
+        assert plan is not None
+        joints.adopt(plan, image_ns)
+        self.conn_send(Adopted(plan))
+        if message is not None and self.trajectory_pub is not None:
+            self.trajectory_pub.publish(message)
+            # Starved past every re-plan, or inside the write: the controller got less lead. Counted.
+            self.trajectories_late += int(self.ros_now() + self.config.dt_ns > start)
+
+    def conn_send(self, message: ToNode) -> None:
+        if self.orphaned:
+            return
+        with contextlib.suppress(OSError, ValueError):
+            self.conn.send(message)
+
+    # ------------------------------------------------------------------ the loop
+
     def run(self) -> None:
         dt = self.config.dt_ns
-        base = time.monotonic_ns()
+        self.base = base = time.monotonic_ns()
+        self.base_ros = self.ros_now()
+        self.sync_clock()
         k = 0
         next_stats = base + STATS_PERIOD_NS
         self.conn.send(Grid(base, dt))  # period k is due at base + k*dt (CLOCK_MONOTONIC)
+        signal.signal(signal.SIGTERM, lambda *_: self._orphan())
         while True:
             k += 1
             deadline = base + k * dt
-            while True:  # commands until just before the deadline
+            while not self.orphaned:  # commands until just before the deadline
                 left = deadline - SPIN_NS - time.monotonic_ns()
                 if left <= 0:
                     break
                 readable, _, _ = select.select([self.fd], [], [], left / 1e9)
-                if readable and not self.handle(self.conn.recv()):
+                if not readable:
+                    continue
+                try:
+                    message = self.conn.recv()
+                except (EOFError, OSError):
+                    self._orphan()  # the node died: the arm is ours to stop
+                    break
+                if not self.handle(message):
+                    return
+            if self.orphaned:
+                now = time.monotonic_ns()
+                if now < deadline:
+                    time.sleep((deadline - now) / 1e9)
+                if self._orphan_done():
                     return
             if not self.active:
                 continue
@@ -397,74 +636,122 @@ class _Stream:
                 self.late += missed - k + 1  # periods k .. missed go unserved
                 k = missed
                 continue
-            ros_now = time.time_ns() + self.clock_offset_ns
-            nominal = ros_now - (now - deadline)
-            action = self.queue.plan_action(k, nominal, ros_now + PUBLISH_MARGIN_NS)
-            if action is not None:
-                self.msg.data = action.values.tolist()
-                self.dim.label = action.label
-                # Checked again just before the write: preempted since the plan, a source may have
-                # passed max_age; then the period's action is planned again (hold/zero, or the mean
-                # of the younger chunks) and the stale one is never written.
-                ros_now = time.time_ns() + self.clock_offset_ns
-                if action.expires_ns is not None and ros_now + PUBLISH_MARGIN_NS > action.expires_ns:
-                    self.withdrawn += 1
-                    action = self.queue.plan_action(k, nominal, ros_now + PUBLISH_MARGIN_NS)
-                    if action is not None:
-                        self.msg.data = action.values.tolist()
-                        self.dim.label = action.label
-            if action is not None:
-                self.queue.commit_action(action)
-                self.pub.publish(self.msg)
-                self._publish_command(k, nominal, ros_now)
-                # The write's own time (DDS source timestamp) lies inside publish(): a fresh action
-                # whose source expired before publish() returned may have been written late.
-                written_by = time.time_ns() + self.clock_offset_ns
-                if action.expires_ns is not None and written_by > action.expires_ns:
-                    self.written_past_max_age += 1
-                sent = time.monotonic_ns()
-                if self.last_publish is not None:
-                    self.periods.append(sent - self.last_publish)
-                self.last_publish = sent
-                self.sent_times.append(sent)
-                self.published += 1
-                self.stale += int(not action.fresh)
+            self._watchdog(now)
+            if k % CLOCK_CHECK_PERIODS == 0 and abs(self.clock_skew()) > CLOCK_JUMP_NS:
+                self.sync_clock()  # the node's clock jumped: follow it
+            nominal = self.period_ros(k)
+            if self.deactivating is None and not self.orphaned:
+                self._publish_action(k, nominal)
+            self._publish_command(nominal, label="final" if self.deactivating is not None else "")
+            if self.deactivating is not None and self.joints is not None and self.joints.at_rest(nominal):
+                token = self.deactivating
+                self._go_inactive()
+                self.conn_send(Ack(token))
             self._report(k)
             if time.monotonic_ns() >= next_stats:
                 next_stats = time.monotonic_ns() + STATS_PERIOD_NS
                 self._send_stats()
 
-    def _publish_command(self, k: int, nominal: int, ros_now: int) -> None:
-        """This period's joint command, planned at the time its action was: same chunks, same freshness."""
-        if self.commands is None:
+    def _watchdog(self, now: int) -> None:
+        limit = self.config.watchdog_ns
+        if limit <= 0 or self.orphaned or self.joints is None or self.joints.plan is None:
             return
-        command = self.commands.plan_action(k, nominal, ros_now + PUBLISH_MARGIN_NS)
+        if self.joints.plan.reason == "" and now - self.last_heartbeat > limit:
+            self.watchdog_trips += 1
+            self._stop_joints("stop")
+
+    def _orphan(self) -> None:
+        if self.orphaned:
+            return
+        self._stop_joints("stop")
+        self.orphaned = True
+        self.orphaned_at = time.monotonic_ns()
+
+    def _orphan_done(self) -> bool:
+        """Braking on our own: done once at rest and the rest command went on for a moment."""
+        assert self.orphaned_at is not None
+        if not self.active or self.joints is None:
+            return True
+        at_rest = self.joints.at_rest(self.ros_now())
+        return at_rest and time.monotonic_ns() - self.orphaned_at > HOLD_AFTER_STOP_NS
+
+    def _publish_action(self, k: int, nominal: int) -> None:
+        ros_now = self.ros_now()
+        action = self.queue.plan_action(k, nominal, ros_now + PUBLISH_MARGIN_NS)
+        if action is not None:
+            self.msg.data = action.values.tolist()
+            self.dim.label = action.label if self.enabled else "estop"
+            # Checked again just before the write: preempted since the plan, a source may have
+            # passed max_age; then the period's action is planned again (hold/zero, or the mean
+            # of the younger chunks) and the stale one is never written.
+            ros_now = self.ros_now()
+            if action.expires_ns is not None and ros_now + PUBLISH_MARGIN_NS > action.expires_ns:
+                self.withdrawn += 1
+                action = self.queue.plan_action(k, nominal, ros_now + PUBLISH_MARGIN_NS)
+                if action is not None:
+                    self.msg.data = action.values.tolist()
+                    self.dim.label = action.label if self.enabled else "estop"
+        if action is None:
+            return
+        self.queue.commit_action(action)
+        self.pub.publish(self.msg)
+        # The write's own time (DDS source timestamp) lies inside publish(): a fresh action
+        # whose source expired before publish() returned may have been written late.
+        written_by = self.ros_now()
+        if action.expires_ns is not None and written_by > action.expires_ns:
+            self.written_past_max_age += 1
+        sent = time.monotonic_ns()
+        if self.last_publish is not None:
+            self.periods.append(sent - self.last_publish)
+        self.last_publish = sent
+        self.sent_times.append(sent)
+        self.published += 1
+        self.stale += int(not action.fresh)
+
+    def _publish_command(self, nominal: int, label: str = "") -> None:
+        """This period's joint command: the plan sampled at the period's time, checked."""
+        if self.joints is None or self.command_pub is None:
+            return
+        command = self.joints.command(nominal)
         if command is None:
             return
-        self.commands.commit_action(command)
         self.command_msg.data = command.values.tolist()
-        self.command_dim.label = command.label
+        if not label:
+            label = command.label if self.enabled or command.label in ("hold", "zero") else "estop"
+        self.command_dim.label = label
         self.command_pub.publish(self.command_msg)
 
     def _publish_final(self, message: SetActive) -> None:
-        """One safe command as the stream stops (deactivate): the arm is left holding still."""
+        """One safe model-space action as the stream stops (deactivate)."""
         final = message.final_action if message.final_action is not None else self.queue.last_command
         if final is not None:  # zeros, or hold the last action (absolute positions)
             self.msg.data = np.asarray(final, dtype=np.float64).tolist()
             self.dim.label = "final"
             self.pub.publish(self.msg)
-        if self.commands is not None and message.final_commands is not None:
-            self.command_msg.data = np.asarray(message.final_commands, dtype=np.float64).tolist()
-            self.command_dim.label = "final"
-            self.command_pub.publish(self.command_msg)
 
     def _report(self, k: int) -> None:
         if self.last_pushed >= 0 and self.replan_sent != self.last_pushed:
             if self.queue.newest_seq != self.last_pushed or self.queue.remaining(k) <= self.config.replan_threshold:
                 self.replan_sent = self.last_pushed
-                self.conn.send(Replan(self.last_pushed))
+                self.conn_send(Replan(self.last_pushed))
         for s in self.queue.take_finished():
-            self.conn.send(Streamed(s.seq, s.first_index, s.count))
+            self.conn_send(Streamed(s.seq, s.first_index, s.count))
+
+    def _motion(self) -> str:
+        joints = self.joints
+        if joints is None:
+            return ""
+        if not self.enabled:
+            return "disabled"
+        plan = joints.plan
+        if plan is None:
+            return "idle"
+        now = self.ros_now()
+        if now >= plan.end_ns:
+            return "at rest"
+        if plan.reason == "" and now <= plan.start_ns + plan.tracked * plan.dt_ns:
+            return "tracking"
+        return f"braking ({plan.reason or 'chunk ended'})"
 
     def _send_stats(self) -> None:
         periods_ms = np.asarray(self.periods, dtype=np.float64) / 1e6
@@ -479,8 +766,12 @@ class _Stream:
             "written_past_max_age": float(self.written_past_max_age),
             "period_p50_ms": float(np.percentile(periods_ms, 50)) if len(periods_ms) else float("nan"),
             "jitter_p99_ms": float(np.percentile(np.abs(periods_ms - dt_ms), 99)) if len(periods_ms) else float("nan"),
+            "watchdog_trips": float(self.watchdog_trips),
+            "trajectories_late": float(self.trajectories_late),
+            "joint_stops": float(self.joints.stops if self.joints else 0),
+            "commands_refused": float(self.joints.refused if self.joints else 0),
         }
-        self.conn.send(Stats(stats))
+        self.conn_send(Stats(stats, self._motion()))
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -511,8 +802,6 @@ def main(argv: list[str] | None = None) -> int:
     conn.send(Ready(_set_scheduling(config.priority)))
     try:
         stream.run()
-    except (EOFError, OSError):
-        pass  # the node went away
     finally:
         stream.close()
     return 0
