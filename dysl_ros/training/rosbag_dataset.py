@@ -269,6 +269,8 @@ class _Frame:
 class EpisodePlan:
     index: int
     instruction: str
+    begin_ns: int
+    """Where the episode begins: its instruction (or its first image, episodes split by gap)."""
     start_ns: int
     """The first frame's time."""
     end_ns: int
@@ -659,7 +661,7 @@ class BagDataset:
                     f"episode {index} ({text!r}, from {where}): {len(frames)} frames at {mapping.fps:g} fps, shorter "
                     f"than {self.min_length} (the model's action horizon)"
                 )
-            plans.append(EpisodePlan(index, text, frames[0].t_ns, frames[-1].t_ns, frames))
+            plans.append(EpisodePlan(index, text, begin, frames[0].t_ns, frames[-1].t_ns, frames))
         if not plans:
             raise BagFormatError(f"{self.path}: no episode has a frame (images of {names[0]!r} after an instruction)")
         return plans
