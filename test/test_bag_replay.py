@@ -17,8 +17,10 @@ from byom_fixture import POSITION_SPEC, SPEC, make_imported_model
 from ros_harness import PYTHON, REPO, check_alive, ros_env, ros_process, unique_domain_id
 from test_node import node_command
 
-from dysl_ros.bench.bag_replay import is_stale_label, node_camera_topic
+from dysl_ros.bench.bag_replay import is_stale_label, node_camera_topic, transcode
+from dysl_ros.inputs import decode_compressed_image
 from dysl_ros.node.dysl_node import camera_topic
+from dysl_ros.tools import bench
 
 pytestmark = pytest.mark.ros
 NAME = "dysl_replayed"
@@ -35,6 +37,45 @@ def test_camera_topics_are_the_nodes() -> None:
 def test_stale_labels() -> None:
     assert not is_stale_label("1764000000.100000000") and not is_stale_label("1.000000000,2.000000000")
     assert all(is_stale_label(label) for label in ("hold", "zero", "final", ""))
+
+
+def test_images_are_transcoded_for_the_nodes_transport() -> None:
+    import cv2
+    import numpy as np
+    from sensor_msgs.msg import CompressedImage, Image
+
+    rgb = np.random.default_rng(0).integers(0, 256, (6, 10, 3), dtype=np.uint8)
+    ok, jpeg = cv2.imencode(".jpg", rgb[:, :, ::-1])
+    assert ok
+    packet = CompressedImage(format="jpeg", data=jpeg.tobytes())
+    packet.header.stamp.sec, packet.header.frame_id = 5, "wrist"
+    raw = transcode(packet, "sensor_msgs/msg/CompressedImage", "raw")
+    assert isinstance(raw, Image) and raw.encoding == "rgb8" and (raw.height, raw.width) == (6, 10)
+    assert raw.header.stamp.sec == 5 and raw.header.frame_id == "wrist"
+    as_decoded = cv2.imdecode(jpeg, cv2.IMREAD_COLOR)[:, :, ::-1]
+    assert bytes(raw.data) == np.ascontiguousarray(as_decoded).tobytes()
+    bgr = Image(height=6, width=10, encoding="bgr8", step=30, data=rgb[:, :, ::-1].tobytes())
+    png = transcode(bgr, "sensor_msgs/msg/Image", "compressed")
+    assert isinstance(png, CompressedImage) and png.format == "png"
+    assert np.array_equal(decode_compressed_image(png.format, png.data, None), rgb)  # lossless
+    assert transcode(bgr, "sensor_msgs/msg/Image", "raw") is bgr
+
+
+def test_usage_errors_start_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    bag = write_db3(tmp_path / "bag", robot_scenario(episodes=1, seconds=0.6).records)
+    mapping = tmp_path / "bag_mapping.yaml"
+    mapping.write_text(yaml.safe_dump({**bag_mapping(), "instruction": "/task"}))
+    model = make_imported_model(tmp_path, "llama", spec=POSITION_SPEC)
+    base = ["replay", "--bag", str(bag), "--mapping", str(mapping), "--model-dir", str(model), "--no-progress",
+            "--log", str(tmp_path / "node.log")]
+    # A bag the mapping does not fit is refused, by topic, before any node starts.
+    assert bench.main(base) == 2
+    assert "/task is not in the bag" in capsys.readouterr().err and not (tmp_path / "node.log").exists()
+    monkeypatch.delenv("ROS_DOMAIN_ID", raising=False)
+    assert bench.main([*base, "--attach", "dysl_node"]) == 2
+    assert "set ROS_DOMAIN_ID" in capsys.readouterr().err
+    assert bench.main([*base, "--rate", "0"]) == 2
 
 
 def test_replay_into_a_running_node(tmp_path: Path) -> None:

@@ -283,6 +283,29 @@ def test_offline_dysl_on_the_bag_equals_its_lossless_export(
     assert "--mapping" in stderr.getvalue()
 
 
+def test_calibrate_and_distill_read_the_bag(
+    scenario: Any, mapping_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = make_imported_model(tmp_path, "llama", spec=POSITION_SPEC)
+    bag = write_bag("mcap_rclpy", scenario.records, tmp_path)
+    plan = (model / "layer_plan.json").read_text()
+    common = ["--model-dir", str(model), "--demos", str(bag), "--mapping", str(mapping_file), "--batch-size", "4",
+              "--device", "cpu"]
+    with one_torch_thread():
+        code, _, err = run_cli(train, ["calibrate", *common, "--batches", "2", "--static-ratio", "0.5"], capsys)
+        assert code == 0, err
+        assert "2 episode(s), 24 frames" in err  # the bag's summary, as the reader made it
+        assert (model / "layer_plan.json").read_text() != plan  # a new plan, from the bag's frames
+        code, _, err = run_cli(train, ["distill", *common, "--stage1-steps", "2", "--stage2-steps", "2",
+                                       "--adapter-bottleneck", "2", "--controller-hidden", "2"], capsys)
+        assert code == 0, err
+    # Too short for the model's horizon (10): refused, with the episode named.
+    short = write_db3(tmp_path / "short", robot_scenario(episodes=1, seconds=0.6).records)
+    code, _, err = run_cli(train, ["calibrate", "--model-dir", str(model), "--demos", str(short), "--mapping",
+                                   str(mapping_file), "--batches", "1"], capsys)
+    assert code == 2 and "episode 0" in err and "shorter than 10" in err, err
+
+
 # Meta-World through a bag and back ----------------------------------------------------------------
 
 

@@ -201,35 +201,38 @@ class Player:
                 header.stamp.sec, header.stamp.nanosec = divmod(new, 1_000_000_000)
                 stamps = (new, old)
         if role in self.camera_topics:
-            msg = self._transcode(msg, msgtype)
+            msg = transcode(msg, msgtype, self.transport)
         self.publishers[role].publish(msg)
         return stamps if role in self.camera_topics else None
-
-    def _transcode(self, msg: Any, msgtype: str) -> Any:
-        import cv2
-        from sensor_msgs.msg import CompressedImage, Image
-
-        from dysl_ros.inputs import decode_compressed_image, decode_image
-
-        if self.transport == "raw" and msgtype == "sensor_msgs/msg/CompressedImage":
-            rgb = decode_compressed_image(msg.format, msg.data, None)
-            out = Image(height=rgb.shape[0], width=rgb.shape[1], encoding="rgb8", step=rgb.shape[1] * 3)
-            out.header, out.data = msg.header, rgb.tobytes()
-            return out
-        if self.transport == "compressed" and msgtype == "sensor_msgs/msg/Image":
-            rgb = decode_image(msg.encoding, msg.height, msg.width, msg.step, msg.data, None)
-            ok, png = cv2.imencode(".png", np.ascontiguousarray(rgb[:, :, ::-1]))
-            if not ok:
-                raise ValueError(f"PNG encoding failed for a {rgb.shape} image")
-            packet = CompressedImage(format="png")
-            packet.header, packet.data = msg.header, png.tobytes()
-            return packet
-        return msg
 
     def close(self) -> None:
         self._spinner.stop()
         self.node.destroy_node()
         self.context.try_shutdown()
+
+
+def transcode(msg: Any, msgtype: str, transport: str) -> Any:
+    """A recorded camera message as a node of ``transport`` takes it: a CompressedImage decoded to
+    rgb8 for ``raw``, an Image sent as PNG (lossless) for ``compressed``; else as it is."""
+    import cv2
+    from sensor_msgs.msg import CompressedImage, Image
+
+    from dysl_ros.inputs import decode_compressed_image, decode_image
+
+    if transport == "raw" and msgtype == "sensor_msgs/msg/CompressedImage":
+        rgb = decode_compressed_image(msg.format, msg.data, None)
+        out = Image(height=rgb.shape[0], width=rgb.shape[1], encoding="rgb8", step=rgb.shape[1] * 3)
+        out.header, out.data = msg.header, rgb.tobytes()
+        return out
+    if transport == "compressed" and msgtype == "sensor_msgs/msg/Image":
+        rgb = decode_image(msg.encoding, msg.height, msg.width, msg.step, msg.data, None)
+        ok, png = cv2.imencode(".png", np.ascontiguousarray(rgb[:, :, ::-1]))
+        if not ok:
+            raise ValueError(f"PNG encoding failed for a {rgb.shape} image")
+        packet = CompressedImage(format="png")
+        packet.header, packet.data = msg.header, png.tobytes()
+        return packet
+    return msg
 
 
 # --------------------------------------------------------------------------------------------------
@@ -540,7 +543,7 @@ def _play(
         roles.setdefault(mapping.instruction_topic, []).append("instruction")
     stamps: dict[int, int] = {}
     published: dict[str, int] = {}
-    reader = dataset._open()
+    reader = dataset.open_reader()
     try:
         connections = [c for c in reader.connections if c.topic in roles]
         total = sum(int(dataset.topics.get(c.topic, {}).get("messages", 0)) for c in connections)

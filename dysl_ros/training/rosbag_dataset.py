@@ -335,7 +335,8 @@ class BagDataset:
 
     # Scanning ---------------------------------------------------------------------------------
 
-    def _open(self) -> Any:
+    def open_reader(self) -> Any:
+        """An open rosbags ``AnyReader`` of the bag (close it after use)."""
         from rosbags.highlevel import AnyReader
         from rosbags.typesys import Stores, get_typestore
 
@@ -380,7 +381,7 @@ class BagDataset:
         from tqdm import tqdm
 
         mapping = self.mapping
-        reader = self._open()
+        reader = self.open_reader()
         try:
             self.storage = _storage_name(self.path)
             connections = self._connections(reader)
@@ -695,7 +696,7 @@ class BagDataset:
             name: [None] * len(plan.frames) for name in self.mapping.cameras
         }
         positions = {name: self._log_positions(name, low) for name in self.mapping.cameras}
-        reader = self._open()
+        reader = self.open_reader()
         try:
             by_topic = {c.topic: c for c in reader.connections}
             connections = [by_topic[topic] for topic in dict.fromkeys(self.mapping.cameras.values())]
