@@ -146,6 +146,24 @@ def test_dysl_node_action_stream_as_commands(tmp_path: Path, capsys: pytest.Capt
     assert np.allclose(episode.actions, [[command_value(j, int(t)) for j in COMMAND_JOINTS] for t in grid], atol=1e-6)
 
 
+def test_joint_states_of_another_driver_are_left_out(tmp_path: Path) -> None:
+    """A second driver on /joint_states (its own joints, its own clock 30 ms behind): not used, counted,
+    and its stamps do not count as the topic's order."""
+    from sensor_msgs.msg import JointState
+
+    scenario = _short()
+    extra = []
+    for k in range(10):
+        t = T0_NS + k * 50_000_000
+        msg = JointState(name=["wheel_left"], position=[0.1 * k])
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(t - 30_000_000, 1_000_000_000)
+        extra.append(Record("/joint_states", "sensor_msgs/msg/JointState", t + 3_000_000, msg))
+    bag = write_db3(tmp_path / "bag", sorted(scenario.records + extra, key=lambda r: r.log_ns))
+    dataset = BagDataset(bag, BagMapping.from_dict(bag_mapping()))
+    assert dataset.skipped["joint_states without every state joint"] == 10
+    assert dataset.frames == 6 and not dataset.dropped
+
+
 # Bad input ----------------------------------------------------------------------------------------
 
 
