@@ -77,8 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--domain-id", type=int, default=None, help="started node: ROS domain (default: a free one)")
     parser.add_argument("--node-name", default="dysl_node", help="started node: its name (default: dysl_node)")
     parser.add_argument("--log", default=None, metavar="FILE",
-                        help="started node: its log (default: replay_dysl_node.log beside --json/--plot outputs "
-                        "or in the working directory)")
+                        help="started node: its log (default: replay_dysl_node.log beside --plot / --markdown, "
+                        "else in the temporary directory)")
     parser.add_argument("--startup-timeout-s", type=float, default=120.0, help="for the node's topics (default: 120)")
     parser.add_argument("--drain-s", type=float, default=1.0,
                         help="after the last message: wait this long for the node's last ticks (default: 1)")
@@ -492,7 +492,9 @@ def _default_log(args: argparse.Namespace) -> Path:
     for option in (args.plot, args.markdown):
         if option:
             return Path(option).parent / "replay_dysl_node.log"
-    return Path("replay_dysl_node.log")
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / f"dysl_replay_{os.getpid()}_dysl_node.log"
 
 
 def _node_command(args: argparse.Namespace, name: str, dataset: BagDataset) -> list[str]:
