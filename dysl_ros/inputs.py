@@ -40,12 +40,12 @@ def decode_image(
     width: int,
     step: int,
     data: bytes | bytearray | memoryview | npt.NDArray[np.uint8] | Sequence[int],
-    size: int | tuple[int, int],
+    size: int | tuple[int, int] | None,
     fit: str = "letterbox",
     channels: int = 3,
 ) -> npt.NDArray[np.uint8]:
     """sensor_msgs/Image fields -> the camera's (H, W, channels) uint8, RGB or mono, fitted to ``size``
-    (an int: square) by ``fit_image``."""
+    (an int: square; None: the image's own size) by ``fit_image``."""
     source_channels = CHANNELS.get(encoding)
     if source_channels is None:
         raise InputRejected(
@@ -67,7 +67,7 @@ def decode_image(
         )
     pixels = buffer.reshape(height, step)[:, : width * source_channels].reshape(height, width, source_channels)
     rgb = pixels if encoding == "rgb8" else np.asarray(cv2.cvtColor(np.ascontiguousarray(pixels), TO_RGB[encoding]))
-    target = (size, size) if isinstance(size, int) else size
+    target = (height, width) if size is None else (size, size) if isinstance(size, int) else size
     fitted = fit_image(np.asarray(rgb, dtype=np.uint8), target[0], target[1], fit)
     if channels == 1:
         return np.ascontiguousarray(cv2.cvtColor(fitted, cv2.COLOR_RGB2GRAY)[..., None], dtype=np.uint8)
@@ -101,7 +101,7 @@ def fit_image(rgb: npt.NDArray[np.uint8], height: int, width: int, fit: str) -> 
 def decode_compressed_image(
     image_format: str,
     data: bytes | bytearray | memoryview | Sequence[int],
-    size: int | tuple[int, int],
+    size: int | tuple[int, int] | None,
     fit: str = "letterbox",
     channels: int = 3,
 ) -> npt.NDArray[np.uint8]:

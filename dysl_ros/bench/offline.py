@@ -1,4 +1,4 @@
-"""Offline benchmark: DySL on recorded episodes of a LeRobotDataset, no simulator needed.
+"""Offline benchmark: DySL on recorded episodes of a LeRobotDataset or a rosbag2, no simulator needed.
 
     dysl_bench offline --model-dir models/reference --demos data/lerobot --json \\
         --markdown out/bench/offline.md --plot out/bench/offline.png
@@ -11,7 +11,9 @@ fits a sensor_msgs/Image: dysl_ros.inputs.decode_image), the episode's task text
 t. The first K actions of each chunk are what the continuity history records (the node's
 re-planning), and each variant starts every episode with a fresh history, so continuity and allow
 points are carried along the episode as on the robot. The recorded actions are never fed back:
-this is open loop, the arm's path is the recording's whatever the policy says.
+this is open loop, the arm's path is the recording's whatever the policy says. A rosbag2 recording
+(``--demos BAG --mapping bag_mapping.yaml``) is read through ``dysl_ros.training.rosbag_dataset``, the
+reader of ``dysl_train to-lerobot --rosbag``: its episodes, frames and what it dropped are the same.
 
 Per tick, in the model's normalised action units (the spec's action normalisation):
 
@@ -78,10 +80,14 @@ class OfflineError(ValueError):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-dir", default="models/reference", help="model directory (default: models/reference)")
-    parser.add_argument("--demos", required=True, metavar="DATASET", help="a local LeRobotDataset (v3.0, v2.1, v2.0)")
+    parser.add_argument(
+        "--demos", required=True, metavar="DATASET",
+        help="a local LeRobotDataset (v3.0, v2.1, v2.0), or a rosbag2 recording (bag directory, .db3, .mcap)",
+    )
     parser.add_argument(
         "--mapping", metavar="FILE", default=None,
-        help="dataset features -> model inputs (cameras, state, action; default: DATASET/dysl_mapping.yaml)",
+        help="dataset features -> model inputs (cameras, state, action; default: DATASET/dysl_mapping.yaml); "
+        "a bag: its bag mapping of topics (required; dysl_ros.training.rosbag_dataset)",
     )
     parser.add_argument(
         "--variants", default=None,
@@ -422,10 +428,18 @@ def _bench(
     if args.oracle_actions is not None and not 1 <= args.oracle_actions <= spec.horizon:
         raise ConfigError(f"--oracle-actions must lie in 1..{spec.horizon} (the chunk), got {args.oracle_actions}")
     from dysl_ros.training.lerobot_dataset import MAPPING_FILE, open_for_model
+    from dysl_ros.training.rosbag_dataset import is_bag, open_bag
 
     root = Path(args.demos)
-    mapping_file = Path(args.mapping) if args.mapping else root / MAPPING_FILE
-    dataset = open_for_model(root, mapping_file, spec)
+    dataset: Any
+    if is_bag(root):  # a rosbag2 recording, through its bag mapping (no default: a bag has none)
+        mapping_file = Path(args.mapping) if args.mapping else None
+        dataset = open_bag(root, mapping_file, spec, progress=not args.no_progress)
+        for line in dataset.summary_lines():
+            print(line, file=sys.stderr)
+    else:
+        mapping_file = Path(args.mapping) if args.mapping else root / MAPPING_FILE
+        dataset = open_for_model(root, mapping_file, spec)
     indices: list[int] = list(dataset.episode_indices)[: args.episodes]
     if not indices:
         raise OfflineError(f"{root} holds no episodes")
@@ -483,6 +497,7 @@ def _bench(
     report: dict[str, Any] = {
         "dataset": str(root),
         "mapping": str(mapping_file),
+        **({"bag": dataset.summary()} if is_bag(root) else {}),
         "dataset_version": dataset.version,
         "fps": dataset.fps,
         "episodes": len(indices),

@@ -1,4 +1,4 @@
-"""`dysl_bench`: the latency, closed-loop and offline benchmarks. With ``--json`` the last line printed is one
+"""`dysl_bench`: the latency, closed-loop, offline and replay benchmarks. With ``--json`` the last line printed is one
 JSON object with the figures, for scripts and CI."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Sequence
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from dysl_ros.bench import closed_loop, latency, offline
+    from dysl_ros.bench import bag_replay, closed_loop, latency, offline
 
     parser = argparse.ArgumentParser(prog="dysl_bench", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -37,6 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
     )
+    bag_replay.add_arguments(
+        commands.add_parser(
+            "replay",
+            help="a robot's rosbag2 played into dysl_node over ROS 2: latency, executed layers, stale periods",
+            description=bag_replay.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+    )
     return parser
 
 
@@ -50,6 +58,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from dysl_ros.bench import offline
 
         return offline.run(args)
+    if args.command == "replay":
+        from dysl_ros.bench import bag_replay
+
+        return bag_replay.run(args)
     from dysl_ros.bench import closed_loop
 
     return closed_loop.run(args)

@@ -3,6 +3,7 @@
     dysl_train demos      --out data/demos --tasks all --episodes-per-task 20 --workers 2
     dysl_train demos      --out data/lerobot --format lerobot       (a LeRobotDataset v3.0 instead of npz)
     dysl_train to-lerobot --demos data/demos --out data/lerobot     (existing demos -> LeRobotDataset v3.0)
+    dysl_train to-lerobot --rosbag my_bag --mapping bag_mapping.yaml --out data/lerobot   (a robot's rosbag2)
     dysl_train import     --decoder ckpt --spec spec.yaml --embed pkg.mod:f --head pkg.mod:g --out models/mine
     dysl_train bc         --demos data/demos --out models/reference
     dysl_train calibrate  --model-dir models/reference --demos data/demos
@@ -25,11 +26,12 @@ from dysl_ros.training.metaworld_env import DEFAULT_GOAL_MARKER_RADIUS, goal_mar
 
 Handler = Callable[[argparse.Namespace], int]
 DEMOS_HELP = (
-    "demonstrations: a directory of dysl_train demos (several: A,B) or a LeRobotDataset directory (v3.0, v2.1)"
+    "demonstrations: a directory of dysl_train demos (several: A,B), a LeRobotDataset directory (v3.0, v2.1) "
+    "or a rosbag2 recording (a bag directory, .db3 or .mcap; with --mapping)"
 )
 MAPPING_HELP = (
     "LeRobot datasets: YAML mapping the model's cameras, state and action to the dataset's feature keys "
-    "(default: the dataset's dysl_mapping.yaml)"
+    "(default: the dataset's dysl_mapping.yaml); rosbag2 recordings: the bag mapping of topics (required)"
 )
 
 
@@ -154,6 +156,11 @@ def _demos_lerobot(args: argparse.Namespace) -> int:
 
 
 def _to_lerobot(args: argparse.Namespace) -> int:
+    if args.rosbag is not None:
+        return _bag_to_lerobot(args)
+    if args.mapping is not None or args.json:
+        print("dysl_train to-lerobot: --mapping and --json are for --rosbag", file=sys.stderr)
+        return 2
     from dysl_ros.training.lerobot_dataset import demos_to_lerobot
 
     try:
@@ -165,22 +172,67 @@ def _to_lerobot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bag_to_lerobot(args: argparse.Namespace) -> int:
+    """A rosbag2 recording -> a LeRobotDataset v3.0, with what was dropped and why."""
+    import json
+    from pathlib import Path
+
+    from dysl_ros.training.rosbag_dataset import bag_to_lerobot, open_bag
+
+    if args.mapping is None:
+        print("dysl_train to-lerobot: --rosbag needs --mapping FILE (topics -> cameras, state, action)",
+              file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        print(f"dysl_train to-lerobot: {out} exists and is not an empty directory: choose another --out",
+              file=sys.stderr)
+        return 2
+    try:
+        dataset = open_bag(args.rosbag, args.mapping, min_length=args.min_length, progress=not args.no_progress)
+        for line in dataset.summary_lines():
+            print(line)
+        bag_to_lerobot(dataset, out, codec=args.codec, progress=not args.no_progress)
+    except (ValueError, OSError) as exc:  # BagFormatError, LeRobotFormatError; FileExistsError for OUT
+        print(f"dysl_train to-lerobot: {exc}", file=sys.stderr)
+        return 2
+    print(f"LeRobotDataset v3.0 ({args.codec}, {dataset.fps:g} fps): {out}")
+    if args.json:
+        print(json.dumps({**dataset.summary(), "out": str(out), "codec": args.codec}))
+    return 0
+
+
 def _add_to_lerobot(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "to-lerobot",
-        help="convert demonstrations (dysl_train demos) into a LeRobotDataset v3.0",
-        description="Convert demonstration directories (OUT of dysl_train demos) into a LeRobotDataset v3.0 "
-        "(format: dysl_ros.training.lerobot_dataset), with OUT/dysl_mapping.yaml mapping camera 'image' to its "
+        help="convert demonstrations (dysl_train demos) or a rosbag2 recording into a LeRobotDataset v3.0",
+        description="Convert demonstration directories (OUT of dysl_train demos), or a robot's rosbag2 recording "
+        "through a bag mapping (format: dysl_ros.training.rosbag_dataset), into a LeRobotDataset v3.0 "
+        "(format: dysl_ros.training.lerobot_dataset), with OUT/dysl_mapping.yaml mapping each camera to its "
         "feature.",
     )
-    p.add_argument("--demos", required=True, help="demonstrations directory; several: A,B")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--demos", help="demonstrations directory; several: A,B")
+    source.add_argument("--rosbag", metavar="BAG", help="a rosbag2 recording: bag directory, .db3 or .mcap file")
+    p.add_argument(
+        "--mapping", metavar="FILE", default=None,
+        help="with --rosbag: YAML of topics -> cameras, state, action, instruction; fps, tolerance, episode split",
+    )
     p.add_argument("--out", required=True, help="dataset directory to write (must not exist, or be empty)")
     p.add_argument(
         "--codec", choices=("h264", "av1", "images"), default="h264",
         help="camera frames as H.264 or AV1 video (lossy, high quality), or PNG images in the parquet "
         "(lossless, larger) (default: h264)",
     )
-    p.add_argument("--fps", type=float, default=20.0, help="frames per second recorded in the dataset (default: 20)")
+    p.add_argument("--fps", type=float, default=20.0,
+                   help="--demos: frames per second recorded in the dataset (default: 20; a bag's is its mapping's)")
+    p.add_argument(
+        "--min-length", type=int, default=1, metavar="N",
+        help="with --rosbag: an episode of fewer frames is an error (the model's action horizon; default: 1)",
+    )
+    p.add_argument("--json", action="store_true",
+                   help="with --rosbag: print what was converted and dropped as one JSON object, last line")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=_to_lerobot)
 
 

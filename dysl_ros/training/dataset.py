@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import sys
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Protocol, Sequence
 
@@ -81,11 +82,16 @@ def load_episodes(
     """Episodes of a demonstrations directory written by ``dysl_train demos`` (or several,
     comma-separated: ``demos.load_demo_dirs``), or of a LeRobotDataset directory (``meta/info.json``)
     whose features ``mapping`` maps to the model's inputs (default: the dataset's own
-    ``dysl_mapping.yaml``). With ``spec``, a LeRobot dataset is checked against the model: its
+    ``dysl_mapping.yaml``), or of a rosbag2 recording read through the bag ``mapping``
+    (``rosbag_dataset``). With ``spec``, a LeRobot dataset or a bag is checked against the model: its
     cameras, state and action sizes, and no episode shorter than the action horizon."""
     root = Path(str(path))
     if (root / "meta" / "info.json").is_file():
         return _lerobot_episodes(root, None if spec is None else as_spec(spec), mapping)
+    from dysl_ros.training.rosbag_dataset import is_bag
+
+    if is_bag(root):
+        return _bag_episodes(root, None if spec is None else as_spec(spec), mapping)
     if mapping is not None:
         raise ValueError(f"--mapping is for LeRobot datasets; {path} is not one (no meta/info.json)")
     # Imported by name: the demos module is optional for everything else in this package.
@@ -105,6 +111,15 @@ def _lerobot_episodes(root: Path, spec: ObservationSpec | None, mapping: str | P
     if not episodes:
         raise ValueError(f"{root} holds no episodes")
     return episodes
+
+
+def _bag_episodes(root: Path, spec: ObservationSpec | None, mapping: str | Path | None) -> list[EpisodeLike]:
+    from dysl_ros.training.rosbag_dataset import open_bag
+
+    dataset = open_bag(root, mapping, spec, progress=True)
+    for line in dataset.summary_lines():
+        print(line, file=sys.stderr)
+    return list(dataset)
 
 
 def fit_normalisation(episodes: Sequence[EpisodeLike]) -> dict[str, tuple[float, ...]]:
