@@ -36,6 +36,7 @@ os.environ[MARK] = str(os.getpid())
 NEEDLE = f"{MARK}={os.getpid()}".encode()
 # Fast DDS threads that live as long as the library, not a participant.
 DDS_PROCESS_THREADS = ("dds.shm.wdog", "dds.shm.wdog ")
+TRACKER = "multiprocessing.resource_tracker"
 GRACE_S = 3.0
 """How long a leftover may take to finish on its own (a process still exiting after SIGINT)."""
 
@@ -87,13 +88,17 @@ def participant_threads() -> list[str]:
     return names
 
 
-def leftovers(leaks: Leaks) -> tuple[list[str], dict[int, str]]:
-    """What is left now, after a grace period for things still finishing on their own."""
+def leftovers(leaks: Leaks, tracker_ok: bool = True) -> tuple[list[str], dict[int, str]]:
+    """What is left now, after a grace period for things still finishing on their own.
+    ``tracker_ok``: multiprocessing's resource tracker is the interpreter's (until the session ends)."""
     from ros_harness import open_contexts
 
     deadline = time.monotonic() + GRACE_S
     while True:
-        processes = session_processes()
+        processes = {
+            pid: cmd for pid, cmd in session_processes().items()
+            if not (tracker_ok and TRACKER in cmd)
+        }
         threads = [t for t in threading.enumerate() if t.ident not in leaks.threads_at_start and t.is_alive()]
         contexts = open_contexts()
         dds = participant_threads()
@@ -148,7 +153,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         from multiprocessing import resource_tracker
 
         resource_tracker._resource_tracker._stop()  # type: ignore[attr-defined]
-    items, processes = leftovers(_leaks)
+    items, processes = leftovers(_leaks, tracker_ok=False)
     if items:
         _leaks.add("end of session", items)
         kill(processes)
