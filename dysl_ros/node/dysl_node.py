@@ -57,7 +57,7 @@ from dysl_ros.inputs import (
     string_from_cdr,
 )
 from dysl_ros.joint_commands import JointWiring, check_on_stale, trajectory_times, wire_joints
-from dysl_ros.model.checkpoint import ModelDirError
+from dysl_ros.model.model_dir import ModelDirError
 from dysl_ros.model.observation_spec import Observation, ObservationSpec
 from dysl_ros.node.params import DYSL_FROM_MODEL, PARAMETERS, NodeParams
 from dysl_ros.node.stream_process import SPIN_NS, ActionStreamProcess, StreamConfig
