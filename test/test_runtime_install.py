@@ -23,6 +23,7 @@ import pytest
 from builtin_interfaces.msg import Time
 from byom_fixture import SPEC as BYOM_SPEC
 from byom_fixture import WORDS, make_imported_model
+from diagnostic_msgs.msg import DiagnosticStatus
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from ros_harness import LATCHED_QOS, PYTHON, REPO, SENSOR_QOS, ros_process, ros_session, unique_domain_id
 from sensor_msgs.msg import Image, JointState
@@ -31,7 +32,7 @@ from test_node import node_command, stamp_ns
 from trajectory_msgs.msg import JointTrajectory
 
 from dysl_ros.backends.build import build_engines
-from dysl_ros.model.model_dir import load_spec
+from dysl_ros.model.model_dir import load_dims, load_spec
 from dysl_ros.model.observation_spec import ObservationSpec
 
 pytestmark = pytest.mark.ros
@@ -159,9 +160,12 @@ def observations(spec: ObservationSpec, count: int) -> list[tuple[dict[str, npt.
     ]
 
 
-def serve(python: Path | str, served: Served, log: Path, env_extra: dict[str, str] | None = None) -> list[Any]:
+def serve(
+    python: Path | str, served: Served, log: Path, env_extra: dict[str, str] | None = None
+) -> tuple[list[Any], list[int]]:
     """Start dysl_node with ``python`` on ``served``'s engines, send it ``SAMPLES`` observations one
-    after another over DDS (each until a chunk stamped with it comes back) and return the chunks."""
+    after another over DDS (each until a chunk stamped with it comes back); the chunks, and the
+    executed layers of every tick (``~/dysl_tick``)."""
     name = "dysl_runtime"
     domain = unique_domain_id()
     command = node_command(
@@ -176,8 +180,11 @@ def serve(python: Path | str, served: Served, log: Path, env_extra: dict[str, st
         images = {c: ros.publisher(Image, topic, SENSOR_QOS) for c, topic in topics.items()}
         state_pub = ros.publisher(JointState, f"/{name}/joint_states", SENSOR_QOS)
         ros.publisher(String, f"/{name}/instruction", LATCHED_QOS).publish(String(data=served.instruction))
-        received = ros.subscribe(
-            JointTrajectory, f"/{name}/action_chunk", QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        deep = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        received = ros.subscribe(JointTrajectory, f"/{name}/action_chunk", deep)
+        ticks = ros.subscribe(
+            DiagnosticStatus, f"/{name}/dysl_tick", deep,
+            lambda m: int(next(kv.value for kv in m.values if kv.key == "executed_layers")),
         )
         for pixels, state in observations(served.spec, SAMPLES):
             sent: set[int] = set()
@@ -204,7 +211,7 @@ def serve(python: Path | str, served: Served, log: Path, env_extra: dict[str, st
             assert ros.wait_until(answered, 120.0, period=0.1), f"no chunk for sample {len(chunks)}; log {log}"
             assert proc.poll() is None, log.read_text()[-3000:]
             chunks.append(next(m for m in received.messages if stamp_ns(m.header.stamp) in sent))
-    return chunks
+        return chunks, ticks.messages
 
 
 def positions(chunks: list[Any]) -> npt.NDArray[np.float64]:
@@ -216,13 +223,17 @@ def test_the_runtime_node_serves_chunks_equal_to_the_torch_installs(
     which: str, runtime_python: Path, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     served: Served = request.getfixturevalue(which)
-    runtime = serve(runtime_python, served, tmp_path / "runtime.log", {"AMENT_PREFIX_PATH": str(RUNTIME_VENV)})
-    with_torch = serve(PYTHON, served, tmp_path / "with_torch.log")
+    runtime, executed = serve(
+        runtime_python, served, tmp_path / "runtime.log", {"AMENT_PREFIX_PATH": str(RUNTIME_VENV)}
+    )
+    with_torch, _ = serve(PYTHON, served, tmp_path / "with_torch.log")
     assert f"model {served.model_dir} on onnxruntime (cpu" in (tmp_path / "runtime.log").read_text()
     got, expected = positions(runtime), positions(with_torch)
     assert got.shape == (SAMPLES, served.spec.horizon, served.spec.action_dim)
     assert [list(c.joint_names) for c in runtime] == [list(served.spec.action_names)] * SAMPLES
     assert np.all(np.isfinite(got))
     assert np.abs(got - expected).max() <= TOLERANCE
-    # Different observations give different chunks: the comparison is not of constant output.
+    # DySL skipped layers (fewer ran than the model has), and different observations give different
+    # chunks: the comparison is not of the dense path alone, nor of constant output.
+    assert min(executed) < load_dims(served.model_dir).num_layers
     assert min(np.abs(got[i] - got[j]).max() for i in range(SAMPLES) for j in range(i)) > 1e-3
