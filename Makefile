@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.setup-stamp
+# The robot's runtime alone (requirements-runtime.txt: no torch, no transformers), where
+# test/test_runtime_install.py starts dysl_node. pip takes its wheels from its cache after the first run.
+RUNTIME_VENV  := .venv-runtime
+RUNTIME_STAMP := $(RUNTIME_VENV)/.setup-stamp
 # A bench command piped into tee must still fail the target when it fails.
 SHELL       := /bin/bash
 .SHELLFLAGS := -o pipefail -c
@@ -14,7 +18,7 @@ export AMENT_PREFIX_PATH := $(CURDIR)/$(VENV)
 
 .PHONY: setup test lint typecheck unit demo bench bench-large bench-curve bench-offline train clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(RUNTIME_STAMP)
 
 $(STAMP): requirements.txt setup.py setup.cfg package.xml scripts/typings_tensorrt.py
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "dysl_ros needs Python >= 3.10"'
@@ -27,6 +31,16 @@ $(STAMP): requirements.txt setup.py setup.cfg package.xml scripts/typings_tensor
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(BIN)/python -c "import rclpy, torch, onnxruntime, dysl_ros; print('setup ok: torch', torch.__version__, '| onnxruntime', onnxruntime.__version__)"
 	touch $(STAMP)
+
+$(RUNTIME_STAMP): requirements-runtime.txt setup.py setup.cfg package.xml
+	test -x $(RUNTIME_VENV)/bin/python || $(PYTHON) -m venv $(RUNTIME_VENV)
+	@# setuptools: builds the editable install below (the venv's own may predate its bdist_wheel).
+	$(RUNTIME_VENV)/bin/python -m pip install --quiet -r requirements-runtime.txt "setuptools>=70.1,<80"
+	$(RUNTIME_VENV)/bin/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(RUNTIME_VENV)/bin/python -c "import importlib.util as u, rclpy, onnxruntime, dysl_ros; \
+		assert not [m for m in ('torch', 'transformers') if u.find_spec(m)], 'torch in the runtime venv'; \
+		print('runtime venv ok: onnxruntime', onnxruntime.__version__, '(no torch, no transformers)')"
+	touch $(RUNTIME_STAMP)
 
 lint: setup
 	$(BIN)/ruff check dysl_ros test launch scripts experiments setup.py
@@ -104,4 +118,4 @@ train: setup
 	scripts/train_reference.sh
 
 clean:
-	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(RUNTIME_VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

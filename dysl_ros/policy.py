@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 import numpy.typing as npt
@@ -19,8 +19,12 @@ from dysl_ros.backends.registry import BackendOptions, load_backend
 from dysl_ros.core.config import ConfigError, DySLConfig
 from dysl_ros.core.layer_plan import LayerPlan
 from dysl_ros.core.runner import DySLRunner, TickResult
-from dysl_ros.model.checkpoint import PolicyBundle, load_bundle
-from dysl_ros.model.observation_spec import Observation, ObservationSpec, denormalise_actions, preprocess
+from dysl_ros.model.model_dir import PolicyBundle, open_bundle
+from dysl_ros.model.observation_spec import BackboneDims, Observation, ObservationSpec, denormalise_actions, preprocess
+
+if TYPE_CHECKING:
+    from dysl_ros.model.backbone import VLABackbone
+    from dysl_ros.model.skip_modules import DySLModules
 
 
 @dataclass(frozen=True)
@@ -99,7 +103,8 @@ def load_policy(model_dir: str | Path, options: PolicyOptions | None = None) -> 
     first use), else ``torch``. The returned policy's ``backend_reason`` says why its backend runs.
     """
     options = options or PolicyOptions()
-    bundle = load_bundle(model_dir, options.modules_dir, lazy=True)  # engine backends never read the weights
+    # Weights are read on first use: engine backends never use them, so serving from engines needs no torch.
+    bundle = open_bundle(model_dir, options.modules_dir, load_model=_read_backbone, load_modules=_read_modules)
     if not options.dense and not bundle.has_dysl:
         raise ConfigError(
             f"{model_dir} has no layer plan and DySL modules (run `dysl_train calibrate` and `dysl_train distill`), "
@@ -117,3 +122,15 @@ def load_policy(model_dir: str | Path, options: PolicyOptions | None = None) -> 
         )
     backend, reason = load_backend(options.backend, bundle, options)
     return DySLPolicy(bundle, DySLRunner(backend, plan, config, dense=options.dense), reason)
+
+
+def _read_backbone(path: Path) -> VLABackbone:
+    from dysl_ros.model.checkpoint import load_backbone  # torch: backend torch and building engines only
+
+    return load_backbone(path)
+
+
+def _read_modules(path: Path, dims: BackboneDims) -> DySLModules:
+    from dysl_ros.model.checkpoint import load_modules  # torch, as above
+
+    return load_modules(path, dims)

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Every GPU check of the project in one run, on a CUDA machine WITHOUT the project's venv: a plain
-# python3 with torch, onnx, onnxruntime, transformers, safetensors, tqdm and pytest (no ROS, no
-# MuJoCo), e.g. a lent cloud GPU. Nothing here needs Meta-World: the decision trace and the few
+# python3 with torch, onnx, onnxruntime, transformers, safetensors, tqdm, cuda-python and pytest (no
+# ROS, no MuJoCo), e.g. a lent cloud GPU. Nothing here needs Meta-World: the decision trace and the few
 # demonstrations it reads were made on a CPU machine and travel with the tree.
 #   1. the machine and library versions;
 #   2. test/test_backends_gpu.py: the CUDA-graph backend against eager torch fp32, fp32 and fp16
-#      (its TensorRT cases skip with the reason where TensorRT is absent);
+#      (its TensorRT cases skip with the reason where TensorRT is absent); test/test_cuda_runtime.py:
+#      the TensorRT backend's device buffers and stream through cuda-python;
 #   3. scripts/gpu_bench.sh: reference model on CUDA graphs and on eager torch, dense vs DySL
 #      replaying the closed-loop decision trace; the Llama-2-7B-shaped backbone (latency only);
 #   4. training speed on the GPU: a bc phase as the reference recipe's sixth (batch 64, scene and
@@ -56,7 +57,8 @@ EOF
 section "2 parity: test/test_backends_gpu.py"
 # --noconftest: the shared conftest sets up ROS (rclpy), which this machine does not have; these
 # tests start no ROS process.
-"$PYTHON" -m pytest --noconftest -p no:cacheprovider -q -s -rs test/test_backends_gpu.py || failed+=(parity)
+"$PYTHON" -m pytest --noconftest -p no:cacheprovider -q -s -rs test/test_backends_gpu.py test/test_cuda_runtime.py \
+    || failed+=(parity)
 
 section "3 latency: scripts/gpu_bench.sh"
 BIN="$WORK/bin" OUT="$OUT/bench" TRACE="$TRACE" bash scripts/gpu_bench.sh || failed+=(latency)

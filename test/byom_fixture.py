@@ -1,6 +1,6 @@
 """Tiny models of your own, for tests: random Hugging Face decoder checkpoints of each tested family,
 an observation spec with two cameras of different non-square sizes, 8-D state, 7-D actions and a
-horizon of 10, and the built-in embed and head around them."""
+horizon of 10, and the built-in embed and head around them; optionally a Hugging Face tokenizer."""
 
 from __future__ import annotations
 
@@ -43,6 +43,31 @@ POSITION_SPEC = dataclasses.replace(
 """Absolute joint positions, named after the joints they drive (wired by name)."""
 EMBED = ModulePart("dysl_ros.model.parts:patch_embed", {"patch": 8})
 HEAD = ModulePart("dysl_ros.model.parts:query_head")
+WORDS = tuple("put the red block in bowl open drawer close push button press reach pick place a mug".split())
+TOKENIZER_VOCAB = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, **{w: i + 4 for i, w in enumerate(WORDS)}}
+TOKENIZED_SPEC = dataclasses.replace(SPEC, tokenizer=TokenizerSpec("huggingface", 12, "tokenizer"))
+"""SPEC with a Hugging Face tokenizer (``write_tokenizer``) in the model directory's tokenizer/."""
+TOKENIZED_EMBED = ModulePart("dysl_ros.model.parts:patch_embed", {"patch": 8, "vocab_size": len(TOKENIZER_VOCAB)})
+
+
+def write_tokenizer(path: Path, padding_side: str = "right") -> Path:
+    """A small Hugging Face fast tokenizer saved as transformers does: word level, lower-cased, <s> and
+    </s> added by its post-processor, a pad token."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.WordLevel(TOKENIZER_VOCAB, unk_token="<unk>"))
+    tokenizer.normalizer = normalizers.Lowercase()
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", special_tokens=[("<s>", 1), ("</s>", 2)]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
+        padding_side=padding_side, truncation_side=padding_side,
+    )
+    fast.save_pretrained(str(path))
+    return path
 
 
 def decoder_config(family: str) -> Any:
@@ -78,12 +103,19 @@ def write_decoder(path: Path, family: str, seed: int = 0) -> Path:
 
 
 def make_imported_model(
-    root: Path, family: str, seed: int = 0, static_ratio: float = 0.34, spec: ObservationSpec = SPEC
+    root: Path, family: str, seed: int = 0, static_ratio: float = 0.34, spec: ObservationSpec = SPEC,
+    tokenizer: bool = False,
 ) -> Path:
     """Import a random checkpoint of ``family`` with the built-in embed and head, then give it a
-    random layer plan and DySL modules (non-trivial adapters, so skipping changes the chunk)."""
+    random layer plan and DySL modules (non-trivial adapters, so skipping changes the chunk).
+    ``tokenizer``: with a Hugging Face tokenizer (``write_tokenizer``; ``spec``'s tokenizer becomes
+    ``TOKENIZED_SPEC``'s)."""
     decoder = write_decoder(root / f"{family}_checkpoint", family, seed)
-    model_dir = import_model(root / family, decoder_dir=decoder, spec=spec, embed=EMBED, head=HEAD)
+    extra: dict[str, Any] = {}
+    if tokenizer:
+        spec = dataclasses.replace(spec, tokenizer=TOKENIZED_SPEC.tokenizer)
+        extra = {"embed": TOKENIZED_EMBED, "tokenizer_dir": write_tokenizer(root / f"{family}_tokenizer")}
+    model_dir = import_model(root / family, decoder_dir=decoder, spec=spec, **{"embed": EMBED, "head": HEAD, **extra})
     torch.manual_seed(seed + 1)
     similarities = np.random.default_rng(seed).uniform(0.5, 1.0, LAYERS)
     plan = LayerPlan.from_similarities(similarities.tolist(), static_ratio)

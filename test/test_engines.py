@@ -488,3 +488,24 @@ def test_build_engines_cli(tmp_path: Path) -> None:
             assert problem in unavailable.stderr
         assert "Nothing was built." in unavailable.stderr
         assert not (out / "micro" / "tensorrt").exists()
+
+
+def test_tensorrt_plans_are_built_from_matching_onnxruntime_engines(micro: tuple[Path, Path], tmp_path: Path) -> None:
+    """A TensorRT build (on a robot without torch too) takes its ONNX files from onnxruntime engines
+    of the same model, under the output root or the model's own engines/, and from nothing else:
+    another model's engines, or a segment whose file changed, send it back to exporting (torch)."""
+    from dysl_ros.backends.build import _onnx_engines
+    from dysl_ros.model.model_dir import model_hash
+
+    model_dir, root = micro
+    digest = model_hash(model_dir)
+    found = _onnx_engines(model_dir, root, digest)
+    assert found is not None and found[0] == engine_path(root, model_dir, "onnxruntime")
+    assert _onnx_engines(model_dir, tmp_path / "empty", digest) is None  # neither root has any
+    own = build_engines(model_dir, model_dir / "engines", progress=False)
+    found = _onnx_engines(model_dir, tmp_path / "empty", digest)
+    assert found is not None and found[0] == own
+    assert _onnx_engines(model_dir, root, "another model's hash") is None
+    (own / found[1].segments["head"]).write_bytes(b"not the exported head")
+    (engine_path(root, model_dir, "onnxruntime") / "layer_00.onnx").unlink()
+    assert _onnx_engines(model_dir, root, digest) is None

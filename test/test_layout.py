@@ -112,3 +112,44 @@ def test_the_core_needs_neither_torch_nor_ros() -> None:
             node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
         }
         assert not names & {"torch", "rclpy", "onnxruntime", "tensorrt"}, f"{path.name} imports {names}"
+
+
+ROBOT_RUNTIME = """
+import sys
+import numpy as np
+import dysl_ros.node.dysl_node, dysl_ros.node.stream_process  # the node, as `dysl_node` imports it
+from dysl_ros.backends.capability import backend_problems
+from dysl_ros.model.observation_spec import Observation
+from dysl_ros.policy import PolicyOptions, load_policy
+
+backend_problems("tensorrt"), backend_problems("torch")  # the probes a CPU robot asks
+policy = load_policy(sys.argv[1], PolicyOptions(backend=sys.argv[2], engine_dir=sys.argv[3]))
+spec = policy.spec
+images = {c.name: np.zeros((c.height, c.width, 3), np.uint8) for c in spec.cameras}
+policy.predict_action_chunk(Observation(images, "reach the goal", np.zeros(spec.state_dim)))
+offline = ("torch", "transformers", "safetensors", "onnx", "tqdm")
+print(policy.backend_name, sorted(m for m in offline if m in sys.modules))
+"""
+
+
+def test_serving_from_engines_imports_neither_torch_nor_transformers(tmp_path: Path) -> None:
+    """In the development venv, where torch is installed: the node's imports, ``load_policy`` on
+    onnxruntime engines (``auto`` picks them) and a tick leave torch, transformers and the offline
+    packages out of ``sys.modules`` (test_runtime_install.py runs the node where they are absent)."""
+    import subprocess
+    import sys
+
+    from model_fixture import make_model_dir
+
+    from dysl_ros.backends.build import build_engines
+
+    model_dir = make_model_dir(tmp_path / "tiny")
+    build_engines(model_dir, tmp_path / "engines", "onnxruntime", progress=False)
+    for backend in ("onnxruntime", "auto"):
+        args = [sys.executable, "-c", ROBOT_RUNTIME, str(model_dir), backend, str(tmp_path / "engines")]
+        done = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
+        assert done.stdout.strip() == "onnxruntime []", done.stdout + done.stderr
+    # The same, asking for eager torch, does import it: the check can fail.
+    args[-2] = "torch"
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
+    assert done.stdout.strip().startswith("torch ['safetensors', 'torch'"), done.stdout + done.stderr

@@ -1,12 +1,15 @@
-"""What this machine can run: the one probe of CUDA and TensorRT every backend asks, and the
+"""What this machine can run: the one probe of torch, CUDA and TensorRT every backend asks, and the
 descriptions of the CPU or GPU that engines are bound to.
 
-torch and tensorrt are imported inside the functions: asking costs nothing until a GPU backend is
-wanted, and a missing TensorRT is an answer, not an ImportError.
+torch, tensorrt and cuda-python are imported inside the functions: asking costs nothing until a
+backend that needs them is wanted, and a missing package is an answer, not an ImportError. TensorRT
+sees the GPU through CUDA's own bindings (``cuda_runtime.py``), torch's CUDA graphs through torch: a
+robot serving TensorRT plans needs no torch.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import platform
 from pathlib import Path
@@ -28,10 +31,16 @@ MIN_TENSORRT = (8, 6)
 its name-based tensor API (``set_tensor_address`` + ``execute_async_v3``) exists since 8.5."""
 ADVICE = {
     "tensorrt": (
-        "TensorRT engines need TensorRT >= 8.6 and a CUDA GPU; elsewhere use backend onnxruntime (CPU) or torch"
+        "TensorRT engines need TensorRT >= 8.6, cuda-python and a CUDA GPU; elsewhere use backend onnxruntime "
+        "(CPU) or torch"
     ),
     "torch_cuda_graph": "CUDA graphs need a CUDA GPU; on the CPU use backend onnxruntime or eager torch",
+    "torch": (
+        "a robot install without torch serves engines: backend onnxruntime (CPU) or tensorrt (GPU), with the "
+        "engines built by build_engines on a machine with torch (requirements.txt)"
+    ),
 }
+TORCH_MISSING = "torch is not installed (the robot's runtime install, requirements-runtime.txt, has none)"
 
 
 def tensorrt_version() -> tuple[str | None, str]:
@@ -54,8 +63,15 @@ def tensorrt_version() -> tuple[str | None, str]:
     return version, ""
 
 
-def cuda_problem(device: str) -> str:
+def torch_problem() -> str:
+    """Why torch cannot be used here ("" when it can), without importing it (0.8 s, 300 MB)."""
+    return TORCH_MISSING if importlib.util.find_spec("torch") is None else ""
+
+
+def torch_cuda_problem(device: str) -> str:
     """Why torch cannot use CUDA ``device``, or "" when it can."""
+    if problem := torch_problem():
+        return problem
     import torch
 
     if torch.device(device).type != "cuda":
@@ -69,14 +85,35 @@ def cuda_problem(device: str) -> str:
     return ""
 
 
+def cuda_runtime_problem(device: str) -> str:
+    """Why CUDA's own bindings (cuda-python) cannot use ``device``, or "" when they can."""
+    try:
+        from dysl_ros.backends import cuda_runtime
+    except ImportError as exc:
+        return f'cuda-python is not installed (import cuda.bindings: {exc}; pip install "cuda-python>=12.6,<13")'
+    try:
+        index = cuda_runtime.device_index(device)
+        count = cuda_runtime.device_count()
+    except ValueError as exc:
+        return str(exc)
+    except cuda_runtime.CudaError as exc:
+        return f"CUDA sees no GPU ({exc})"
+    if index >= count:
+        return f"{device} does not exist (CUDA sees {count} GPU(s))"
+    return ""
+
+
 def backend_problems(backend: str, device: str = "cuda") -> list[str]:
     """What this machine lacks to build or run ``backend`` on ``device`` (empty: nothing).
 
-    ``tensorrt`` needs TensorRT and a CUDA GPU; ``torch_cuda_graph`` a CUDA GPU; the others run anywhere."""
+    ``tensorrt`` needs TensorRT, cuda-python and a CUDA GPU; ``torch_cuda_graph`` torch and a CUDA GPU;
+    ``torch`` torch; ``onnxruntime`` runs anywhere."""
     if backend == "tensorrt":
-        return [problem for problem in (tensorrt_version()[1], cuda_problem(device)) if problem]
+        return [problem for problem in (tensorrt_version()[1], cuda_runtime_problem(device)) if problem]
     if backend == "torch_cuda_graph":
-        return [problem for problem in (cuda_problem(device),) if problem]
+        return [problem for problem in (torch_cuda_problem(device),) if problem]
+    if backend == "torch":
+        return [problem for problem in (torch_problem(),) if problem]
     return []
 
 
@@ -113,21 +150,20 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
-
 def machine_label() -> str:
     """The CPU and its core count, as the benchmarks' reports name the machine they ran on."""
     return f"{cpu_name()}, {os.cpu_count()} cores"
 
-def gpu_name(device: str = "cuda") -> str:
-    """The GPU's name and compute capability, e.g. 'NVIDIA H100 80GB HBM3, compute capability 9.0'."""
-    import torch
 
-    problem = cuda_problem(device)
+def gpu_name(device: str = "cuda") -> str:
+    """The GPU's name and compute capability, e.g. 'NVIDIA H100 80GB HBM3, compute capability 9.0',
+    as CUDA's own bindings report it (what TensorRT plans are bound to)."""
+    problem = cuda_runtime_problem(device)
     if problem:
         raise BackendUnavailable("tensorrt", [problem], ADVICE["tensorrt"])
-    index = torch.device(device).index or 0
-    major, minor = torch.cuda.get_device_capability(index)
-    return f"{torch.cuda.get_device_name(index)}, compute capability {major}.{minor}"
+    from dysl_ros.backends import cuda_runtime
+
+    return cuda_runtime.device_name(cuda_runtime.device_index(device))
 
 
 def device_description(backend: str, device: str = "cuda") -> str:

@@ -16,3 +16,14 @@ class BackendUnavailable(EngineError):
         self.problems = problems
         message = f"backend {backend} is not available on this machine: {'; '.join(problems)}"
         super().__init__(message + (f". {advice}" if advice else ""))
+
+
+class TorchNeeded(BackendUnavailable):
+    """Engines must be exported from the model's weights, and torch, which exports them, is not
+    installed here (a robot's runtime install); the message names the ``build_engines`` command to
+    run on a machine with torch."""
+
+    def __init__(self, backend: str, message: str) -> None:
+        self.backend = backend
+        self.problems = ["torch is not installed"]
+        EngineError.__init__(self, message)

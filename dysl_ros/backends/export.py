@@ -155,7 +155,7 @@ def export_source(model_dir: str | Path) -> ExportSource:
 
     path, variant = checkpoint.resolve_dirs(model_dir)
     description = checkpoint.read_backbone_description(path)
-    if description.get("kind") != hf_decoder.KIND:
+    if description.get("kind") != checkpoint.HF_DECODER:
         bundle = checkpoint.load_bundle(model_dir)
         return loaded_source(bundle.model, bundle.modules, bundle.plan)
     parts = hf_decoder.DecoderParts(path, description, ObservationSpec.load(path))

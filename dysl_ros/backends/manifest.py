@@ -8,7 +8,7 @@ Layout (``out_root`` is the node's ``engine_dir``, default ``<model_dir>/engines
         embed.onnx  layer_00.onnx ... layer_NN.onnx  adapter_XX.onnx  controller_XX.onnx  head.onnx
         (tensorrt: embed.plan ... head.plan, one serialized TensorRT engine per segment)
 
-``manifest.json`` records the model hash (``dysl_ros.model.checkpoint.model_hash``), backend +
+``manifest.json`` records the model hash (``dysl_ros.model.model_dir.model_hash``), backend +
 version, device, precision, tensor shapes, the segment files with their sha256, and the layer plan.
 Engines that do not match are refused with a message naming what differs and the command that
 rebuilds them; nothing is rebuilt silently. A TensorRT plan only runs with the TensorRT version and
@@ -74,6 +74,12 @@ def model_name(model_dir: str | Path) -> str:
     return Path(model_dir).resolve().name
 
 
+def engine_root(model_dir: str | Path, engine_dir: str | None) -> Path:
+    """Where engines of ``model_dir`` live: ``engine_dir`` (the node's parameter, build_engines' --out),
+    else ``<model_dir>/engines``."""
+    return Path(engine_dir) if engine_dir else Path(model_dir) / "engines"
+
+
 def engine_path(out_root: str | Path, model_dir: str | Path, backend: str) -> Path:
     return Path(out_root) / model_name(model_dir) / backend
 
@@ -122,7 +128,7 @@ def check_manifest(
     (``device``: the GPU, for device-bound backends); otherwise an EngineError listing every
     difference and the rebuild command. Segment files are only checked for presence here: their
     sha256 is checked when they are loaded."""
-    from dysl_ros.model.checkpoint import model_hash  # imports torch: only when checking against a model
+    from dysl_ros.model.model_dir import model_hash
 
     path = Path(engine_dir)
     if not path.is_dir():

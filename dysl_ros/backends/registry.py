@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 from dysl_ros.backends.build import build_engines
-from dysl_ros.backends.capability import PRECISIONS, backend_problems, require_backend
-from dysl_ros.backends.manifest import engine_path, read_manifest
+from dysl_ros.backends.capability import PRECISIONS, backend_problems, require_backend, torch_problem
+from dysl_ros.backends.manifest import engine_path, engine_root, read_manifest
 from dysl_ros.core.config import ConfigError
 from dysl_ros.core.runner import SegmentBackend
 
-if TYPE_CHECKING:  # the checkpoint module imports torch: only the loaders need it
-    from dysl_ros.model.checkpoint import PolicyBundle
+if TYPE_CHECKING:
+    from dysl_ros.model.model_dir import PolicyBundle
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,7 @@ Loader = Callable[["PolicyBundle", BackendOptions], Loaded]
 
 
 def load_torch(bundle: PolicyBundle, options: BackendOptions) -> Loaded:
+    require_backend("torch")  # a robot install without torch: say so, and what serves there instead
     import torch
 
     from dysl_ros.backends.torch_backend import TorchBackend
@@ -84,7 +85,7 @@ def load_torch(bundle: PolicyBundle, options: BackendOptions) -> Loaded:
 
 def load_onnxruntime(bundle: PolicyBundle, options: BackendOptions) -> Loaded:
     from dysl_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
-    from dysl_ros.model.checkpoint import resolve_dirs
+    from dysl_ros.model.model_dir import resolve_dirs
 
     if options.device != "cpu":
         raise ConfigError(f"backend onnxruntime runs on the CPU; device {options.device!r} needs backend torch")
@@ -175,10 +176,6 @@ def load_backend(name: str, bundle: PolicyBundle, options: BackendOptions) -> Lo
     return Loaded(backend, reason + detail)
 
 
-def engine_root(model_dir: str | Path, engine_dir: str | None) -> Path:
-    return Path(engine_dir) if engine_dir else Path(model_dir) / "engines"
-
-
 def auto_backend(model_dir: str | Path, options: BackendOptions) -> tuple[str, str]:
     """The backend ``auto`` stands for on this machine, and why (one line for the log)."""
     device, precision = options.device, options.precision
@@ -196,6 +193,8 @@ def auto_backend(model_dir: str | Path, options: BackendOptions) -> tuple[str, s
     gpu_note = " (GPU backends need device: cuda)"
     if target.exists() and not options.force_engine_update:
         return "onnxruntime", f"auto on the CPU: onnxruntime engines (fp32) exist at {target}{gpu_note}"
+    if torch_problem():  # neither eager torch nor building engines: onnxruntime's refusal says what to do
+        return "onnxruntime", f"auto on the CPU: onnxruntime, the one CPU backend without torch ({torch_problem()})"
     existing = target
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent

@@ -1,37 +1,19 @@
-"""A model directory: the trained VLA and, once distilled, its DySL modules.
+"""A model directory's torch side: the VLA and its DySL modules read into memory and written back.
 
-<model_dir>/
-  backbone.json              {"kind": "reference"}, {"kind": "hf_llama", "llama_config": {...}}, or
-                             {"kind": "hf_decoder", ...}: your embed and head around a Hugging Face
-                             decoder (``hf_decoder.py``: observation_spec.yaml, decoder/,
-                             embed.safetensors, head.safetensors instead of the next two)
-  vla_config.json            VLAConfig: shapes, token layout, normalisation
-  model.safetensors          the VLA weights (fp16 when shipped)
-  layer_plan.json            static/dynamic layers and the calibration similarities   (after calibrate)
-  dysl_modules.json          SkipModuleConfig                                          (after distill)
-  dysl_modules.safetensors   controllers + adapters                                    (after distill)
-  dysl.json                  DySLConfig the modules were tuned with                    (after distill)
-  variants/<name>/           other DySL modules for the same backbone (ablations, lambda sweeps, the
-                             per-layer router): only layer_plan.json, dysl_modules.json,
-                             dysl_modules.safetensors, dysl.json (+ training reports), never the backbone
-
-A modules directory (``load_bundle(model_dir, modules_dir)``) replaces the model directory's own DySL
-files. A directory laid out as ``<model_dir>/variants/<name>/`` (DySL files, no vla_config.json) also
-loads on its own, as ``load_bundle(<model_dir>/variants/<name>)``: its backbone is the one two levels up.
-That is what lets engines be built for a variant (``build_engines --model-dir <model_dir>/variants/<name>``)
-without a copy of the backbone.
+The layout, and everything read without torch (observation spec, sizes, layer plan, DySL settings,
+the model hash), is in ``model_dir.py``, whose names the offline tools also import from here. A
+robot serving from engines opens its model with ``model_dir.open_bundle`` and never imports this
+module (nor torch); ``load_bundle`` reads the weights too (``lazy``: on first use).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import sys
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -39,69 +21,66 @@ from torch import nn
 from dysl_ros.core.config import ConfigError, DySLConfig
 from dysl_ros.core.layer_plan import LayerPlan
 from dysl_ros.model.backbone import HFLlamaVLA, VLABackbone
-from dysl_ros.model.hf_decoder import (
+from dysl_ros.model.hf_decoder import DecoderParts, DecoderVLA, load_weights, save_weights
+from dysl_ros.model.model_dir import (
+    BACKBONE_FILE,
+    CONFIG_FILE,
     DECODER_DIR,
+    DYSL_CONFIG_FILE,
+    DYSL_FILES,
     EMBED_WEIGHTS,
     HEAD_WEIGHTS,
-    DecoderParts,
-    DecoderVLA,
-    load_weights,
-    save_weights,
+    HF_DECODER,
+    MODULES_CONFIG_FILE,
+    MODULES_FILE,
+    PLAN_FILE,
+    VARIANTS_DIR,
+    WEIGHTS_FILE,
+    ModelDirError,
+    PolicyBundle,
+    check_dirs,
+    is_model_dir,
+    load_dims,
+    load_spec,
+    model_hash,
+    read_backbone_description,
+    read_dysl_settings,
+    resolve_dirs,
 )
-from dysl_ros.model.hf_decoder import KIND as HF_DECODER
-from dysl_ros.model.observation_spec import SPEC_FILE, BackboneDims, ObservationSpec
+from dysl_ros.model.observation_spec import BackboneDims, ObservationSpec
 from dysl_ros.model.reference_vla import ReferenceVLA
 from dysl_ros.model.skip_modules import DySLModules, SkipModuleConfig
 from dysl_ros.model.spec import VLAConfig
 
-BACKBONE_FILE = "backbone.json"
-CONFIG_FILE = "vla_config.json"
-WEIGHTS_FILE = "model.safetensors"
-PLAN_FILE = "layer_plan.json"
-MODULES_CONFIG_FILE = "dysl_modules.json"
-MODULES_FILE = "dysl_modules.safetensors"
-DYSL_CONFIG_FILE = "dysl.json"
-VARIANTS_DIR = "variants"
-DYSL_FILES = (PLAN_FILE, MODULES_CONFIG_FILE, MODULES_FILE, DYSL_CONFIG_FILE)
-"""What a modules directory holds (besides training reports)."""
-
-
-class ModelDirError(RuntimeError):
-    """A model directory is missing, incomplete or inconsistent; the message says what and where."""
-
-
-@dataclass
-class PolicyBundle:
-    model_dir: Path
-    spec: ObservationSpec
-    dims: BackboneDims
-    plan: LayerPlan | None
-    modules: DySLModules | None
-    dysl_config: DySLConfig | None
-    modules_dir: Path | None = None
-    """Where the DySL files came from when not ``model_dir`` (a variant's modules directory)."""
-    load_model: Callable[[], VLABackbone] | None = field(default=None, repr=False, compare=False)
-    """Reads the backbone's weights (``model``'s first use)."""
-    _model: VLABackbone | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def model_loaded(self) -> bool:
-        return self._model is not None
-
-    @property
-    def model(self) -> VLABackbone:
-        """The backbone in memory, in eval mode: read on first use, so a policy on engines never holds
-        the torch weights (a 7B decoder's would be tens of GB)."""
-        if self._model is None:
-            if self.load_model is None:
-                raise ModelDirError(f"{self.model_dir}: this bundle has no backbone to load")
-            self._model = self.load_model()
-            self._model.eval()  # type: ignore[attr-defined]
-        return self._model
-
-    @property
-    def has_dysl(self) -> bool:
-        return self.plan is not None and self.modules is not None
+__all__ = [  # the layout's names, re-exported for the offline tools
+    "BACKBONE_FILE",
+    "CONFIG_FILE",
+    "DYSL_CONFIG_FILE",
+    "DYSL_FILES",
+    "HF_DECODER",
+    "MODULES_CONFIG_FILE",
+    "MODULES_FILE",
+    "PLAN_FILE",
+    "VARIANTS_DIR",
+    "WEIGHTS_FILE",
+    "ModelDirError",
+    "PolicyBundle",
+    "backbone_description",
+    "build_model",
+    "is_model_dir",
+    "load_backbone",
+    "load_bundle",
+    "load_dims",
+    "load_dysl_files",
+    "load_modules",
+    "load_spec",
+    "model_hash",
+    "read_backbone_description",
+    "resolve_dirs",
+    "save_decoder_vla",
+    "save_dysl",
+    "save_model",
+]
 
 
 def build_model(config: VLAConfig, backbone: dict[str, Any]) -> VLABackbone:
@@ -163,25 +142,6 @@ def save_dysl(
         (path / DYSL_CONFIG_FILE).write_text(json.dumps(dysl_config.to_dict(), indent=2) + "\n")
 
 
-def resolve_dirs(model_dir: str | Path, modules_dir: str | Path | None = None) -> tuple[Path, Path | None]:
-    """(backbone directory, modules directory or None). ``model_dir`` may itself be a variant
-    directory ``<model>/variants/<name>`` (DySL files, no backbone): then the backbone is ``<model>``."""
-    path = Path(model_dir)
-    if modules_dir is not None:
-        return path, Path(modules_dir)
-    if not is_model_dir(path) and (path / PLAN_FILE).is_file():
-        parent = path.resolve().parent
-        if parent.name == VARIANTS_DIR and is_model_dir(parent.parent):
-            return parent.parent, path
-    return path, None
-
-
-def is_model_dir(path: Path) -> bool:
-    """A directory with a backbone: the reference kinds' vla_config.json, or an imported model's
-    backbone.json (which has no vla_config.json)."""
-    return (path / CONFIG_FILE).is_file() or (path / BACKBONE_FILE).is_file()
-
-
 def load_bundle(
     model_dir: str | Path,
     modules_dir: str | Path | None = None,
@@ -195,44 +155,33 @@ def load_bundle(
     modules and settings from there (a variant, e.g. ``<model_dir>/variants/no_static``) instead of
     ``model_dir``; it must hold a plan and modules that fit the model. ``ignore_stale_modules``: DySL
     modules trained for another layer plan than the directory's are left out (with a note on stderr)
-    instead of refused: calibrate and distill replace them. ``lazy``: the backbone's weights are read
-    on the bundle's first ``model`` access, not now (engine backends never access it)."""
-    path, variant = resolve_dirs(model_dir, modules_dir)
-    if not path.is_dir():
-        raise ModelDirError(f"model_dir {path} does not exist or is not a directory")
-    if variant is not None:
-        if not variant.is_dir():
-            raise ModelDirError(f"modules_dir {variant} does not exist or is not a directory")
-        missing = [name for name in (PLAN_FILE, MODULES_FILE) if not (variant / name).is_file()]
-        if missing:
-            raise ModelDirError(
-                f"modules_dir {variant} has no {' and no '.join(missing)}: train it with "
-                f"`dysl_train distill --model-dir {path} --modules-out {variant}` (or `dysl_train router`)"
-            )
+    instead of refused: calibrate and distill replace them. ``lazy``: the backbone's and the modules'
+    weights are read on the bundle's first ``model`` / ``modules`` access, not now (engine backends
+    never access them)."""
+    path, variant = check_dirs(model_dir, modules_dir)
     model = None if lazy else load_backbone(path, dtype)
     spec, dims = (load_spec(path), load_dims(path)) if model is None else (model.spec, model.dims)
     dysl_dir = variant if variant is not None else path
-    try:
-        plan, modules, dysl_config = load_dysl_files(dysl_dir, dims, ignore_stale_modules)
-    except (ConfigError, KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
-        raise ModelDirError(f"{dysl_dir}: bad DySL files: {exc}") from exc
-    bundle = PolicyBundle(path, spec, dims, plan, modules, dysl_config, variant, partial(load_backbone, path, dtype))
-    if model is not None:
-        bundle._model = model.eval()  # type: ignore[attr-defined]
+    plan, dysl_config = read_dysl_settings(dysl_dir, dims)
+    has_modules = plan is not None and (dysl_dir / MODULES_FILE).is_file()
+    modules = None
+    if has_modules and not lazy:
+        modules = load_dysl_modules(dysl_dir, dims, ignore_stale_modules)
+        has_modules = modules is not None
+    bundle = PolicyBundle(
+        path,
+        spec,
+        dims,
+        plan,
+        dysl_config,
+        variant,
+        has_modules,
+        partial(load_backbone, path, dtype),
+        partial(load_modules, dysl_dir, dims),
+    )
+    bundle._model = model.eval() if model is not None else None  # type: ignore[attr-defined]
+    bundle._modules = modules
     return bundle
-
-
-def read_backbone_description(path: Path) -> dict[str, Any]:
-    backbone_file = path / BACKBONE_FILE
-    if not backbone_file.is_file():
-        return {"kind": "reference"}
-    try:
-        description = json.loads(backbone_file.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelDirError(f"{backbone_file} is not readable JSON: {exc}") from exc
-    if not isinstance(description, dict):
-        raise ModelDirError(f"{backbone_file} must hold a JSON object")
-    return description
 
 
 def load_backbone(path: Path, dtype: torch.dtype = torch.float32) -> VLABackbone:
@@ -258,78 +207,48 @@ def load_backbone(path: Path, dtype: torch.dtype = torch.float32) -> VLABackbone
     return model.to(dtype) if dtype != torch.float32 else model  # type: ignore[attr-defined,no-any-return]
 
 
-def load_spec(model_dir: str | Path) -> ObservationSpec:
-    """The model's observation spec, without loading its weights."""
-    path, _ = resolve_dirs(model_dir)
-    try:
-        if read_backbone_description(path).get("kind") == HF_DECODER:
-            return ObservationSpec.load(path)
-        return VLAConfig.load(path / CONFIG_FILE).observation_spec()
-    except (OSError, ConfigError, json.JSONDecodeError, TypeError) as exc:
-        raise ModelDirError(f"{path}: cannot read the model's observation spec: {exc}") from exc
-
-
-def load_dims(model_dir: str | Path) -> BackboneDims:
-    """The backbone's sizes, without loading its weights."""
-    path, _ = resolve_dirs(model_dir)
-    try:
-        description = read_backbone_description(path)
-        if description.get("kind") == HF_DECODER:
-            return DecoderParts(path, description, ObservationSpec.load(path)).dims
-        return VLAConfig.load(path / CONFIG_FILE).dims()
-    except (OSError, ConfigError, KeyError, json.JSONDecodeError, TypeError, ValueError) as exc:
-        raise ModelDirError(f"{path}: cannot read the backbone's sizes: {exc}") from exc
-
-
 def load_dysl_files(
     path: Path, dims: BackboneDims, ignore_stale_modules: bool = False
 ) -> tuple[LayerPlan | None, DySLModules | None, DySLConfig | None]:
     """The layer plan, DySL modules and settings in ``path`` (each None when absent)."""
-    plan = LayerPlan.load(path / PLAN_FILE) if (path / PLAN_FILE).is_file() else None
-    if plan is not None and plan.num_layers != dims.num_layers:
-        raise ModelDirError(f"{path / PLAN_FILE} plans {plan.num_layers} layers, the model has {dims.num_layers}")
-    modules = None
-    if plan is not None and (path / MODULES_FILE).is_file():
-        skip_file = path / MODULES_CONFIG_FILE
-        skip_config = SkipModuleConfig.load(skip_file) if skip_file.is_file() else SkipModuleConfig()
-        modules = DySLModules(dims.hidden_size, plan, skip_config)
-        try:
-            load_weights(modules, path / MODULES_FILE, "DySL modules of the layer plan", ModelDirError)
-        except ModelDirError as exc:
-            if not ignore_stale_modules:
-                raise ModelDirError(
-                    f"{exc}; were they trained for another layer plan than {path / PLAN_FILE}'s static layers "
-                    f"{list(plan.static_layers)}? Distil them again (dysl_train distill)"
-                ) from exc
-            print(f"note: {path / MODULES_FILE} does not fit the layer plan (another plan's modules): left out",
-                  file=sys.stderr)
-            modules = None
-    dysl_config = None
-    if (path / DYSL_CONFIG_FILE).is_file():
-        dysl_config = DySLConfig.from_dict(json.loads((path / DYSL_CONFIG_FILE).read_text()))
+    plan, dysl_config = read_dysl_settings(path, dims)
+    modules = load_dysl_modules(path, dims, ignore_stale_modules) if plan is not None else None
     return plan, modules, dysl_config
 
 
-def model_hash(model_dir: str | Path, modules_dir: str | Path | None = None) -> str:
-    """sha256 over the files that define the policy: engines built from another hash are stale.
-    With a modules directory (or a variant directory as ``model_dir``) its DySL files count instead
-    of the model directory's."""
-    digest = hashlib.sha256()
-    path, variant = resolve_dirs(model_dir, modules_dir)
-    dysl_dir = variant if variant is not None else path
-    files = [
-        path / BACKBONE_FILE, path / CONFIG_FILE, path / WEIGHTS_FILE,
-        path / SPEC_FILE, path / EMBED_WEIGHTS, path / HEAD_WEIGHTS,
-        *((path / DECODER_DIR / "config.json"), *sorted((path / DECODER_DIR).glob("*.safetensors"))),
-        dysl_dir / PLAN_FILE, dysl_dir / MODULES_CONFIG_FILE, dysl_dir / MODULES_FILE,
-    ]
-    for file in files:
-        if file.is_file():
-            digest.update(file.name.encode())
-            with file.open("rb") as stream:  # in blocks: a decoder checkpoint can be gigabytes
-                for block in iter(lambda: stream.read(1 << 24), b""):
-                    digest.update(block)
-    return digest.hexdigest()
+def load_modules(path: Path, dims: BackboneDims) -> DySLModules:
+    """The DySL modules (controllers, adapters) in ``path``; ModelDirError when missing or stale."""
+    modules = load_dysl_modules(path, dims)
+    if modules is None:
+        raise ModelDirError(f"{path} has no DySL modules ({MODULES_FILE} with {PLAN_FILE})")
+    return modules
+
+
+def load_dysl_modules(path: Path, dims: BackboneDims, ignore_stale_modules: bool = False) -> DySLModules | None:
+    """The DySL modules of ``path``'s layer plan (None without a plan or modules file). Modules that do
+    not fit the plan are a ModelDirError, or left out (None, a note on stderr) with
+    ``ignore_stale_modules``."""
+    plan, _ = read_dysl_settings(path, dims)
+    if plan is None or not (path / MODULES_FILE).is_file():
+        return None
+    skip_file = path / MODULES_CONFIG_FILE
+    try:
+        skip_config = SkipModuleConfig.load(skip_file) if skip_file.is_file() else SkipModuleConfig()
+    except (ConfigError, KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
+        raise ModelDirError(f"{path}: bad DySL files: {exc}") from exc
+    modules = DySLModules(dims.hidden_size, plan, skip_config)
+    try:
+        load_weights(modules, path / MODULES_FILE, "DySL modules of the layer plan", ModelDirError)
+    except ModelDirError as exc:
+        if not ignore_stale_modules:
+            raise ModelDirError(
+                f"{exc}; were they trained for another layer plan than {path / PLAN_FILE}'s static layers "
+                f"{list(plan.static_layers)}? Distil them again (dysl_train distill)"
+            ) from exc
+        print(f"note: {path / MODULES_FILE} does not fit the layer plan (another plan's modules): left out",
+              file=sys.stderr)
+        return None
+    return modules
 
 
 def save_decoder_vla(model: DecoderVLA, path: Path, dtype: torch.dtype) -> None:

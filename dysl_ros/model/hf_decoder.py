@@ -38,17 +38,27 @@ from torch import Tensor, nn
 
 from dysl_ros.core.config import ConfigError
 from dysl_ros.model.backbone import HFDecoderLayer
+from dysl_ros.model.model_dir import (  # the layout's names, re-exported
+    DECODER_DIR as DECODER_DIR,
+)
+from dysl_ros.model.model_dir import (
+    EMBED_WEIGHTS as EMBED_WEIGHTS,
+)
+from dysl_ros.model.model_dir import (
+    FAMILIES as FAMILIES,
+)
+from dysl_ros.model.model_dir import (
+    HEAD_WEIGHTS as HEAD_WEIGHTS,
+)
+from dysl_ros.model.model_dir import (
+    HF_DECODER as HF_DECODER,
+)
+from dysl_ros.model.model_dir import decoder_config_json
 from dysl_ros.model.observation_spec import BackboneDims, ObservationSpec
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig
 
-KIND = "hf_decoder"
-DECODER_DIR = "decoder"
-EMBED_WEIGHTS = "embed.safetensors"
-HEAD_WEIGHTS = "head.safetensors"
-FAMILIES = ("llama", "qwen2", "mistral", "gemma")
-"""transformers ``model_type``s whose decoder layers run as plain hidden -> hidden blocks here."""
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -153,15 +163,8 @@ class DecoderVLA(nn.Module):
 def decoder_config(decoder_dir: Path) -> PretrainedConfig:
     from transformers import AutoConfig
 
-    if not (decoder_dir / "config.json").is_file():
-        raise ConfigError(f"{decoder_dir} has no config.json: give a Hugging Face checkpoint directory")
+    decoder_config_json(decoder_dir)  # the family check, with the same words as the robot's reading
     config = AutoConfig.from_pretrained(str(decoder_dir), local_files_only=True)
-    family = getattr(config, "model_type", "")
-    if family not in FAMILIES:
-        raise ConfigError(
-            f"{decoder_dir}: decoder family {family!r} is not supported (supported: {', '.join(FAMILIES)}); its "
-            "layers must run as hidden -> hidden blocks given a mask and rotary tables"
-        )
     config._attn_implementation = "sdpa"  # the explicit float mask below works with it and exports to ONNX
     return config
 
@@ -349,10 +352,11 @@ def import_model(
         if (out / "tokenizer").exists():
             shutil.rmtree(out / "tokenizer")
         shutil.copytree(tokenizer_dir, out / "tokenizer")
+        check_tokenizer(out / "tokenizer", spec.tokenizer.length)
     for what, weights_file in (("embed", EMBED_WEIGHTS), ("head", HEAD_WEIGHTS)):
         save_weights(modules[what], out / weights_file, DTYPES[dtype])
     description = {
-        "kind": KIND,
+        "kind": HF_DECODER,
         "family": config.model_type,
         "hidden_size": hidden_size,
         "num_layers": int(config.num_hidden_layers),
@@ -363,6 +367,36 @@ def import_model(
     spec.save(out)
     (out / "backbone.json").write_text(json.dumps(description, indent=2) + "\n")
     return out
+
+
+TOKENIZER_PROBES = (
+    "put the red block in the bowl",
+    "Open the DRAWER, then push the button  twice!",
+    "",
+    "a long instruction that names every step: reach the mug, grasp its handle, lift it ten centimetres, "
+    "carry it to the left of the plate and put it down gently without spilling",
+)
+
+
+def check_tokenizer(path: Path, length: int) -> None:
+    """The robot reads the tokenizer with the ``tokenizers`` package alone
+    (``observation_spec.load_hf_tokenizer``): refuse one whose ids there differ from transformers'."""
+    from transformers import AutoTokenizer
+
+    from dysl_ros.model.observation_spec import load_hf_tokenizer
+
+    reference = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    if reference.pad_token_id is None:
+        raise ConfigError(f"the tokenizer in {path} has no pad token: set one before importing the model")
+    robot = load_hf_tokenizer(path, length)
+    for text in TOKENIZER_PROBES:
+        expected = list(reference(text, padding="max_length", truncation=True, max_length=length)["input_ids"])
+        if robot.encode(text).ids != expected:
+            raise ConfigError(
+                f"the tokenizer in {path} gives other ids through the tokenizers package (what dysl_node uses) "
+                f"than through transformers for {text!r}: {robot.encode(text).ids} vs {expected}. Save it as a "
+                "fast tokenizer whose tokenizer.json holds its whole pipeline (post-processor included)"
+            )
 
 
 def probe_head(head: nn.Module, spec: ObservationSpec, hidden_size: int, num_tokens: int) -> None:

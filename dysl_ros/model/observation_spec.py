@@ -355,30 +355,64 @@ class ObservationSpec:
 
 class Tokenizer:
     """Instruction text -> ``length`` token ids (int64). ``bytes``: the text's UTF-8 bytes after
-    ``normalise_instruction``, padded with ``PAD_TOKEN``. ``huggingface``: the model's own tokenizer,
-    loaded from its local directory, padded or cut to ``length``."""
+    ``normalise_instruction``, padded with ``PAD_TOKEN``. ``huggingface``: the model's own fast
+    tokenizer, read from its local directory with the ``tokenizers`` package (no transformers):
+    ``tokenizer.json`` (its post-processor adds the special tokens, as transformers' fast tokenizers
+    do), padded with the pad token of ``tokenizer_config.json`` (or ``special_tokens_map.json``) on
+    its ``padding_side`` and cut on its ``truncation_side`` (both default right) to ``length``."""
 
     def __init__(self, spec: TokenizerSpec, model_dir: Path | None) -> None:
         self.spec = spec
         self._hf: Any = None
         if spec.kind == "huggingface":
-            from transformers import AutoTokenizer
-
             path = Path(spec.path)
             if not path.is_absolute() and model_dir is not None:
                 path = model_dir / path
-            if not path.is_dir():
-                raise ConfigError(f"tokenizer directory {path} does not exist")
-            self._hf = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-            if self._hf.pad_token_id is None:
-                raise ConfigError(f"the tokenizer in {path} has no pad token: set one before importing the model")
+            self._hf = load_hf_tokenizer(path, spec.length)
 
     def __call__(self, text: str) -> npt.NDArray[np.int64]:
-        length = self.spec.length
         if self._hf is None:
-            return tokenize(text, length)
-        ids = self._hf(text, padding="max_length", truncation=True, max_length=length)["input_ids"]
-        return np.asarray(ids, dtype=np.int64)
+            return tokenize(text, self.spec.length)
+        return np.asarray(self._hf.encode(text).ids, dtype=np.int64)
+
+
+HF_TOKENIZER_FILE = "tokenizer.json"
+
+
+def load_hf_tokenizer(path: Path, length: int) -> Any:
+    """A ``tokenizers.Tokenizer`` from the Hugging Face tokenizer directory ``path``, padding and
+    cutting every text to ``length`` ids as ``AutoTokenizer(text, padding="max_length",
+    truncation=True, max_length=length)`` does."""
+    import json
+
+    from tokenizers import Tokenizer as FastTokenizer
+
+    if not path.is_dir():
+        raise ConfigError(f"tokenizer directory {path} does not exist")
+    file = path / HF_TOKENIZER_FILE
+    if not file.is_file():
+        raise ConfigError(
+            f"tokenizer directory {path} has no {HF_TOKENIZER_FILE}: save the tokenizer as a fast tokenizer "
+            "(transformers' save_pretrained of a *TokenizerFast writes it)"
+        )
+    settings: dict[str, Any] = {}
+    for name in ("special_tokens_map.json", "tokenizer_config.json"):  # the config wins, as in transformers
+        if (path / name).is_file():
+            data = json.loads((path / name).read_text())
+            if isinstance(data, dict):
+                settings.update({k: v for k, v in data.items() if v is not None})
+    pad = settings.get("pad_token")
+    pad = pad.get("content") if isinstance(pad, dict) else pad
+    tokenizer = FastTokenizer.from_file(str(file))
+    pad_id = tokenizer.token_to_id(pad) if isinstance(pad, str) else None
+    if pad_id is None:
+        raise ConfigError(f"the tokenizer in {path} has no pad token: set one before importing the model")
+    sides = {key: settings.get(key, "right") for key in ("padding_side", "truncation_side")}
+    if not set(sides.values()) <= {"left", "right"}:
+        raise ConfigError(f"{path}: padding_side and truncation_side must be left or right, got {sides}")
+    tokenizer.enable_truncation(max_length=length, direction=sides["truncation_side"])
+    tokenizer.enable_padding(direction=sides["padding_side"], pad_id=pad_id, pad_token=pad, length=length)
+    return tokenizer
 
 
 def normalise_instruction(text: str) -> str:

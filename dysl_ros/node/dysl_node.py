@@ -65,7 +65,7 @@ from dysl_ros.inputs import (
     string_from_cdr,
 )
 from dysl_ros.joint_commands import JointWiring, check_on_stale, wire_joints
-from dysl_ros.model.checkpoint import ModelDirError
+from dysl_ros.model.model_dir import ModelDirError
 from dysl_ros.model.observation_spec import Observation, ObservationSpec
 from dysl_ros.node import limits as joint_limits
 from dysl_ros.node.joint_output import JointConfig, trajectory_message

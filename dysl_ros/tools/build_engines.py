@@ -5,7 +5,7 @@
 
 Engines go to ``ROOT/<model name>/<backend>/``; ``--out`` defaults to ``D/engines``, the root
 ``dysl_node`` reads when its ``engine_dir`` parameter is unset (``engine_root`` in
-``dysl_ros.backends.registry``, the one definition), so that engines built here are the ones the node finds.
+``dysl_ros.backends.manifest``, the one definition), so that engines built here are the ones the node finds.
 ``--force`` rebuilds over engines whose manifest no longer matches (a retrained model, another
 TensorRT version or GPU), which otherwise fail with exit 1.
 
@@ -25,8 +25,7 @@ from pathlib import Path
 from dysl_ros.backends.build import build_engines
 from dysl_ros.backends.capability import ALL_PRECISIONS, ENGINE_BACKENDS, PRECISIONS
 from dysl_ros.backends.errors import BackendUnavailable, EngineError
-from dysl_ros.backends.manifest import engine_path, segment_sizes
-from dysl_ros.backends.registry import engine_root
+from dysl_ros.backends.manifest import engine_path, engine_root, segment_sizes
 from dysl_ros.core.config import ConfigError
 
 EXIT_OK = 0
@@ -83,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_UNAVAILABLE
-    from dysl_ros.model.checkpoint import ModelDirError  # imports torch: not for --help or a refusal
+    from dysl_ros.model.model_dir import ModelDirError
 
     # The node's own rule for where engines live, so the two cannot drift apart.
     out = engine_root(args.model_dir, str(args.out) if args.out is not None else None)
