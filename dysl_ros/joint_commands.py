@@ -10,10 +10,11 @@ The model's actions mean what its observation spec's ``semantics`` says:
                             + velocities
     ee_deltas, other        refused at configure: no inverse kinematics here   refused
 
-Safe command when input stops (``on_stale``) and on deactivate / shutdown: a position controller
-holds the measured position, a velocity controller gets zeros. The model-space ``~/action`` stream
-follows ``on_stale``, whose default is ``hold`` for absolute positions and ``zero`` otherwise;
-``hold`` with deltas or velocities would keep the arm moving and is refused.
+These give the joint targets; the stream process plans them within the joint limits
+(``node/motion.py``, ``node/joint_output.py``), and every stop (input stops, deactivate, shutdown)
+brakes the joints to rest at their acceleration limit. The model-space ``~/action`` stream follows
+``on_stale``, whose default is ``hold`` for absolute positions and ``zero`` otherwise; ``hold`` with
+deltas or velocities would keep the arm moving and is refused.
 """
 
 from __future__ import annotations
@@ -81,11 +82,6 @@ class JointWiring:
         positions = np.asarray(measured, dtype=np.float64)[None, :] + np.cumsum(steps, axis=0)
         return positions, values if self.commands_are_velocities else None
 
-    def safe_command(self, measured: npt.NDArray[np.floating] | None) -> npt.NDArray[np.float64] | None:
-        """Zero velocity, or hold the measured position (None: no measurement to hold yet)."""
-        if self.commands_are_velocities:
-            return np.zeros(len(self.joints))
-        return None if measured is None else np.asarray(measured, dtype=np.float64)
 
 
 def wire_joints(
@@ -118,22 +114,3 @@ def wire_joints(
         how = "action_to_joint" if mapping else "command_joint_names (by name: no action_to_joint given)"
         raise ConfigError(f"{how} names {unknown}, which are not the model's actions {list(action_names)}")
     return JointWiring(semantics, joints, tuple(list(action_names).index(name) for name in sources))
-
-
-def trajectory_times(
-    stamp_ns: int, now_ns: int, dt_ns: int, horizon: int, stamp_mode: str, max_age_ns: int
-) -> tuple[int, list[tuple[int, int]]]:
-    """The header stamp (ns) and, per action still ahead, (action index, time_from_start ns) of a
-    joint trajectory published at ``now_ns`` for a chunk computed from the image at ``stamp_ns``.
-
-    Action k belongs to ``stamp + k*dt``; the ones whose time has passed are dropped, and so are the
-    ones past ``max_age_ns`` after the image (max_image_age_ms: the ~/action stream stops there too,
-    and the controller holds the trajectory's last point). ``zero``: the header stamp is 0 (the
-    controller starts the trajectory on arrival) and times count from now; ``now``: the same times
-    from the stamp ``now``; ``image``: the image's stamp, times k*dt. Times strictly increase and the
-    trajectory never ends in the past."""
-    ahead = [k for k in range(horizon) if now_ns < stamp_ns + k * dt_ns and k * dt_ns <= max_age_ns]
-    if stamp_mode == "image":
-        return stamp_ns, [(k, k * dt_ns) for k in ahead]
-    header = 0 if stamp_mode == "zero" else now_ns
-    return header, [(k, stamp_ns + k * dt_ns - now_ns) for k in ahead]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dysl_ros.core.config import ConfigError
-from dysl_ros.joint_commands import check_on_stale, trajectory_times, wire_joints
+from dysl_ros.joint_commands import check_on_stale, wire_joints
 
 ACTIONS = ("a0", "a1", "gripper")
 DT = 0.02
@@ -37,8 +37,6 @@ def test_deltas_and_velocities_integrate_from_the_measured_joints() -> None:
     np.testing.assert_allclose(positions, measured + np.cumsum(actions[:, :2] * DT, axis=0))
     with pytest.raises(ValueError, match="measured joint positions"):
         deltas.joint_chunks(actions, None, DT)
-    assert speeds.safe_command(None) is not None and not np.any(speeds.safe_command(None))
-    assert deltas.safe_command(None) is None  # nothing measured: nothing to hold
 
 
 def test_wiring_refusals_name_the_problem() -> None:
@@ -55,19 +53,3 @@ def test_wiring_refusals_name_the_problem() -> None:
     assert check_on_stale("", "joint_velocities") == "zero" and check_on_stale("", "joint_positions") == "hold"
     with pytest.raises(ConfigError, match="repeat the last motion"):
         check_on_stale("hold", "joint_position_deltas")
-
-
-@pytest.mark.parametrize("mode", ["zero", "now", "image"])
-def test_trajectories_keep_only_the_actions_ahead_and_young_enough(mode: str) -> None:
-    stamp, horizon, max_age = 1_000_000_000, 50, 300_000_000
-    now = stamp + 50_000_000  # 50 ms after the image: actions 0..2 have passed
-    header, ahead = trajectory_times(stamp, now, DT_NS, horizon, mode, max_age)
-    indices = [k for k, _ in ahead]
-    assert indices == list(range(3, 16))  # 3*20 ms > 50 ms; 15*20 ms = 300 ms is the last within max_age
-    absolute = [(header if mode != "zero" else now) + offset for _, offset in ahead]
-    assert absolute == [stamp + k * DT_NS for k in indices]  # every action at its own time
-    assert all(offset > 0 for _, offset in ahead) or mode == "image"
-    assert header == {"zero": 0, "now": now, "image": stamp}[mode]
-    # The whole chunk within max_age, or none of it ahead.
-    assert [k for k, _ in trajectory_times(stamp, now, DT_NS, 8, mode, 10**12)[1]] == list(range(3, 8))
-    assert trajectory_times(stamp, stamp + max_age + 1, DT_NS, horizon, mode, max_age)[1] == []

@@ -652,7 +652,7 @@ class DySLNode(LifecycleNode):
             self._images[camera_name] = LatestImage(rgb, stamp, stamp_ns, msg.header.stamp, time.monotonic())
             if camera_name == self.policy.spec.cameras[0].name:  # the first camera paces the ticks
                 self._fresh_image = True
-                self._new_image.notify()
+            self._new_image.notify_all()  # a tick may be waiting for another camera's frame too
 
     def _on_instruction(self, serialized: bytes) -> None:
         try:
@@ -699,10 +699,13 @@ class DySLNode(LifecycleNode):
         """Wait for a new image of the first camera; returns what the tick sees, or None (and why, in
         stats)."""
         assert self.params is not None and self.policy is not None
+        cameras = self.policy.spec.cameras
         with self._new_image:
             while not self._fresh_image and not self._stop.is_set():
                 self._new_image.wait(timeout=0.1)
             fresh, self._fresh_image = self._fresh_image, False
+            if fresh and len(cameras) > 1:
+                self._await_cameras_in_step()
             images = dict(self._images)
             instruction, proprio, joints = self._instruction, self._proprio, self._joint_positions
             new_task, self._new_task = self._new_task, False
@@ -710,7 +713,6 @@ class DySLNode(LifecycleNode):
             self.policy.reset()
         if not fresh:
             return None
-        cameras = self.policy.spec.cameras
         missing = [c.name for c in cameras if c.name not in images]
         if missing:
             self.stats.waiting_for = f"image from camera {missing[0]}"
@@ -741,6 +743,28 @@ class DySLNode(LifecycleNode):
             return None
         self.stats.waiting_for = ""
         return TickInputs(image, images, instruction, proprio[0], joints[0] if joints is not None else None)
+
+    def _await_cameras_in_step(self) -> None:
+        """(Input lock held.) The other cameras' frames of the same moment often land just after the
+        first camera's, which paces the ticks: wait up to max_camera_skew_ms for a camera whose newest
+        image is older than the first camera's by more than that, instead of skipping the tick."""
+        assert self.params is not None and self.policy is not None
+        cameras = self.policy.spec.cameras
+        skew_ns = self.params.max_camera_skew_ms * 1e6
+        deadline = time.monotonic() + self.params.max_camera_skew_ms / 1000.0
+
+        def behind() -> bool:
+            first = self._images.get(cameras[0].name)
+            return first is not None and any(
+                c.name in self._images and first.stamp_ns - self._images[c.name].stamp_ns > skew_ns
+                for c in cameras[1:]
+            )
+
+        while behind() and not self._stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._new_image.wait(timeout=left)
 
     def _inference_loop(self) -> None:
         """The inference thread: a crash here is a fault (the arm brakes, the error path follows)."""

@@ -166,17 +166,24 @@ class MotionLimiter:
         w = (t_ns - times[k]) / (times[k + 1] - times[k])
         return (1.0 - w) * targets[k] + w * targets[k + 1]
 
-    def _stopping_speed(self, distance: Array) -> Array:
-        """The largest speed from which the joint, braking one period late, stops within ``distance``."""
-        a, lead = self._a, self.dt + self._jerk_lead
-        d = np.maximum(distance, 0.0)
-        return -a * lead + np.sqrt((a * lead) ** 2 + 2.0 * a * d)
+    def _stopping_speed(self, distance: Array, toward: Array) -> Array:
+        """The largest speed a period from now from which the joint still stops within ``distance``:
+        this period moves (v + v') / 2 * dt (``toward`` = v in the direction of the distance); braking
+        from v' at the acceleration limit in whole periods moves at most v'^2 / (2a) + a dt^2 / 8 more
+        (plus v' * a / (2j) with a jerk limit)."""
+        a, lead = self._a, 0.5 * self.dt + self._jerk_lead
+        slack = 0.125 * a * self.dt * self.dt
+        room = np.maximum(distance - 0.5 * np.maximum(toward, 0.0) * self.dt - slack, 0.0)
+        return -a * lead + np.sqrt((a * lead) ** 2 + 2.0 * a * room)
 
     def _step(
         self, p: Array, v: Array, a: Array, target: Array, target_velocity: Array, low: Array, high: Array
     ) -> tuple[Array, Array, Array]:
-        error = target - p
-        approach = np.minimum(np.abs(error) / self.dt, self._stopping_speed(np.abs(error)))
+        # Where this period would end with the target's velocity; close half the rest each period
+        # (never faster than a stop on the target allows): no overshoot, no lag on a steady ramp.
+        error = target - (p + 0.5 * (v + target_velocity) * self.dt)
+        relative = (v - target_velocity) * np.sign(error)
+        approach = np.minimum(np.abs(error) / self.dt, self._stopping_speed(np.abs(error), relative))
         desired = target_velocity + np.sign(error) * approach
         return self._limit(p, v, a, desired, low, high)
 
@@ -184,8 +191,8 @@ class MotionLimiter:
         self, p: Array, v: Array, a: Array, desired: Array, low: Array, high: Array
     ) -> tuple[Array, Array, Array]:
         dt = self.dt
-        up = np.where(np.isfinite(high), self._stopping_speed(high - p), np.inf)
-        down = np.where(np.isfinite(low), self._stopping_speed(p - low), np.inf)
+        up = np.where(np.isfinite(high), self._stopping_speed(high - p, v), np.inf)
+        down = np.where(np.isfinite(low), self._stopping_speed(p - low, -v), np.inf)
         desired = np.clip(np.clip(desired, -down, up), -self._v, self._v)
         acc = np.clip((desired - v) / dt, -self._a, self._a)
         acc = np.clip(acc, a - self._j * dt, a + self._j * dt)  # jerk: inf where none is given

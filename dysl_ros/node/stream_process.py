@@ -56,7 +56,6 @@ PUBLISH_MARGIN_NS = 1_000_000
 """Staleness is judged this much after the check, covering the publish call itself."""
 STATS_PERIOD_NS = 100_000_000
 PERIOD_WINDOW = 500
-CLOCK_OFFSET_TOLERANCE_NS = 200_000
 CLOCK_JUMP_NS = 5_000_000
 """A node clock this far from the grid's mapping has jumped: the grid follows it."""
 CLOCK_CHECK_PERIODS = 50
@@ -492,9 +491,10 @@ class _Stream:
             self.last_heartbeat = time.monotonic_ns()
         elif isinstance(message, Chunk):
             self.last_heartbeat = time.monotonic_ns()
-            # Two clock reads a few microseconds apart in the node: follow a real change of the node's
-            # clock (sim time, a jump), not that read-to-read noise, which would shift the plans' grid.
-            if abs(message.clock_offset_ns - self.clock_offset_ns) > CLOCK_OFFSET_TOLERANCE_NS:
+            # Two clock reads in the node, apart by however long its thread was preempted between them:
+            # follow a real change of the node's clock (sim time, a jump), not that noise, which would
+            # shift the plans' grid.
+            if abs(message.clock_offset_ns - self.clock_offset_ns) > CLOCK_JUMP_NS:
                 self.clock_offset_ns = message.clock_offset_ns
                 self.sync_clock()
             if not self.enabled or self.deactivating is not None:
