@@ -162,10 +162,12 @@ def ros_process(
     domain_id: int,
     log_path: Path,
     env_extra: dict[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> Iterator[subprocess.Popen]:
     """Run ``args`` as a ROS process (own process group) for the duration of the ``with`` block.
 
-    stdout and stderr go to ``log_path``; the environment is ``ros_env(domain_id, **env_extra)``. On exit
+    stdout and stderr go to ``log_path``; the environment is ``ros_env(domain_id, **env_extra)``; the
+    working directory ``cwd`` (default: the repository). On exit
     the process group gets SIGINT, up to 10 s to finish, then SIGKILL. If the process had already died
     with a non-zero status before the block ended, a RuntimeError carrying the log's tail is raised (or,
     when the block itself raised, that tail is attached to its exception as a note). A process that
@@ -180,7 +182,7 @@ def ros_process(
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
-            cwd=str(REPO),
+            cwd=str(cwd or REPO),
             start_new_session=True,  # own session, hence own process group
         )
     try:
