@@ -18,8 +18,9 @@ offscreen with EGL (``MUJOCO_GL=egl``; Meta-World and MuJoCo must be installed:
 
 Either process failing (dysl_node exits 1 on a failed configure) ends the launch with return code 1.
 
-The launch files need a ROS 2 install (`launch`, `launch_ros`); they have not been run here, where the
-tests start the node processes themselves.
+The launch files run in CI from a colcon install tree, with the ROS 2 launch and command-line tools of
+the Kilted line on Python 3.11; nothing has run them on ROS 2 Humble. test/test_launch_dysl.py runs one
+episode of this file.
 """
 
 from __future__ import annotations

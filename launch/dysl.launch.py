@@ -28,8 +28,9 @@ Environment set here reaches the launched node and the launch's own ROS node (wh
 lifecycle); export the same variables in the shell for ``ros2`` CLI tools and other processes that
 should see the node (on the other machine too).
 
-The launch files need a ROS 2 install (`launch`, `launch_ros`); they have not been run here, where the
-tests start the node processes themselves.
+The launch files run in CI from a colcon install tree, with the ROS 2 launch and command-line tools of
+the Kilted line on Python 3.11; nothing has run them on ROS 2 Humble. They run in
+test/test_launch_dysl.py, test/test_ros2_cli.py and test/test_entrypoint.py.
 """
 
 from __future__ import annotations
