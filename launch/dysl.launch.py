@@ -190,7 +190,10 @@ def remappings(context: LaunchContext) -> list[tuple[str, str]]:
             if name == "image_topic":
                 rules.append((node_topic + COMPRESSED, topic + COMPRESSED))
     text = LaunchConfiguration("camera_topics").perform(context).strip()
-    cameras = yaml.safe_load(text) if text else {}
+    try:
+        cameras = yaml.safe_load(text) if text else {}
+    except yaml.YAMLError:
+        cameras = None
     if not isinstance(cameras, dict) or not all(isinstance(v, str) and v for v in cameras.values()):
         raise RuntimeError(f"launch argument camera_topics:={text!r} is not a mapping camera -> topic")
     for camera, topic in cameras.items():
