@@ -6,7 +6,8 @@ dysl_node and sim_bridge from the tree's ``lib/dysl_ros``:
 
 - ``dysl.launch.py`` brings dysl_node to ``active`` with the shipped model and it serves chunks on
   remapped topics; launch arguments left empty keep the params file's values;
-- a bad ``model_dir`` ends the launch with the node's error and return code 1, instead of waiting;
+- a bad ``model_dir`` ends the launch with the node's error and return code 1, instead of waiting; a
+  bad launch argument ends it before the node starts;
 - ``demo.launch.py`` runs one episode to its result and ends by itself;
 - ``localhost_only:=false`` gives the node the network profile and subnet discovery (``ros2 launch`` in a
   network namespace of its own, which has loopback only, so nothing leaves the machine).
@@ -129,6 +130,13 @@ def include(install: Path, launch_file: str, **arguments: str) -> IncludeLaunchD
     return IncludeLaunchDescription(PythonLaunchDescriptionSource(str(path)), launch_arguments=list(arguments.items()))
 
 
+def ready() -> Any:
+    """launch_pytest's ReadyToTest, first in each description: the test starts as the launch does and
+    waits for what it checks. (After the include, a launch failing before the ReadyToTest is visited
+    would leave launch_pytest waiting for it for ever.)"""
+    return launch_pytest.actions.ReadyToTest()
+
+
 @dataclass
 class Started:
     """The processes a launch started: an OnProcessStart callback."""
@@ -179,9 +187,9 @@ def dysl_launch(launch_env: None, install: Path, engines: Path, tmp_path: Path) 
     arguments = dict(params_file=str(params), model_dir=str(REFERENCE_MODEL), engine_dir=str(engines), **ROBOT_TOPICS)
     description = LaunchDescription(
         [
+            ready(),
             RegisterEventHandler(OnProcessStart(on_start=started)),
             include(install, "dysl.launch.py", **arguments),
-            launch_pytest.actions.ReadyToTest(),
         ]
     )
     return description, started
@@ -240,9 +248,9 @@ def bad_model_launch(launch_env: None, install: Path, tmp_path: Path) -> tuple[L
     reasons: list[str] = []
     description = LaunchDescription(
         [
+            ready(),
             RegisterEventHandler(OnShutdown(on_shutdown=lambda event, context: reasons.append(event.reason))),
             include(install, "dysl.launch.py", model_dir=str(not_a_model)),
-            launch_pytest.actions.ReadyToTest(),
         ]
     )
     return description, reasons, not_a_model
@@ -260,6 +268,32 @@ async def test_a_bad_model_dir_ends_the_launch_with_the_nodes_error(
     assert f"model_dir {not_a_model} does not exist" in reasons[0]  # the node's own words
 
 
+@launch_pytest.fixture
+def bad_argument_launch(launch_env: None, install: Path) -> tuple[LaunchDescription, list[str], Started]:
+    reasons: list[str] = []
+    started = Started([])
+    description = LaunchDescription(
+        [
+            ready(),
+            RegisterEventHandler(OnShutdown(on_shutdown=lambda event, context: reasons.append(event.reason))),
+            RegisterEventHandler(OnProcessStart(on_start=started)),
+            include(install, "dysl.launch.py", model_dir=str(REFERENCE_MODEL), control_rate_hz="fast"),
+        ]
+    )
+    return description, reasons, started
+
+
+@pytest.mark.launch(fixture=bad_argument_launch)
+async def test_a_bad_launch_argument_ends_the_launch_before_the_node_starts(
+    bad_argument_launch: tuple[LaunchDescription, list[str], Started], launch_service: Any
+) -> None:
+    _, reasons, started = bad_argument_launch
+    return_code = await asyncio.wait_for(asyncio.shield(launch_service.task), LAUNCH_END_TIMEOUT_S)
+    assert return_code == 1
+    assert len(reasons) == 1 and "launch argument control_rate_hz:='fast' is not a number" in reasons[0], reasons
+    assert started.processes == []
+
+
 # --------------------------------------------------------------------------- demo.launch.py
 
 
@@ -267,6 +301,7 @@ async def test_a_bad_model_dir_ends_the_launch_with_the_nodes_error(
 def demo_launch(launch_env: None, install: Path, engines: Path) -> LaunchDescription:
     return LaunchDescription(
         [
+            ready(),
             include(
                 install,
                 "demo.launch.py",
@@ -275,7 +310,6 @@ def demo_launch(launch_env: None, install: Path, engines: Path) -> LaunchDescrip
                 tasks="[reach-v3]",
                 episodes_per_task="1",
             ),
-            launch_pytest.actions.ReadyToTest(),
         ]
     )
 
