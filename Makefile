@@ -16,9 +16,17 @@ export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
 export FASTDDS_DEFAULT_PROFILES_FILE := $(CURDIR)/config/fastdds.xml
 export AMENT_PREFIX_PATH := $(CURDIR)/$(VENV)
 
+# The ROS 2 launch and command-line tools as wheels (launch, launch_ros, launch_pytest, ros2cli and its
+# verbs), for development and CI machines, which have no ROS install: installed when the folder beside
+# this repository exists (a robot gets the same tools from its ROS install). Without them the launch and
+# ros2 command-line tests skip, saying why. Nothing else reads ../shared.
+ROS_WHEELS      := ../shared/ros_wheels
+ROS_WHEEL_FILES := $(sort $(wildcard $(ROS_WHEELS)/*.whl))
+ROS_TOOLS_STAMP := $(VENV)/.ros-tools-stamp
+
 .PHONY: setup test lint typecheck unit demo bench bench-large bench-curve bench-offline train clean
 
-setup: $(STAMP) $(RUNTIME_STAMP)
+setup: $(STAMP) $(RUNTIME_STAMP) $(if $(ROS_WHEEL_FILES),$(ROS_TOOLS_STAMP))
 
 $(STAMP): requirements.txt setup.py setup.cfg package.xml scripts/typings_tensorrt.py
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "dysl_ros needs Python >= 3.10"'
@@ -41,6 +49,15 @@ $(RUNTIME_STAMP): requirements-runtime.txt setup.py setup.cfg package.xml
 		assert not [m for m in ('torch', 'transformers') if u.find_spec(m)], 'torch in the runtime venv'; \
 		print('runtime venv ok: onnxruntime', onnxruntime.__version__, '(no torch, no transformers)')"
 	touch $(RUNTIME_STAMP)
+
+# --no-deps: launch_ros names `launch` (on PyPI an unrelated project) and `ament_index_python` (PyPI:
+# ros-ament-index-python); requirements-ros-tools.txt has what the wheels need from PyPI.
+$(ROS_TOOLS_STAMP): $(STAMP) $(ROS_WHEEL_FILES) requirements-ros-tools.txt
+	$(BIN)/python -m pip install --quiet --no-deps $(ROS_WHEEL_FILES)
+	$(BIN)/python -m pip install --quiet -r requirements-ros-tools.txt
+	$(BIN)/python -c "from importlib.metadata import version as v; import launch_ros, launch_pytest; \
+		print('ROS 2 tools ok: launch', v('launch'), '| launch_ros', v('launch_ros'), '| ros2cli', v('ros2cli'))"
+	touch $(ROS_TOOLS_STAMP)
 
 lint: setup
 	$(BIN)/ruff check dysl_ros test launch scripts experiments setup.py

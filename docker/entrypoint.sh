@@ -15,12 +15,17 @@
 #                  (exit 2: TensorRT or the GPU missing), serve with backend torch on CUDA (CUDA graphs)
 #                  instead | none: stop
 #   DYSL_PARAMS    a dysl_node params file to start from (default: the package's config/dysl.yaml)
+#   DYSL_UNDERLAY_SETUP, DYSL_OVERLAY_SETUP
+#                  the ROS install's and the package workspace's setup scripts (defaults: the image's,
+#                  /opt/ros/$ROS_DISTRO/setup.bash and /opt/dysl_ws/install/setup.bash; the tests run this
+#                  script outside a container with their own, test/test_entrypoint.py)
 # Arguments are passed to `ros2 launch dysl_ros dysl.launch.py` (e.g. image_topic:=/camera/color/image_raw).
 set -euo pipefail
 
 # ENGINE_DIR: `=` not `:=`, so that an empty value (the node's default) stays empty.
 : "${MODEL_DIR:=/models/reference}" "${ENGINE_DIR=/engines}" "${DYSL_BACKEND:=tensorrt}"
 : "${DYSL_PRECISION:=fp16}" "${DYSL_FALLBACK:=torch}" "${DYSL_FORCE_ENGINE_UPDATE:=false}" "${ROS_DISTRO:=humble}"
+: "${DYSL_UNDERLAY_SETUP:=/opt/ros/${ROS_DISTRO}/setup.bash}" "${DYSL_OVERLAY_SETUP:=/opt/dysl_ws/install/setup.bash}"
 
 case "${DYSL_FORCE_ENGINE_UPDATE,,}" in
     true) force=(--force) rebuilding=", rebuilt as DYSL_FORCE_ENGINE_UPDATE=true" ;;
@@ -33,9 +38,9 @@ esac
 
 set +u  # ROS setup scripts read unset variables
 # shellcheck source=/dev/null
-source "/opt/ros/${ROS_DISTRO}/setup.bash"
+source "${DYSL_UNDERLAY_SETUP}"
 # shellcheck source=/dev/null
-source /opt/dysl_ws/install/setup.bash
+source "${DYSL_OVERLAY_SETUP}"
 set -u
 
 SHARE=$(ros2 pkg prefix dysl_ros)/share/dysl_ros
@@ -52,22 +57,25 @@ for arg in "$@"; do
     esac
 done
 if [[ "${localhost_only}" == "true" ]]; then
-    # Fast DDS 2.x (Humble) reads the FASTRTPS_ name.
-    export FASTRTPS_DEFAULT_PROFILES_FILE="${SHARE}/config/fastdds.xml" FASTDDS_DEFAULT_PROFILES_FILE="${SHARE}/config/fastdds.xml"
-    # Which variables keep discovery on this host depends on the distribution (Humble reads
-    # ROS_LOCALHOST_ONLY=1; ROS_AUTOMATIC_DISCOVERY_RANGE arrived in Iron): dysl_ros.wiring has the one
-    # definition the launch files use too. A value given with `docker run -e` is kept.
-    discovery=$(python3 -c 'import sys
-from dysl_ros.wiring import localhost_environment
-for name, value in localhost_environment(sys.argv[1]).items():
-    print(f"{name}={value}")' "${ROS_DISTRO}")
-    while IFS='=' read -r name value; do
-        [[ -n "${name}" ]] || continue
-        if [[ -z "${!name+set}" ]]; then
-            export "${name}=${value}"
+    # Which variables load the profile (Fast DDS 2.x, Humble, reads the FASTRTPS_ name) and keep
+    # discovery on this host (Humble reads ROS_LOCALHOST_ONLY=1; ROS_AUTOMATIC_DISCOVERY_RANGE arrived in
+    # Iron) depends on the distribution: dysl_ros.wiring has the one definition the launch files use
+    # too. A discovery value given with `docker run -e` is kept.
+    dds=$(python3 -c 'import sys
+from dysl_ros.wiring import localhost_environment, profile_environment
+share, distro = sys.argv[1:]
+for name, value in profile_environment(f"{share}/config/fastdds.xml", distro).items():
+    print(f"profile {name}={value}")
+for name, value in localhost_environment(distro).items():
+    print(f"discovery {name}={value}")' "${SHARE}" "${ROS_DISTRO}")
+    while read -r kind assignment; do
+        [[ -n "${assignment}" ]] || continue
+        name=${assignment%%=*}
+        if [[ "${kind}" == "profile" || -z "${!name+set}" ]]; then
+            export "${assignment}"
         fi
         echo "dysl_entrypoint: ${name}=${!name}"
-    done <<<"${discovery}"
+    done <<<"${dds}"
 fi
 
 if [[ ! -f "${MODEL_DIR}/vla_config.json" ]]; then
@@ -113,7 +121,7 @@ fi
 # The params file with the model, engines and backend chosen here (every other value as given).
 # force_engine_update is always false there: the engines were (re)built just above, and the node
 # forcing another rebuild would redo it (minutes for TensorRT) on every start.
-PARAMS=/tmp/dysl_params.yaml
+PARAMS=$(mktemp -t dysl_params.XXXXXX.yaml)
 python3 - "${DYSL_PARAMS}" "${PARAMS}" "${MODEL_DIR}" "${ENGINE_DIR}" "${backend}" "${device}" "${precision}" <<'PY'
 import sys
 

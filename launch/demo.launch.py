@@ -16,19 +16,24 @@ topic names of ``dysl.launch.py``'s defaults. Fast DDS profile and discovery as 
 offscreen with EGL (``MUJOCO_GL=egl``; Meta-World and MuJoCo must be installed:
 ``pip install metaworld==3.1.1 packaging``).
 
-The launch files need a ROS 2 install (`launch`, `launch_ros`); they have not been run here, where the
-tests start the node processes themselves.
+Either process failing (dysl_node exits 1 on a failed configure) ends the launch with return code 1.
+
+The launch files run in CI from a colcon install tree, with the ROS 2 launch and command-line tools of
+the Kilted line on Python 3.11; nothing has run them on ROS 2 Humble. test/test_launch_dysl.py runs one
+episode of this file.
 """
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from ament_index_python.packages import get_package_share_directory
 from launch.actions import DeclareLaunchArgument, EmitEvent, RegisterEventHandler, SetEnvironmentVariable
 from launch.conditions import IfCondition, UnlessCondition
 from launch.event_handlers import OnProcessExit
 from launch.events import Shutdown
+from launch.launch_context import LaunchContext
 from launch.launch_description import LaunchDescription
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
@@ -147,8 +152,19 @@ def generate_launch_description() -> LaunchDescription:
         output="screen",
         emulate_tty=True,
     )
-    # The demo is over when the bridge has run every episode (or failed): stop dysl_node too.
-    end_with_bridge = RegisterEventHandler(
-        OnProcessExit(target_action=bridge, on_exit=[EmitEvent(event=Shutdown(reason="sim_bridge finished"))])
-    )
-    return LaunchDescription([*arguments, *environment, end_with_bridge, node, bridge])
+
+    # The demo is over when the bridge has run every episode: stop dysl_node too. Either process
+    # failing (dysl_node exits 1 on a failed configure, sim_bridge on an error) ends the launch with
+    # return code 1 (launch returns 1 when an action raises) instead of leaving the other one waiting.
+    def end_with(process: Node, name: str) -> RegisterEventHandler:
+        def on_exit(event: Any, context: LaunchContext) -> list[Any] | None:
+            if context.is_shutdown:
+                return None
+            if event.returncode != 0:
+                raise RuntimeError(f"{name} exited with code {event.returncode}; see its log above")
+            return [EmitEvent(event=Shutdown(reason=f"{name} finished"))]
+
+        return RegisterEventHandler(OnProcessExit(target_action=process, on_exit=on_exit))
+
+    handlers = [end_with(node, "dysl_node"), end_with(bridge, "sim_bridge")]
+    return LaunchDescription([*arguments, *environment, *handlers, node, bridge])

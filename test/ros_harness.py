@@ -164,12 +164,14 @@ def ros_process(
     log_path: Path,
     env_extra: dict[str, str] | None = None,
     stdin: int = subprocess.DEVNULL,
+    cwd: Path | None = None,
 ) -> Iterator[subprocess.Popen]:
     """Run ``args`` as a ROS process (own process group) for the duration of the ``with`` block.
 
-    stdout and stderr go to ``log_path``; the environment is ``ros_env(domain_id, **env_extra)``. On exit
-    the process group gets SIGINT, up to 10 s to finish, then SIGKILL. ``stdin=subprocess.PIPE`` gives the
-    block ``proc.stdin`` (closed before the stop). If the process had already died
+    stdout and stderr go to ``log_path``; the environment is ``ros_env(domain_id, **env_extra)``; the
+    working directory ``cwd`` (default: the repository). On exit the process group gets SIGINT, up to
+    10 s to finish, then SIGKILL. ``stdin=subprocess.PIPE`` gives the block ``proc.stdin`` (closed
+    before the stop). If the process had already died
     with a non-zero status before the block ended, a RuntimeError carrying the log's tail is raised (or,
     when the block itself raised, that tail is attached to its exception as a note). A process that
     finished on its own with status 0 (a script that runs for a fixed time) is not an error.
@@ -183,7 +185,7 @@ def ros_process(
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
-            cwd=str(REPO),
+            cwd=str(cwd or REPO),
             start_new_session=True,  # own session, hence own process group
         )
     try:
