@@ -104,7 +104,7 @@ def write_decoder(path: Path, family: str, seed: int = 0) -> Path:
 
 def make_imported_model(
     root: Path, family: str, seed: int = 0, static_ratio: float = 0.34, spec: ObservationSpec = SPEC,
-    tokenizer: bool = False,
+    tokenizer: bool = False, head: ModulePart = HEAD,
 ) -> Path:
     """Import a random checkpoint of ``family`` with the built-in embed and head, then give it a
     random layer plan and DySL modules (non-trivial adapters, so skipping changes the chunk).
@@ -115,7 +115,7 @@ def make_imported_model(
     if tokenizer:
         spec = dataclasses.replace(spec, tokenizer=TOKENIZED_SPEC.tokenizer)
         extra = {"embed": TOKENIZED_EMBED, "tokenizer_dir": write_tokenizer(root / f"{family}_tokenizer")}
-    model_dir = import_model(root / family, decoder_dir=decoder, spec=spec, **{"embed": EMBED, "head": HEAD, **extra})
+    model_dir = import_model(root / family, decoder_dir=decoder, spec=spec, **{"embed": EMBED, "head": head, **extra})
     torch.manual_seed(seed + 1)
     similarities = np.random.default_rng(seed).uniform(0.5, 1.0, LAYERS)
     plan = LayerPlan.from_similarities(similarities.tolist(), static_ratio)

@@ -284,6 +284,7 @@ class DySLNode(LifecycleNode):
             trajectory_topic=self.resolve_topic_name("~/joint_trajectory"),
             chunk_stamp=params.chunk_stamp,
             max_age_ns=self._max_age_ns,
+            max_tracking_error=params.max_tracking_error,
         )
         stream_config = StreamConfig(
             topic=self.resolve_topic_name("~/action"),
@@ -1013,6 +1014,8 @@ class DySLNode(LifecycleNode):
             "joint_commands_refused": stream_value("commands_refused", ".0f"),
             "watchdog_trips": stream_value("watchdog_trips", ".0f"),
             "trajectories_late": stream_value("trajectories_late", ".0f"),
+            "plans_without_controller": stream_value("plans_without_controller", ".0f"),
+            "plans_rebased": stream_value("plans_rebased", ".0f"),
         }
         values.update({f"rejected_{name}": str(count) for name, count in sorted(stats.rejected.items())})
         status.values = [KeyValue(key=k, value=v) for k, v in values.items()]

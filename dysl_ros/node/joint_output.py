@@ -49,6 +49,10 @@ class JointConfig:
     """Trajectory header: ``now`` (its start time), ``image`` (the image stamp) or ``zero`` (the
     controller starts it on arrival; times from publication)."""
     max_age_ns: int
+    max_tracking_error: float = 0.0
+    """A chunk whose measured joints lie farther than this from what the plans commanded then starts
+    over from the measured pose (the controller is not following: not connected yet, stopped by
+    someone else); 0: never."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,8 @@ class JointOutput:
         self.refused = 0
         """Commands or plans that failed ``check_command`` (never published)."""
         self.stops = 0
+        self.rebased = 0
+        """Chunks that started over from the measured pose (``max_tracking_error``)."""
 
     # ------------------------------------------------------------------ plans
 
@@ -108,6 +114,7 @@ class JointOutput:
     ) -> Plan | None:
         """Plan the chunk's targets (action k due at ``stamp_ns + k*dt``) from ``start_ns``, not yet
         adopted (``adopt``); None when the chunk is refused (non-finite) or nothing of it is left."""
+        self._check_tracking(stamp_ns, measured)
         start = self.start_state(start_ns, measured)
         if start is None:
             return None
@@ -122,6 +129,15 @@ class JointOutput:
             return None
         return plan if self._plan_ok(plan) else None
 
+    def _check_tracking(self, stamp_ns: int, measured: Array | None) -> None:
+        limit = self.config.max_tracking_error
+        commanded = self.state_at(stamp_ns)
+        if limit <= 0 or measured is None or commanded is None:
+            return
+        if np.max(np.abs(commanded.p - np.asarray(measured))) > limit:
+            self.rebased += 1
+            self.reset()
+
     def plan_stop(self, start_ns: int, reason: str) -> Plan | None:
         """Brake from the state commanded at ``start_ns`` (not yet adopted); None with no plan to stop."""
         state = self.state_at(start_ns)
@@ -131,6 +147,30 @@ class JointOutput:
         """From its start time on, ``plan`` commands (the chunk's image stamp labels it; None: a stop)."""
         self._adopt(plan, "" if stamp_ns is None else stamp_label(stamp_ns))
         self.stops += int(plan.reason != "")
+
+    def spliced(self, plan: Plan, from_ns: int) -> Plan:
+        """What the trajectory message carries: the states the controller already follows, on the
+        period grid from ``from_ns`` (a period in the past) up to ``plan``'s start, then ``plan``.
+        A controller samples a trajectory whose first point has passed between its points only:
+        the hand-off is exact whatever state joint_trajectory_controller would interpolate from
+        (measured, the Humble/Jazzy default, or desired). Nothing to follow yet: ``plan`` alone."""
+        if not self.plans or from_ns >= plan.start_ns:
+            return plan
+        times = list(range(plan.start_ns - self.dt_ns, from_ns - 1, -self.dt_ns))[::-1]
+        if not times:
+            return plan
+        states = [self.state_at(t) for t in times]
+        if any(state is None for state in states):
+            return plan
+        p = np.array([s.p for s in states if s is not None])
+        v = np.array([s.v for s in states if s is not None])
+        velocities = np.vstack([v, plan.v])
+        # a[j]: the acceleration over the period that ends at state j (the first: unknown, 0).
+        accelerations = np.vstack([np.zeros((1, v.shape[1])), np.diff(velocities, axis=0) / (self.dt_ns / 1e9)])
+        return Plan(
+            times[0], plan.dt_ns, np.vstack([p, plan.p]), velocities, accelerations,
+            plan.tracked + len(times), plan.reason,
+        )
 
     def at_rest(self, t_ns: int) -> bool:
         plan = self.plan

@@ -205,6 +205,13 @@ class NodeParams:
         "(LeRobot's max_relative_target); 0: only the joint limits bound it.",
         non_negative,
     )
+    max_tracking_error: float = param(
+        0.2,
+        "A chunk whose measured joints lie farther than this (rad or m) from what the last trajectory commanded "
+        "when they were measured starts over from the measured pose: the controller is not following it "
+        "(not up yet, stopped by someone else). 0: never.",
+        non_negative,
+    )
     forward_controller: str = param(
         "",
         "Name of the forward_command_controller that takes ~/commands (e.g. /forward_position_controller): at "

@@ -60,6 +60,9 @@ CLOCK_JUMP_NS = 5_000_000
 """A node clock this far from the grid's mapping has jumped: the grid follows it."""
 CLOCK_CHECK_PERIODS = 50
 PLAN_ALLOWANCE_NS = 5_000_000
+SPLICE_BEFORE_NS = 2_000_000
+CONTROLLER_SETTLE_NS = 500_000_000
+"""A trajectory message starts on the last period at least this long before it is sent."""
 """Planning and sending a trajectory takes ~1 ms (more on a loaded machine): added to its lead."""
 HOLD_AFTER_STOP_NS = 200_000_000
 """After a stop of its own (the node died, SIGTERM), the rest command goes on this long before exit."""
@@ -435,6 +438,9 @@ class _Stream:
         self.last_heartbeat = time.monotonic_ns()
         self.watchdog_trips = 0
         self.trajectories_late = 0
+        self.unheard_plans = 0
+        self.subscribed_since: int | None = None
+        """Chunks not planned because no controller subscribed to ~/joint_trajectory or ~/commands."""
         self.base = 0
         self.base_ros = 0
         """Node-clock time of period 0 (``period_ros``)."""
@@ -477,6 +483,10 @@ class _Stream:
         (sim time, a stepped system clock). Plans and commands share the mapping, so a slow drift
         between the clocks never changes the spacing of the commands."""
         self.base_ros += self.clock_skew()
+
+    def period_before(self, back_ns: int) -> int:
+        """The last period at least ``back_ns`` before now."""
+        return (time.monotonic_ns() - back_ns - self.base) // self.config.dt_ns
 
     def next_period_ros(self, lead_ns: int) -> int:
         """Node-clock time of the first period at least ``lead_ns`` from now."""
@@ -567,6 +577,12 @@ class _Stream:
         plans again from a later period: the controller never gets a trajectory that starts sooner."""
         assert self.joints is not None
         joints = self.joints
+        if not self._controller_connected():
+            # Nobody would follow the plan, and the next one would continue from states no controller
+            # ever had: move only once a controller listens (then from the measured pose).
+            joints.reset()
+            self.unheard_plans += 1
+            return
         plan: Plan | None = None
         for _ in range(3):
             start = self.next_period_ros(self.config.dt_ns + PLAN_ALLOWANCE_NS)
@@ -575,7 +591,8 @@ class _Stream:
                 return
             message = None
             if self.trajectory_pub is not None:
-                message = trajectory_message(plan, joints.config, joints.limits.has_jerk, image_ns, self.ros_now())
+                sent = joints.spliced(plan, self.period_ros(self.period_before(SPLICE_BEFORE_NS)))
+                message = trajectory_message(sent, joints.config, joints.limits.has_jerk, image_ns, self.ros_now())
             if self.ros_now() + self.config.dt_ns + PUBLISH_MARGIN_NS <= start:
                 break
         assert plan is not None
@@ -585,6 +602,22 @@ class _Stream:
             self.trajectory_pub.publish(message)
             # Starved past every re-plan, or inside the write: the controller got less lead. Counted.
             self.trajectories_late += int(self.ros_now() + self.config.dt_ns > start)
+
+    def _controller_connected(self) -> bool:
+        """A controller subscribed for at least CONTROLLER_SETTLE_NS: DDS matches the writer's side
+        first, and a trajectory sent before the reader's side matched is lost (the next one, which
+        continues from it, would then step)."""
+        subscribed = any(
+            publisher is not None and publisher.get_subscription_count() > 0
+            for publisher in (self.trajectory_pub, self.command_pub)
+        )
+        now = time.monotonic_ns()
+        if not subscribed:
+            self.subscribed_since = None
+            return False
+        if self.subscribed_since is None:
+            self.subscribed_since = now
+        return now - self.subscribed_since >= CONTROLLER_SETTLE_NS
 
     def conn_send(self, message: ToNode) -> None:
         if self.orphaned:
@@ -745,7 +778,7 @@ class _Stream:
             return "disabled"
         plan = joints.plan
         if plan is None:
-            return "idle"
+            return "idle" if self._controller_connected() else "no controller subscribed"
         now = self.ros_now()
         if now >= plan.end_ns:
             return "at rest"
@@ -768,6 +801,8 @@ class _Stream:
             "jitter_p99_ms": float(np.percentile(np.abs(periods_ms - dt_ms), 99)) if len(periods_ms) else float("nan"),
             "watchdog_trips": float(self.watchdog_trips),
             "trajectories_late": float(self.trajectories_late),
+            "plans_without_controller": float(self.unheard_plans),
+            "plans_rebased": float(self.joints.rebased if self.joints else 0),
             "joint_stops": float(self.joints.stops if self.joints else 0),
             "commands_refused": float(self.joints.refused if self.joints else 0),
         }

@@ -142,13 +142,15 @@ def motion_report(
     limits: JointLimits | None = None,
     rel_tol: float = 1e-3,
     position_tol: float = 1e-6,
+    handoff_period_s: float | None = None,
 ) -> MotionReport:
     """The figures of a log of ``len(times_s)`` updates (arrays: updates × joints). Give times from the
     start of the log: absolute ROS times in float seconds keep only about 0.5 µs, which the jerk amplifies.
 
     A limit is hit where a value exceeds it by more than ``rel_tol`` of the limit (positions: by more than
     ``position_tol``); velocity, acceleration and jerk count an update when either way of differentiating
-    exceeds. A hand-off at index k compares |p[k] − p[k−1]| with v_max times the median update period.
+    exceeds. A hand-off at index k compares |p[k] − p[k−1]| with v_max times ``handoff_period_s`` (the
+    sender's control period; default the median update period).
     """
     t = np.asarray(times_s, dtype=np.float64)
     p = np.asarray(setpoint_positions, dtype=np.float64)
@@ -186,7 +188,7 @@ def motion_report(
     handoffs = np.asarray(handoff_indices, dtype=np.int64)
     handoffs = handoffs[handoffs >= 1]
     jumps = np.abs(p[handoffs] - p[handoffs - 1]) if handoffs.size else np.zeros((0, n))
-    bound = limits.velocity * period_s
+    bound = limits.velocity * (handoff_period_s if handoff_period_s is not None else period_s)
 
     rows = []
     max_step, max_v_fd, max_a_fd = _max_abs(steps), _max_abs(velocity_fd), _max_abs(acceleration_fd)
@@ -219,7 +221,12 @@ def motion_report(
     return MotionReport(rows, n_updates, period_s, int(handoffs.size))
 
 
-def report_from_log(log: Mapping[str, Any], limits: JointLimits | None = None, rel_tol: float = 1e-3) -> MotionReport:
+def report_from_log(
+    log: Mapping[str, Any],
+    limits: JointLimits | None = None,
+    rel_tol: float = 1e-3,
+    handoff_period_s: float | None = None,
+) -> MotionReport:
     """``motion_report`` of a ``jtc_arm`` log (``np.load(path)``)."""
     time_ns = np.asarray(log["time_ns"], dtype=np.int64)
     # From the start: absolute ROS times in float seconds would lose the microseconds.
@@ -233,4 +240,5 @@ def report_from_log(log: Mapping[str, Any], limits: JointLimits | None = None, r
         log["handoff_indices"],
         limits,
         rel_tol,
+        handoff_period_s=handoff_period_s,
     )

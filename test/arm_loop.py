@@ -1,0 +1,235 @@
+"""dysl_node driving a simulated 7-joint arm through joint_trajectory_controller's rules, over DDS.
+
+Three processes on a ROS domain of their own: ``dysl_node`` (a tiny random joint-position model of
+one's own, arm_fixture's limits), ``dysl_ros.sim.jtc_arm`` (a JTC that samples trajectories as
+ros2_control does, Humble or Jazzy, measured or desired start state, driving an arm with a
+first-order lag at 500 Hz and publishing its joint states), and this process: two cameras at
+15 Hz and the instruction, changed every ``instruction_period_s``. Random weights make every chunk a
+new random target: the hardest case for hand-offs and limits. Used by test_arm_safety.py (short
+runs) and scripts/arm_motion.py (the 60 s runs of docs/results.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import arm_fixture
+import numpy as np
+from byom_fixture import JOINTS, POSITION_SPEC, make_imported_model
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from ros_harness import LATCHED_QOS, PYTHON, SENSOR_QOS, RosSession, ros_process, ros_session, unique_domain_id
+from sensor_msgs.msg import Image
+from std_msgs.msg import Float64MultiArray, String
+
+from dysl_ros.model.observation_spec import Normalisation
+from dysl_ros.sim.motion_metrics import JointLimits, MotionReport, report_from_log
+
+ARM_SPEC = dataclasses.replace(
+    POSITION_SPEC,
+    state_names=JOINTS,
+    state_normalisation=Normalisation("mean_std", (0.0,) * len(JOINTS), (0.5,) * len(JOINTS)),
+)
+"""The arm's joint positions in, absolute joint positions out (the model's range +-1.5 is wider
+than the arm's limits: the limits must do the bounding)."""
+RATE_HZ = 50.0
+DT_S = 1.0 / RATE_HZ
+CAMERA_HZ = 15.0
+INSTRUCTIONS = ("put the red block in the bowl", "open the top drawer", "push the button", "reach the goal")
+METRIC_LIMITS = JointLimits.make(
+    len(JOINTS), arm_fixture.LOWER, arm_fixture.UPPER, arm_fixture.VELOCITY, arm_fixture.ACCELERATION
+)
+
+
+def make_arm_model(root: Path, head: Any = None) -> Path:
+    return make_imported_model(root, "qwen2", spec=ARM_SPEC, **({"head": head} if head is not None else {}))
+
+
+def stamp_ns(stamp: Any) -> int:
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+@dataclass
+class ArmLoop:
+    """A running loop: the node, the arm, and this process's camera and probes."""
+
+    ros: RosSession
+    name: str
+    node: Any
+    arm: Any
+    root: Path
+    domain: int
+    rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
+    instruction_index: int = 0
+
+    def __post_init__(self) -> None:
+        ns = f"/{self.name}"
+        self.cameras = {c.name: self.ros.publisher(Image, f"{ns}/{c.name}/image", SENSOR_QOS) for c in ARM_SPEC.cameras}
+        self.instruction_pub = self.ros.publisher(String, f"{ns}/instruction", LATCHED_QOS)
+        reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+        # No probe on ~/joint_trajectory: the stream plans once anyone subscribes, and a probe that
+        # matched before the arm's controller would have it plan for nobody (the arm's log has them all).
+        self.commands = self.ros.subscribe_with_info(
+            Float64MultiArray, f"{ns}/commands", reliable,
+            lambda m: (list(m.data), m.layout.dim[0].label if m.layout.dim else ""),
+        )
+        self.diagnostics = self.ros.subscribe(
+            DiagnosticArray, "/diagnostics", 10,
+            lambda m: ({"_message": m.status[0].message, **{kv.key: kv.value for kv in m.status[0].values}}
+                       if m.status and m.status[0].name == "dysl_node: inference" else None),
+        )
+
+    # ------------------------------------------------------------------ inputs
+
+    def instruct(self, text: str | None = None) -> None:
+        if text is None:
+            text = INSTRUCTIONS[self.instruction_index % len(INSTRUCTIONS)]
+            self.instruction_index += 1
+        self.instruction_pub.publish(String(data=text))
+
+    def frame(self) -> int:
+        stamp = self.ros.node.get_clock().now().to_msg()
+        for camera in ARM_SPEC.cameras:
+            pixels = self.rng.integers(0, 256, (camera.height, camera.width, 3), dtype=np.uint8)
+            msg = Image(encoding="rgb8", height=camera.height, width=camera.width, step=camera.width * 3,
+                        data=pixels.tobytes())
+            msg.header.stamp = stamp
+            self.cameras[camera.name].publish(msg)
+        return stamp_ns(stamp)
+
+    def feed(self, seconds: float, instruction_period_s: float = 0.0) -> int:
+        """Camera frames at 15 Hz for ``seconds`` (a new instruction every ``instruction_period_s``);
+        returns the last frame's stamp."""
+        end = time.monotonic() + seconds
+        next_instruction = time.monotonic() + instruction_period_s if instruction_period_s > 0 else float("inf")
+        last = 0
+        while time.monotonic() < end:
+            last = self.frame()
+            if time.monotonic() >= next_instruction:
+                self.instruct()
+                next_instruction += instruction_period_s
+            time.sleep(1.0 / CAMERA_HZ)
+        return last
+
+    # ------------------------------------------------------------------ observations
+
+    def diag(self) -> dict[str, str]:
+        messages = [m for m in self.diagnostics.messages if m is not None]
+        return messages[-1] if messages else {}
+
+    def fresh_diag(self, timeout: float = 5.0) -> dict[str, str]:
+        seen = len(self.diagnostics)
+        arrived = self.ros.wait_until(lambda: len(self.diagnostics) > seen and bool(self.diag()), timeout)
+        assert arrived, "no diagnostics"
+        return self.diag()
+
+    def wait_serving(self, timeout: float = 90.0) -> None:
+        """Frames until the node has published chunks and the stream follows a plan."""
+
+        def serving() -> bool:
+            self.frame()
+            time.sleep(1.0 / CAMERA_HZ)
+            return self.diag().get("joint_motion") in ("tracking", "braking (chunk ended)", "at rest")
+
+        assert self.ros.wait_until(serving, timeout, period=0.0), f"not serving: {self.diag()}\n{self.node_log_tail()}"
+
+    def node_log_tail(self) -> str:
+        try:
+            return (self.root / "node.log").read_text(errors="replace")[-3000:]
+        except OSError:
+            return ""
+
+    def stop_arm(self) -> dict[str, Any]:
+        """SIGINT the arm: it writes its log; returns it."""
+        os.killpg(self.arm.pid, signal.SIGINT)
+        self.arm.wait(timeout=20.0)
+        with np.load(self.root / "arm.npz") as data:
+            return {key: data[key] for key in data.files}
+
+
+def motion(log: dict[str, Any], from_ns: int | None = None, to_ns: int | None = None) -> MotionReport:
+    """The arm log's motion report within [from_ns, to_ns) of the controller's clock, against the arm's
+    limits; hand-off jumps compared with v_max times the node's control period."""
+    keep = np.ones(len(log["time_ns"]), dtype=bool)
+    if from_ns is not None:
+        keep &= log["time_ns"] >= from_ns
+    if to_ns is not None:
+        keep &= log["time_ns"] < to_ns
+    index = np.flatnonzero(keep)
+    sliced = {k: (v[index] if isinstance(v, np.ndarray) and v.shape[:1] == keep.shape else v) for k, v in log.items()}
+    handoffs = np.asarray(log["handoff_indices"], dtype=np.int64)
+    sliced["handoff_indices"] = np.searchsorted(index, handoffs[np.isin(handoffs, index)])
+    return report_from_log(sliced, METRIC_LIMITS, handoff_period_s=DT_S)
+
+
+def at_rest_after(log: dict[str, Any], t_ns: int, speed: float = 1e-9) -> int | None:
+    """The controller time (ns) from which the setpoint stays at rest, looking from ``t_ns`` on; None
+    if it is still moving at the end of the log."""
+    times = log["time_ns"]
+    moving = np.any(np.abs(log["setpoint_velocities"]) > speed, axis=1) & (times >= t_ns)
+    if not np.any(times >= t_ns):
+        return None
+    last = np.flatnonzero(moving)
+    if last.size and last[-1] == len(times) - 1:
+        return None
+    return int(times[last[-1] + 1]) if last.size else int(times[np.argmax(times >= t_ns)])
+
+
+@contextmanager
+def arm_loop(
+    root: Path,
+    model_dir: Path,
+    distro: str = "humble",
+    start_state: str = "desired",
+    tau_s: float = 0.02,
+    node_params: dict[str, Any] | None = None,
+    node_src: Path | None = None,
+    node_env: dict[str, str] | None = None,
+    name: str = "dysl_arm",
+) -> Iterator[ArmLoop]:
+    """Start the arm, the node and this process's probes; on exit SIGINT both (the arm writes
+    ``root/arm.npz`` unless ``stop_arm`` already did). ``node_src``: run the node from another source tree
+    (the code before a change, for a before/after figure)."""
+    root.mkdir(parents=True, exist_ok=True)
+    domain = unique_domain_id()
+    params_file = arm_fixture.write_params(root / "arm.yaml", f"/{name}", arm_fixture.urdf())
+    values: dict[str, Any] = {
+        "model_dir": str(model_dir),
+        "autostart": True,
+        "control_rate_hz": RATE_HZ,
+        "max_image_age_ms": 400.0,
+        "diagnostics_period_s": 0.2,
+        "warmup_ticks": 1,
+        "stream_priority": 0,
+        "state_joint_names": "[" + ",".join(JOINTS) + "]",
+        "command_joint_names": "[" + ",".join(JOINTS) + "]",
+        **(node_params or {}),
+    }
+    node = [PYTHON, "-m", "dysl_ros.node.dysl_node", "--ros-args", "-r", f"__node:={name}",
+            "--params-file", str(params_file)]
+    for key, value in values.items():
+        node += ["-p", f"{key}:={str(value).lower() if isinstance(value, bool) else value}"]
+    middle = (arm_fixture.LOWER + arm_fixture.UPPER) / 2
+    arm = [PYTHON, "-m", "dysl_ros.sim.jtc_arm", "--joints", ",".join(JOINTS), "--distro", distro,
+           "--start-state", start_state, "--tau", str(tau_s),
+           "--initial-positions=" + ",".join(f"{x:.4f}" for x in middle),
+           "--trajectory-topic", f"/{name}/joint_trajectory", "--state-topic", f"/{name}/joint_states",
+           "--log", str(root / "arm.npz")]
+    env = dict(node_env or {})
+    if node_src is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(node_src), env.get("PYTHONPATH", "")])
+    with ExitStack() as stack:
+        ros = stack.enter_context(ros_session(domain, f"{name}_probe"))
+        arm_proc = stack.enter_context(ros_process(arm, domain, root / "arm.log"))
+        node_proc = stack.enter_context(ros_process(node, domain, root / "node.log", env_extra=env))
+        loop = ArmLoop(ros, name, node_proc, arm_proc, root, domain)
+        loop.instruct()
+        yield loop
