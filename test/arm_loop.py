@@ -170,17 +170,19 @@ def motion(log: dict[str, Any], from_ns: int | None = None, to_ns: int | None = 
     return report_from_log(sliced, METRIC_LIMITS, handoff_period_s=DT_S)
 
 
-def at_rest_after(log: dict[str, Any], t_ns: int, speed: float = 1e-9) -> int | None:
-    """The controller time (ns) from which the setpoint stays at rest, looking from ``t_ns`` on; None
-    if it is still moving at the end of the log."""
+def at_rest_after(log: dict[str, Any], t_ns: int, until_ns: int | None = None, speed: float = 1e-9) -> int | None:
+    """The controller time (ns) from which the setpoint stays at rest within [t_ns, until_ns); None if
+    it is still moving at the end of that window."""
     times = log["time_ns"]
-    moving = np.any(np.abs(log["setpoint_velocities"]) > speed, axis=1) & (times >= t_ns)
-    if not np.any(times >= t_ns):
+    window = (times >= t_ns) & (times < (until_ns if until_ns is not None else np.iinfo(np.int64).max))
+    index = np.flatnonzero(window)
+    if index.size == 0:
+        return None
+    moving = np.any(np.abs(log["setpoint_velocities"][index]) > speed, axis=1)
+    if moving[-1]:
         return None
     last = np.flatnonzero(moving)
-    if last.size and last[-1] == len(times) - 1:
-        return None
-    return int(times[last[-1] + 1]) if last.size else int(times[np.argmax(times >= t_ns)])
+    return int(times[index[last[-1] + 1]]) if last.size else int(times[index[0]])
 
 
 @contextmanager
@@ -194,6 +196,7 @@ def arm_loop(
     node_src: Path | None = None,
     node_env: dict[str, str] | None = None,
     name: str = "dysl_arm",
+    node_may_die: bool = False,
 ) -> Iterator[ArmLoop]:
     """Start the arm, the node and this process's probes; on exit SIGINT both (the arm writes
     ``root/arm.npz`` unless ``stop_arm`` already did). ``node_src``: run the node from another source tree
@@ -229,7 +232,91 @@ def arm_loop(
     with ExitStack() as stack:
         ros = stack.enter_context(ros_session(domain, f"{name}_probe"))
         arm_proc = stack.enter_context(ros_process(arm, domain, root / "arm.log"))
-        node_proc = stack.enter_context(ros_process(node, domain, root / "node.log", env_extra=env))
+        node_proc = stack.enter_context(
+            ros_process(node, domain, root / "node.log", env_extra=env, may_die=node_may_die)
+        )
         loop = ArmLoop(ros, name, node_proc, arm_proc, root, domain)
         loop.instruct()
         yield loop
+
+
+# ---------------------------------------------------------------------- faults
+
+
+def lifecycle(loop: ArmLoop, transition: int) -> bool:
+    from lifecycle_msgs.srv import ChangeState
+
+    request = ChangeState.Request()
+    request.transition.id = transition
+    answer = loop.ros.call_service(ChangeState, f"/{loop.name}/change_state", request, timeout=30.0)
+    return bool(answer.success)
+
+
+def lifecycle_state(loop: ArmLoop) -> str:
+    from lifecycle_msgs.srv import GetState
+
+    answer = loop.ros.call_service(GetState, f"/{loop.name}/get_state", GetState.Request(), timeout=10.0)
+    return str(answer.current_state.label)
+
+
+def enable(loop: ArmLoop, on: bool) -> str:
+    from std_srvs.srv import SetBool
+
+    answer = loop.ros.call_service(SetBool, f"/{loop.name}/enable", SetBool.Request(data=on), timeout=10.0)
+    assert answer.success, answer.message
+    return str(answer.message)
+
+
+def stream_pid(loop: ArmLoop) -> int:
+    """The node's action-stream process (a child of the node's process)."""
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                command = f.read()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == loop.node.pid and b"stream_process" in command:
+            return int(entry.name)
+    raise AssertionError("no action-stream process under the node")
+
+
+@dataclass(frozen=True)
+class Stop:
+    """How a fault ended in the arm's log: the first trajectory that reached the controller after it
+    (the stop command; none when the one it has already brakes, as when the camera stops) and the
+    time from which the setpoint stayed at rest, both in ms after the fault."""
+
+    fault: str
+    to_stop_command_ms: float | None
+    to_rest_ms: float | None
+    report: MotionReport
+
+    def row(self) -> str:
+        def ms(value: float | None) -> str:
+            return "-" if value is None else f"{value:.0f}"
+
+        worst = self.report
+        hits = sum(j.position_hits + j.velocity_hits + j.acceleration_hits for j in worst.joints)
+        nonfinite = sum(j.nonfinite for j in worst.joints)
+        return f"| {self.fault} | {ms(self.to_stop_command_ms)} | {ms(self.to_rest_ms)} | {hits} | {nonfinite} |"
+
+
+STOP_TABLE_HEADER = (
+    "| fault | to the stop command, ms | to rest, ms | limit hits | non-finite setpoints |\n|---|---:|---:|---:|---:|"
+)
+
+
+def stop_after(log: dict[str, Any], fault: str, at_ns: int, until_ns: int | None = None) -> Stop:
+    arrivals = np.asarray(log["trajectory_arrival_ns"], dtype=np.int64)
+    after = arrivals[(arrivals >= at_ns) & (arrivals < (until_ns if until_ns is not None else np.iinfo(np.int64).max))]
+    rest = at_rest_after(log, at_ns, until_ns)
+    return Stop(
+        fault,
+        None if after.size == 0 else (int(after[0]) - at_ns) / 1e6,
+        None if rest is None else (rest - at_ns) / 1e6,
+        motion(log, from_ns=at_ns - 200_000_000, to_ns=until_ns),
+    )

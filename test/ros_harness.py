@@ -165,13 +165,14 @@ def ros_process(
     env_extra: dict[str, str] | None = None,
     stdin: int = subprocess.DEVNULL,
     cwd: Path | None = None,
+    may_die: bool = False,
 ) -> Iterator[subprocess.Popen]:
     """Run ``args`` as a ROS process (own process group) for the duration of the ``with`` block.
 
     stdout and stderr go to ``log_path``; the environment is ``ros_env(domain_id, **env_extra)``; the
     working directory ``cwd`` (default: the repository). On exit the process group gets SIGINT, up to
     10 s to finish, then SIGKILL. ``stdin=subprocess.PIPE`` gives the block ``proc.stdin`` (closed
-    before the stop). If the process had already died
+    before the stop). ``may_die``: the block kills it on purpose. Otherwise, if the process had already died
     with a non-zero status before the block ended, a RuntimeError carrying the log's tail is raised (or,
     when the block itself raised, that tail is attached to its exception as a note). A process that
     finished on its own with status 0 (a script that runs for a fixed time) is not an error.
@@ -201,7 +202,7 @@ def ros_process(
             with suppress(OSError):
                 proc.stdin.close()
         stop_process(proc)  # the child leads its own process group: SIGINT to all of it, then SIGKILL
-    if died_early not in (None, 0):
+    if died_early not in (None, 0) and not may_die:
         raise RuntimeError(
             f"process {args!r} exited early with code {died_early}; log {log_path}:\n{_log_tail(log_path)}"
         )

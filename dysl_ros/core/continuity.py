@@ -20,6 +20,10 @@ import numpy.typing as npt
 FloatArray = npt.NDArray[np.floating]
 
 
+class NonFiniteActions(ValueError):
+    """A chunk with NaN or inf: the tick that made it must not be executed (nor enter the history)."""
+
+
 @dataclass(frozen=True)
 class ContinuityReading:
     continuity: float
@@ -103,7 +107,7 @@ def _as_rows(actions: npt.ArrayLike) -> list[FloatArray]:
     if array.ndim != 2 or array.shape[0] == 0:
         raise ValueError(f"actions must be shaped (n, action_dim) with n >= 1, got {array.shape}")
     if not np.all(np.isfinite(array)):
-        raise ValueError("actions contain NaN or inf")
+        raise NonFiniteActions("actions contain NaN or inf")
     return list(array)
 
 

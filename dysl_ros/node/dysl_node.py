@@ -53,6 +53,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from dysl_ros.action_queue import predict_executed_slice, stamp_label
 from dysl_ros.backends.errors import EngineError
 from dysl_ros.core.config import ConfigError
+from dysl_ros.core.continuity import NonFiniteActions
 from dysl_ros.core.runner import TickResult
 from dysl_ros.inputs import (
     InputRejected,
@@ -68,8 +69,8 @@ from dysl_ros.joint_commands import JointWiring, check_on_stale, wire_joints
 from dysl_ros.model.model_dir import ModelDirError
 from dysl_ros.model.observation_spec import Observation, ObservationSpec
 from dysl_ros.node import limits as joint_limits
-from dysl_ros.node.joint_output import JointConfig, trajectory_message
-from dysl_ros.node.motion import MotionLimiter, Plan, check_command
+from dysl_ros.node.joint_output import JointConfig, JointOutput, trajectory_message
+from dysl_ros.node.motion import MotionLimiter, Plan
 from dysl_ros.node.params import DYSL_FROM_MODEL, PARAMETERS, NodeParams
 from dysl_ros.node.robot import controller_joints, declare_joint_limit_parameters, robot_description
 from dysl_ros.node.stream_process import SPIN_NS, ActionStreamProcess, StreamConfig
@@ -199,6 +200,8 @@ class DySLNode(LifecycleNode):
         self._fault_wake = self.create_guard_condition(self._on_fault)
         self._braking: threading.Thread | None = None  # the node's own stop when the stream is gone
         self._joint_config: JointConfig | None = None
+        self._shadow: JointOutput | None = None
+        """The plans the stream follows, as it reports them: what the node brakes from without it."""
         # Set at configure from the parameters and the model:
         self._names: list[str] = []  # ~/action_chunk joint_names
         self._dt_ns = 0  # control period
@@ -226,7 +229,7 @@ class DySLNode(LifecycleNode):
     def on_configure(self, state: State) -> TransitionCallbackReturn:
         """SUCCESS: model loaded, limits read, topics and the stream process up. FAILURE: a bad
         parameter, model, engine or joint limit (the log names it); the node stays unconfigured."""
-        stream = ActionStreamProcess(self._on_replan, self._on_streamed, self._on_stream_exit)
+        stream = ActionStreamProcess(self._on_replan, self._on_streamed, self._on_stream_exit, self._on_adopted)
         try:
             values = {spec.name: self.get_parameter(spec.name).value for spec in PARAMETERS}
             params = NodeParams.from_values(values)
@@ -275,6 +278,7 @@ class DySLNode(LifecycleNode):
         self.params, self.policy = params, policy
         self._warm_up()
         self._create_topics(params)
+        self._shadow = None
         self._joint_config = None if wiring is None or limits is None else JointConfig(
             joints=wiring.joints,
             limits=limits.to_dict(),
@@ -286,6 +290,8 @@ class DySLNode(LifecycleNode):
             max_age_ns=self._max_age_ns,
             max_tracking_error=params.max_tracking_error,
         )
+        if self._joint_config is not None:
+            self._shadow = JointOutput(self._joint_config, self._dt_ns)
         stream_config = StreamConfig(
             topic=self.resolve_topic_name("~/action"),
             node_name=self.get_name(),
@@ -451,36 +457,43 @@ class DySLNode(LifecycleNode):
         limiter = MotionLimiter(self.limits, self._dt_ns)
         return limiter.stop_duration_s(plan.state_at(self._now_ns()).v)
 
+    def _on_adopted(self, plan: Plan) -> None:
+        if self._shadow is not None:
+            self._shadow.adopt(plan, None)
+
     def _brake_without_stream(self, reason: str) -> None:
-        """The stream process is gone: brake the joints from its last plan with the node's own
-        publishers (a trajectory for joint_trajectory_controller, the ramp on ~/commands)."""
-        stream, config, limits = self.stream, self._joint_config, self.limits
-        plan = stream.plan if stream is not None else None
-        if config is None or limits is None or plan is None or self._braking is not None:
+        """The stream process is gone: brake the joints from the plans it followed, as it would (on
+        its period grid, a trajectory that continues the last one, the ramp on ~/commands), with the
+        node's own publishers."""
+        shadow, config, limits = self._shadow, self._joint_config, self.limits
+        if shadow is None or config is None or limits is None or shadow.plan is None or self._braking is not None:
             return
-        limiter = MotionLimiter(limits, self._dt_ns, 0.0)
-        now = self._now_ns()
-        stop = limiter.stop(plan.state_at(now + self._dt_ns), reason)
+        dt, now, grid = self._dt_ns, self._now_ns(), shadow.plan.start_ns
+        start = grid + -(-(now + dt + 5_000_000 - grid) // dt) * dt
+        stop = shadow.plan_stop(start, reason)
+        if stop is None:
+            return
+        shadow.adopt(stop, None)
         if self.fallback_trajectory_pub is not None:
+            sent = shadow.spliced(stop, grid + ((now - 2_000_000 - grid) // dt) * dt)
             with suppress_context_errors(self):
-                self.fallback_trajectory_pub.publish(trajectory_message(stop, config, limits.has_jerk, None, now))
+                self.fallback_trajectory_pub.publish(trajectory_message(sent, config, limits.has_jerk, None, now))
 
         def ramp() -> None:
             msg = Float64MultiArray()
             dim = MultiArrayDimension(label=reason, size=len(config.joints), stride=len(config.joints))
             msg.layout.dim = [dim]
-            t = stop.start_ns
-            while t <= stop.end_ns + self._dt_ns and self.fallback_command_pub is not None:
+            t = grid + -(-(self._now_ns() - grid) // dt) * dt
+            while t <= stop.end_ns + dt and self.fallback_command_pub is not None:
                 delay = (t - self._now_ns()) / 1e9
                 if delay > 0:
                     time.sleep(delay)
-                state = stop.state_at(t)
-                values = state.v if config.commands_are_velocities else state.p
-                if check_command(values, limits, velocities=config.commands_are_velocities) is None:
-                    msg.data = values.tolist()
+                command = shadow.command(t)
+                if command is not None:
+                    msg.data = command.values.tolist()
                     with suppress_context_errors(self):
                         self.fallback_command_pub.publish(msg)
-                t += self._dt_ns
+                t += dt
 
         if self.fallback_command_pub is not None:
             self._braking = threading.Thread(target=ramp, name="dysl_fallback_brake", daemon=True)
@@ -799,11 +812,13 @@ class DySLNode(LifecycleNode):
             observation = Observation(rgb, taken.instruction, taken.proprio)
             try:
                 out = policy.predict_action_chunk(observation, execute)
-                if not np.all(np.isfinite(out.actions)):
-                    self._tick_failed("chunks_non_finite", "the model's actions contain NaN or inf")
+                if not np.all(np.isfinite(out.actions)):  # past a runner that let them through: take it back
                     with contextlib.suppress(RuntimeError):
-                        policy.withdraw_last()  # never executed: continuity follows what the arm did
-                    continue
+                        policy.withdraw_last()
+                    raise NonFiniteActions("actions contain NaN or inf")
+            except NonFiniteActions:  # the continuity monitor refuses them before they enter its history
+                self._tick_failed("chunks_non_finite", "the model's actions contain NaN or inf")
+                continue
             except Exception as exc:  # keep serving: a failed tick publishes nothing
                 self._tick_failed("ticks_failed", f"inference failed: {exc!r}")
                 continue

@@ -185,17 +185,20 @@ STREAM_MAIN = "import sys; from dysl_ros.node.stream_process import main; sys.ex
 class ActionStreamProcess:
     """The node's handle on the stream process. ``on_replan(seq)`` and ``on_streamed(seq, first,
     count)`` run on a reader thread; ``on_exit(reason)`` when the process is gone. While active, a
-    heartbeat thread tells the stream the node is alive every half period."""
+    heartbeat thread tells the stream the node is alive every half period; ``on_adopted(plan)`` hears
+    every joint plan the stream follows."""
 
     def __init__(
         self,
         on_replan: Callable[[int], None],
         on_streamed: Callable[[int, int, int], None],
         on_exit: Callable[[str], None],
+        on_adopted: Callable[[Plan], None] | None = None,
     ) -> None:
         self._on_replan = on_replan
         self._on_streamed = on_streamed
         self._on_exit = on_exit
+        self._on_adopted = on_adopted
         self._send_lock = threading.Lock()
         self._acks: dict[int, threading.Event] = {}
         self._token = 0
@@ -362,6 +365,8 @@ class ActionStreamProcess:
                 self.stats, self.motion = message.values, message.motion
             elif isinstance(message, Adopted):
                 self.plan = message.plan
+                if self._on_adopted is not None:
+                    self._on_adopted(message.plan)
             elif isinstance(message, Grid):
                 self.grid = (message.base_ns, message.dt_ns)
             elif isinstance(message, Ack):
