@@ -7,7 +7,6 @@ validates them as a whole at configure; a bad value is a startup error naming th
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 from dataclasses import dataclass
@@ -26,19 +25,20 @@ from dysl_ros.params import (
     integer_in,
     is_number,
     non_negative,
-    number,
     number_in,
     numbers,
     one_of,
     param,
     positive,
     read_values,
+    same_as,
     strings,
     text,
 )
 
 DYSL_FROM_MODEL = ("static_ratio", "eta", "eta_verify", "k", "skip_threshold")
 """DySL settings whose parameter default 0 means: the model's dysl.json value."""
+_FROM_MODEL = "0: the model's dysl.json (where dysl_train calibrate put it)."
 CHUNK_STAMPS = ("zero", "now", "image")
 IMAGE_TRANSPORTS = ("raw", "compressed")
 
@@ -128,26 +128,17 @@ class NodeParams:
         "and /diagnostics stream_scheduling saying so.",
         integer_in(0, 99),
     )
-    # --- DySL (checked by DySLConfig itself, see from_values)
+    # --- DySL: declared by DySLConfig; 0 leaves a threshold to the model's dysl.json
     dense: bool = param(False, "Run every layer (the dense baseline) instead of DySL skipping.", boolean)
-    static_ratio: float = param(
-        0.0, "Fraction of static layers; must match the model's layer plan. 0: the model's dysl.json.", number
+    static_ratio: float = same_as(
+        DySLConfig, "static_ratio", default=0.0, note="Must match the model's layer plan. " + _FROM_MODEL, or_zero=True
     )
-    eta: float = param(
-        0.0,
-        "Continuity-change threshold moving the allow points (Eq. 2-3). 0: the model's dysl.json (calibrated on "
-        "its demonstrations by dysl_train calibrate).",
-        number,
-    )
-    eta_verify: float = param(
-        0.0, "Continuity-drop threshold of post-skip verification. 0: the model's dysl.json.", number
-    )
-    k: int = param(0, "Actions in the continuity window (Eq. 1). 0: the model's dysl.json.", number)
-    skip_threshold: float = param(
-        0.0, "A consulted controller skips when its probability is >= this. 0: the model's dysl.json.", number
-    )
-    enable_pre_skip: bool = param(True, "Move allow points with continuity (pre-skip prediction).", boolean)
-    enable_post_verify: bool = param(True, "Re-run densely on the first step of a continuity drop.", boolean)
+    eta: float = same_as(DySLConfig, "eta", default=0.0, note=_FROM_MODEL, or_zero=True)
+    eta_verify: float = same_as(DySLConfig, "eta_verify", default=0.0, note=_FROM_MODEL, or_zero=True)
+    k: int = same_as(DySLConfig, "k", default=0, note=_FROM_MODEL, or_zero=True)
+    skip_threshold: float = same_as(DySLConfig, "skip_threshold", default=0.0, note=_FROM_MODEL, or_zero=True)
+    enable_pre_skip: bool = same_as(DySLConfig, "enable_pre_skip")
+    enable_post_verify: bool = same_as(DySLConfig, "enable_post_verify")
     # --- action output
     action_names: tuple[str, ...] = param(
         ("",), "Names in ~/action_chunk joint_names; [''] uses the model's names.", strings
@@ -254,12 +245,6 @@ class NodeParams:
                 problems.append(f"action_low ({len(low)} values) and action_high ({len(high)}) differ in length")
             elif not all(lo < hi for lo, hi in zip(_broadcast(low, high), _broadcast(high, low), strict=True)):
                 problems.append(f"action_low must be below action_high in every dimension, got {low} / {high}")
-        # 0 leaves a setting to the model's dysl.json, where calibration put it; any other value is
-        # checked by DySLConfig itself (negative, NaN, out of range).
-        try:
-            dataclasses.replace(DySLConfig(), **_dysl_overrides(v))
-        except (ConfigError, TypeError) as exc:
-            problems.append(str(exc))
         if problems:
             raise ConfigError("invalid dysl_node parameters:\n  - " + "\n  - ".join(problems))
         return cls(**convert(cls, v))
