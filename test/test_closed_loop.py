@@ -217,7 +217,7 @@ def test_closed_loop_modules_dir_and_eta_override(model_dir: Path, capsys: pytes
     assert bench.main([*args, "--modules-dir", str(model_dir / "variants" / "missing")]) == 2
     assert "variants/missing" in capsys.readouterr().err
     assert bench.main([*args, "--eta-verify", "0"]) == 2
-    assert "--eta-verify must be > 0" in capsys.readouterr().err
+    assert "--eta-verify must be a finite number > 0" in capsys.readouterr().err
 
     # The never-skip controllers answer p = sigmoid(-20) ~ 2e-9: a lower skip threshold makes them skip.
     assert bench.main([*args, "--modules-dir", str(never), "--skip-threshold", "1e-12"]) == 0
@@ -225,7 +225,7 @@ def test_closed_loop_modules_dir_and_eta_override(model_dir: Path, capsys: pytes
     assert report["variants"]["dysl"]["mean_executed_layers"] == len(plan.static_layers)
     assert report["dysl_overrides"] == {"skip_threshold": 1e-12}
     assert bench.main([*args, "--skip-threshold", "1.5"]) == 2
-    assert "--skip-threshold must be in (0, 1]" in capsys.readouterr().err
+    assert "--skip-threshold must lie in (0, 1]" in capsys.readouterr().err
 
     # The goal marker: the model's (no train_args.json here: Meta-World's), or the flag's with a warning.
     assert own["goal_marker_radius"] is None

@@ -41,19 +41,24 @@ import numpy as np
 
 from dysl_ros.action_queue import AGGREGATIONS, MAX_AGGREGATION_DECAY, ActionQueue
 from dysl_ros.backends.capability import machine_label
+from dysl_ros.bench.common import (
+    Coins,
+    add_output_arguments,
+    add_variant_arguments,
+    check_chunk_arguments,
+    check_variant_arguments,
+    coin_and_oracle_notes,
+    load_settings,
+    variant_settings,
+    write_outputs,
+)
 from dysl_ros.bench.trace import DecisionTrace, TickDecision
 from dysl_ros.bench.variants import (
-    COINS,
     DIAGNOSTIC_VARIANTS,
     KNOWN_VARIANTS,
-    RANDOM_VARIANTS,
     VARIANTS,
     LoadSettings,
     VariantLoader,
-    add_variant_arguments,
-    coin_and_oracle_notes,
-    coin_probability,
-    main_plan,
     parse_variants,
     variant_modules_dir,
 )
@@ -104,14 +109,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="goal marker radius in metres, 'none' for Meta-World's 2 cm (default: model, the radius "
         "its demos were drawn with, from its train_args.json)",
     )
-    parser.add_argument("--json", action="store_true", help="print the results as one JSON object, last line")
-    parser.add_argument("--markdown", metavar="FILE", help="write the results table (markdown) to FILE")
-    parser.add_argument(
-        "--plot", metavar="FILE",
-        help="write a PNG: each variant's success rate with its 95 %% interval, its executed layers in the label",
+    add_output_arguments(
+        parser, "write a PNG: each variant's success rate with its 95 %% interval, its executed layers in the label"
     )
     parser.add_argument("--record-trace", metavar="FILE", help="write the dysl variant's decisions (DecisionTrace)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -486,10 +487,53 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
 
+@dataclass(frozen=True)
+class Setup:
+    """A checked command: what runs (variants, tasks, jobs of the first phase) and how."""
+
+    model_dir: Path
+    num_layers: int
+    tasks: list[str]
+    variants: list[str]
+    coins: Coins
+    plan: Any
+    settings: WorkerSettings
+    record: bool
+
+
 def _run(args: argparse.Namespace) -> int:
-    from dysl_ros.model.checkpoint import CONFIG_FILE, ModelDirError, model_hash
-    from dysl_ros.model.spec import VLAConfig
     from dysl_ros.training.metaworld_env import MT10_TASKS
+
+    setup = _setup(args)
+    if args.backend == "onnxruntime":
+        # Built (or checked) once here: workers building the same engines at once would race.
+        loader = VariantLoader(setup.settings.load)
+        for variant in setup.variants:
+            loader.base_policy(variant_modules_dir(setup.model_dir, variant, setup.settings.load.modules_dir))
+        del loader
+    started = time.perf_counter()
+    results = _episodes(args, setup)
+    wall = time.perf_counter() - started
+    order = {task: k for k, task in enumerate(MT10_TASKS)}
+    results.sort(key=lambda r: (order[r.task], r.episode, KNOWN_VARIANTS.index(r.variant)))
+    report = _report(args, setup, results, wall)
+    if setup.record:
+        trace = DecisionTrace(report["model_hash"], setup.num_layers, setup.plan.static_layers)
+        for r in results:
+            if r.variant == "dysl" and r.decisions is not None:
+                trace.ticks.extend(r.decisions)
+        trace.save(args.record_trace)
+    workers = min(args.workers, _total(args, setup))
+    summary = f"{len(results)} episodes in {wall:.1f} s with {workers} worker(s)"
+    write_outputs(args, report, markdown_report(report), markdown_table(report), summary, plot_variants)
+    return 0
+
+
+def _setup(args: argparse.Namespace) -> Setup:
+    """Every flag checked against the model, before any episode runs."""
+    from dysl_ros.model.checkpoint import CONFIG_FILE
+    from dysl_ros.model.spec import VLAConfig
+    from dysl_ros.training.demos import parse_tasks
 
     model_dir = Path(args.model_dir)
     if not (model_dir / CONFIG_FILE).is_file():
@@ -499,132 +543,91 @@ def _run(args: argparse.Namespace) -> int:
     if not 0 <= args.seed < 2**32:
         raise ConfigError(f"--seed must be in [0, 2**32), got {args.seed}")
     config = VLAConfig.load(model_dir / CONFIG_FILE)
-    if args.execute_steps > config.chunk_len:
-        raise ConfigError(f"--execute-steps {args.execute_steps} exceeds the model's chunk of {config.chunk_len}")
+    check_chunk_arguments(args, config.chunk_len)
     if not (np.isfinite(args.aggregation_decay) and abs(args.aggregation_decay) <= MAX_AGGREGATION_DECAY):
         raise ConfigError(f"--aggregation-decay must be a finite number in [-{MAX_AGGREGATION_DECAY:g}, "
                           f"{MAX_AGGREGATION_DECAY:g}], got {args.aggregation_decay}")
-    from dysl_ros.training.demos import parse_tasks
-
     tasks = parse_tasks(args.tasks)
     variants = parse_variants(args.variants)
-    num_layers = config.num_layers
-
-    load = LoadSettings(
-        str(model_dir),
-        args.backend,
-        args.router_threshold,
-        args.modules_dir,
-        args.eta,
-        args.eta_verify,
-        args.skip_threshold,
-        args.oracle_tolerance,
-        args.oracle_actions,
-        args.oracle_measure,
-        args.deer_threshold,
-    )
-    for name, value in load.dysl_overrides().items():
-        upper = 1.0 if name == "skip_threshold" else float("inf")
-        if not 0 < value <= upper:
-            bound = "in (0, 1]" if name == "skip_threshold" else "> 0"
-            raise ConfigError(f"--{name.replace('_', '-')} must be {bound}, got {value}")
-    if "oracle_exit" in variants and not (args.oracle_tolerance is not None and args.oracle_tolerance >= 0):
-        raise ConfigError(f"oracle_exit needs --oracle-tolerance >= 0, got {args.oracle_tolerance}")
-    if "deer_exit" in variants and not (args.deer_threshold is not None and args.deer_threshold >= 0):
-        raise ConfigError(f"deer_exit needs --deer-threshold >= 0, got {args.deer_threshold}")
-    if args.oracle_actions is not None and not 1 <= args.oracle_actions <= config.chunk_len:
-        raise ConfigError(f"--oracle-actions must lie in 1..{config.chunk_len} (the chunk), got {args.oracle_actions}")
-    plan = main_plan(model_dir if load.modules_dir is None else load.modules_dir)  # what the random variants follow
-    target_given = args.random_target_layers is not None
-    randoms = [v for v in variants if v in RANDOM_VARIANTS]
-    if randoms:
-        if plan is None:
-            raise ConfigError(
-                f"{', '.join(randoms)} need(s) the layer plan of {model_dir} (run `dysl_train calibrate`)"
-            )
-        if not target_given and "dysl" not in variants:
-            raise ConfigError(f"{', '.join(randoms)} match(es) dysl's executed layers: add dysl to --variants "
-                              "or give --random-target-layers")
-    for variant in variants:
-        where = variant_modules_dir(model_dir, variant, load.modules_dir)
-        if where is not None and not where.is_dir():
-            raise ConfigError(
-                f"variant {variant} needs its modules in {where} (see scripts/train_reference.sh: "
-                f"`dysl_train {'router' if variant == 'router' else 'distill'} ... --modules-out {where}`)"
-            )
-
-    training_seeds, demos = training_episode_seeds(model_dir)
-    eval_jobs = make_jobs(["dysl"], tasks, args.episodes, args.seed)
-    reused = sorted({job.seed for job in eval_jobs} & training_seeds)
-    if reused:
-        raise ConfigError(
-            f"--seed {args.seed} replays {len(reused)} training episode(s) of {demos}: choose another eval seed"
-        )
-
-    first = [v for v in variants if v not in RANDOM_VARIANTS or target_given]
-    coins: dict[str, float] = {}
-    target = float(args.random_target_layers) if target_given else float("nan")
-    target_from = "--random-target-layers"
-    if target_given and randoms:
-        assert plan is not None
-        coins = {v: coin_probability(v, plan, target) for v in randoms}
-    record = args.record_trace is not None and "dysl" in variants
+    load = load_settings(model_dir, args)
+    plan = check_variant_arguments(args, variants, model_dir, load)
+    _refuse_training_seeds(model_dir, tasks, args.episodes, args.seed)
     if args.record_trace is not None and "dysl" not in variants:
         raise ConfigError("--record-trace records the dysl variant: add it to --variants")
-    phase1 = make_jobs(first, tasks, args.episodes, args.seed, coins=coins, record=record)
-    later = [] if target_given else randoms
-    total = len(phase1) + len(tasks) * args.episodes * len(later)
+    settings = WorkerSettings(
+        load, args.camera, args.max_steps, args.execute_steps, _goal_marker_radius(model_dir, args),
+        args.chunk_aggregation, args.aggregation_decay,
+    )
+    coins = Coins.of(variants, plan, args.random_target_layers)
+    return Setup(model_dir, config.num_layers, tasks, variants, coins, plan, settings,
+                 args.record_trace is not None)
 
+
+def _refuse_training_seeds(model_dir: Path, tasks: Sequence[str], episodes: int, seed: int) -> None:
+    training_seeds, demos = training_episode_seeds(model_dir)
+    reused = sorted({job.seed for job in make_jobs(["dysl"], tasks, episodes, seed)} & training_seeds)
+    if reused:
+        raise ConfigError(
+            f"--seed {seed} replays {len(reused)} training episode(s) of {demos}: choose another eval seed"
+        )
+
+
+def _goal_marker_radius(model_dir: Path, args: argparse.Namespace) -> float | None:
     trained_radius = model_goal_marker_radius(model_dir)
     radius = trained_radius if args.goal_marker_radius == "model" else _radius_flag(args.goal_marker_radius)
     if radius != trained_radius:
         print(f"dysl_bench closed-loop: warning: goal marker radius {radius} m, the model's demos had "
               f"{trained_radius} (None: Meta-World's)", file=sys.stderr)
-    settings = WorkerSettings(
-        load, args.camera, args.max_steps, args.execute_steps, radius, args.chunk_aggregation, args.aggregation_decay
-    )
-    if args.backend == "onnxruntime":
-        # Built (or checked) once here: workers building the same engines at once would race.
-        loader = VariantLoader(load)
-        for variant in variants:
-            loader.base_policy(variant_modules_dir(model_dir, variant, load.modules_dir))
-        del loader
+    return radius
+
+
+def _total(args: argparse.Namespace, setup: Setup) -> int:
+    phases = len(setup.coins.first) + len(setup.coins.later)
+    return len(setup.tasks) * args.episodes * phases
+
+
+def _episodes(args: argparse.Namespace, setup: Setup) -> list[EpisodeResult]:
+    """Every episode of every variant: the first phase, then the random variants whose coins it sets."""
     from tqdm import tqdm
 
-    started = time.perf_counter()
+    coins, total = setup.coins, _total(args, setup)
     results: list[EpisodeResult] = []
-    runner = _Runner(settings, min(args.workers, total))
+    runner = _Runner(setup.settings, min(args.workers, total))
     bar = tqdm(total=total, desc="closed-loop", unit="ep", file=sys.stderr, disable=args.no_progress,
                dynamic_ncols=True)
     try:
-        _collect(runner.run(phase1), results, bar)
-        if later:
-            assert plan is not None
-            target = float(np.mean([n for r in results if r.variant == "dysl" for n in r.executed]))
-            target_from = "dysl's mean executed layers in this run"
-            coins = {v: coin_probability(v, plan, target) for v in later}
-            _collect(runner.run(make_jobs(later, tasks, args.episodes, args.seed, coins=coins)), results, bar)
+        first = make_jobs(coins.first, setup.tasks, args.episodes, args.seed, coins=coins.coins, record=setup.record)
+        _collect(runner.run(first), results, bar)
+        if coins.later:
+            solved = coins.solve_later([n for r in results if r.variant == "dysl" for n in r.executed])
+            _collect(runner.run(make_jobs(coins.later, setup.tasks, args.episodes, args.seed, coins=solved)),
+                     results, bar)
     except BaseException:
         bar.close()
         runner.terminate()
         raise
     bar.close()
     runner.close()
-    wall = time.perf_counter() - started
+    return results
 
-    order = {task: k for k, task in enumerate(MT10_TASKS)}
-    results.sort(key=lambda r: (order[r.task], r.episode, KNOWN_VARIANTS.index(r.variant)))
+
+def _report(args: argparse.Namespace, setup: Setup, results: list[EpisodeResult], wall: float) -> dict[str, Any]:
+    from dysl_ros.model.checkpoint import ModelDirError, model_hash
+
     try:
-        digest = model_hash(model_dir)
+        digest = model_hash(setup.model_dir)
     except ModelDirError:
         digest = ""
+    variants, num_layers = setup.variants, setup.num_layers
     report: dict[str, Any] = {
         "seed": args.seed,
         "episodes": args.episodes,
-        "variants": {v: variant_figures([r for r in results if r.variant == v], tasks, num_layers) for v in variants},
-        "tasks": tasks,
+        "variants": {
+            v: variant_figures([r for r in results if r.variant == v], setup.tasks, num_layers) for v in variants
+        },
+        "tasks": setup.tasks,
         "num_layers": num_layers,
-        "model_dir": str(model_dir),
+        "model_dir": str(setup.model_dir),
         "model_hash": digest,
         "backend": args.backend,
         "machine": machine_label(),
@@ -634,42 +637,13 @@ def _run(args: argparse.Namespace) -> int:
         "aggregation_decay": args.aggregation_decay,
         "max_steps": args.max_steps,
         "camera": args.camera,
-        "goal_marker_radius": radius,
-        "modules_dir": load.modules_dir,
-        "dysl_overrides": load.dysl_overrides(),
+        "goal_marker_radius": setup.settings.goal_marker_radius,
+        "modules_dir": setup.settings.load.modules_dir,
+        "dysl_overrides": setup.settings.load.dysl_overrides(),
         "wall_s": wall,
     }
-    if "deer_exit" in variants:
-        report["deer_threshold"] = args.deer_threshold
-    if "oracle_exit" in variants:
-        report["oracle_tolerance"] = args.oracle_tolerance
-        report["oracle_actions"] = args.oracle_actions
-        report["oracle_measure"] = args.oracle_measure
-    if randoms:
-        report["random_target"] = {"target_layers": target, "target_from": target_from}
-        for name in randoms:
-            figures = report["variants"][name]
-            figures["coin_probability"] = figures[COINS[name].field] = coins[name]
-            figures["target_layers"] = target
-
-    if record:
-        assert plan is not None
-        trace = DecisionTrace(digest, num_layers, plan.static_layers)
-        for r in results:
-            if r.variant == "dysl" and r.decisions is not None:
-                trace.ticks.extend(r.decisions)
-        trace.save(args.record_trace)
-    text = markdown_report(report)
-    if args.markdown:
-        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.markdown).write_text(text)
-    if args.plot:
-        plot_variants(report, Path(args.plot))
-    print(markdown_table(report))
-    print(f"{len(results)} episodes in {wall:.1f} s with {min(args.workers, total)} worker(s)")
-    if args.json:
-        print(json.dumps(report))
-    return 0
+    variant_settings(report, args, variants, setup.coins)
+    return report
 
 
 def _collect(stream: Iterable[EpisodeResult], results: list[EpisodeResult], bar: Any) -> None:

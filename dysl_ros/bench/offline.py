@@ -36,7 +36,6 @@ needs --oracle-tolerance; left out of the default variants without it.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -47,20 +46,24 @@ import numpy as np
 import numpy.typing as npt
 
 from dysl_ros.backends.capability import machine_label
+from dysl_ros.bench.common import (
+    Coins,
+    add_output_arguments,
+    add_variant_arguments,
+    check_chunk_arguments,
+    check_variant_arguments,
+    coin_and_oracle_notes,
+    load_settings,
+    variant_settings,
+    write_outputs,
+)
 from dysl_ros.bench.variants import (
-    COINS,
     DIAGNOSTIC_VARIANTS,
     RANDOM_VARIANTS,
     VARIANTS,
-    LoadSettings,
     VariantLoader,
     VariantPolicy,
-    add_variant_arguments,
-    coin_and_oracle_notes,
-    coin_probability,
-    main_plan,
     parse_variants,
-    variant_modules_dir,
 )
 from dysl_ros.core.config import ConfigError
 
@@ -106,13 +109,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seeds the random variants' coins (with each episode's index; default: 0)",
     )
     add_variant_arguments(parser)
-    parser.add_argument("--json", action="store_true", help="print the results as one JSON object, last line")
-    parser.add_argument("--markdown", metavar="FILE", help="write the results table (markdown) to FILE")
-    parser.add_argument(
-        "--plot", metavar="FILE",
-        help="write a PNG: each variant's mean dense error and recorded error against its mean executed layers",
+    add_output_arguments(
+        parser, "write a PNG: each variant's mean dense error and recorded error against its mean executed layers"
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -340,25 +339,13 @@ def run(args: argparse.Namespace) -> int:
         raise
 
 
-def _check_arguments(args: argparse.Namespace, variants: Sequence[str]) -> None:
+def _check_arguments(args: argparse.Namespace) -> None:
     if args.episodes is not None and args.episodes < 1:
         raise ConfigError(f"--episodes must be >= 1, got {args.episodes}")
     if args.execute_steps < 1:
         raise ConfigError(f"--execute-steps must be >= 1, got {args.execute_steps}")
     if not 0 <= args.seed < 2**32:
         raise ConfigError(f"--seed must be in [0, 2**32), got {args.seed}")
-    if args.random_target_layers is not None and not (np.isfinite(args.random_target_layers)
-                                                      and args.random_target_layers >= 0):
-        raise ConfigError(f"--random-target-layers must be a finite number >= 0, got {args.random_target_layers}")
-    for name, value in (("eta", args.eta), ("eta_verify", args.eta_verify), ("skip_threshold", args.skip_threshold)):
-        upper = 1.0 if name == "skip_threshold" else float("inf")
-        if value is not None and not 0 < value <= upper:
-            bound = "in (0, 1]" if name == "skip_threshold" else "> 0"
-            raise ConfigError(f"--{name.replace('_', '-')} must be {bound}, got {value}")
-    if "oracle_exit" in variants and not (args.oracle_tolerance is not None and args.oracle_tolerance >= 0):
-        raise ConfigError(f"oracle_exit needs --oracle-tolerance >= 0, got {args.oracle_tolerance}")
-    if "deer_exit" in variants and not (args.deer_threshold is not None and args.deer_threshold >= 0):
-        raise ConfigError(f"deer_exit needs --deer-threshold >= 0, got {args.deer_threshold}")
 
 
 def select_variants(spec: str | None, oracle_tolerance: float | None) -> tuple[list[str], list[str]]:
@@ -374,94 +361,82 @@ def select_variants(spec: str | None, oracle_tolerance: float | None) -> tuple[l
 
 def _run(args: argparse.Namespace) -> int:
     variants, left_out = select_variants(args.variants, args.oracle_tolerance)
-    _check_arguments(args, variants)
+    _check_arguments(args)
     model_dir = Path(args.model_dir)
     if not model_dir.is_dir():
         raise ConfigError(f"--model-dir {model_dir} is not a directory")
+    load = load_settings(model_dir, args)
+    coins = Coins.of(variants, check_variant_arguments(args, variants, model_dir, load), args.random_target_layers)
     for name in left_out:
         print(f"{PROG}: {name} left out: give --oracle-tolerance to run it", file=sys.stderr)
-
-    load = LoadSettings(
-        str(model_dir), args.backend, args.router_threshold, args.modules_dir, args.eta, args.eta_verify,
-        args.skip_threshold, args.oracle_tolerance, args.oracle_actions, args.oracle_measure, args.deer_threshold,
-    )
-    plan = main_plan(model_dir if load.modules_dir is None else load.modules_dir)  # what the random variants follow
-    target_given = args.random_target_layers is not None
-    randoms = [v for v in variants if v in RANDOM_VARIANTS]
-    if randoms:
-        if plan is None:
-            raise ConfigError(
-                f"{', '.join(randoms)} need(s) the layer plan of {model_dir} (run `dysl_train calibrate`)"
-            )
-        if not target_given and "dysl" not in variants:
-            raise ConfigError(f"{', '.join(randoms)} match(es) dysl's executed layers: add dysl to --variants "
-                              "or give --random-target-layers")
-    for variant in variants:
-        where = variant_modules_dir(model_dir, variant, load.modules_dir)
-        if where is not None and not where.is_dir():
-            raise ConfigError(f"variant {variant} needs its modules in {where}")
 
     import torch
 
     threads = torch.get_num_threads()  # the loader runs one thread (as closed-loop's workers): restored after
     try:
-        return _bench(args, load, variants, left_out, randoms, plan)
+        return _bench(args, VariantLoader(load), variants, left_out, coins)
     finally:
         torch.set_num_threads(threads)
 
 
 def _bench(
-    args: argparse.Namespace, load: LoadSettings, variants: list[str], left_out: list[str], randoms: list[str],
-    plan: Any,
+    args: argparse.Namespace, loader: VariantLoader, variants: list[str], left_out: list[str], coins: Coins
 ) -> int:
-    from tqdm import tqdm
+    from dysl_ros.training.rosbag_dataset import is_bag
 
-    from dysl_ros.model.checkpoint import ModelDirError, model_hash
-
-    model_dir = Path(load.model_dir)
-    loader = VariantLoader(load)
     base = loader.base_policy(None)
     spec: ObservationSpec = base.spec
-    num_layers = int(base.plan.num_layers)
-    if args.execute_steps > spec.horizon:
-        raise ConfigError(f"--execute-steps {args.execute_steps} exceeds the model's chunk of {spec.horizon}")
-    if args.oracle_actions is not None and not 1 <= args.oracle_actions <= spec.horizon:
-        raise ConfigError(f"--oracle-actions must lie in 1..{spec.horizon} (the chunk), got {args.oracle_actions}")
-    from dysl_ros.training.lerobot_dataset import MAPPING_FILE, open_for_model
-    from dysl_ros.training.rosbag_dataset import is_bag, open_bag
-
+    check_chunk_arguments(args, spec.horizon)
     root = Path(args.demos)
-    dataset: Any
-    if is_bag(root):  # a rosbag2 recording, through its bag mapping (no default: a bag has none)
-        mapping_file = Path(args.mapping) if args.mapping else None
-        dataset = open_bag(root, mapping_file, spec, progress=not args.no_progress)
-        for line in dataset.summary_lines():
-            print(line, file=sys.stderr)
-    else:
-        mapping_file = Path(args.mapping) if args.mapping else root / MAPPING_FILE
-        dataset = open_for_model(root, mapping_file, spec)
+    dataset, mapping_file = _open_dataset(root, args.mapping, spec, progress=not args.no_progress)
     indices: list[int] = list(dataset.episode_indices)[: args.episodes]
     if not indices:
         raise OfflineError(f"{root} holds no episodes")
-
-    target_given = args.random_target_layers is not None
-    coins: dict[str, float] = {}
-    target = float(args.random_target_layers) if target_given else float("nan")
-    target_from = "--random-target-layers"
-    if target_given and randoms:
-        coins = {v: coin_probability(v, plan, target) for v in randoms}
-    first = [v for v in variants if v != "dense" and (v not in RANDOM_VARIANTS or target_given)]
-    later = [] if target_given else randoms
-    dense_policy = loader.get("dense")  # the reference of every tick, run whether or not dense is reported
     for variant in variants:  # load (and for onnxruntime build) everything before the clock starts
         if variant not in RANDOM_VARIANTS:
             loader.get(variant)
-
     started = time.perf_counter()
+    results = _replay(args, loader, dataset, indices, spec, variants, coins)
+    wall = time.perf_counter() - started
+    source = {
+        "dataset": str(root), "mapping": str(mapping_file), **({"bag": dataset.summary()} if is_bag(root) else {}),
+        "dataset_version": dataset.version, "fps": dataset.fps, "episodes": len(indices), "episode_indices": indices,
+    }
+    report = _report(args, loader, source, variants, left_out, coins, results, wall)
+    summary = f"{len(indices)} episode(s), {len(variants)} variant(s) in {wall:.1f} s"
+    write_outputs(args, report, markdown_report(report), markdown_table(report), summary, plot_variants)
+    return 0
+
+
+def _open_dataset(root: Path, mapping: str | None, spec: ObservationSpec, progress: bool) -> tuple[Any, Path | None]:
+    """A LeRobot dataset or a rosbag2 recording as the model's episodes, and the mapping that reads it."""
+    from dysl_ros.training.lerobot_dataset import MAPPING_FILE, open_for_model
+    from dysl_ros.training.rosbag_dataset import is_bag, open_bag
+
+    if is_bag(root):  # a rosbag2 recording, through its bag mapping (no default: a bag has none)
+        mapping_file = Path(mapping) if mapping else None
+        dataset = open_bag(root, mapping_file, spec, progress=progress)
+        for line in dataset.summary_lines():
+            print(line, file=sys.stderr)
+        return dataset, mapping_file
+    mapping_file = Path(mapping) if mapping else root / MAPPING_FILE
+    return open_for_model(root, mapping_file, spec), mapping_file
+
+
+def _replay(
+    args: argparse.Namespace, loader: VariantLoader, dataset: Any, indices: Sequence[int], spec: ObservationSpec,
+    variants: Sequence[str], coins: Coins,
+) -> list[EpisodeResult]:
+    """Every variant over every chosen episode: dense first (every tick's reference), then the first
+    phase's variants, then the random variants whose coins it sets."""
+    from tqdm import tqdm
+
     results: list[EpisodeResult] = []
     dense_chunks: dict[int, list[FloatArray]] = {}
-    total = len(indices) * (len(first) + len(later) + 1)
+    first = [v for v in coins.first if v != "dense"]
+    total = len(indices) * (len(first) + len(coins.later) + 1)
     bar = tqdm(total=total, desc="offline", unit="ep", file=sys.stderr, disable=args.no_progress, dynamic_ncols=True)
+    dense_policy = loader.get("dense")  # the reference of every tick, run whether or not dense is reported
     try:
         for index, ticks in _episodes(dataset, indices, spec, args.execute_steps):
             result, chunks = run_episode(dense_policy, spec, "dense", index, ticks, None, args.execute_steps, args.seed)
@@ -470,38 +445,41 @@ def _bench(
                 results.append(result)
             bar.update(1)
             for variant in first:
-                policy = loader.get(variant, coins.get(variant))
+                policy = loader.get(variant, coins.coins.get(variant))
                 results.append(run_episode(policy, spec, variant, index, ticks, chunks, args.execute_steps,
                                            args.seed)[0])
                 bar.update(1)
-        if later:
-            target = float(np.mean([n for r in results if r.variant == "dysl" for n in r.executed]))
-            target_from = "dysl's mean executed layers in this run"
-            coins = {v: coin_probability(v, plan, target) for v in later}
+        if coins.later:
+            solved = coins.solve_later([n for r in results if r.variant == "dysl" for n in r.executed])
             # Frames decoded again rather than kept: a real dataset's fitted frames need not fit in memory.
             for index, ticks in _episodes(dataset, indices, spec, args.execute_steps):
-                for variant in later:
-                    policy = loader.get(variant, coins[variant])
+                for variant in coins.later:
+                    policy = loader.get(variant, solved[variant])
                     results.append(run_episode(policy, spec, variant, index, ticks, dense_chunks[index],
                                                args.execute_steps, args.seed)[0])
                     bar.update(1)
     finally:
         bar.close()
-    wall = time.perf_counter() - started
+    return results
 
+
+def _report(
+    args: argparse.Namespace, loader: VariantLoader, source: Mapping[str, Any], variants: Sequence[str],
+    left_out: list[str], coins: Coins, results: Sequence[EpisodeResult], wall: float,
+) -> dict[str, Any]:
+    from dysl_ros.model.checkpoint import ModelDirError, model_hash
+
+    load = loader.settings
+    base = loader.base_policy(None)
+    spec: ObservationSpec = base.spec
+    num_layers = int(base.plan.num_layers)
     try:
-        digest = model_hash(model_dir)
+        digest = model_hash(load.model_dir)
     except ModelDirError:
         digest = ""
     figures = {v: variant_figures([r for r in results if r.variant == v], num_layers) for v in variants}
     report: dict[str, Any] = {
-        "dataset": str(root),
-        "mapping": str(mapping_file),
-        **({"bag": dataset.summary()} if is_bag(root) else {}),
-        "dataset_version": dataset.version,
-        "fps": dataset.fps,
-        "episodes": len(indices),
-        "episode_indices": indices,
+        **source,
         "ticks": figures[variants[0]]["ticks"] if variants else 0,
         "variants": figures,
         "left_out": left_out,
@@ -509,7 +487,7 @@ def _bench(
         "horizon": spec.horizon,
         "action_dim": spec.action_dim,
         "cameras": [c.name for c in spec.cameras],
-        "model_dir": str(model_dir),
+        "model_dir": str(load.model_dir),
         "model_hash": digest,
         "backend": args.backend,
         "machine": machine_label(),
@@ -519,30 +497,8 @@ def _bench(
         "dysl_overrides": load.dysl_overrides(),
         "wall_s": wall,
     }
-    if "deer_exit" in variants:
-        report["deer_threshold"] = args.deer_threshold
-    if "oracle_exit" in variants:
-        report["oracle_tolerance"] = args.oracle_tolerance
-        report["oracle_actions"] = args.oracle_actions
-        report["oracle_measure"] = args.oracle_measure
-    if randoms:
-        report["random_target"] = {"target_layers": target, "target_from": target_from}
-        for name in randoms:
-            v = report["variants"][name]
-            v["coin_probability"] = v[COINS[name].field] = coins[name]
-            v["target_layers"] = target
-
-    text = markdown_report(report)
-    if args.markdown:
-        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.markdown).write_text(text)
-    if args.plot:
-        plot_variants(report, Path(args.plot))
-    print(markdown_table(report))
-    print(f"{len(indices)} episode(s), {len(variants)} variant(s) in {wall:.1f} s")
-    if args.json:
-        print(json.dumps(report))
-    return 0
+    variant_settings(report, args, variants, coins)
+    return report
 
 
 def _episodes(

@@ -53,11 +53,10 @@ This module has no torch at import; loading a variant imports the backends.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Generic, Mapping, Protocol, Sequence, TypeVar
+from typing import Any, Callable, Generic, Protocol, Sequence, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -85,73 +84,6 @@ each one's coin in COINS)."""
 MODULE_VARIANTS = {"no_static": "no_static", "one_stage": "one_stage", "router": "router"}
 """Variants whose modules live in ``<model dir>/variants/<name>``."""
 
-
-def add_variant_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags that shape the variants, shared by the closed-loop and the offline benchmark."""
-    parser.add_argument(
-        "--random-target-layers", type=float, default=None,
-        help="random_skip's, random_drop's and random_layers' expected executed layers per tick (default: "
-        "dysl's measured mean in this run)",
-    )
-    parser.add_argument(
-        "--router-threshold", type=float, default=None,
-        help="router skips a layer when p >= this (default: the router's dysl.json skip_threshold)",
-    )
-    parser.add_argument(
-        "--modules-dir", default=None,
-        help="DySL modules for dysl, no_pre_skip, no_post_verify, random_skip and oracle_exit (another "
-        "lambda's `dysl_train distill --modules-out`; default: the model dir's)",
-    )
-    parser.add_argument(
-        "--oracle-tolerance", type=float, default=None,
-        help="oracle_exit skips from the first dynamic layer whose jump gives a chunk within this exit error "
-        "(--oracle-measure) of the dense chunk (no default: oracle_exit needs it)",
-    )
-    parser.add_argument(
-        "--oracle-measure", choices=EXIT_MEASURES, default="absolute",
-        help="oracle_exit's exit error: mean absolute difference of the normalised actions (default), or that "
-        "divided by the dense chunk's mean |action| (relative; as `dysl_train distill --exit-measure`)",
-    )
-    parser.add_argument(
-        "--oracle-actions", type=int, default=None, metavar="N",
-        help="oracle_exit compares only the chunk's first N actions (e.g. the --execute-steps the arm runs; "
-        "default: the whole chunk)",
-    )
-    parser.add_argument(
-        "--deer-threshold", type=float, default=None,
-        help="deer_exit (DeeR-VLA-style early exit) leaves a gap at the first exit whose chunk lies within this "
-        "mean |difference| of the previous exit's; choose it on the validation seed for matched layers",
-    )
-    parser.add_argument("--eta", type=float, default=None, help="override dysl.json's eta in every variant (sweeps)")
-    parser.add_argument("--eta-verify", type=float, default=None, help="override dysl.json's eta_verify (sweeps)")
-    parser.add_argument(
-        "--skip-threshold", type=float, default=None, help="override dysl.json's skip_threshold, in (0, 1] (sweeps)"
-    )
-
-
-
-def coin_and_oracle_notes(report: Mapping[str, Any]) -> list[str]:
-    """The report's sentences on what the random variants' coins were solved for and on oracle_exit's
-    tolerance: the part of a benchmark report the closed-loop and the offline benchmark share."""
-    notes = []
-    random = report.get("random_target")
-    if random is not None:
-        solved = "; ".join(
-            f"{name}: {COINS[name].meaning} {report['variants'][name]['coin_probability']:.4f}"
-            for name in RANDOM_VARIANTS if name in report["variants"]
-        )
-        notes.append(f"{solved}; solved for {random['target_layers']:.2f} expected executed layers "
-                     f"({random['target_from']}).")
-    if "oracle_exit" in report["variants"]:
-        measure = report.get("oracle_measure", "absolute")
-        measured = ("mean absolute difference of the normalised actions over the dense chunk's mean |action|"
-                    if measure == "relative" else "mean absolute difference, normalised actions")
-        actions = report.get("oracle_actions")
-        compared = "over the whole chunk" if actions is None else f"over its first {actions} actions"
-        notes.append(f"oracle_exit is a bound, not a policy: each tick it runs the dense pass and takes the "
-                     f"shallowest exit whose chunk lies within {report['oracle_tolerance']} ({measured}, "
-                     f"{compared}) of the dense chunk.")
-    return notes
 
 def parse_variants(spec: str) -> list[str]:
     """``"all"`` or a comma list -> variant names in the canonical order."""
