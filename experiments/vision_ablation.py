@@ -27,6 +27,7 @@ import torch
 from dysl_ros.model.spec import Observation, VLAConfig, preprocess
 from dysl_ros.training import bc
 from dysl_ros.training.demos import load_demo_dirs
+from dysl_ros.training.settings import BCSettings
 
 TASKS = ("reach-v3", "push-v3")
 
@@ -46,10 +47,11 @@ def main() -> int:
 
     config = VLAConfig.from_dict({**json.loads(args.config.read_text()), "num_layers": args.layers})
     train = [e for e in load_demo_dirs(args.demos).episodes if e.task in TASKS]
-    model = bc.train_bc(
-        train, config, steps=args.steps, batch_size=32, lr=1e-3, device="cpu", seed=args.seed,
-        augment_shift=args.augment_shift, scene_loss_weight=args.scene_loss_weight, log_every=100,
+    settings = BCSettings(
+        steps=args.steps, batch_size=32, lr=1e-3, device="cpu", seed=args.seed, augment_shift=args.augment_shift,
+        scene_loss_weight=args.scene_loss_weight, log_every=100,
     )
+    model = bc.train_bc(train, config, settings)
     held = load_demo_dirs(args.heldout).episodes
     print(f"augment_shift {args.augment_shift}, scene_loss_weight {args.scene_loss_weight}, {args.layers} layers, "
           f"{args.steps} steps, {len(train)} training episodes")

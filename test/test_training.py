@@ -26,11 +26,18 @@ from dysl_ros.core.exit_error import EXIT_MEASURES, RELATIVE_FLOOR, exit_error
 from dysl_ros.core.layer_plan import LayerPlan
 from dysl_ros.model.checkpoint import ModelDirError, load_bundle, save_dysl, save_model
 from dysl_ros.model.reference_vla import ReferenceVLA
-from dysl_ros.model.skip_modules import DySLModules, SkipModuleConfig
+from dysl_ros.model.skip_modules import DySLModules
 from dysl_ros.model.spec import Observation, VLAConfig, preprocess
-from dysl_ros.training import bc, dataset, demos, distill, router
+from dysl_ros.training import bc, calibrate, dataset, demos, distill, router
 from dysl_ros.training.dataset import ChunkDataset, action_chunk, fit_normalisation
 from dysl_ros.training.metaworld_env import model_goal_marker_radius
+from dysl_ros.training.settings import (
+    ETA_QUANTILE,
+    BCSettings,
+    CalibrateSettings,
+    DistillSettings,
+    RouterSettings,
+)
 
 TINY = VLAConfig(
     image_size=32, patch_size=16, instruction_tokens=16, hidden_size=32, num_layers=6, num_heads=2, ffn_size=64
@@ -184,7 +191,7 @@ def test_fit_normalisation() -> None:
 
 def test_bc_reduces_loss_logs_saves_and_is_deterministic(tmp_path: Path) -> None:
     kwargs: dict[str, Any] = dict(steps=40, batch_size=16, lr=3e-3, device="cpu", seed=3, log_every=1)
-    model = bc.train_bc(EPISODES, TINY, out_dir=tmp_path / "a", **kwargs)
+    model = bc.train_bc(EPISODES, TINY, BCSettings(**kwargs), out_dir=tmp_path / "a")
     log = [json.loads(line) for line in (tmp_path / "a" / bc.LOG_FILE).read_text().splitlines()]
     assert [r["step"] for r in log] == list(range(1, 41))
     first, last = first_last([r["loss"] for r in log], 5)
@@ -194,7 +201,7 @@ def test_bc_reduces_loss_logs_saves_and_is_deterministic(tmp_path: Path) -> None
     assert bundle.model.config.proprio_mean == pytest.approx(fit_normalisation(EPISODES)["proprio_mean"])
     assert json.loads((tmp_path / "a" / bc.PROVENANCE_FILE).read_text())["seed"] == 3
 
-    again = bc.train_bc(EPISODES, TINY, out_dir=None, **kwargs)
+    again = bc.train_bc(EPISODES, TINY, BCSettings(**kwargs), out_dir=None)
     for (name, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
 
@@ -203,7 +210,7 @@ def test_bc_scene_loss_learns_the_goal_and_leaves_the_model_unchanged(tmp_path: 
     """The auxiliary heads learn where the goal square is, from the vision tokens and from the
     action queries; what is saved is the plain policy (same tensors as a run without the heads)."""
     kwargs: dict[str, Any] = dict(steps=60, batch_size=16, lr=3e-3, device="cpu", seed=3, log_every=1)
-    model = bc.train_bc(EPISODES, TINY, out_dir=tmp_path / "scene", scene_loss_weight=1.0, **kwargs)
+    model = bc.train_bc(EPISODES, TINY, BCSettings(scene_loss_weight=1.0, **kwargs), out_dir=tmp_path / "scene")
     log = [json.loads(line) for line in (tmp_path / "scene" / bc.LOG_FILE).read_text().splitlines()]
     for readout in ("scene_loss_vision", "scene_loss_queries"):
         first, last = first_last([r[readout] for r in log], 5)
@@ -223,11 +230,11 @@ def test_bc_scene_loss_learns_the_goal_and_leaves_the_model_unchanged(tmp_path: 
 
     without = [Episode(**{**e.__dict__, "states": None}) for e in EPISODES]
     with pytest.raises(ConfigError, match="record states"):
-        bc.train_bc(without, TINY, out_dir=None, scene_loss_weight=1.0, **kwargs)
+        bc.train_bc(without, TINY, BCSettings(scene_loss_weight=1.0, **kwargs), out_dir=None)
     with pytest.raises(ConfigError, match="2 of 6 episodes record no states"):
-        bc.train_bc(without[:2] + EPISODES[2:], TINY, out_dir=None, scene_loss_weight=1.0, **kwargs)
+        bc.train_bc(without[:2] + EPISODES[2:], TINY, BCSettings(scene_loss_weight=1.0, **kwargs), out_dir=None)
     with pytest.raises(ConfigError, match="scene_loss_weight"):
-        bc.train_bc(EPISODES, TINY, out_dir=None, scene_loss_weight=-1.0, **kwargs)
+        bc.train_bc(EPISODES, TINY, BCSettings(scene_loss_weight=-1.0, **kwargs), out_dir=None)
 
 
 def _chunk_error(model: ReferenceVLA, skip_from: int | None = None) -> float:
@@ -247,30 +254,30 @@ def _chunk_error(model: ReferenceVLA, skip_from: int | None = None) -> float:
 def test_bc_skip_loss_makes_the_stack_tolerate_skipping() -> None:
     """With the skip loss, leaving out the middle layers costs far less than for the same run without it."""
     kwargs: dict[str, Any] = dict(steps=200, batch_size=16, lr=3e-3, device="cpu", seed=3, log_every=50)
-    dense = bc.train_bc(EPISODES, TINY, out_dir=None, **kwargs)
-    tolerant = bc.train_bc(EPISODES, TINY, out_dir=None, skip_loss_weight=1.0, skip_min_layer=1, **kwargs)
+    dense = bc.train_bc(EPISODES, TINY, BCSettings(**kwargs), out_dir=None)
+    tolerant = bc.train_bc(EPISODES, TINY, BCSettings(skip_loss_weight=1.0, skip_min_layer=1, **kwargs), out_dir=None)
     assert tolerant.state_dict().keys() == dense.state_dict().keys()  # nothing added to the served model
     for skip_from in (1, 2):
         dense_cost = _chunk_error(dense, skip_from) - _chunk_error(dense)
         tolerant_cost = _chunk_error(tolerant, skip_from) - _chunk_error(tolerant)
         assert dense_cost > 0.02 and tolerant_cost < 0.5 * dense_cost, (skip_from, dense_cost, tolerant_cost)
     with pytest.raises(ConfigError, match=r"skip_min_layer must lie in 1\.\.4"):
-        bc.train_bc(EPISODES, TINY, out_dir=None, skip_loss_weight=1.0, skip_min_layer=5, **kwargs)
+        bc.train_bc(EPISODES, TINY, BCSettings(skip_loss_weight=1.0, skip_min_layer=5, **kwargs), out_dir=None)
     for bad_max in (0, 5):  # below the min layer, or past L-2
         with pytest.raises(ConfigError, match=r"skip_max_layer must lie in 2\.\.4 \(skip_min_layer to L-2\), got"):
-            bc.train_bc(EPISODES, TINY, out_dir=None, skip_loss_weight=1.0, skip_min_layer=2,
-                        skip_max_layer=bad_max, **kwargs)
+            bad = BCSettings(skip_loss_weight=1.0, skip_min_layer=2, skip_max_layer=bad_max, **kwargs)
+            bc.train_bc(EPISODES, TINY, bad, out_dir=None)
     with pytest.raises(ConfigError, match="skip_loss_weight"):
-        bc.train_bc(EPISODES, TINY, out_dir=None, skip_loss_weight=float("nan"), **kwargs)
+        bc.train_bc(EPISODES, TINY, BCSettings(skip_loss_weight=float("nan"), **kwargs), out_dir=None)
 
 
 def test_bc_skip_adapters_train_with_the_backbone_and_are_not_served(tmp_path: Path) -> None:
     """--skip-adapters: the skip loss goes through per-exit adapters that learn (they start as the
     identity) and are dropped from the served model; they need the skip loss."""
     kwargs: dict[str, Any] = dict(steps=120, batch_size=16, lr=3e-3, device="cpu", seed=3, log_every=20)
-    model = bc.train_bc(EPISODES, TINY, out_dir=tmp_path, skip_loss_weight=1.0, skip_min_layer=1,
-                        skip_adapters=True, **kwargs)
-    plain = bc.train_bc(EPISODES, TINY, out_dir=None, skip_loss_weight=1.0, skip_min_layer=1, **kwargs)
+    adapted = BCSettings(skip_loss_weight=1.0, skip_min_layer=1, skip_adapters=True, **kwargs)
+    model = bc.train_bc(EPISODES, TINY, adapted, out_dir=tmp_path)
+    plain = bc.train_bc(EPISODES, TINY, BCSettings(skip_loss_weight=1.0, skip_min_layer=1, **kwargs), out_dir=None)
     assert model.state_dict().keys() == plain.state_dict().keys()
     log = [json.loads(line) for line in (tmp_path / bc.LOG_FILE).read_text().splitlines()]
     assert log[-1]["skip_loss"] < 0.7 * log[0]["skip_loss"], log
@@ -279,7 +286,7 @@ def test_bc_skip_adapters_train_with_the_backbone_and_are_not_served(tmp_path: P
     ours, theirs = model.state_dict(), plain.state_dict()
     assert any(not torch.equal(ours[k], theirs[k]) for k in ours)
     with pytest.raises(ConfigError, match="skip_adapters trains adapters for the skip loss"):
-        bc.train_bc(EPISODES, TINY, out_dir=None, skip_adapters=True, **kwargs)
+        bc.train_bc(EPISODES, TINY, BCSettings(skip_adapters=True, **kwargs), out_dir=None)
 
 
 def test_smoothest_frames_pick_the_chunks_that_move_least() -> None:
@@ -303,14 +310,14 @@ def test_bc_skip_loss_on_the_smoothest_frames_only() -> None:
     from the same seed), leaves the served model's parameters as they are, and is range-checked."""
     kwargs: dict[str, Any] = dict(steps=30, batch_size=16, lr=3e-3, device="cpu", seed=3, log_every=10,
                                   skip_loss_weight=1.0, skip_min_layer=1)
-    every = bc.train_bc(EPISODES, TINY, out_dir=None, **kwargs)
-    smooth = bc.train_bc(EPISODES, TINY, out_dir=None, skip_smooth_share=0.5, **kwargs)
+    every = bc.train_bc(EPISODES, TINY, BCSettings(**kwargs), out_dir=None)
+    smooth = bc.train_bc(EPISODES, TINY, BCSettings(skip_smooth_share=0.5, **kwargs), out_dir=None)
     ours, theirs = smooth.state_dict(), every.state_dict()
     assert ours.keys() == theirs.keys()
     assert any(not torch.equal(ours[k], theirs[k]) for k in ours)
     for bad in (0.0, 1.5, float("nan")):
         with pytest.raises(ConfigError, match=r"skip_smooth_share must lie in \(0, 1\]"):
-            bc.train_bc(EPISODES, TINY, out_dir=None, skip_smooth_share=bad, **kwargs)
+            bc.train_bc(EPISODES, TINY, BCSettings(skip_smooth_share=bad, **kwargs), out_dir=None)
 
 
 def test_bc_stops_at_time_limit_and_resumes(tmp_path: Path, demos_dir: Path) -> None:
@@ -340,7 +347,7 @@ def test_bc_stops_at_time_limit_and_resumes(tmp_path: Path, demos_dir: Path) -> 
 
 def test_bc_init_from_starts_at_the_trained_models_loss(tmp_path: Path, demos_dir: Path) -> None:
     kwargs: dict[str, Any] = dict(batch_size=16, lr=3e-3, device="cpu", seed=3, log_every=1)
-    bc.train_bc(EPISODES, TINY, steps=40, out_dir=tmp_path / "first", **kwargs)
+    bc.train_bc(EPISODES, TINY, BCSettings(steps=40, **kwargs), out_dir=tmp_path / "first")
     trained = [json.loads(line)["loss"] for line in (tmp_path / "first" / bc.LOG_FILE).read_text().splitlines()]
 
     args = argparse.Namespace(demos=str(demos_dir), out=str(tmp_path / "second"), steps=3, batch_size=16, lr=1e-4,
@@ -366,7 +373,9 @@ import sys
 sys.path.insert(0, {test_dir!r})
 from test_training import EPISODES, TINY
 from dysl_ros.training.bc import train_bc
-train_bc(EPISODES, TINY, steps=4, batch_size=8, lr=1e-3, device="cpu", seed=0, out_dir=sys.argv[1], log_every=2)
+from dysl_ros.training.settings import BCSettings
+settings = BCSettings(steps=4, batch_size=8, lr=1e-3, device="cpu", seed=0, log_every=2)
+train_bc(EPISODES, TINY, settings, out_dir=sys.argv[1])
 """
 
 
@@ -412,17 +421,18 @@ def test_random_shift_moves_images_within_pad() -> None:
 
 def test_calibrate_writes_plan_with_last_layer_static_and_plot(tmp_path: Path) -> None:
     save_model(active_model(), tmp_path, dtype=torch.float32)
-    plan = distill.calibrate_model_dir(tmp_path, EPISODES, static_ratio=0.34, batches=2, batch_size=8, device="cpu")
+    settings = CalibrateSettings(static_ratio=0.34, batches=2, batch_size=8, device="cpu")
+    plan = calibrate.calibrate_model_dir(tmp_path, EPISODES, settings)
     assert plan.static_layers[-1] == TINY.num_layers - 1 and len(plan.static_layers) == 2
     assert plan.similarities is not None and len(plan.similarities) == TINY.num_layers
     assert LayerPlan.load(tmp_path / "layer_plan.json") == plan
-    assert (tmp_path / distill.PLOT_FILE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / calibrate.PLOT_FILE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     bundle = load_bundle(tmp_path)
     assert bundle.plan == plan and bundle.dysl_config is not None and bundle.dysl_config.static_ratio == 0.34
     # eta / eta_verify come from the demonstrations' continuity changes, 4 actions per inference.
     deltas = continuity_deltas([e.actions for e in EPISODES], bundle.dysl_config.k, 4)
     assert (bundle.dysl_config.eta, bundle.dysl_config.eta_verify) == suggest_etas(
-        deltas, eta_quantile=distill.ETA_QUANTILE
+        deltas, eta_quantile=ETA_QUANTILE
     )
     assert 0 < bundle.dysl_config.eta <= bundle.dysl_config.eta_verify
     assert bundle.dysl_config.eta > suggest_etas(deltas, eta_quantile=0.5)[0]  # the quantile is honoured
@@ -434,7 +444,7 @@ def test_calibrate_writes_plan_with_last_layer_static_and_plot(tmp_path: Path) -
 
 def test_stage1_reduces_adapter_loss() -> None:
     history: list[dict[str, Any]] = []
-    distill.distill(active_model(), PLAN, EPISODES, 30, 0, 0.0, 16, 1e-2, "cpu", 0, history=history)
+    distill.distill(active_model(), PLAN, EPISODES, tiny_distill(30, 0, ), history=history)
     losses = [r["loss"] for r in history if r["stage"] == 1]
     assert len(losses) == 30
     first, last = first_last(losses, 5)
@@ -455,7 +465,7 @@ def test_stage1_targets_are_the_static_layer_inputs() -> None:
 
 def test_stage2_reduces_its_loss() -> None:
     history: list[dict[str, Any]] = []
-    distill.distill(active_model(), PLAN, EPISODES, 0, 40, 0.02, 16, 1e-2, "cpu", 0, history=history)
+    distill.distill(active_model(), PLAN, EPISODES, tiny_distill(0, 40, lam=0.02), history=history)
     losses = [r["loss"] for r in history if r["stage"] == 2]
     first, last = first_last(losses, 8)
     assert last < 0.8 * first, (first, last)
@@ -481,7 +491,7 @@ def test_larger_lambda_raises_skip_probability() -> None:
     means = {}
     for lam in (0.0, 1.0):
         model = active_model()
-        modules = distill.distill(model, PLAN, EPISODES, 5, 20, lam, 16, 1e-2, "cpu", 0)
+        modules = distill.distill(model, PLAN, EPISODES, tiny_distill(5, 20, lam=lam))
         means[lam] = distill.mean_skip_probability(model, modules, PLAN, probe)
     assert means[1.0] > means[0.0] + 0.2, means
 
@@ -506,7 +516,7 @@ def test_harmonic_sampling_frequencies() -> None:
 def test_backbone_unchanged_by_distillation() -> None:
     model = active_model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    modules = distill.distill(model, PLAN, EPISODES, 3, 3, 0.1, 8, 1e-2, "cpu", 0)
+    modules = distill.distill(model, PLAN, EPISODES, tiny_distill(3, 3, lam=0.1, batch_size=8))
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert not any(p.requires_grad for p in model.parameters())
@@ -515,8 +525,14 @@ def test_backbone_unchanged_by_distillation() -> None:
 
 def test_one_stage_runs_stage_two_loss_for_all_steps() -> None:
     history: list[dict[str, Any]] = []
-    distill.distill(active_model(), PLAN, EPISODES, 3, 4, 0.1, 8, 1e-2, "cpu", 0, one_stage=True, history=history)
+    settings = tiny_distill(3, 4, lam=0.1, batch_size=8, one_stage=True)
+    distill.distill(active_model(), PLAN, EPISODES, settings, history=history)
     assert [r["stage"] for r in history] == [2] * 7
+
+
+def tiny_distill(stage1_steps: int, stage2_steps: int, **settings: Any) -> DistillSettings:
+    """Distillation settings for the tiny model on the CPU."""
+    return DistillSettings(stage1_steps, stage2_steps, **{"batch_size": 16, "lr": 1e-2, "device": "cpu", **settings})
 
 
 def with_exit_errors(stage1_steps: int, batch_size: int, seed: int, measure: str = "absolute") -> tuple[
@@ -524,7 +540,7 @@ def with_exit_errors(stage1_steps: int, batch_size: int, seed: int, measure: str
 ]:
     """A model, stage-1 modules, one batch, its dense states and every dynamic layer's exit errors."""
     model = active_model()
-    modules = distill.distill(model, PLAN, EPISODES, stage1_steps, 0, 0.0, min(batch_size, 16), 1e-2, "cpu", 0)
+    modules = distill.distill(model, PLAN, EPISODES, tiny_distill(stage1_steps, 0, batch_size=min(batch_size, 16)))
     batch = next(iter(distill.sample_loader(EPISODES, model, batch_size, seed, torch.device("cpu"))))
     with torch.no_grad():
         states = distill.dense_states(model, batch)
@@ -557,8 +573,8 @@ def test_stage3_fits_the_controllers_to_the_exit_error_and_nothing_else() -> Non
     adapters = {k: v.clone() for k, v in modules.adapters.state_dict().items()}
     tolerance = float(torch.cat(list(errors.values())).median())  # half the labels positive
     history: list[dict[str, Any]] = []
-    fitted = distill.distill(model, PLAN, EPISODES, 0, 0, 0.0, 16, 1e-2, "cpu", 0, history=history,
-                             modules=modules, stage3_steps=60, exit_tolerance=tolerance)
+    settings = tiny_distill(0, 0, stage3_steps=60, exit_tolerance=tolerance)
+    fitted = distill.distill(model, PLAN, EPISODES, settings, history=history, modules=modules)
     losses = [r["loss"] for r in history if r["stage"] == 3]
     assert len(losses) == 60 and [r["stage"] for r in history] == [3] * 60
     first, last = first_last(losses, 10)
@@ -571,7 +587,7 @@ def test_stage3_fits_the_controllers_to_the_exit_error_and_nothing_else() -> Non
     assert 0 < int(label.sum()) < len(label)
     assert float(p[label].mean()) > float(p[~label].mean()) + 0.1
     with pytest.raises(ConfigError, match="exit tolerance"):
-        distill.distill(model, PLAN, EPISODES, 0, 0, 0.0, 16, 1e-2, "cpu", 0, stage3_steps=1)
+        distill.distill(model, PLAN, EPISODES, tiny_distill(0, 0, stage3_steps=1))
 
 
 def test_exit_error_absolute_and_relative() -> None:
@@ -593,9 +609,8 @@ def test_exit_error_absolute_and_relative() -> None:
     assert exit_error(chunk[2], dense[2], "relative") == pytest.approx(absolute[2] / RELATIVE_FLOOR)
     with pytest.raises(ValueError, match="exit measure"):
         exit_error(chunk, dense, "squared")
-    with pytest.raises(ConfigError, match="exit measure"):
-        distill.distill(active_model(), PLAN, EPISODES, 0, 0, 0.0, 16, 1e-2, "cpu", 0, stage3_steps=1,
-                        exit_tolerance=0.1, exit_measure="squared")
+    with pytest.raises(ConfigError, match="exit_measure must be one of"):
+        tiny_distill(0, 0, stage3_steps=1, exit_tolerance=0.1, exit_measure="squared")
 
 
 def test_stage3_task_tolerances_label_each_tasks_frames_by_their_own() -> None:
@@ -608,8 +623,8 @@ def test_stage3_task_tolerances_label_each_tasks_frames_by_their_own() -> None:
     assert [math.isinf(v) for v in per_episode.tolist()] == [t == "reach" for t in tasks]
     assert all(v == pytest.approx(tolerance) for v, t in zip(per_episode.tolist(), tasks, strict=True) if t == "push")
     history: list[dict[str, Any]] = []
-    fitted = distill.distill(model, PLAN, EPISODES, 0, 0, 0.0, 16, 1e-2, "cpu", 0, history=history, modules=modules,
-                             stage3_steps=60, exit_tolerance=tolerance, task_tolerances={"reach": float("inf")})
+    settings = tiny_distill(0, 0, stage3_steps=60, exit_tolerance=tolerance, task_exit_tolerance=("reach=inf",))
+    fitted = distill.distill(model, PLAN, EPISODES, settings, history=history, modules=modules)
     loader = distill.sample_loader(EPISODES, model, 64, 5, torch.device("cpu"))
     p_by_task: dict[str, list[float]] = {"reach": [], "push": []}
     with torch.no_grad():
@@ -623,13 +638,15 @@ def test_stage3_task_tolerances_label_each_tasks_frames_by_their_own() -> None:
         distill.episode_tolerances(EPISODES, tolerance, {"pick-place": 0.1})
     with pytest.raises(ConfigError, match="> 0"):
         distill.episode_tolerances(EPISODES, None, {"reach": 0.1})  # push frames would have no tolerance
-    assert distill.parse_task_tolerances(["reach=inf", " push = 0.02"]) == {"reach": float("inf"), "push": 0.02}
+    given = tiny_distill(0, 0, task_exit_tolerance=("reach=inf", " push = 0.02"))
+    assert given.task_tolerances() == {"reach": float("inf"), "push": 0.02}
     for bad in ("reach", "=0.1", "reach=fast"):
         with pytest.raises(ConfigError, match="TASK=T"):
-            distill.parse_task_tolerances([bad])
+            tiny_distill(0, 0, task_exit_tolerance=(bad,)).task_tolerances()
     with pytest.raises(ConfigError, match="finite"):
-        distill.distill(model, PLAN, EPISODES, 0, 0, 0.0, 16, 1e-2, "cpu", 0, modules=modules, stage3_steps=1,
-                        exit_tolerance=tolerance, task_tolerances={"reach": float("inf")}, stage3_weighting="margin")
+        settings = tiny_distill(0, 0, stage3_steps=1, exit_tolerance=tolerance, task_exit_tolerance=("reach=inf",),
+                                stage3_weighting="margin")
+        distill.distill(model, PLAN, EPISODES, settings, modules=modules)
 
 
 def test_stage3_margin_weighting_weighs_each_frame_by_its_distance_from_the_tolerance() -> None:
@@ -653,12 +670,13 @@ def test_stage3_margin_weighting_weighs_each_frame_by_its_distance_from_the_tole
 def test_adapter_init_identity_or_random() -> None:
     x = torch.randn(2, 5, TINY.hidden_size)
     for init, identity in (("identity", True), ("random", False)):
-        modules = distill.distill(active_model(), PLAN, EPISODES, 0, 0, 0.1, 8, 1e-2, "cpu", 0, adapter_init=init)
+        settings = tiny_distill(0, 0, lam=0.1, batch_size=8, adapter_init=init)
+        modules = distill.distill(active_model(), PLAN, EPISODES, settings)
         for layer in PLAN.dynamic_layers:
             with torch.no_grad():
                 assert torch.allclose(modules.adapter(layer)(x), x) == identity, (init, layer)
     with pytest.raises(ConfigError, match="adapter_init"):
-        distill.distill(active_model(), PLAN, EPISODES, 0, 0, 0.1, 8, 1e-2, "cpu", 0, adapter_init="zeros")
+        distill.distill(active_model(), PLAN, EPISODES, tiny_distill(0, 0, lam=0.1, batch_size=8, adapter_init="zeros"))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -679,12 +697,12 @@ def test_cli_bc_calibrate_distill(tmp_path: Path, demos_dir: Path, capsys: Any) 
     args = argparse.Namespace(
         model_dir=str(model_dir), demos=str(demos_dir), static_ratio=0.34, batches=1, batch_size=8, device="cpu", seed=0
     )
-    assert distill.main_calibrate(args) == 0
+    assert calibrate.main_calibrate(args) == 0
     assert "static [" in capsys.readouterr().out
 
     variant = model_dir / "variants" / "lam0.01"
     distill_args: dict[str, Any] = {
-        "model_dir": str(model_dir), "demos": str(demos_dir), "lambda": 0.01, "stage1_steps": 2, "stage2_steps": 2,
+        "model_dir": str(model_dir), "demos": str(demos_dir), "lam": 0.01, "stage1_steps": 2, "stage2_steps": 2,
         "one_stage": False, "device": "cpu", "seed": 0, "batch_size": 8, "modules_out": str(variant),
     }
     # The default module widths hold more than 2 % of this tiny backbone: refused before training.
@@ -717,7 +735,7 @@ def test_cli_bc_calibrate_distill(tmp_path: Path, demos_dir: Path, capsys: Any) 
     assert load_bundle(model_dir, model_dir / "variants" / "t04").dysl_config.skip_threshold == 0.4  # type: ignore[union-attr]
     distill_args.update(skip_threshold=1.5)
     assert distill.main_distill(argparse.Namespace(**distill_args)) == 2
-    assert "skip_threshold must lie in (0.0, 1.0]" in capsys.readouterr().err
+    assert "skip_threshold must lie in (0, 1]" in capsys.readouterr().err
     del distill_args["skip_threshold"]
     # Stage 3 alone, continuing from the lambda-0.01 modules: the adapters stay, the controllers move.
     fitted = model_dir / "variants" / "stage3"
@@ -768,7 +786,8 @@ def test_calibrate_drops_modules_of_another_plan(tmp_path: Path) -> None:
     save_model(model, tmp_path, dtype=torch.float32)
     old = LayerPlan(num_layers=6, static_layers=(0, 5))
     save_dysl(tmp_path, old, DySLModules(TINY.hidden_size, old))
-    plan = distill.calibrate_model_dir(tmp_path, EPISODES, static_ratio=0.34, batches=1, batch_size=8, device="cpu")
+    settings = CalibrateSettings(static_ratio=0.34, batches=1, batch_size=8, device="cpu")
+    plan = calibrate.calibrate_model_dir(tmp_path, EPISODES, settings)
     bundle = load_bundle(tmp_path)  # loads: no modules left that would not fit the new plan
     assert bundle.plan == plan
     assert (bundle.modules is None) == (plan.static_layers != old.static_layers)
@@ -789,7 +808,8 @@ def test_router_stage1_targets_are_the_next_layer_inputs() -> None:
 
 def test_router_training_reduces_both_losses() -> None:
     history: list[dict[str, Any]] = []
-    router.train_router(active_model(), EPISODES, 30, 40, 0.02, 16, 1e-2, "cpu", 0, history=history)
+    settings = RouterSettings(30, 40, lam=0.02, batch_size=16, lr=1e-2, device="cpu")
+    router.train_router(active_model(), EPISODES, settings, history=history)
     stage1 = [r["loss"] for r in history if r["stage"] == 1]
     stage2 = [r["loss"] for r in history if r["stage"] == 2]
     assert len(stage1) == 30 and len(stage2) == 40
@@ -819,21 +839,19 @@ def test_router_forward_with_p_zero_is_the_dense_model_and_penalty_counts_layers
 
 def test_calibrate_spreads_or_takes_the_static_layers_and_distill_follows(tmp_path: Path) -> None:
     save_model(active_model(), tmp_path, dtype=torch.float32)
-    plan = distill.calibrate_model_dir(tmp_path, EPISODES, static_ratio=0.17, batches=1, batch_size=8, device="cpu",
-                                       max_gap=2)
+    settings = CalibrateSettings(static_ratio=0.17, batches=1, batch_size=8, device="cpu", max_gap=2)
+    plan = calibrate.calibrate_model_dir(tmp_path, EPISODES, settings)
     assert all(len(gap) <= 2 for gap in plan.gaps) and plan.rule == "lowest_similarity, max_gap 2"
     bundle = load_bundle(tmp_path)
     assert bundle.plan is not None and bundle.plan.rule == plan.rule and bundle.dysl_config is not None
     assert round(bundle.dysl_config.static_ratio * 6) == len(plan.static_layers)  # what the runtime checks
-    small = SkipModuleConfig(adapter_bottleneck=1, controller_hidden=1)
-    distill.distill_model_dir(tmp_path, EPISODES, lam=0.01, stage1_steps=1, stage2_steps=1, batch_size=8,
-                              device="cpu", skip_config=small)
+    small = tiny_distill(1, 1, lam=0.01, batch_size=8, adapter_bottleneck=1, controller_hidden=1)
+    distill.distill_model_dir(tmp_path, EPISODES, small)
     # A plan edited by hand: the old plan's modules no longer fit, distill replaces them (no load error).
     LayerPlan.explicit(6, [1, 3, 5], plan.similarities).save(tmp_path / "layer_plan.json")
     with pytest.raises(ModelDirError, match="another layer plan"):
         load_bundle(tmp_path)
-    distill.distill_model_dir(tmp_path, EPISODES, lam=0.01, stage1_steps=1, stage2_steps=1, batch_size=8,
-                              device="cpu", skip_config=small)
+    distill.distill_model_dir(tmp_path, EPISODES, small)
     assert load_bundle(tmp_path).has_dysl
     with pytest.raises(ConfigError, match="not both"):
-        distill.calibrate_model_dir(tmp_path, EPISODES, batches=1, device="cpu", static_layers=[2, 5], max_gap=2)
+        CalibrateSettings(batches=1, device="cpu", static_layers="2,5", max_gap=2)

@@ -21,8 +21,9 @@ import importlib
 import sys
 from typing import Callable, Sequence
 
-from dysl_ros.core.exit_error import EXIT_MEASURES
+from dysl_ros.params import add_flags
 from dysl_ros.training.metaworld_env import DEFAULT_GOAL_MARKER_RADIUS, goal_marker_radius_arg
+from dysl_ros.training.settings import BCSettings, CalibrateSettings, DistillSettings, RouterSettings
 
 Handler = Callable[[argparse.Namespace], int]
 DEMOS_HELP = (
@@ -236,82 +237,17 @@ def _add_to_lerobot(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.set_defaults(handler=_to_lerobot)
 
 
-# The training stages' options. Optional ones use SUPPRESS: an option not given stays absent and the
-# stage's own default applies (the stage reads it with getattr(args, name, default)).
-_OPTIONAL = argparse.SUPPRESS
+# The training stages' flags derive from their settings (dysl_ros.training.settings): each
+# default, check and help line is declared there once.
 
 
 def _add_bc(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("bc", help="train the dense VLA by behaviour cloning on the demos")
     p.add_argument("--demos", required=True, help=DEMOS_HELP)
-    p.add_argument("--mapping", default=_OPTIONAL, help=MAPPING_HELP)
+    p.add_argument("--mapping", default=None, help=MAPPING_HELP)
     p.add_argument("--out", required=True, help="model directory to write")
-    p.add_argument("--steps", type=int, default=20000, help="optimiser steps (default: 20000)")
-    p.add_argument("--batch-size", type=int, default=256, help="batch size (default: 256)")
-    p.add_argument("--lr", type=float, default=3e-4, help="peak learning rate (default: 3e-4)")
-    p.add_argument("--config-json", default=_OPTIONAL, help="VLAConfig JSON (default: the reference config)")
-    p.add_argument("--device", default=_OPTIONAL, help="auto, cpu, cuda, cuda:N (default: auto)")
-    p.add_argument("--seed", type=int, default=_OPTIONAL)
-    p.add_argument("--log-every", type=int, default=_OPTIONAL)
-    p.add_argument("--warmup-steps", type=int, default=_OPTIONAL)
-    p.add_argument("--checkpoint-every", type=int, default=_OPTIONAL)
-    p.add_argument("--num-workers", type=int, default=_OPTIONAL, help="data loader workers")
-    p.add_argument("--augment-shift", type=int, default=_OPTIONAL, help="random image shift in pixels")
-    p.add_argument("--weight-decay", type=float, default=_OPTIONAL)
-    p.add_argument(
-        "--time-limit-s",
-        type=float,
-        default=_OPTIONAL,
-        help="stop cleanly after this many seconds (exit 4); continue later with --resume",
-    )
-    p.add_argument("--resume", action="store_true", help="continue from <out>/train_state.pt")
-    p.add_argument(
-        "--scene-loss-weight",
-        type=float,
-        default=_OPTIONAL,
-        help="weight of the auxiliary loss locating hand, object and goal from the vision tokens "
-        "(training only; needs demos that record states; default: 0 = off)",
-    )
-    p.add_argument(
-        "--skip-loss-weight",
-        type=float,
-        default=_OPTIONAL,
-        help="weight of the loss on the chunk computed with layers i..L-2 skipped, i drawn each step "
-        "(teaches the backbone the redundancy DySL uses; default: 0 = off)",
-    )
-    p.add_argument(
-        "--skip-min-layer",
-        type=int,
-        default=_OPTIONAL,
-        help="first layer the skip loss may skip from (default: 1)",
-    )
-    p.add_argument(
-        "--skip-max-layer",
-        type=int,
-        default=_OPTIONAL,
-        help="last layer the skip loss may skip from (default: L-2, the one before the last); "
-        "a lower value puts the weight on the shallow exits DySL takes most",
-    )
-    p.add_argument(
-        "--skip-loss-smooth-share",
-        type=float,
-        default=_OPTIONAL,
-        help="the skip loss counts only this share of each batch's frames, those whose target chunk moves "
-        "most smoothly (the paper's premise: skipping is cheap on smooth motion, costly where continuity "
-        "breaks); default: 1 = every frame",
-    )
-    p.add_argument(
-        "--skip-adapters",
-        action="store_true",
-        default=_OPTIONAL,
-        help="the skip loss's chunk passes a training-only adapter per exit (DySL's), trained with the "
-        "backbone: the stack learns to be summarised, not to make the skipped layers idle",
-    )
-    p.add_argument(
-        "--init-from",
-        default=_OPTIONAL,
-        help="start from this trained model's weights and architecture (fresh optimiser and schedule)",
-    )
+    p.add_argument("--config-json", default=None, help="VLAConfig JSON (default: the reference config)")
+    add_flags(p, BCSettings, skip=("camera", "goal_marker_radius"))
     p.set_defaults(handler=_stage("dysl_ros.training.bc", "main_bc"))
 
 
@@ -319,95 +255,17 @@ def _add_calibrate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p = sub.add_parser("calibrate", help="pick static/dynamic layers from layer similarities on the demos")
     p.add_argument("--model-dir", required=True, help="trained model directory (dysl_train bc --out)")
     p.add_argument("--demos", required=True, help=DEMOS_HELP)
-    p.add_argument("--mapping", default=_OPTIONAL, help=MAPPING_HELP)
-    p.add_argument("--static-ratio", type=float, default=_OPTIONAL, help="share of static layers (default: 0.2)")
-    p.add_argument(
-        "--max-gap", type=int, default=_OPTIONAL, metavar="N",
-        help="spread the static layers: the lowest-similarity set with no gap longer than N dynamic layers",
-    )
-    p.add_argument(
-        "--static-layers", default=_OPTIONAL, metavar="LIST",
-        help="the static layers as given, e.g. 0,1,2,3,13,23 (the last layer must be among them)",
-    )
-    p.add_argument(
-        "--execute-steps", type=int, default=_OPTIONAL,
-        help="actions executed per inference when measuring continuity changes for eta (default: 4)",
-    )
-    p.add_argument(
-        "--eta-quantile", type=float, default=_OPTIONAL,
-        help="eta = this quantile of the demonstrations' |dC| (default: 0.75)",
-    )
-    p.add_argument("--batches", type=int, default=_OPTIONAL)
-    p.add_argument("--batch-size", type=int, default=_OPTIONAL)
-    p.add_argument("--device", default=_OPTIONAL)
-    p.add_argument("--seed", type=int, default=_OPTIONAL)
-    p.set_defaults(handler=_stage("dysl_ros.training.distill", "main_calibrate"))
+    p.add_argument("--mapping", default=None, help=MAPPING_HELP)
+    add_flags(p, CalibrateSettings)
+    p.set_defaults(handler=_stage("dysl_ros.training.calibrate", "main_calibrate"))
 
 
 def _add_distill(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("distill", help="train the DySL adapters and controllers (two-stage distillation)")
     p.add_argument("--model-dir", required=True, help="calibrated model directory")
     p.add_argument("--demos", required=True, help=DEMOS_HELP)
-    p.add_argument("--mapping", default=_OPTIONAL, help=MAPPING_HELP)
-    p.add_argument("--stage1-steps", type=int, required=True)
-    p.add_argument("--stage2-steps", type=int, required=True)
-    p.add_argument("--lambda", dest="lam", type=float, default=_OPTIONAL, help="skip reward weight (Eq. 6)")
-    p.add_argument("--one-stage", action="store_true", default=_OPTIONAL, help="ablation: no stage 1")
-    p.add_argument(
-        "--adapter-init", choices=("identity", "random"), default=_OPTIONAL,
-        help="fresh adapters start as the identity (default) or from random weights (the paper's setting)",
-    )
-    p.add_argument(
-        "--skip-threshold", type=float, default=_OPTIONAL,
-        help="skip when the controller's p reaches this (written to dysl.json; default: the model dir's, 0.5)",
-    )
-    p.add_argument(
-        "--stage3-steps", type=int, default=_OPTIONAL,
-        help="then refit the controllers alone to the exit error: skip where the jump lands within "
-        "--exit-tolerance of the dense chunk (default: 0, no stage 3)",
-    )
-    p.add_argument(
-        "--exit-tolerance", type=float, default=_OPTIONAL,
-        help="stage 3's tolerance on the exit error (--exit-measure; as `dysl_bench closed-loop "
-        "--variants oracle_exit --oracle-tolerance`)",
-    )
-    p.add_argument(
-        "--exit-measure", choices=EXIT_MEASURES, default=_OPTIONAL,
-        help="stage 3's exit error: mean |chunk - dense chunk| in normalised actions (absolute, default), or "
-        "that divided by the dense chunk's mean |action| (relative: a deviation counts against the motion it "
-        "perturbs)",
-    )
-    p.add_argument(
-        "--task-exit-tolerance", action="append", default=_OPTIONAL, metavar="TASK=T",
-        help="stage 3: this tolerance instead of --exit-tolerance for the frames of TASK (repeatable; T=inf "
-        "labels every exit of the task 'skip')",
-    )
-    p.add_argument(
-        "--stage3-weighting", choices=("none", "margin"), default=_OPTIONAL,
-        help="stage 3: every frame alike (default), or weighed by |exit error - tolerance| / tolerance",
-    )
-    p.add_argument(
-        "--modules-from", default=_OPTIONAL, metavar="DIR",
-        help="continue from the plan and modules in DIR (a model or modules directory of this backbone) "
-        "instead of fresh ones; e.g. --stage1-steps 0 --stage2-steps 0 --stage3-steps N",
-    )
-    p.add_argument("--batch-size", type=int, default=_OPTIONAL)
-    p.add_argument("--lr", type=float, default=_OPTIONAL)
-    p.add_argument("--gt-weight", type=float, default=_OPTIONAL, help="weight of the demo-action loss")
-    p.add_argument("--adapter-bottleneck", type=int, default=_OPTIONAL)
-    p.add_argument("--controller-hidden", type=int, default=_OPTIONAL)
-    p.add_argument(
-        "--plan", choices=("calibrated", "last-layer-only"), default=_OPTIONAL,
-        help="static layers the modules are trained for: the calibrated plan (default) or only the last "
-        "layer (the 'no static layers' ablation)",
-    )
-    p.add_argument(
-        "--modules-out", default=_OPTIONAL, metavar="DIR",
-        help="write the layer plan, modules, dysl.json and reports there (ablations, lambda sweeps: "
-        "<model dir>/variants/<name>); default: the model directory itself",
-    )
-    p.add_argument("--device", default=_OPTIONAL)
-    p.add_argument("--seed", type=int, default=_OPTIONAL)
+    p.add_argument("--mapping", default=None, help=MAPPING_HELP)
+    add_flags(p, DistillSettings)
     p.set_defaults(handler=_stage("dysl_ros.training.distill", "main_distill"))
 
 
@@ -417,21 +275,8 @@ def _add_router(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     p.add_argument("--model-dir", required=True, help="trained model directory")
     p.add_argument("--demos", required=True, help=DEMOS_HELP)
-    p.add_argument("--mapping", default=_OPTIONAL, help=MAPPING_HELP)
-    p.add_argument("--stage1-steps", type=int, required=True, help="adapter-only steps (targets x_{i+1})")
-    p.add_argument("--stage2-steps", type=int, required=True, help="soft-routing steps")
-    p.add_argument("--lambda", dest="lam", type=float, default=_OPTIONAL, help="weight of sum_i (1 - p_i)")
-    p.add_argument("--batch-size", type=int, default=_OPTIONAL)
-    p.add_argument("--lr", type=float, default=_OPTIONAL)
-    p.add_argument("--gt-weight", type=float, default=_OPTIONAL, help="weight of the demo-action loss")
-    p.add_argument("--adapter-bottleneck", type=int, default=_OPTIONAL)
-    p.add_argument("--controller-hidden", type=int, default=_OPTIONAL)
-    p.add_argument(
-        "--modules-out", default=_OPTIONAL, metavar="DIR",
-        help="where the router modules go (default: <model dir>/variants/router)",
-    )
-    p.add_argument("--device", default=_OPTIONAL)
-    p.add_argument("--seed", type=int, default=_OPTIONAL)
+    p.add_argument("--mapping", default=None, help=MAPPING_HELP)
+    add_flags(p, RouterSettings)
     p.set_defaults(handler=_stage("dysl_ros.training.router", "main_router"))
 
 

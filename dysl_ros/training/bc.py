@@ -44,9 +44,10 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence, TextIO
 
 import numpy as np
+import numpy.typing as npt
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -61,9 +62,11 @@ from dysl_ros.model.checkpoint import ModelDirError, load_bundle, save_model
 from dysl_ros.model.reference_vla import ReferenceVLA
 from dysl_ros.model.skip_modules import Adapter, SkipModuleConfig
 from dysl_ros.model.spec import VLAConfig
+from dysl_ros.params import from_flags
 from dysl_ros.training import dataset as data
 from dysl_ros.training.dataset import Batch, ChunkDataset, EpisodeLike
 from dysl_ros.training.demos import load_demo_dirs
+from dysl_ros.training.settings import BCSettings
 
 LOG_FILE = "train_log.jsonl"
 PROVENANCE_FILE = "train_args.json"
@@ -178,43 +181,6 @@ def setup_distributed(device: str) -> DistributedEnv:
     return DistributedEnv(dist.get_rank(), dist.get_world_size(), target, owns_group=owns)
 
 
-@dataclass(frozen=True)
-class BCSettings:
-    steps: int
-    batch_size: int
-    lr: float
-    seed: int
-    log_every: int
-    weight_decay: float
-    warmup_steps: int
-    grad_clip: float
-    checkpoint_every: int
-    num_workers: int | None
-    augment_shift: int
-    time_limit_s: float | None
-    resume: bool
-    init_from: str | None = None
-    # How the demos' pictures were drawn (recorded: evaluation must draw them the same way).
-    camera: str | None = None
-    goal_marker_radius: float | None = None
-    scene_loss_weight: float = 0.0
-    skip_loss_weight: float = 0.0
-    skip_min_layer: int = 1
-    skip_max_layer: int | None = None
-    skip_adapters: bool = False
-    skip_smooth_share: float = 1.0
-
-    def must_match(self) -> dict[str, Any]:
-        """What a resumed run must share with the run it continues (the schedule depends on them)."""
-        return {"steps": self.steps, "batch_size": self.batch_size, "lr": self.lr, "seed": self.seed,
-                "warmup_steps": self.warmup_steps, "init_from": self.init_from,
-                "scene_loss_weight": self.scene_loss_weight, "skip_loss_weight": self.skip_loss_weight,
-                "skip_min_layer": self.skip_min_layer, "skip_max_layer": self.skip_max_layer,
-                "skip_adapters": self.skip_adapters,
-                # Only when set: states saved before the option existed still resume.
-                **({"skip_smooth_share": self.skip_smooth_share} if self.skip_smooth_share != 1 else {})}
-
-
 class SceneHeads(nn.Module):
     """Training-only readouts of where the hand, the object and the goal are (standardised xyz, 9
     values), from two places: the vision tokens after the embedding, and the action-query tokens
@@ -270,41 +236,15 @@ class _BCNet(nn.Module):
 
 
 def train_bc(
-    episodes: Sequence[EpisodeLike],
-    config: VLAConfig,
-    steps: int,
-    batch_size: int,
-    lr: float,
-    device: str = "auto",
-    seed: int = 0,
-    out_dir: str | Path | None = None,
-    log_every: int = 50,
-    *,
-    weight_decay: float = 0.05,
-    warmup_steps: int | None = None,
-    grad_clip: float = 1.0,
-    checkpoint_every: int | None = None,
-    num_workers: int | None = None,
-    augment_shift: int = 0,
-    time_limit_s: float | None = None,
-    resume: bool = False,
-    init_from: str | Path | None = None,
-    camera: str | None = None,
-    goal_marker_radius: float | None = None,
-    scene_loss_weight: float = 0.0,
-    skip_loss_weight: float = 0.0,
-    skip_min_layer: int = 1,
-    skip_max_layer: int | None = None,
-    skip_adapters: bool = False,
-    skip_smooth_share: float = 1.0,
+    episodes: Sequence[EpisodeLike], config: VLAConfig, settings: BCSettings, out_dir: str | Path | None = None
 ) -> ReferenceVLA:
-    """Train a ReferenceVLA (from scratch, or from ``init_from``'s weights); returns it (rank 0's
-    copy under DDP) in eval mode.
+    """Train a ReferenceVLA (from scratch, or from ``settings.init_from``'s weights); returns it
+    (rank 0's copy under DDP) in eval mode.
 
-    ``batch_size`` is the global batch (split over DDP ranks), so a run's result does not depend on
-    the number of GPUs. The fitted normalisation goes into the model's VLAConfig. With ``out_dir``,
-    rank 0 writes the model (fp16 safetensors) every ``checkpoint_every`` steps and at the end, plus
-    ``train_log.jsonl`` and ``train_args.json`` (how the model was made).
+    ``settings.batch_size`` is the global batch (split over DDP ranks), so a run's result does not
+    depend on the number of GPUs. The fitted normalisation goes into the model's VLAConfig. With
+    ``out_dir``, rank 0 writes the model (fp16 safetensors) every ``checkpoint_every`` steps and at
+    the end, plus ``train_log.jsonl`` and ``train_args.json`` (how the model was made).
 
     ``time_limit_s`` stops after that much training time with a checkpoint plus ``train_state.pt``
     (weights, optimiser, schedule); ``resume`` continues from it. Machines that allow only short
@@ -323,46 +263,23 @@ def train_bc(
     loss averages over that share of each batch's frames, those whose target chunk is smoothest
     (``smoothest_frames``); 1 = every frame.
     """
-    if steps < 1 or batch_size < 1 or lr <= 0 or log_every < 1:
+    s = settings.resolved(config.num_layers)
+    last = config.num_layers - 2
+    if s.skip_loss_weight > 0 and not 1 <= s.skip_min_layer <= last:
         raise ConfigError(
-            f"need steps, batch_size, log_every >= 1 and lr > 0; got {steps}, {batch_size}, {log_every}, {lr}"
+            f"skip_min_layer must lie in 1..{last} (a {config.num_layers}-layer stack), got {s.skip_min_layer}"
         )
-    if not (math.isfinite(scene_loss_weight) and scene_loss_weight >= 0):
-        raise ConfigError(f"scene_loss_weight must be a finite number >= 0, got {scene_loss_weight}")
-    if not (math.isfinite(skip_loss_weight) and skip_loss_weight >= 0):
-        raise ConfigError(f"skip_loss_weight must be a finite number >= 0, got {skip_loss_weight}")
-    if skip_loss_weight > 0 and not 1 <= skip_min_layer <= config.num_layers - 2:
+    if s.skip_loss_weight > 0 and not s.skip_min_layer <= (s.skip_max_layer or 0) <= last:
         raise ConfigError(
-            f"skip_min_layer must lie in 1..{config.num_layers - 2} (a {config.num_layers}-layer stack), "
-            f"got {skip_min_layer}"
+            f"skip_max_layer must lie in {s.skip_min_layer}..{last} (skip_min_layer to L-2), got {s.skip_max_layer}"
         )
-    if skip_max_layer is None:
-        skip_max_layer = config.num_layers - 2
-    if skip_loss_weight > 0 and not skip_min_layer <= skip_max_layer <= config.num_layers - 2:
-        raise ConfigError(
-            f"skip_max_layer must lie in {skip_min_layer}..{config.num_layers - 2} (skip_min_layer to L-2), "
-            f"got {skip_max_layer}"
-        )
-    if not (math.isfinite(skip_smooth_share) and 0 < skip_smooth_share <= 1):
-        raise ConfigError(f"skip_smooth_share must lie in (0, 1], got {skip_smooth_share}")
-    if skip_adapters and skip_loss_weight <= 0:
+    if s.skip_adapters and s.skip_loss_weight <= 0:
         raise ConfigError("skip_adapters trains adapters for the skip loss: set skip_loss_weight > 0 too")
-    if (time_limit_s is not None or resume) and out_dir is None:
+    if (s.time_limit_s is not None or s.resume) and out_dir is None:
         raise ConfigError("time_limit_s and resume need an out_dir to keep the training state in")
-    settings = BCSettings(
-        steps=steps, batch_size=batch_size, lr=lr, seed=seed, log_every=log_every, weight_decay=weight_decay,
-        warmup_steps=warmup_steps if warmup_steps is not None else max(1, min(1000, steps // 20)),
-        grad_clip=grad_clip, checkpoint_every=checkpoint_every or max(log_every, steps // 10),
-        num_workers=num_workers, augment_shift=augment_shift, time_limit_s=time_limit_s, resume=resume,
-        init_from=None if init_from is None else str(init_from),
-        camera=camera, goal_marker_radius=goal_marker_radius, scene_loss_weight=float(scene_loss_weight),
-        skip_loss_weight=float(skip_loss_weight), skip_min_layer=int(skip_min_layer),
-        skip_max_layer=int(skip_max_layer), skip_adapters=bool(skip_adapters),
-        skip_smooth_share=float(skip_smooth_share),
-    )
-    env = setup_distributed(device)
+    env = setup_distributed(s.device)
     try:
-        model = _train(env, episodes, config, settings, None if out_dir is None else Path(out_dir))
+        model = _train(env, episodes, config, s, None if out_dir is None else Path(out_dir))
         if env.world_size > 1:
             dist.barrier()  # every rank returns after rank 0 has written its files
         return model
@@ -371,18 +288,63 @@ def train_bc(
             dist.destroy_process_group()
 
 
+@dataclass
+class _Run:
+    """One training run's moving parts, as ``_train`` sets them up."""
+
+    env: DistributedEnv
+    settings: BCSettings
+    model: ReferenceVLA
+    trained: _BCNet
+    net: nn.Module
+    """``trained``, or its DDP wrapper."""
+    optimizer: torch.optim.Optimizer
+    schedule: LambdaLR
+    batches: Iterator[Batch]
+    shift_rng: torch.Generator
+    skip_layers: npt.NDArray[np.int64] | None
+    """The skip loss's exit per step (the same on every rank), or None without the skip loss."""
+    done: int
+    """Steps already taken (a resumed run)."""
+
+
 def _train(
     env: DistributedEnv, episodes: Sequence[EpisodeLike], config: VLAConfig, s: BCSettings, out_dir: Path | None
 ) -> ReferenceVLA:
     if s.batch_size % env.world_size:
         raise ConfigError(f"batch_size {s.batch_size} does not split evenly over {env.world_size} ranks")
-    local_batch = s.batch_size // env.world_size
     torch.manual_seed(s.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
     if env.device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-
     config = data.with_normalisation(config, episodes)
+    loader, sampler, samples = _loader(env, episodes, config, s)
+    run = _setup_run(env, config, s, loader, sampler, out_dir)
+    log = None
+    if out_dir is not None and env.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        provenance = {
+            "command": "bc", **asdict(s), "world_size": env.world_size, "episodes": len(episodes),
+            "samples": samples, "torch": torch.__version__, "argv": sys.argv, "resumed_at": run.done,
+        }
+        (out_dir / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n")
+        log = (out_dir / LOG_FILE).open("a" if run.done else "w")
+    try:
+        step = _loop(run, out_dir, log)
+    finally:
+        if log is not None:
+            log.close()
+    if step >= s.steps and out_dir is not None and env.is_main:
+        (out_dir / STATE_FILE).unlink(missing_ok=True)  # complete: nothing to resume, and it must not ship
+    run.model.eval()
+    return run.model
+
+
+def _loader(
+    env: DistributedEnv, episodes: Sequence[EpisodeLike], config: VLAConfig, s: BCSettings
+) -> tuple[DataLoader[Batch], DistributedSampler[Batch], int]:
+    """This rank's batches of the demonstrations, its sampler, and the number of samples in all."""
+    local_batch = s.batch_size // env.world_size
     try:
         dataset = ChunkDataset(episodes, config, scene=s.scene_loss_weight > 0)
     except ValueError as exc:
@@ -397,19 +359,28 @@ def _train(
         pin_memory=env.device.type == "cuda", drop_last=len(sampler) >= local_batch,
         persistent_workers=workers > 0,
     )
+    return loader, sampler, len(dataset)
 
+
+def _setup_run(
+    env: DistributedEnv, config: VLAConfig, s: BCSettings, loader: DataLoader[Batch],
+    sampler: DistributedSampler[Batch], out_dir: Path | None,
+) -> _Run:
+    """The model (and training-only heads and adapters), optimiser and schedule, resumed where a
+    saved state says, and the per-step draws."""
     model = ReferenceVLA(config)
     if s.init_from is not None:
         # Architecture checked by init_config; the normalisation is refitted on this run's demos.
         model.load_state_dict(init_config_model(s.init_from).state_dict())
+    last_exit = s.skip_max_layer or config.num_layers - 2
     exit_adapters = (
         {i: Adapter(config.hidden_size, SkipModuleConfig().adapter_bottleneck)
-         for i in range(s.skip_min_layer, (s.skip_max_layer or config.num_layers - 2) + 1)}
+         for i in range(s.skip_min_layer, last_exit + 1)}
         if s.skip_adapters else None
     )
     trained = _BCNet(model, SceneHeads(config) if s.scene_loss_weight > 0 else None, exit_adapters).to(env.device)
     optimizer = adamw(list(trained.named_parameters()), s.lr, s.weight_decay)
-    schedule = warmup_cosine(optimizer, s.steps, s.warmup_steps)
+    schedule = warmup_cosine(optimizer, s.steps, s.warmup_steps or 0)
     done = 0
     state_file = None if out_dir is None else out_dir / STATE_FILE
     if s.resume and state_file is not None and state_file.is_file():
@@ -424,98 +395,60 @@ def _train(
     shift_rng = torch.Generator().manual_seed(s.seed + 1000 * env.rank + 1 + done)
     # Same draw on every rank (DDP needs one graph per step); indexed by the step, so resuming repeats it.
     skip_layers = (
-        np.random.default_rng([s.seed, 11]).integers(
-            s.skip_min_layer, (s.skip_max_layer or config.num_layers - 2) + 1, size=s.steps)
+        np.random.default_rng([s.seed, 11]).integers(s.skip_min_layer, last_exit + 1, size=s.steps)
         if s.skip_loss_weight > 0 else None
     )
+    return _Run(env, s, model, trained, net, optimizer, schedule, batches, shift_rng, skip_layers, done)
 
-    log = None
-    if out_dir is not None and env.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        provenance = {
-            "command": "bc", **asdict(s), "world_size": env.world_size, "episodes": len(episodes),
-            "samples": len(dataset), "torch": torch.__version__, "argv": sys.argv, "resumed_at": done,
-        }
-        (out_dir / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n")
-        log = (out_dir / LOG_FILE).open("a" if done else "w")
 
-    progress = tqdm(total=s.steps, initial=done, desc="bc", disable=not env.is_main, dynamic_ncols=True)
-    interval_loss = torch.zeros((), device=env.device)
-    interval_scene = torch.zeros(2, device=env.device)  # per readout: vision tokens, action queries
-    interval_skip = torch.zeros((), device=env.device)
-    interval_steps = 0
+class _Interval:
+    """Loss sums since the last log record (summed on the device: no host sync per step)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.loss = torch.zeros((), device=device)
+        self.scene = torch.zeros(2, device=device)  # per readout: vision tokens, action queries
+        self.skip = torch.zeros((), device=device)
+        self.steps = 0
+
+    def means(self, env: DistributedEnv) -> tuple[float, float, float, float]:
+        """(loss, scene loss from the vision tokens, from the action queries, skip loss) over every rank."""
+        means = torch.cat([self.loss.reshape(1), self.scene, self.skip.reshape(1)]) / self.steps
+        if env.world_size > 1:
+            dist.all_reduce(means)
+            means /= env.world_size
+        loss, scene_vision, scene_queries, skip = (float(v) for v in means.tolist())
+        return loss, scene_vision, scene_queries, skip
+
+    def reset(self) -> None:
+        self.loss.zero_()
+        self.scene.zero_()
+        self.skip.zero_()
+        self.steps = 0
+
+
+def _loop(run: _Run, out_dir: Path | None, log: TextIO | None) -> int:
+    """The optimiser steps from ``run.done`` on: log records, checkpoints, the time limit. Returns the
+    last step taken."""
+    env, s = run.env, run.settings
+    progress = tqdm(total=s.steps, initial=run.done, desc="bc", disable=not env.is_main, dynamic_ncols=True)
+    interval = _Interval(env.device)
     start = last_log = time.perf_counter()
-    step = done
+    step = run.done
     try:
         while step < s.steps:
             step += 1
-            batch = data.to_device(next(batches), env.device)
-            image = random_shift(batch["image"], s.augment_shift, shift_rng)
-            skip_from = None if skip_layers is None else int(skip_layers[step - 1])
-            with autocast(env.device):
-                pred, scene, skipped = net(image, batch["instruction"], batch["proprio"], skip_from)
-            loss = masked_l1(pred, batch["actions"], batch["action_mask"])
-            total = loss
-            if skipped is not None:
-                skip_mask = batch["action_mask"]
-                if s.skip_smooth_share < 1:
-                    keep = smoothest_frames(batch["actions"], skip_mask, s.skip_smooth_share)
-                    skip_mask = skip_mask * keep.to(skip_mask.dtype)[:, None]
-                skip_loss = masked_l1(skipped, batch["actions"], skip_mask)
-                total = total + s.skip_loss_weight * skip_loss
-                interval_skip += skip_loss.detach()
-            if scene is not None:
-                scene_errors = (scene.float() - batch["scene"].unsqueeze(1)).abs().mean(dim=(0, 2))
-                total = total + s.scene_loss_weight * scene_errors.mean()
-                interval_scene += scene_errors.detach()
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            if s.grad_clip > 0:
-                nn.utils.clip_grad_norm_(trained.parameters(), s.grad_clip)
-            optimizer.step()
-            schedule.step()
-            interval_loss += loss.detach()
-            interval_steps += 1
+            _step(run, step, interval)
             progress.update(1)
-
             out_of_time = _out_of_time(env, step, start, s)
             if step % s.log_every == 0 or step == s.steps or out_of_time:
-                means = torch.cat([interval_loss.reshape(1), interval_scene, interval_skip.reshape(1)]) / interval_steps
-                if env.world_size > 1:
-                    dist.all_reduce(means)
-                    means /= env.world_size
-                mean_loss, scene_vision, scene_queries, mean_skip = (float(v) for v in means.tolist())
                 now = time.perf_counter()
-                record: dict[str, float] = {
-                    "step": step,
-                    "loss": mean_loss,
-                    "lr": float(schedule.get_last_lr()[0]),
-                    "samples_per_s": interval_steps * s.batch_size / max(now - last_log, 1e-9),
-                    "elapsed_s": now - start,
-                }
-                postfix = {"loss": f"{mean_loss:.4f}"}
-                if s.scene_loss_weight > 0:
-                    record["scene_loss_vision"] = scene_vision
-                    record["scene_loss_queries"] = scene_queries
-                    postfix["scene"] = f"{scene_vision:.3f}/{scene_queries:.3f}"
-                if s.skip_loss_weight > 0:
-                    record["skip_loss"] = mean_skip
-                    postfix["skip"] = f"{mean_skip:.4f}"
-                postfix["lr"] = f"{record['lr']:.2e}"
-                progress.set_postfix(postfix)
-                if log is not None:
-                    log.write(json.dumps(record) + "\n")
-                    log.flush()
-                interval_loss.zero_()
-                interval_scene.zero_()
-                interval_skip.zero_()
-                interval_steps = 0
+                _log(run, step, interval, now - start, now - last_log, progress, log)
                 last_log = now
-            checkpoint = step % s.checkpoint_every == 0 or step == s.steps or out_of_time
-            if out_dir is not None and state_file is not None and env.is_main and checkpoint:
-                save_model(model, out_dir)
+            checkpoint = step % (s.checkpoint_every or 1) == 0 or step == s.steps or out_of_time
+            if out_dir is not None and env.is_main and checkpoint:
+                save_model(run.model, out_dir)
                 if step < s.steps:  # whatever stops this run (time limit, a killed command), --resume goes on
-                    _save_state(state_file, step, trained, optimizer, schedule, s)
+                    _save_state(out_dir / STATE_FILE, step, run.trained, run.optimizer, run.schedule, s)
             if out_of_time and step < s.steps:
                 if env.is_main:
                     print(f"bc: time limit reached at step {step} of {s.steps}; run again with --resume to go on",
@@ -523,12 +456,68 @@ def _train(
                 break
     finally:
         progress.close()
-        if log is not None:
-            log.close()
-    if step >= s.steps and state_file is not None and env.is_main:
-        state_file.unlink(missing_ok=True)  # complete: nothing to resume, and it must not ship with the model
-    model.eval()
-    return model
+    return step
+
+
+def _step(run: _Run, step: int, interval: _Interval) -> None:
+    """One optimiser step: the chunk loss, plus the skip and scene losses where they are on."""
+    s = run.settings
+    batch = data.to_device(next(run.batches), run.env.device)
+    image = random_shift(batch["image"], s.augment_shift, run.shift_rng)
+    skip_from = None if run.skip_layers is None else int(run.skip_layers[step - 1])
+    with autocast(run.env.device):
+        pred, scene, skipped = run.net(image, batch["instruction"], batch["proprio"], skip_from)
+    loss = masked_l1(pred, batch["actions"], batch["action_mask"])
+    total = loss
+    if skipped is not None:
+        skip_mask = batch["action_mask"]
+        if s.skip_smooth_share < 1:
+            keep = smoothest_frames(batch["actions"], skip_mask, s.skip_smooth_share)
+            skip_mask = skip_mask * keep.to(skip_mask.dtype)[:, None]
+        skip_loss = masked_l1(skipped, batch["actions"], skip_mask)
+        total = total + s.skip_loss_weight * skip_loss
+        interval.skip += skip_loss.detach()
+    if scene is not None:
+        scene_errors = (scene.float() - batch["scene"].unsqueeze(1)).abs().mean(dim=(0, 2))
+        total = total + s.scene_loss_weight * scene_errors.mean()
+        interval.scene += scene_errors.detach()
+    run.optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    if s.grad_clip > 0:
+        nn.utils.clip_grad_norm_(run.trained.parameters(), s.grad_clip)
+    run.optimizer.step()
+    run.schedule.step()
+    interval.loss += loss.detach()
+    interval.steps += 1
+
+
+def _log(
+    run: _Run, step: int, interval: _Interval, elapsed: float, since_last: float, progress: Any, log: TextIO | None
+) -> None:
+    """One log record (every rank's mean since the last one) into the log file and the progress bar."""
+    s = run.settings
+    mean_loss, scene_vision, scene_queries, mean_skip = interval.means(run.env)
+    record: dict[str, float] = {
+        "step": step,
+        "loss": mean_loss,
+        "lr": float(run.schedule.get_last_lr()[0]),
+        "samples_per_s": interval.steps * s.batch_size / max(since_last, 1e-9),
+        "elapsed_s": elapsed,
+    }
+    postfix = {"loss": f"{mean_loss:.4f}"}
+    if s.scene_loss_weight > 0:
+        record["scene_loss_vision"] = scene_vision
+        record["scene_loss_queries"] = scene_queries
+        postfix["scene"] = f"{scene_vision:.3f}/{scene_queries:.3f}"
+    if s.skip_loss_weight > 0:
+        record["skip_loss"] = mean_skip
+        postfix["skip"] = f"{mean_skip:.4f}"
+    postfix["lr"] = f"{record['lr']:.2e}"
+    progress.set_postfix(postfix)
+    if log is not None:
+        log.write(json.dumps(record) + "\n")
+        log.flush()
+    interval.reset()
 
 
 def _out_of_time(env: DistributedEnv, step: int, start: float, s: BCSettings) -> bool:
@@ -595,45 +584,21 @@ def main_bc(args: argparse.Namespace) -> int:
     """``dysl_train bc``: demos directory -> trained model directory."""
     try:
         init_from = getattr(args, "init_from", None)
-        if init_from and getattr(args, "config_json", None):
+        config_json = getattr(args, "config_json", None)
+        if init_from and config_json:
             raise ConfigError("--init-from takes the architecture from that model: leave out --config-json")
-        config = init_config_model(init_from).config if init_from else load_config(getattr(args, "config_json", None))
-        camera: str | None = None
-        goal_marker_radius: float | None = None
+        config = init_config_model(init_from).config if init_from else load_config(config_json)
+        drawn: dict[str, Any] = {}
         if (Path(args.demos) / "meta" / "info.json").is_file():  # a LeRobot dataset
             episodes = data.load_episodes(args.demos, config, getattr(args, "mapping", None))
         else:  # our demonstrations record how they were drawn, which the simulator reproduces
             demos = load_demo_dirs(args.demos)
             if not demos.episodes:
                 raise ValueError(f"{args.demos} holds no demonstration episodes")
-            episodes, camera, goal_marker_radius = list(demos.episodes), demos.camera, demos.goal_marker_radius
-        model = train_bc(
-            episodes,
-            config,
-            steps=int(args.steps),
-            batch_size=int(args.batch_size),
-            lr=float(args.lr),
-            device=str(getattr(args, "device", "auto")),
-            seed=int(getattr(args, "seed", 0)),
-            out_dir=args.out,
-            log_every=int(getattr(args, "log_every", 50)),
-            warmup_steps=getattr(args, "warmup_steps", None),
-            checkpoint_every=getattr(args, "checkpoint_every", None),
-            num_workers=getattr(args, "num_workers", None),
-            augment_shift=int(getattr(args, "augment_shift", 0)),
-            weight_decay=float(getattr(args, "weight_decay", 0.05)),
-            time_limit_s=getattr(args, "time_limit_s", None),
-            resume=bool(getattr(args, "resume", False)),
-            init_from=init_from or None,
-            camera=camera,
-            goal_marker_radius=goal_marker_radius,
-            scene_loss_weight=float(getattr(args, "scene_loss_weight", 0.0)),
-            skip_loss_weight=float(getattr(args, "skip_loss_weight", 0.0)),
-            skip_min_layer=int(getattr(args, "skip_min_layer", 1)),
-            skip_max_layer=getattr(args, "skip_max_layer", None),
-            skip_adapters=bool(getattr(args, "skip_adapters", False)),
-            skip_smooth_share=float(getattr(args, "skip_loss_smooth_share", 1.0)),
-        )
+            episodes = list(demos.episodes)
+            drawn = {"camera": demos.camera, "goal_marker_radius": demos.goal_marker_radius}
+        settings = from_flags(BCSettings, args, init_from=init_from or None, **drawn)
+        model = train_bc(episodes, config, settings, args.out)
     except (ConfigError, ModelDirError, ValueError, OSError) as exc:
         print(f"dysl_train bc: {exc}", file=sys.stderr)
         return 2
@@ -641,5 +606,5 @@ def main_bc(args: argparse.Namespace) -> int:
         return INCOMPLETE_EXIT_CODE  # stopped at the time limit: `--resume` continues
     if int(os.environ.get("RANK", "0")) == 0:
         params = sum(p.numel() for p in model.parameters())
-        print(f"dysl_train bc: {params:,} parameters trained for {args.steps} steps -> {args.out}")
+        print(f"dysl_train bc: {params:,} parameters trained for {settings.steps} steps -> {args.out}")
     return 0

@@ -1,5 +1,4 @@
-"""Calibration and skip-aware two-stage distillation (paper Sections 3.1, 3.4): ``dysl_train calibrate``
-and ``dysl_train distill``.
+"""Skip-aware two-stage distillation (paper Section 3.4): ``dysl_train distill``.
 
 The backbone stays frozen; only the DySL modules (one adapter and one controller per dynamic layer)
 learn. With g a gap of dynamic layers in front of static layer s_g, and x_i the input of layer i:
@@ -35,24 +34,19 @@ from torch.utils.data import DataLoader, RandomSampler
 from tqdm import tqdm
 
 from dysl_ros.core.config import ConfigError, DySLConfig
-from dysl_ros.core.continuity import continuity_deltas, suggest_etas
-from dysl_ros.core.exit_error import EXIT_MEASURES, exit_error
+from dysl_ros.core.exit_error import exit_error
 from dysl_ros.core.layer_plan import LayerPlan
 from dysl_ros.model import checkpoint
 from dysl_ros.model.backbone import VLABackbone, backbone_parameters
-from dysl_ros.model.calibration import layer_similarities
-from dysl_ros.model.observation_spec import ObservationSpec, as_spec
 from dysl_ros.model.skip_modules import DySLModules, SkipModuleConfig, parameter_report
-from dysl_ros.model.spec import VLAConfig
+from dysl_ros.params import from_flags
 from dysl_ros.training import dataset as data
 from dysl_ros.training.bc import adamw, autocast, masked_l1, resolve_device, warmup_cosine
 from dysl_ros.training.dataset import Batch, ChunkDataset, EpisodeLike
+from dysl_ros.training.settings import PLAN_CHOICES, STAGE3_WEIGHTINGS, DistillSettings, RouterSettings
 
-PLOT_FILE = "layer_similarity.png"
 DISTILL_LOG_FILE = "distill_log.jsonl"
 DISTILL_REPORT_FILE = "distill.json"
-STALE_AFTER_CALIBRATION = (checkpoint.MODULES_FILE, checkpoint.MODULES_CONFIG_FILE)
-ADAPTER_INITS = ("identity", "random")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -189,9 +183,6 @@ def exit_errors(
     return errors
 
 
-STAGE3_WEIGHTINGS = ("none", "margin")
-
-
 def stage3_loss(
     model: VLABackbone, modules: DySLModules, plan: LayerPlan, batch: Batch, tolerance: float | Tensor,
     weighting: str = "none", measure: str = "absolute",
@@ -260,88 +251,95 @@ def distill(
     model: VLABackbone,
     plan: LayerPlan,
     episodes: Sequence[EpisodeLike],
-    stage1_steps: int,
-    stage2_steps: int,
-    lam: float,
-    batch_size: int,
-    lr: float,
-    device: str = "auto",
-    seed: int = 0,
-    one_stage: bool = False,
+    settings: DistillSettings,
     *,
-    skip_config: SkipModuleConfig | None = None,
-    gt_weight: float = 0.0,
     history: list[dict[str, Any]] | None = None,
     modules: DySLModules | None = None,
-    adapter_init: str = "identity",
-    stage3_steps: int = 0,
-    exit_tolerance: float | None = None,
-    stage3_weighting: str = "none",
-    exit_measure: str = "absolute",
-    task_tolerances: Mapping[str, float] | None = None,
 ) -> DySLModules:
-    """Train DySL modules for ``plan`` on a frozen ``model`` (moved to ``device``); returns them in
-    eval mode. ``one_stage`` runs stage 2's loss for ``stage1_steps + stage2_steps`` steps (same
-    number of optimiser steps as two-stage, so only the schedule differs). ``history``, when given,
-    receives one record per step. ``modules`` continues from existing modules instead of fresh ones;
-    fresh adapters start as the identity, or from random weights with ``adapter_init="random"``.
+    """Train DySL modules for ``plan`` on a frozen ``model`` (moved to ``settings.device``); returns
+    them in eval mode. ``one_stage`` runs stage 2's loss for ``stage1_steps + stage2_steps`` steps
+    (same number of optimiser steps as two-stage, so only the schedule differs). ``history``, when
+    given, receives one record per step. ``modules`` continues from existing modules instead of fresh
+    ones; fresh adapters start as the identity, or from random weights with ``adapter_init="random"``.
     ``stage3_steps`` > 0 then refits the controllers alone (``stage3_loss``, adapters frozen) to
     "the jump from here lands within ``exit_tolerance`` of the dense chunk" (by ``exit_measure``);
-    ``task_tolerances`` replaces that tolerance for the frames of the tasks it names (inf: always
+    ``task_exit_tolerance`` replaces that tolerance for the frames of the tasks it names (inf: always
     skip there)."""
+    s = settings
     if plan.num_layers != len(model.layers):
         raise ConfigError(f"layer plan has {plan.num_layers} layers, the model {len(model.layers)}")
-    if min(stage1_steps, stage2_steps, stage3_steps) < 0 or batch_size < 1 or lr <= 0:
-        raise ConfigError("stage steps must be >= 0, batch_size >= 1 and lr > 0")
-    if stage3_steps > 0 and not (exit_tolerance is not None and exit_tolerance > 0):
-        raise ConfigError(f"stage 3 fits the controllers to an exit tolerance > 0, got {exit_tolerance}")
-    if stage3_weighting not in STAGE3_WEIGHTINGS:
-        raise ConfigError(f"stage-3 weighting must be one of {STAGE3_WEIGHTINGS}, got {stage3_weighting!r}")
-    if exit_measure not in EXIT_MEASURES:
-        raise ConfigError(f"exit measure must be one of {EXIT_MEASURES}, got {exit_measure!r}")
-    frame_tolerance = episode_tolerances(episodes, exit_tolerance, task_tolerances) if task_tolerances else None
-    target = resolve_device(device)
-    torch.manual_seed(seed)
+    if s.stage3_steps > 0 and not (s.exit_tolerance is not None and s.exit_tolerance > 0):
+        raise ConfigError(f"stage 3 fits the controllers to an exit tolerance > 0, got {s.exit_tolerance}")
+    task_tolerances = s.task_tolerances()
+    frame_tolerance = episode_tolerances(episodes, s.exit_tolerance, task_tolerances) if task_tolerances else None
+    target = resolve_device(s.device)
+    torch.manual_seed(s.seed)
     freeze(model, target)
-    if adapter_init not in ADAPTER_INITS:
-        raise ConfigError(f"adapter_init must be one of {ADAPTER_INITS}, got {adapter_init!r}")
-    trained = modules if modules is not None else DySLModules(model.dims.hidden_size, plan, skip_config)
-    if modules is None and adapter_init == "random":
+    trained = modules if modules is not None else DySLModules(model.dims.hidden_size, plan, skip_config(s))
+    if modules is None and s.adapter_init == "random":
         for layer in plan.dynamic_layers:
             trained.adapter(layer).up.reset_parameters()  # nn.Linear's own init, not the zero projection
     trained.to(target).train()
-    batches = data.endless(sample_loader(episodes, model, batch_size, seed, target))
-    rng = np.random.default_rng(seed)
+    batches = data.endless(sample_loader(episodes, model, s.batch_size, s.seed, target))
     records = history if history is not None else []
-
-    first = 0 if one_stage else stage1_steps
-    second = stage1_steps + stage2_steps if one_stage else stage2_steps
-
-    def adapters_only(batch: Batch) -> tuple[Tensor, dict[str, Any]]:
-        return stage1_loss(model, trained, plan, batch), {}
-
-    def mixed(batch: Batch) -> tuple[Tensor, dict[str, Any]]:
-        chosen = sample_skip_layers(plan, rng)
-        terms = stage2_loss(model, trained, plan, batch, chosen, lam, gt_weight)
-        return terms.loss, {"task_loss": terms.task, "penalty": terms.penalty, "mean_p": terms.mean_p, "layers": chosen}
-
+    stages = _Stages(model, trained, plan, s, np.random.default_rng(s.seed), frame_tolerance, target)
+    first = 0 if s.one_stage else s.stage1_steps
+    second = s.stage1_steps + s.stage2_steps if s.one_stage else s.stage2_steps
     adapter_params = [(f"adapters.{n}", p) for n, p in trained.adapters.named_parameters()]
-    run_stage("distill stage 1", 1, first, adapter_params, adapters_only, trained, batches, target, lr, records)
-    desc = "distill one-stage" if one_stage else "distill stage 2"
-    run_stage(desc, 2, second, list(trained.named_parameters()), mixed, trained, batches, target, lr, records)
-
-    def controllers_to_exit_error(batch: Batch) -> tuple[Tensor, dict[str, Any]]:
-        assert exit_tolerance is not None
-        tolerance = exit_tolerance if frame_tolerance is None else frame_tolerance.to(target)[batch["episode"]]
-        loss, label_rate, mean_p = stage3_loss(model, trained, plan, batch, tolerance, stage3_weighting,
-                                                   exit_measure)
-        return loss, {"label_rate": label_rate, "mean_p": mean_p}
-
+    run_stage("distill stage 1", 1, first, adapter_params, stages.adapters_only, trained, batches, target, s.lr,
+              records)
+    desc = "distill one-stage" if s.one_stage else "distill stage 2"
+    run_stage(desc, 2, second, list(trained.named_parameters()), stages.mixed, trained, batches, target, s.lr,
+              records)
     controller_params = [(f"controllers.{n}", p) for n, p in trained.controllers.named_parameters()]
-    run_stage("distill stage 3", 3, stage3_steps, controller_params, controllers_to_exit_error, trained, batches,
-              target, lr, records)
+    run_stage("distill stage 3", 3, s.stage3_steps, controller_params, stages.controllers_to_exit_error, trained,
+              batches, target, s.lr, records)
     trained.eval()
     return trained
+
+
+@dataclasses.dataclass
+class _Stages:
+    """Each stage's loss on a batch, with the record fields it adds."""
+
+    model: VLABackbone
+    modules: DySLModules
+    plan: LayerPlan
+    settings: DistillSettings
+    rng: np.random.Generator
+    """Stage 2's draws of one dynamic layer per gap."""
+    frame_tolerance: Tensor | None
+    """Stage 3's tolerance per episode (``task_exit_tolerance``), or None: ``exit_tolerance`` for all."""
+    device: torch.device
+
+    def adapters_only(self, batch: Batch) -> tuple[Tensor, dict[str, Any]]:
+        return stage1_loss(self.model, self.modules, self.plan, batch), {}
+
+    def mixed(self, batch: Batch) -> tuple[Tensor, dict[str, Any]]:
+        chosen = sample_skip_layers(self.plan, self.rng)
+        s = self.settings
+        terms = stage2_loss(self.model, self.modules, self.plan, batch, chosen, s.lam, s.gt_weight)
+        return terms.loss, {"task_loss": terms.task, "penalty": terms.penalty, "mean_p": terms.mean_p, "layers": chosen}
+
+    def controllers_to_exit_error(self, batch: Batch) -> tuple[Tensor, dict[str, Any]]:
+        s = self.settings
+        assert s.exit_tolerance is not None
+        tolerance = (s.exit_tolerance if self.frame_tolerance is None
+                     else self.frame_tolerance.to(self.device)[batch["episode"]])
+        loss, label_rate, mean_p = stage3_loss(self.model, self.modules, self.plan, batch, tolerance,
+                                               s.stage3_weighting, s.exit_measure)
+        return loss, {"label_rate": label_rate, "mean_p": mean_p}
+
+
+def skip_config(settings: DistillSettings | RouterSettings) -> SkipModuleConfig | None:
+    """The module shapes the flags ask for (the other one at its default), or None where neither is given."""
+    if settings.adapter_bottleneck is None and settings.controller_hidden is None:
+        return None
+    default = SkipModuleConfig()
+    return SkipModuleConfig(
+        adapter_bottleneck=settings.adapter_bottleneck or default.adapter_bottleneck,
+        controller_hidden=settings.controller_hidden or default.controller_hidden,
+    )
 
 
 def run_stage(
@@ -399,145 +397,10 @@ def mean_skip_probability(
 # Model directories and the CLI
 
 
-ETA_QUANTILE = 0.75
-"""eta = this quantile of the demonstrations' |dC|. On the reference model's closed-loop sweep
-(scripts/speed_accuracy.py, eval seed 2000) eta at the median (0.026) ran 16.9 layers at 46 %
-success and eta near the 75th percentile (0.12) 10.0 layers at 49 %: allow points that move on
-every ordinary change mostly sit at the static layer, without protecting accuracy."""
-
-
-def calibrate_model_dir(
-    model_dir: str | Path,
-    episodes: Sequence[EpisodeLike],
-    static_ratio: float = 0.2,
-    batches: int = 16,
-    batch_size: int = 32,
-    device: str = "auto",
-    seed: int = 0,
-    actions_per_inference: int = 4,
-    eta_quantile: float = ETA_QUANTILE,
-    static_layers: Sequence[int] | None = None,
-    max_gap: int | None = None,
-) -> LayerPlan:
-    """Layer similarities over demo batches -> layer_plan.json and a plot; continuity changes of the
-    demonstrations (executed ``actions_per_inference`` at a time) -> eta (the ``eta_quantile`` of
-    |dC|) and eta_verify. Both go into dysl.json with the static ratio. The static layers: the
-    lowest-similarity ones (``static_ratio`` of them), with ``max_gap`` the lowest-similarity set
-    with no gap longer than that, or ``static_layers`` as given; layer_plan.json records the rule."""
-    if static_layers is not None and max_gap is not None:
-        raise ConfigError("give --static-layers or --max-gap, not both")
-    path = Path(model_dir)
-    bundle = checkpoint.load_bundle(path, ignore_stale_modules=True)
-    target = resolve_device(device)
-    freeze(bundle.model, target)
-    loader = sample_loader(episodes, bundle.model, batch_size, seed, target)
-    taken = (data.to_device(b, target) for _, b in zip(range(max(1, batches)), loader, strict=False))
-    similarities = layer_similarities(bundle.model, taken)
-    if static_layers is not None:
-        plan = LayerPlan.explicit(len(similarities), static_layers, similarities)
-    else:
-        plan = LayerPlan.from_similarities(similarities, static_ratio, max_gap)
-    if round(static_ratio * plan.num_layers) != len(plan.static_layers):  # a spread or given plan: its own share
-        static_ratio = len(plan.static_layers) / plan.num_layers
-
-    if bundle.plan is not None and bundle.plan.static_layers != plan.static_layers:
-        # Modules trained for other static layers no longer fit this plan; drop them, not load errors later.
-        for name in STALE_AFTER_CALIBRATION:
-            (path / name).unlink(missing_ok=True)
-        print(f"static layers changed from {list(bundle.plan.static_layers)}: removed the old DySL modules")
-    previous = bundle.dysl_config or DySLConfig()
-    deltas = demo_continuity_deltas(episodes, bundle.spec, previous.k, actions_per_inference)
-    eta, eta_verify = suggest_etas(deltas, eta_quantile=eta_quantile)
-    print(f"continuity thresholds from the demonstrations: eta {eta:.4g}, eta_verify {eta_verify:.4g}")
-    updated = dataclasses.replace(previous, static_ratio=static_ratio, eta=eta, eta_verify=eta_verify)
-    checkpoint.save_dysl(path, plan, dysl_config=updated)
-    plot_similarities(plan, path / PLOT_FILE, static_ratio)
-    return plan
-
-
-def demo_continuity_deltas(
-    episodes: Sequence[EpisodeLike], spec: ObservationSpec | VLAConfig, k: int, actions_per_inference: int
-) -> npt.NDArray[np.floating]:
-    """dC_t over the demonstrations' actions in the model's normalised units (those the runner's
-    continuity monitor sees), as if executed ``actions_per_inference`` per inference."""
-    normalisation = as_spec(spec).action_normalisation
-    trajectories = [normalisation.normalise(np.asarray(e.actions), np.float64) for e in episodes]
-    return continuity_deltas(trajectories, k, actions_per_inference)
-
-
-def plot_similarities(plan: LayerPlan, file: Path, static_ratio: float) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display on training machines
-    import matplotlib.pyplot as plt
-
-    sims = list(plan.similarities or ())
-    layers = list(range(plan.num_layers))
-    static = set(plan.static_layers)
-    colours = ["tab:red" if i in static else "tab:blue" for i in layers]
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.35 * plan.num_layers), 3.5))
-    ax.bar(layers, sims, color=colours)
-    ax.set_xlabel("layer")
-    ax.set_ylabel("cos(input, output)")
-    ax.set_title(f"Layer similarity; static (red, ratio {static_ratio}): {list(plan.static_layers)}")
-    ax.set_xticks(layers)
-    if sims:
-        low, high = min(sims), max(sims)
-        margin = max(1e-3, 0.1 * (high - low))
-        ax.set_ylim(low - margin, min(1.0, high + margin) if high <= 1.0 else high + margin)
-    fig.tight_layout()
-    fig.savefig(file, dpi=100)
-    plt.close(fig)
-
-
-def describe_plan(plan: LayerPlan) -> str:
-    lines = [f"layer plan: {plan.num_layers} layers, static {list(plan.static_layers)}"]
-    for g, gap in enumerate(plan.gaps):
-        lines.append(f"  gap {g}: dynamic {list(gap.dynamic_layers)} -> static {gap.static}")
-    if plan.similarities is not None:
-        lines.append("  similarity: " + " ".join(f"{i}:{s:.3f}" for i, s in enumerate(plan.similarities)))
-    return "\n".join(lines)
-
-
-def parse_layers(text: str | None) -> list[int] | None:
-    """``--static-layers 0,1,2,3,13,23`` -> [0, 1, 2, 3, 13, 23]."""
-    if text is None:
-        return None
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError as exc:
-        raise ConfigError(f"--static-layers takes comma-separated layer indices, got {text!r}") from exc
-
-
 def load_model_episodes(args: argparse.Namespace) -> list[EpisodeLike]:
     """``--demos`` (our demonstrations, or a LeRobot dataset with ``--mapping``), checked against
     ``--model-dir``'s observation spec."""
     return data.load_episodes(args.demos, checkpoint.load_spec(args.model_dir), getattr(args, "mapping", None))
-
-
-def main_calibrate(args: argparse.Namespace) -> int:
-    """``dysl_train calibrate --model-dir D --demos DIR --static-ratio 0.2 --batches N``."""
-    try:
-        episodes = load_model_episodes(args)
-        plan = calibrate_model_dir(
-            args.model_dir, episodes, static_ratio=float(getattr(args, "static_ratio", 0.2)),
-            batches=int(getattr(args, "batches", 16)), batch_size=int(getattr(args, "batch_size", 32)),
-            device=str(getattr(args, "device", "auto")), seed=int(getattr(args, "seed", 0)),
-            actions_per_inference=int(getattr(args, "execute_steps", 4)),
-            eta_quantile=float(getattr(args, "eta_quantile", ETA_QUANTILE)),
-            static_layers=parse_layers(getattr(args, "static_layers", None)),
-            max_gap=getattr(args, "max_gap", None),
-        )
-    except (ConfigError, ValueError, OSError, checkpoint.ModelDirError) as exc:
-        print(f"dysl_train calibrate: {exc}", file=sys.stderr)
-        return 2
-    print(describe_plan(plan))
-    print(f"wrote {Path(args.model_dir) / checkpoint.PLAN_FILE} and {Path(args.model_dir) / PLOT_FILE}")
-    return 0
-
-
-PLAN_CHOICES = ("calibrated", "last-layer-only")
-"""``--plan``: the calibrated static layers, or only the last layer static (the 'no static layers' ablation)."""
 
 
 def choose_plan(bundle: checkpoint.PolicyBundle, plan: str) -> LayerPlan:
@@ -604,128 +467,66 @@ def tail_mean(history: Sequence[dict[str, Any]], stage: int, key: str) -> float 
 
 
 def distill_model_dir(
-    model_dir: str | Path,
-    episodes: Sequence[EpisodeLike],
-    *,
-    lam: float,
-    stage1_steps: int,
-    stage2_steps: int,
-    one_stage: bool = False,
-    batch_size: int = 32,
-    lr: float = 1e-3,
-    device: str = "auto",
-    seed: int = 0,
-    modules_out: str | Path | None = None,
-    plan: str = "calibrated",
-    gt_weight: float = 0.0,
-    skip_config: SkipModuleConfig | None = None,
-    skip_threshold: float | None = None,
-    adapter_init: str = "identity",
-    stage3_steps: int = 0,
-    exit_tolerance: float | None = None,
-    stage3_weighting: str = "none",
-    exit_measure: str = "absolute",
-    task_tolerances: Mapping[str, float] | None = None,
-    modules_from: str | Path | None = None,
+    model_dir: str | Path, episodes: Sequence[EpisodeLike], settings: DistillSettings
 ) -> tuple[Path, dict[str, Any]]:
-    """Distil DySL modules for the model dir's backbone into ``modules_out`` (default: the model dir
-    itself); returns that directory and its report. ``skip_threshold`` goes into the written
-    dysl.json (default: the model dir's). ``modules_from`` (a modules or model directory for this
-    backbone) continues from its plan and modules instead of fresh ones."""
+    """Distil DySL modules for the model dir's backbone into ``settings.modules_out`` (default: the
+    model dir itself); returns that directory and its report. ``skip_threshold`` goes into the
+    written dysl.json (default: the model dir's). ``modules_from`` (a modules or model directory for
+    this backbone) continues from its plan and modules instead of fresh ones."""
+    s = settings
     source = Path(model_dir)
     # Modules trained for another plan (the plan was re-calibrated or edited) are replaced here, not an error.
-    bundle = checkpoint.load_bundle(source, modules_from, ignore_stale_modules=modules_from is None)
+    bundle = checkpoint.load_bundle(source, s.modules_from, ignore_stale_modules=s.modules_from is None)
     start: DySLModules | None = None
-    if modules_from is not None:
+    shapes = skip_config(s)
+    if s.modules_from is not None:
         if bundle.modules is None or bundle.plan is None:
-            raise ConfigError(f"{modules_from} holds no DySL modules to continue from")
+            raise ConfigError(f"{s.modules_from} holds no DySL modules to continue from")
         start = bundle.modules.float()
-        if plan != "calibrated" or adapter_init != "identity" or skip_config not in (None, start.config):
+        if s.plan != "calibrated" or s.adapter_init != "identity" or shapes not in (None, start.config):
             raise ConfigError("--modules-from continues with the plan and module shapes of its modules: drop "
                               "--plan, --adapter-init, --adapter-bottleneck and --controller-hidden")
-        skip_config = start.config
-    layer_plan = choose_plan(bundle, plan) if start is None else bundle.plan
+        shapes = start.config
+    layer_plan = choose_plan(bundle, s.plan) if start is None else bundle.plan
     assert layer_plan is not None
-    settings = settings_for(bundle, layer_plan)
-    if skip_threshold is not None:
-        settings = dataclasses.replace(settings, skip_threshold=float(skip_threshold))  # validated there
-    out = modules_output_dir(source, modules_out)
-    skip_config = skip_config or SkipModuleConfig()
+    dysl_settings = settings_for(bundle, layer_plan)
+    if s.skip_threshold is not None:
+        dysl_settings = dataclasses.replace(dysl_settings, skip_threshold=float(s.skip_threshold))
+    out = modules_output_dir(source, s.modules_out)
+    shapes = shapes or SkipModuleConfig()
     budget = parameter_report(
-        backbone_parameters(bundle.model), DySLModules(bundle.dims.hidden_size, layer_plan, skip_config)
+        backbone_parameters(bundle.model), DySLModules(bundle.dims.hidden_size, layer_plan, shapes)
     )  # raises before any training when over the 2 % budget
 
     history: list[dict[str, Any]] = []
-    modules = distill(
-        bundle.model, layer_plan, episodes, stage1_steps, stage2_steps, lam, batch_size, lr, device, seed, one_stage,
-        skip_config=skip_config, gt_weight=gt_weight, history=history, adapter_init=adapter_init, modules=start,
-        stage3_steps=stage3_steps, exit_tolerance=exit_tolerance, stage3_weighting=stage3_weighting,
-        exit_measure=exit_measure, task_tolerances=task_tolerances,
-    )
+    modules = distill(bundle.model, layer_plan, episodes, dataclasses.replace(
+        s, adapter_bottleneck=shapes.adapter_bottleneck, controller_hidden=shapes.controller_hidden,
+    ), history=history, modules=start)
+    task_tolerances = s.task_tolerances()
     report: dict[str, Any] = {
-        "lambda": lam, "stage1_steps": stage1_steps, "stage2_steps": stage2_steps, "one_stage": one_stage,
-        "plan": plan, "batch_size": batch_size, "lr": lr, "seed": seed, "gt_weight": gt_weight,
-        "adapter_init": adapter_init, "modules_from": None if modules_from is None else str(modules_from),
-        "stage3_steps": stage3_steps, "exit_tolerance": exit_tolerance, "stage3_weighting": stage3_weighting,
-        "exit_measure": exit_measure,
+        "lambda": s.lam, "stage1_steps": s.stage1_steps, "stage2_steps": s.stage2_steps, "one_stage": s.one_stage,
+        "plan": s.plan, "batch_size": s.batch_size, "lr": s.lr, "seed": s.seed, "gt_weight": s.gt_weight,
+        "adapter_init": s.adapter_init, "modules_from": None if s.modules_from is None else str(s.modules_from),
+        "stage3_steps": s.stage3_steps, "exit_tolerance": s.exit_tolerance, "stage3_weighting": s.stage3_weighting,
+        "exit_measure": s.exit_measure,
         "task_tolerances": None if not task_tolerances else {k: str(v) for k, v in task_tolerances.items()},
         "final_stage3_loss": tail_mean(history, 3, "loss"), "final_label_rate": tail_mean(history, 3, "label_rate"),
-        "skip_modules": dataclasses.asdict(skip_config), "parameters": budget,
+        "skip_modules": dataclasses.asdict(shapes), "parameters": budget,
         "static_layers": list(layer_plan.static_layers), "source_model_dir": str(source), "argv": sys.argv,
         "final_task_loss": tail_mean(history, 2, "task_loss"),
-        "final_mean_p": tail_mean(history, 3 if stage3_steps else 2, "mean_p"),
+        "final_mean_p": tail_mean(history, 3 if s.stage3_steps else 2, "mean_p"),
     }
-    write_modules_dir(out, layer_plan, modules, settings, history, report)
+    write_modules_dir(out, layer_plan, modules, dysl_settings, history, report)
     return out, report
-
-
-def parse_task_tolerances(items: Sequence[str]) -> dict[str, float]:
-    """``TASK=T`` items (--task-exit-tolerance) -> {task: T}; T may be ``inf``."""
-    tolerances: dict[str, float] = {}
-    for item in items:
-        task, sep, value = item.partition("=")
-        problem = ConfigError(f"--task-exit-tolerance takes TASK=T (T a number or inf), got {item!r}")
-        if not sep or not task.strip():
-            raise problem
-        try:
-            tolerances[task.strip()] = float(value)
-        except ValueError:
-            raise problem from None
-    return tolerances
-
-
-def skip_config_from_args(args: argparse.Namespace) -> SkipModuleConfig:
-    """--adapter-bottleneck / --controller-hidden, defaults where absent."""
-    return SkipModuleConfig(
-        adapter_bottleneck=int(getattr(args, "adapter_bottleneck", SkipModuleConfig.adapter_bottleneck)),
-        controller_hidden=int(getattr(args, "controller_hidden", SkipModuleConfig.controller_hidden)),
-    )
 
 
 def main_distill(args: argparse.Namespace) -> int:
     """``dysl_train distill --model-dir D --demos DIR --lambda L --stage1-steps N --stage2-steps M
     [--one-stage] [--plan calibrated|last-layer-only] [--modules-out DIR] --device --seed --batch-size``."""
-    # dysl_train stores `--lambda` as `lam`; a parser without dest= would keep the keyword's name.
-    lam = float(getattr(args, "lam", getattr(args, "lambda", 0.0)))
     try:
+        settings = from_flags(DistillSettings, args)
         episodes = load_model_episodes(args)
-        shaped = hasattr(args, "adapter_bottleneck") or hasattr(args, "controller_hidden")
-        skip_config = skip_config_from_args(args) if shaped else None
-        out, report = distill_model_dir(
-            args.model_dir, episodes, lam=lam, stage1_steps=int(args.stage1_steps),
-            stage2_steps=int(args.stage2_steps), one_stage=bool(getattr(args, "one_stage", False)),
-            batch_size=int(getattr(args, "batch_size", 32)), lr=float(getattr(args, "lr", 1e-3)),
-            device=str(getattr(args, "device", "auto")), seed=int(getattr(args, "seed", 0)),
-            modules_out=getattr(args, "modules_out", None), plan=str(getattr(args, "plan", "calibrated")),
-            gt_weight=float(getattr(args, "gt_weight", 0.0)), skip_config=skip_config,
-            skip_threshold=getattr(args, "skip_threshold", None),
-            adapter_init=str(getattr(args, "adapter_init", "identity")),
-            stage3_steps=int(getattr(args, "stage3_steps", 0)), exit_tolerance=getattr(args, "exit_tolerance", None),
-            stage3_weighting=str(getattr(args, "stage3_weighting", "none")),
-            exit_measure=str(getattr(args, "exit_measure", "absolute")),
-            task_tolerances=parse_task_tolerances(getattr(args, "task_exit_tolerance", None) or []),
-            modules_from=getattr(args, "modules_from", None),
-        )
+        out, report = distill_model_dir(args.model_dir, episodes, settings)
     except (ConfigError, ValueError, OSError, checkpoint.ModelDirError) as exc:
         print(f"dysl_train distill: {exc}", file=sys.stderr)
         return 2

@@ -27,6 +27,7 @@ from dysl_ros.core.layer_plan import LayerPlan
 from dysl_ros.model import checkpoint
 from dysl_ros.model.backbone import VLABackbone, backbone_parameters
 from dysl_ros.model.skip_modules import DySLModules, SkipModuleConfig, parameter_report
+from dysl_ros.params import from_flags
 from dysl_ros.training import dataset as data
 from dysl_ros.training.bc import masked_l1, resolve_device
 from dysl_ros.training.dataset import Batch, EpisodeLike
@@ -34,15 +35,17 @@ from dysl_ros.training.distill import (
     Stage2Terms,
     dense_states,
     freeze,
+    load_model_episodes,
     modules_output_dir,
     print_report,
     run_stage,
     sample_loader,
     settings_for,
-    skip_config_from_args,
+    skip_config,
     tail_mean,
     write_modules_dir,
 )
+from dysl_ros.training.settings import RouterSettings
 
 ROUTER_VARIANT = "router"
 
@@ -97,86 +100,62 @@ def router_stage2_loss(
 def train_router(
     model: VLABackbone,
     episodes: Sequence[EpisodeLike],
-    stage1_steps: int,
-    stage2_steps: int,
-    lam: float,
-    batch_size: int,
-    lr: float,
-    device: str = "auto",
-    seed: int = 0,
+    settings: RouterSettings,
     *,
-    skip_config: SkipModuleConfig | None = None,
-    gt_weight: float = 0.0,
     history: list[dict[str, Any]] | None = None,
 ) -> DySLModules:
     """Train per-layer routers + adapters on a frozen ``model``; returns them in eval mode."""
-    if min(stage1_steps, stage2_steps) < 0 or batch_size < 1 or lr <= 0:
-        raise ConfigError("stage steps must be >= 0, batch_size >= 1 and lr > 0")
+    s = settings
     if model.dims.num_layers < 2:
         raise ConfigError("the router needs at least two layers (the last one always runs)")
-    target = resolve_device(device)
-    torch.manual_seed(seed)
+    target = resolve_device(s.device)
+    torch.manual_seed(s.seed)
     freeze(model, target)
-    modules = DySLModules(model.dims.hidden_size, router_plan(model.dims.num_layers), skip_config)
+    modules = DySLModules(model.dims.hidden_size, router_plan(model.dims.num_layers), skip_config(s))
     modules.to(target).train()
-    batches = data.endless(sample_loader(episodes, model, batch_size, seed, target))
+    batches = data.endless(sample_loader(episodes, model, s.batch_size, s.seed, target))
     records = history if history is not None else []
 
     def adapters_only(batch: Batch) -> tuple[Tensor, dict[str, Any]]:
         return router_stage1_loss(model, modules, batch), {}
 
     def routed(batch: Batch) -> tuple[Tensor, dict[str, Any]]:
-        terms = router_stage2_loss(model, modules, batch, lam, gt_weight)
+        terms = router_stage2_loss(model, modules, batch, s.lam, s.gt_weight)
         return terms.loss, {"task_loss": terms.task, "penalty": terms.penalty, "mean_p": terms.mean_p}
 
     adapter_params = [(f"adapters.{n}", p) for n, p in modules.adapters.named_parameters()]
-    run_stage("router stage 1", 1, stage1_steps, adapter_params, adapters_only, modules, batches, target, lr, records)
-    run_stage("router stage 2", 2, stage2_steps, list(modules.named_parameters()), routed, modules, batches, target,
-              lr, records)
+    run_stage("router stage 1", 1, s.stage1_steps, adapter_params, adapters_only, modules, batches, target, s.lr,
+              records)
+    run_stage("router stage 2", 2, s.stage2_steps, list(modules.named_parameters()), routed, modules, batches, target,
+              s.lr, records)
     modules.eval()
     return modules
 
 
 def router_model_dir(
-    model_dir: str | Path,
-    episodes: Sequence[EpisodeLike],
-    *,
-    lam: float,
-    stage1_steps: int,
-    stage2_steps: int,
-    batch_size: int = 32,
-    lr: float = 1e-3,
-    device: str = "auto",
-    seed: int = 0,
-    modules_out: str | Path | None = None,
-    gt_weight: float = 0.0,
-    skip_config: SkipModuleConfig | None = None,
+    model_dir: str | Path, episodes: Sequence[EpisodeLike], settings: RouterSettings
 ) -> tuple[Path, dict[str, Any]]:
-    """Train the router for the model dir's backbone into ``modules_out`` (default
+    """Train the router for the model dir's backbone into ``settings.modules_out`` (default
     ``<model_dir>/variants/router``; never the model dir itself, whose modules are DySL's)."""
+    s = settings
     source = Path(model_dir)
     bundle = checkpoint.load_bundle(source)
     default = source / checkpoint.VARIANTS_DIR / ROUTER_VARIANT
-    out = modules_output_dir(source, modules_out if modules_out else default)
+    out = modules_output_dir(source, s.modules_out if s.modules_out else default)
     if out.resolve() == source.resolve():
         raise ConfigError(
             f"--modules-out {out} is the model directory: router modules would replace DySL's; use {default}"
         )
     plan = router_plan(bundle.dims.num_layers)
-    skip_config = skip_config or SkipModuleConfig()
-    budget = parameter_report(
-        backbone_parameters(bundle.model), DySLModules(bundle.dims.hidden_size, plan, skip_config)
-    )
+    shapes = skip_config(s) or SkipModuleConfig()
+    budget = parameter_report(backbone_parameters(bundle.model), DySLModules(bundle.dims.hidden_size, plan, shapes))
     history: list[dict[str, Any]] = []
-    modules = train_router(
-        bundle.model, episodes, stage1_steps, stage2_steps, lam, batch_size, lr, device, seed,
-        skip_config=skip_config, gt_weight=gt_weight, history=history,
-    )
+    modules = train_router(bundle.model, episodes, s, history=history)
     report: dict[str, Any] = {
-        "kind": "router", "lambda": lam, "stage1_steps": stage1_steps, "stage2_steps": stage2_steps,
-        "batch_size": batch_size, "lr": lr, "seed": seed, "gt_weight": gt_weight,
-        "skip_modules": {"adapter_bottleneck": skip_config.adapter_bottleneck,
-                         "controller_hidden": skip_config.controller_hidden},
+        "kind": "router", "lambda": s.lam, "stage1_steps": s.stage1_steps, "stage2_steps": s.stage2_steps,
+        "batch_size": s.batch_size, "lr": s.lr, "seed": s.seed, "gt_weight": s.gt_weight,
+        "skip_modules": {"adapter_bottleneck": shapes.adapter_bottleneck,
+                         "controller_hidden": shapes.controller_hidden},
         "parameters": budget, "routed_layers": list(plan.dynamic_layers), "source_model_dir": str(source),
         "argv": sys.argv, "final_task_loss": tail_mean(history, 2, "task_loss"),
         "final_mean_p": tail_mean(history, 2, "mean_p"),
@@ -188,20 +167,11 @@ def router_model_dir(
 def main_router(args: argparse.Namespace) -> int:
     """``dysl_train router --model-dir D --demos DIR --lambda L --stage1-steps N --stage2-steps M
     [--modules-out DIR] --device --seed --batch-size``."""
-    lam = float(getattr(args, "lam", getattr(args, "lambda", 0.0)))
     try:
-        episodes = data.load_episodes(args.demos, checkpoint.load_spec(args.model_dir), getattr(args, "mapping", None))
-        skip_config = skip_config_from_args(args)
-        out, report = router_model_dir(
-            args.model_dir, episodes, lam=lam, stage1_steps=int(args.stage1_steps),
-            stage2_steps=int(args.stage2_steps), batch_size=int(getattr(args, "batch_size", 32)),
-            lr=float(getattr(args, "lr", 1e-3)), device=str(getattr(args, "device", "auto")),
-            seed=int(getattr(args, "seed", 0)), modules_out=getattr(args, "modules_out", None),
-            gt_weight=float(getattr(args, "gt_weight", 0.0)), skip_config=skip_config,
-        )
+        settings = from_flags(RouterSettings, args)
+        out, report = router_model_dir(args.model_dir, load_model_episodes(args), settings)
     except (ConfigError, ValueError, OSError, checkpoint.ModelDirError) as exc:
         print(f"dysl_train router: {exc}", file=sys.stderr)
         return 2
     print_report("router modules", "route-around", report, out)
     return 0
-
