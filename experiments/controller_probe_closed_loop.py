@@ -37,7 +37,8 @@ from dysl_ros.core.config import DySLConfig
 from dysl_ros.core.runner import DySLRunner, FloatArray, ModelInputs
 from dysl_ros.model.checkpoint import load_bundle
 from dysl_ros.model.skip_modules import DySLModules
-from dysl_ros.training.metaworld_env import MT10_TASKS, model_goal_marker_radius
+from dysl_ros.mt10.env import model_goal_marker_radius
+from dysl_ros.mt10.tasks import MT10_TASKS
 
 
 class ScoringBackend:

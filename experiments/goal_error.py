@@ -24,9 +24,9 @@ import numpy as np
 import torch
 
 from dysl_ros.model.spec import Observation
+from dysl_ros.mt10.env import make_env, model_goal_marker_radius
+from dysl_ros.mt10.tasks import episode_seed, pick_instruction
 from dysl_ros.policy import PolicyOptions, load_policy
-from dysl_ros.training.demos import episode_seed, pick_instruction
-from dysl_ros.training.metaworld_env import make_env, model_goal_marker_radius
 
 TASKS = ("reach-v3", "push-v3", "pick-place-v3")
 HAND, OBJECT, GOAL = slice(0, 3), slice(4, 7), slice(36, 39)

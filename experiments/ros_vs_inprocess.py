@@ -66,7 +66,7 @@ def main() -> int:
     ], "the in-process benchmark")
     in_process = bench["variants"][variant]
 
-    from dysl_ros.training.demos import episode_seed
+    from dysl_ros.mt10.tasks import episode_seed
 
     differing = [r for r in ros["episodes"] if r["seed"] != episode_seed(args.seed, r["task"], r["episode"])]
     if differing:  # the comparison means something only on the same episodes

@@ -37,9 +37,9 @@ from dysl_ros.core.runner import run_path
 from dysl_ros.model.checkpoint import ModelDirError, load_bundle, model_hash, save_dysl
 from dysl_ros.model.skip_modules import DySLModules
 from dysl_ros.model.spec import Observation, denormalise_actions, preprocess
+from dysl_ros.mt10.env import model_goal_marker_radius
 from dysl_ros.policy import PolicyOptions, load_policy
 from dysl_ros.tools import bench
-from dysl_ros.training.metaworld_env import model_goal_marker_radius
 
 NUM_LAYERS = TINY.num_layers  # 10; 2 static layers at static_ratio 0.2
 # Continuity thresholds no random model can reach: allow points never move and verification never
@@ -181,7 +181,7 @@ def test_closed_loop_workers_and_refusals(model_dir: Path, tmp_path: Path, capsy
     # An eval seed whose episodes the model was trained on is refused.
     demos = tmp_path / "demos"
     demos.mkdir()
-    from dysl_ros.training.demos import episode_seed
+    from dysl_ros.mt10.tasks import episode_seed
 
     seed = episode_seed(1000, "reach-v3", 0)
     (demos / "index.json").write_text(json.dumps({"episodes": [{"seed": seed}]}))
@@ -572,7 +572,7 @@ def test_closed_loop_executes_the_node_action_queue(model_dir: Path, aggregation
     """Re-planning every 4 of 8 actions: `latest` runs each chunk's first 4; `weighted` averages
     each step's two predictions (the previous chunk's action 4 + j, the new one's j) with the
     weights of dysl_node's chunk_aggregation, exp(-decay * i), i = 0 the older."""
-    from dysl_ros.training.metaworld_env import make_env
+    from dysl_ros.mt10.env import make_env
 
     settings = closed_loop.WorkerSettings(
         LoadSettings(str(model_dir)), "corner", 12, 4, None, aggregation=aggregation, aggregation_decay=decay

@@ -13,20 +13,19 @@ import numpy as np
 import pytest
 
 from dysl_ros.model.spec import VLAConfig, tokenize
+from dysl_ros.mt10.env import make_env
+from dysl_ros.mt10.tasks import INSTRUCTIONS, MT10_TASKS, episode_seed, parse_tasks
 from dysl_ros.tools import train
 from dysl_ros.training.demos import (
     FORMAT,
     DemoFormatError,
     DemoSet,
     Episode,
-    episode_seed,
     generate_demos,
     load_demo_dirs,
     load_demos,
-    parse_tasks,
     write_episode,
 )
-from dysl_ros.training.metaworld_env import INSTRUCTIONS, MT10_TASKS, make_env
 
 TASK = "reach-v3"
 MAX_STEPS = 70  # the reach expert succeeds in 33-60 steps: episodes end on success + 8 steps

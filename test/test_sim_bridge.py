@@ -25,8 +25,8 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+from dysl_ros.mt10.tasks import episode_seed, pick_instruction
 from dysl_ros.sim.params import BridgeConfigError, BridgeParams
-from dysl_ros.training.demos import episode_seed, pick_instruction
 from dysl_ros.wiring import DEFAULT_TOPICS as TOPICS  # the launcher's wiring: the same topic names
 from dysl_ros.wiring import remap_arguments
 

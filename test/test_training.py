@@ -28,9 +28,9 @@ from dysl_ros.model.checkpoint import ModelDirError, load_bundle, save_dysl, sav
 from dysl_ros.model.reference_vla import ReferenceVLA
 from dysl_ros.model.skip_modules import DySLModules
 from dysl_ros.model.spec import Observation, VLAConfig, preprocess
+from dysl_ros.mt10.env import model_goal_marker_radius
 from dysl_ros.training import bc, calibrate, dataset, demos, distill, router
 from dysl_ros.training.dataset import ChunkDataset, action_chunk, fit_normalisation
-from dysl_ros.training.metaworld_env import model_goal_marker_radius
 from dysl_ros.training.settings import (
     ETA_QUANTILE,
     BCSettings,

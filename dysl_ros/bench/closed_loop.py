@@ -63,7 +63,7 @@ from dysl_ros.bench.variants import (
     variant_modules_dir,
 )
 from dysl_ros.core.config import ConfigError
-from dysl_ros.training.metaworld_env import goal_marker_radius_arg, model_goal_marker_radius
+from dysl_ros.mt10.env import goal_marker_radius_arg, model_goal_marker_radius
 
 DEFAULT_EVAL_SEED = 2000
 TRAINING_DEMOS_SEED = 1000
@@ -164,7 +164,7 @@ class WorkerState:
     envs: OrderedDict[str, Any] = field(default_factory=OrderedDict)
 
     def env(self, task: str, image_size: int) -> Any:
-        from dysl_ros.training.metaworld_env import make_env
+        from dysl_ros.mt10.env import make_env
 
         if task in self.envs:
             self.envs.move_to_end(task)
@@ -314,7 +314,7 @@ def make_jobs(
 ) -> list[Job]:
     """Jobs sorted by task, then episode, then variant: paired episodes run close together and a
     worker meets each task's environment in one stretch."""
-    from dysl_ros.training.demos import episode_seed, pick_instruction
+    from dysl_ros.mt10.tasks import episode_seed, pick_instruction
 
     jobs = []
     for task in tasks:
@@ -502,7 +502,7 @@ class Setup:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from dysl_ros.training.metaworld_env import MT10_TASKS
+    from dysl_ros.mt10.tasks import MT10_TASKS
 
     setup = _setup(args)
     if args.backend == "onnxruntime":
@@ -533,7 +533,7 @@ def _setup(args: argparse.Namespace) -> Setup:
     """Every flag checked against the model, before any episode runs."""
     from dysl_ros.model.checkpoint import CONFIG_FILE
     from dysl_ros.model.spec import VLAConfig
-    from dysl_ros.training.demos import parse_tasks
+    from dysl_ros.mt10.tasks import parse_tasks
 
     model_dir = Path(args.model_dir)
     if not (model_dir / CONFIG_FILE).is_file():

@@ -68,10 +68,10 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray, String
 from trajectory_msgs.msg import JointTrajectory
 
+from dysl_ros.mt10.tasks import ACTION_DIM, episode_seed, pick_instruction
 from dysl_ros.qos import LATCHED_QOS, SENSOR_QOS
 from dysl_ros.sim import rosenv
 from dysl_ros.sim.params import PARAMETERS, BridgeConfigError, BridgeParams
-from dysl_ros.training.demos import ACTION_DIM, episode_seed, pick_instruction
 from dysl_ros.wiring import EPISODE_RESULT_TOPIC
 
 RESULTS_QOS = QoSProfile(
@@ -333,7 +333,7 @@ class SimBridge(Node):
 
     def run(self) -> int:
         """Simulate every episode of the plan; returns the process exit status."""
-        from dysl_ros.training.metaworld_env import MetaWorldTask, make_env
+        from dysl_ros.mt10.env import MetaWorldTask, make_env
 
         params = self.params
         plan = episode_plan(params)

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from dysl_ros.mt10.env import DEFAULT_GOAL_MARKER_RADIUS, DEFAULT_MAX_STEPS, DEFAULT_POST_SUCCESS_STEPS
+from dysl_ros.mt10.tasks import MT10_TASKS
 from dysl_ros.params import (
     ParamSpec,
     boolean,
@@ -25,12 +27,6 @@ from dysl_ros.params import (
     param,
     positive,
     read_values,
-)
-from dysl_ros.training.metaworld_env import (
-    DEFAULT_GOAL_MARKER_RADIUS,
-    DEFAULT_MAX_STEPS,
-    DEFAULT_POST_SUCCESS_STEPS,
-    MT10_TASKS,
 )
 
 MODES = ("real_time", "lockstep")
@@ -66,7 +62,7 @@ class BridgeParams:
     episodes_per_task: int = param(1, "Episodes of each task (integer >= 1).", integer_at_least(1))
     seed: int = param(
         2000,
-        "Run seed; episode e of task t uses dysl_ros.training.demos.episode_seed(seed, t, e).",
+        "Run seed; episode e of task t uses dysl_ros.mt10.tasks.episode_seed(seed, t, e).",
         integer_in(0, SEED_LIMIT - 1, "[0, 2**32)"),
     )
     control_rate_hz: float = param(

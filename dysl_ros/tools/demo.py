@@ -29,9 +29,9 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
+from dysl_ros.mt10.env import model_goal_marker_radius
+from dysl_ros.mt10.tasks import parse_tasks
 from dysl_ros.sim import rosenv
-from dysl_ros.training.demos import parse_tasks
-from dysl_ros.training.metaworld_env import model_goal_marker_radius
 from dysl_ros.wiring import DEFAULT_TOPICS, EPISODE_RESULT_TOPIC, TICK_TOPIC, private_topic, remap_arguments
 
 DEFAULT_TASKS = "reach-v3,drawer-close-v3,button-press-topdown-v3"

@@ -21,8 +21,8 @@ import importlib
 import sys
 from typing import Callable, Sequence
 
+from dysl_ros.mt10.env import DEFAULT_GOAL_MARKER_RADIUS, goal_marker_radius_arg
 from dysl_ros.params import add_flags
-from dysl_ros.training.metaworld_env import DEFAULT_GOAL_MARKER_RADIUS, goal_marker_radius_arg
 from dysl_ros.training.settings import BCSettings, CalibrateSettings, DistillSettings, RouterSettings
 
 Handler = Callable[[argparse.Namespace], int]

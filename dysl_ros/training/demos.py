@@ -18,7 +18,7 @@ On disk (format ``dysl_demos/1``)::
                                        privileged, for training-time supervision only (optional:
                                        demonstrations recorded before 2026-12 lack it)
 
-``goal_marker_radius``: the radius (m) the goal marker was drawn with (``metaworld_env``), null or
+``goal_marker_radius``: the radius (m) the goal marker was drawn with (``dysl_ros.mt10.env``), null or
 absent for Meta-World's own; evaluate a policy with the radius its demonstrations had.
 ``action_noise``: the standard deviation of the noise added to the executed hand actions (DART,
 ``record_episode``; the recorded ``actions`` are always the expert's clean ones), 0 or absent: none.
@@ -44,22 +44,19 @@ from typing import Any, Iterable, Mapping, Sequence, TextIO
 import numpy as np
 import numpy.typing as npt
 
-from dysl_ros.training.metaworld_env import (
+from dysl_ros.mt10.env import (
     DEFAULT_GOAL_MARKER_RADIUS,
     DEFAULT_MAX_STEPS,
     DEFAULT_POST_SUCCESS_STEPS,
-    INSTRUCTIONS,
-    MT10_TASKS,
     MetaWorldTask,
     check_goal_marker_radius,
     make_env,
 )
+from dysl_ros.mt10.tasks import ACTION_DIM, PROPRIO_DIM, episode_seed, parse_tasks, pick_instruction
 
 FORMAT = "dysl_demos/1"
 INDEX_FILE = "index.json"
 ARRAYS = ("images", "proprio", "actions", "success")
-PROPRIO_DIM = 4
-ACTION_DIM = 4
 STATE_DIM = 39
 """Meta-World v3's state vector: hand xyz, gripper, object 1 pos + quat, object 2 pos + quat, the
 previous frame's 18 values, goal xyz."""
@@ -287,17 +284,6 @@ def _check_states(states: Any, steps: int, where: str) -> None:
 # Generating ---------------------------------------------------------------------------------------
 
 
-def episode_seed(seed: int, task: str, episode: int) -> int:
-    """The environment seed of episode ``episode`` of ``task`` under the run seed ``seed``."""
-    task_index = MT10_TASKS.index(task)
-    return int(np.random.SeedSequence([seed, task_index, episode]).generate_state(1)[0])
-
-
-def pick_instruction(task: str, env_seed: int) -> str:
-    phrasings = INSTRUCTIONS[task]
-    return phrasings[int(np.random.default_rng(env_seed).integers(len(phrasings)))]
-
-
 def record_episode(env: MetaWorldTask, seed: int, instruction: str, action_noise: float = 0.0) -> Episode:
     """Run the scripted expert for one episode of ``env``'s task, recording what the VLA sees and does.
 
@@ -392,18 +378,6 @@ def _run_job(job: _Job) -> dict[str, Any]:
         "success": episode.succeeded,
         "seconds": seconds,
     }
-
-
-def parse_tasks(spec: str | Sequence[str]) -> list[str]:
-    """``"all"`` or comma-separated MT10 names (or a list of them) -> task names, in MT10 order."""
-    names = [spec] if isinstance(spec, str) else list(spec)
-    wanted = [part.strip() for name in names for part in name.split(",") if part.strip()]
-    if not wanted or wanted == ["all"]:
-        return list(MT10_TASKS)
-    unknown = [name for name in wanted if name not in MT10_TASKS]
-    if unknown:
-        raise ValueError(f"unknown task(s) {unknown}: choose from 'all' or {', '.join(MT10_TASKS)}")
-    return [name for name in MT10_TASKS if name in wanted]
 
 
 def generate_demos(

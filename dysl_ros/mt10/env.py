@@ -1,4 +1,4 @@
-"""Meta-World MT10 (v3) as this project's simulator: one task, one camera, the scripted expert.
+"""One Meta-World MT10 (v3) task as this project's simulator: one camera, the scripted expert.
 
 ``make_env(task, seed)`` gives a small, deterministic episode API over a Meta-World v3 environment:
 
@@ -45,84 +45,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-MT10_TASKS: tuple[str, ...] = (
-    "reach-v3",
-    "push-v3",
-    "pick-place-v3",
-    "door-open-v3",
-    "drawer-open-v3",
-    "drawer-close-v3",
-    "button-press-topdown-v3",
-    "peg-insert-side-v3",
-    "window-open-v3",
-    "window-close-v3",
-)
-"""Meta-World's MT10 benchmark, in Meta-World's own order (the task index seeds the demos)."""
-
-INSTRUCTIONS: dict[str, tuple[str, ...]] = {
-    "reach-v3": (
-        "reach the goal position",
-        "move the gripper to the target",
-        "bring the hand to the goal marker",
-        "reach for the target point",
-    ),
-    "push-v3": (
-        "push the puck to the goal",
-        "slide the puck to the target position",
-        "push the block over to the goal marker",
-        "shove the puck onto the target",
-    ),
-    "pick-place-v3": (
-        "pick up the puck and place it at the goal",
-        "grasp the puck and put it on the target",
-        "pick the object up and move it to the goal",
-        "lift the puck and drop it at the target",
-    ),
-    "door-open-v3": (
-        "open the door",
-        "pull the door open",
-        "swing the door open",
-        "grab the door handle and open it",
-    ),
-    "drawer-open-v3": (
-        "open the drawer",
-        "pull the drawer open",
-        "pull out the drawer",
-        "slide the drawer out",
-    ),
-    "drawer-close-v3": (
-        "close the drawer",
-        "push the drawer shut",
-        "push the drawer closed",
-        "slide the drawer in",
-    ),
-    "button-press-topdown-v3": (
-        "press the button from the top",
-        "push the button down",
-        "press down on the button",
-        "press the button from above",
-    ),
-    "peg-insert-side-v3": (
-        "insert the peg into the hole",
-        "put the peg in the hole on the side",
-        "pick up the peg and slide it into the hole",
-        "push the peg sideways into the box",
-    ),
-    "window-open-v3": (
-        "open the window",
-        "slide the window open",
-        "push the window open",
-        "slide the window pane to open it",
-    ),
-    "window-close-v3": (
-        "close the window",
-        "slide the window closed",
-        "push the window shut",
-        "slide the window pane to close it",
-    ),
-}
-"""Several phrasings per task, so the policy has to read the instruction rather than memorise one
-string. Each fits the reference model's 48 instruction bytes."""
+from dysl_ros.mt10.tasks import INSTRUCTIONS, MT10_TASKS
 
 DEFAULT_MAX_STEPS = 200
 """Episode limit: the scripted experts finish every MT10 task well within it (peg-insert-side, the
