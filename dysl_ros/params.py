@@ -158,7 +158,7 @@ def add_flags(
     for f in chosen:
         default = (defaults or {}).get(f.name, f.default)
         kind = _scalar(hints[f.name])
-        said = (default_help or {}).get(f.name) or ("" if _unsaid(default) else f"{default}")
+        said = (default_help or {}).get(f.name) or ("" if _unsaid(default) else _shown(default))
         help_text = str(f.metadata["description"]) + (f" (default: {said})" if said else "")
         options: dict[str, Any] = {"dest": f.name, "help": help_text.replace("%", "%%")}
         if kind is bool:
@@ -180,6 +180,10 @@ def add_flags(
 def _unsaid(default: Any) -> bool:
     """A default ``--help`` leaves out: none, off, or an empty list."""
     return default is MISSING or default is None or default is False or default == ()
+
+
+def _shown(default: Any) -> str:
+    return ",".join(str(v) for v in default) if isinstance(default, tuple) else str(default)
 
 
 def _scalar(hint: Any) -> Any:

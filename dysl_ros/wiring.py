@@ -1,4 +1,5 @@
-"""How the processes are wired: topic names and the environment every ROS process of the project sets.
+"""How the processes are wired: topic names, the parameters they share, and the environment every
+ROS process of the project sets.
 
 Used by both launch files, ``make demo`` (``dysl_ros.tools.demo``), ``sim_bridge`` and the tests, so
 that a topic renamed here is renamed everywhere. No ROS imports: launch files import this too.
@@ -7,6 +8,9 @@ that a topic renamed here is renamed everywhere. No ROS imports: launch files im
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+
+from dysl_ros.params import number_in, param
 
 PACKAGE = "dysl_ros"
 
@@ -19,6 +23,21 @@ DEFAULT_TOPICS: dict[str, str] = {
 }
 """dysl_node's remappable topics (relative ``~/<name>``; sim_bridge has the same five) and the
 absolute names the launch files and the demo map them to."""
+
+
+@dataclass(frozen=True)
+class SharedParams:
+    """Parameters that dysl_node and sim_bridge both take and must agree on, declared once (each
+    process's parameter set derives its field from here, ``dysl_ros.params.same_as``)."""
+
+    control_rate_hz: float = param(
+        50.0,
+        "Control rate (Hz): dysl_node's ~/action stream and the spacing of its chunk points; sim_bridge's "
+        "simulation steps in real_time mode (one action per step). Give both processes the same.",
+        number_in(0.0, 1000.0, open_low=True),
+    )
+
+
 TICK_TOPIC = "~/dysl_tick"
 DIAGNOSTICS_TOPIC = "/diagnostics"
 EPISODE_RESULT_TOPIC = "~/episode_result"

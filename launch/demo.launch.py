@@ -26,6 +26,7 @@ episode of this file.
 from __future__ import annotations
 
 import os
+from dataclasses import Field, fields
 from typing import Any
 
 from ament_index_python.packages import get_package_share_directory
@@ -40,7 +41,20 @@ from launch_ros.actions import LifecycleNode, Node
 from launch_ros.parameter_descriptions import ParameterValue
 
 from dysl_ros.backends.registry import BACKEND_CHOICES
+from dysl_ros.sim.params import DemoSettings
 from dysl_ros.wiring import DEFAULT_TOPICS, PACKAGE, dds_environment
+
+
+def demo_argument(setting: Field[Any]) -> DeclareLaunchArgument:
+    """A launch argument for one of the demo's settings; a list default as YAML ("[a,b]")."""
+    default = setting.default
+    text = "[" + ",".join(default) + "]" if isinstance(default, tuple) else str(default)
+    choices = [getattr(check, "choices", None) for check in setting.metadata["checks"]]
+    options = next((list(c) for c in choices if c is not None), None)
+    return DeclareLaunchArgument(
+        setting.name, default_value=text, description=str(setting.metadata["description"]),
+        **({"choices": options} if options else {}),
+    )
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -67,20 +81,8 @@ def generate_launch_description() -> LaunchDescription:
             default_value=os.path.join(share, "config", "sim_bridge.yaml"),
             description="sim_bridge parameters (launch arguments above override it).",
         ),
-        DeclareLaunchArgument(
-            "mode", default_value="real_time", choices=["real_time", "lockstep"], description="sim_bridge mode."
-        ),
-        DeclareLaunchArgument(
-            "tasks", default_value="[reach-v3,drawer-close-v3,button-press-topdown-v3]",
-            description="MT10 tasks, a YAML list ('[all]': all ten).",
-        ),
-        DeclareLaunchArgument("episodes_per_task", default_value="2", description="Episodes of each task."),
-        DeclareLaunchArgument("seed", default_value="2000", description="Run seed (evaluation seeds: 2000 on)."),
-        DeclareLaunchArgument(
-            "control_rate_hz", default_value="20.0", description="Sim steps and the node's action stream (Hz)."
-        ),
-        DeclareLaunchArgument("camera_rate_hz", default_value="10.0", description="Images (Hz), <= control rate."),
-        DeclareLaunchArgument("execute_steps", default_value="4", description="lockstep: actions run per chunk."),
+        # The demo's run: defaults and descriptions from DemoSettings, as `make demo`'s flags.
+        *(demo_argument(f) for f in fields(DemoSettings)),
         DeclareLaunchArgument(
             "log_level", default_value="info", choices=["debug", "info", "warn", "error", "fatal"],
             description="Log level of both processes.",
@@ -144,6 +146,7 @@ def generate_launch_description() -> LaunchDescription:
                 "control_rate_hz": rate,
                 "camera_rate_hz": ParameterValue(LaunchConfiguration("camera_rate_hz"), value_type=float),
                 "execute_steps": ParameterValue(LaunchConfiguration("execute_steps"), value_type=int),
+                "max_steps": ParameterValue(LaunchConfiguration("max_steps"), value_type=int),
                 "on_finish": "exit",
             },
         ],

@@ -25,7 +25,6 @@ from dysl_ros.params import (
     integer_in,
     is_number,
     non_negative,
-    number_in,
     numbers,
     one_of,
     param,
@@ -35,6 +34,7 @@ from dysl_ros.params import (
     strings,
     text,
 )
+from dysl_ros.wiring import SharedParams
 
 DYSL_FROM_MODEL = ("static_ratio", "eta", "eta_verify", "k", "skip_threshold")
 """DySL settings whose parameter default 0 means: the model's dysl.json value."""
@@ -80,11 +80,7 @@ class NodeParams:
     )
     autostart: bool = param(False, "Configure and activate on start-up without a lifecycle manager.", boolean)
     # --- timing and safety
-    control_rate_hz: float = param(
-        50.0,
-        "Rate of the ~/action stream and spacing of the chunk points (Hz).",
-        number_in(0.0, 1000.0, open_low=True),
-    )
+    control_rate_hz: float = same_as(SharedParams, "control_rate_hz")
     max_image_age_ms: float = param(
         500.0, "Images older than this are not used; actions from them stop.", positive
     )

@@ -8,7 +8,7 @@ documents the same list.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
 from dysl_ros.mt10.env import DEFAULT_GOAL_MARKER_RADIUS, DEFAULT_MAX_STEPS, DEFAULT_POST_SUCCESS_STEPS
@@ -22,12 +22,13 @@ from dysl_ros.params import (
     integer_in,
     is_number,
     non_negative,
-    number_in,
     one_of,
     param,
     positive,
     read_values,
+    same_as,
 )
+from dysl_ros.wiring import SharedParams
 
 MODES = ("real_time", "lockstep")
 ON_MISSING_ACTION = ("hold", "zero")
@@ -57,7 +58,7 @@ class BridgeParams:
         one_of(MODES),
     )
     tasks: tuple[str, ...] = param(
-        ("all",), "MT10 task names (v3) to cycle through, in MT10 order; ['all'] = all ten."
+        ("all",), "MT10 task names (v3) to cycle through, in MT10 order (comma-separated too); all: all ten."
     )
     episodes_per_task: int = param(1, "Episodes of each task (integer >= 1).", integer_at_least(1))
     seed: int = param(
@@ -65,11 +66,7 @@ class BridgeParams:
         "Run seed; episode e of task t uses dysl_ros.mt10.tasks.episode_seed(seed, t, e).",
         integer_in(0, SEED_LIMIT - 1, "[0, 2**32)"),
     )
-    control_rate_hz: float = param(
-        50.0,
-        "Simulation steps per second in real_time mode (one action per step).",
-        number_in(0.0, 1000.0, open_low=True),
-    )
+    control_rate_hz: float = same_as(SharedParams, "control_rate_hz")
     camera_rate_hz: float = param(
         25.0, "Image rate in real_time mode (<= control_rate_hz; frames at step times).", positive
     )
@@ -148,6 +145,35 @@ class BridgeParams:
 
 PARAMETERS: tuple[ParamSpec, ...] = declared(BridgeParams)
 """What the bridge declares, in order."""
+
+DEMO_TASKS = ("reach-v3", "drawer-close-v3", "button-press-topdown-v3")
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """The closed-loop demo's run (``make demo``, ``launch/demo.launch.py``): sim_bridge's parameters
+    at the demo's values, declared once; both front ends derive their flags and arguments from here."""
+
+    tasks: tuple[str, ...] = same_as(BridgeParams, "tasks", default=DEMO_TASKS)
+    episodes_per_task: int = same_as(BridgeParams, "episodes_per_task", default=2)
+    seed: int = same_as(BridgeParams, "seed")
+    mode: str = same_as(BridgeParams, "mode")
+    control_rate_hz: float = same_as(
+        BridgeParams, "control_rate_hz", default=20.0,
+        note="The demo's 20 Hz leaves a 2-core CPU time for both processes and the renderer.",
+    )
+    camera_rate_hz: float = same_as(BridgeParams, "camera_rate_hz", default=10.0)
+    execute_steps: int = same_as(BridgeParams, "execute_steps")
+    max_steps: int = same_as(BridgeParams, "max_steps")
+
+    def problems(self) -> list[str]:
+        """What is wrong with these settings (sim_bridge's own checks), empty when nothing is."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        try:
+            BridgeParams.from_values(values)
+        except BridgeConfigError as exc:
+            return [line.removeprefix("  - ") for line in str(exc).splitlines()[1:]]
+        return []
 
 
 def _tasks(raw: Any) -> tuple[tuple[str, ...], str]:

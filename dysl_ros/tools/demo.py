@@ -31,10 +31,11 @@ from typing import Any
 
 from dysl_ros.mt10.env import model_goal_marker_radius
 from dysl_ros.mt10.tasks import parse_tasks
+from dysl_ros.params import add_flags, from_flags
 from dysl_ros.sim import rosenv
+from dysl_ros.sim.params import DemoSettings
 from dysl_ros.wiring import DEFAULT_TOPICS, EPISODE_RESULT_TOPIC, TICK_TOPIC, private_topic, remap_arguments
 
-DEFAULT_TASKS = "reach-v3,drawer-close-v3,button-press-topdown-v3"
 DEFAULT_MODEL = Path("models/reference")
 # Topic names shared by the two processes: those of the launch files' defaults.
 TOPICS = DEFAULT_TOPICS
@@ -51,15 +52,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--random-model", action="store_true",
                    help="no trained model: write an untrained reference-size model under OUT/random_model and use "
                         "it (plumbing and speed only: it succeeds by chance)")
-    p.add_argument("--tasks", default=DEFAULT_TASKS,
-                   help=f"comma-separated MT10 tasks or 'all' (default {DEFAULT_TASKS})")
-    p.add_argument("--episodes-per-task", type=int, default=2)
-    p.add_argument("--seed", type=int, default=2000, help="run seed (evaluation seeds start at 2000)")
-    p.add_argument("--mode", choices=("real_time", "lockstep"), default="real_time")
-    p.add_argument("--control-rate-hz", type=float, default=20.0, help="sim steps and node action stream (Hz)")
-    p.add_argument("--camera-rate-hz", type=float, default=10.0, help="image rate, <= control rate (Hz)")
-    p.add_argument("--execute-steps", type=int, default=4, help="lockstep: actions executed per chunk")
-    p.add_argument("--max-steps", type=int, default=200, help="episode step limit")
+    add_flags(p, DemoSettings)
     p.add_argument("--backend", choices=("onnxruntime", "torch"), default="onnxruntime")
     p.add_argument("--dense", action="store_true", help="run the node dense (every layer): the baseline")
     p.add_argument("--engines", type=Path, default=Path("engines"), help="engine cache root (default engines/)")
@@ -70,17 +63,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--startup-timeout-s", type=float, default=300.0, help="for the node to come up")
     p.add_argument("--json", action="store_true", help="print one JSON object with every figure as the last line")
     args = p.parse_args(argv)
-    try:
-        args.task_list = parse_tasks(args.tasks)
-    except ValueError as exc:
-        p.error(str(exc))
-    for name in ("episodes_per_task", "execute_steps", "max_steps"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1")
-    if not 0 < args.camera_rate_hz <= args.control_rate_hz <= 1000:
-        p.error("need 0 < --camera-rate-hz <= --control-rate-hz <= 1000")
-    if not 0 <= args.seed < 2**32:
-        p.error("--seed must lie in [0, 2**32)")
+    settings = from_flags(DemoSettings, args)
+    for problem in settings.problems():
+        p.error(problem)
+    args.tasks, args.task_list = settings.tasks, parse_tasks(settings.tasks)
     return args
 
 
