@@ -80,7 +80,8 @@ def main() -> int:
 
     rows.append(run("dataset", python(f"""
         import numpy as np
-        from dysl_ros.training.lerobot_dataset import RecordedEpisode, write_lerobot_dataset
+        from dysl_ros.training.lerobot_dataset import RecordedEpisode
+        from dysl_ros.training.lerobot_writer import write_lerobot_dataset
         rng = np.random.default_rng(0)
         cameras = {CAMERAS!r}
         episodes = []

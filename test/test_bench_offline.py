@@ -18,7 +18,8 @@ from dysl_ros.inputs import decode_image
 from dysl_ros.model.spec import Observation
 from dysl_ros.policy import PolicyOptions, load_policy
 from dysl_ros.tools import bench
-from dysl_ros.training.lerobot_dataset import MAPPING_FILE, DatasetMapping, RecordedEpisode, write_lerobot_dataset
+from dysl_ros.training.lerobot_dataset import MAPPING_FILE, DatasetMapping, RecordedEpisode
+from dysl_ros.training.lerobot_writer import write_lerobot_dataset
 
 NUM_LAYERS = TINY.num_layers
 HORIZON = TINY.chunk_len  # 8

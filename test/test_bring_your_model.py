@@ -163,7 +163,8 @@ def test_a_spec_must_make_sense() -> None:
 
 def lerobot_dataset(root: Path, episodes: int = 2, frames: int = 14) -> Path:
     """Two cameras of the spec's cameras' names but other sizes, 8-D state, 7-D actions."""
-    from dysl_ros.training.lerobot_dataset import RecordedEpisode, write_lerobot_dataset
+    from dysl_ros.training.lerobot_dataset import RecordedEpisode
+    from dysl_ros.training.lerobot_writer import write_lerobot_dataset
 
     rng = np.random.default_rng(0)
     recorded = []

@@ -18,16 +18,9 @@ import pytest
 
 from dysl_ros.tools import train
 from dysl_ros.training.demos import FORMAT, Episode, write_episode
-from dysl_ros.training.lerobot_dataset import (
-    MAPPING_FILE,
-    DatasetMapping,
-    LeRobotDataset,
-    LeRobotFormatError,
-    RecordedEpisode,
-    demos_to_lerobot,
-    open_for_model,
-    write_lerobot_dataset,
-)
+from dysl_ros.training.lerobot_dataset import MAPPING_FILE, DatasetMapping, LeRobotFormatError, RecordedEpisode
+from dysl_ros.training.lerobot_reader import LeRobotDataset, open_for_model
+from dysl_ros.training.lerobot_writer import demos_to_lerobot, write_lerobot_dataset
 
 FPS = 10.0
 CAMERAS = {"wrist": (48, 64), "top": (30, 40)}

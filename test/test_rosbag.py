@@ -37,7 +37,8 @@ from byom_fixture import POSITION_SPEC, make_imported_model
 from model_fixture import one_torch_thread
 
 from dysl_ros.tools import bench, train
-from dysl_ros.training.lerobot_dataset import MAPPING_FILE, DatasetMapping, LeRobotDataset
+from dysl_ros.training.lerobot_dataset import MAPPING_FILE, DatasetMapping
+from dysl_ros.training.lerobot_reader import LeRobotDataset
 from dysl_ros.training.rosbag_dataset import BagDataset, BagFormatError, BagMapping
 
 REPO = Path(__file__).resolve().parents[1]

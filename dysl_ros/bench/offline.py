@@ -410,7 +410,8 @@ def _bench(
 
 def _open_dataset(root: Path, mapping: str | None, spec: ObservationSpec, progress: bool) -> tuple[Any, Path | None]:
     """A LeRobot dataset or a rosbag2 recording as the model's episodes, and the mapping that reads it."""
-    from dysl_ros.training.lerobot_dataset import MAPPING_FILE, open_for_model
+    from dysl_ros.training.lerobot_dataset import MAPPING_FILE
+    from dysl_ros.training.lerobot_reader import open_for_model
     from dysl_ros.training.rosbag_dataset import is_bag, open_bag
 
     if is_bag(root):  # a rosbag2 recording, through its bag mapping (no default: a bag has none)

@@ -124,7 +124,8 @@ def _demos_lerobot(args: argparse.Namespace) -> int:
     import tempfile
     from pathlib import Path
 
-    from dysl_ros.training.lerobot_dataset import INFO_PATH, demos_to_lerobot
+    from dysl_ros.training.lerobot_dataset import INFO_PATH
+    from dysl_ros.training.lerobot_writer import demos_to_lerobot
 
     out = Path(args.out)
     # Checked before rendering for minutes, not after.
@@ -162,7 +163,7 @@ def _to_lerobot(args: argparse.Namespace) -> int:
     if args.mapping is not None or args.json:
         print("dysl_train to-lerobot: --mapping and --json are for --rosbag", file=sys.stderr)
         return 2
-    from dysl_ros.training.lerobot_dataset import demos_to_lerobot
+    from dysl_ros.training.lerobot_writer import demos_to_lerobot
 
     try:
         out = demos_to_lerobot(args.demos, args.out, codec=args.codec, fps=args.fps)

@@ -103,7 +103,7 @@ def load_episodes(
 
 
 def _lerobot_episodes(root: Path, spec: ObservationSpec | None, mapping: str | Path | None) -> list[EpisodeLike]:
-    from dysl_ros.training.lerobot_dataset import open_for_model
+    from dysl_ros.training.lerobot_reader import open_for_model
 
     mapping_file = None if mapping is None else Path(mapping)
     dataset = open_for_model(root, mapping_file, spec, 1 if spec is None else spec.horizon)

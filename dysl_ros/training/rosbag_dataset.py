@@ -886,7 +886,7 @@ def bag_to_lerobot(
     ``c`` as ``observation.images.c``, the state and actions named after the mapping's joints."""
     from tqdm import tqdm
 
-    from dysl_ros.training.lerobot_dataset import write_lerobot_dataset
+    from dysl_ros.training.lerobot_writer import write_lerobot_dataset
 
     episodes: Sequence[int] = dataset.episode_indices
     recorded = (dataset.episode(i) for i in tqdm(episodes, desc="bag: episodes", unit="ep", disable=not progress,
