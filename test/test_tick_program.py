@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from dysl_ros.backends.tick_program import Step, execute, tick_program
 from dysl_ros.core.layer_plan import LayerPlan
 from dysl_ros.core.runner import run_path
-from dysl_ros.core.tick_program import Step, execute, tick_program
 
 
 class ArithmeticBackend:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TypeVar
 
-from dysl_ros.core.runner import FloatArray, ModelInputs, SegmentBackend
+from dysl_ros.core.runner import FloatArray, ModelInputs, SegmentBackend, skips
 
 T = TypeVar("T")
 
@@ -40,7 +40,7 @@ def run_router_path(
     executed: list[int] = []
     routed: list[int] = []
     for layer in range(num_layers - 1):
-        if backend.skip_probability(layer, x) >= threshold:
+        if skips(backend, layer, x, threshold):
             x = backend.adapt(layer, x)
             routed.append(layer)
         else:

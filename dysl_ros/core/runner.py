@@ -75,6 +75,11 @@ class DensePrefix(Generic[T]):
     executed_layers: tuple[int, ...]
 
 
+def skips(backend: SegmentBackend[T], layer: int, x: T, skip_threshold: float) -> bool:
+    """Dynamic layer ``layer``'s controller, consulted on ``x``, says skip (p >= the threshold)."""
+    return backend.skip_probability(layer, x) >= skip_threshold
+
+
 def run_path(
     backend: SegmentBackend[T],
     inputs: ModelInputs,
@@ -107,7 +112,7 @@ def run_path_keeping_prefix(
         layer = allow
         while layer < gap.static:
             consulted += 1
-            if backend.skip_probability(layer, x) >= skip_threshold:
+            if skips(backend, layer, x, skip_threshold):
                 if prefix is None:
                     prefix = DensePrefix(index, layer, x, tuple(executed))
                 x = backend.adapt(layer, x)

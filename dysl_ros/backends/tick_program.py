@@ -1,6 +1,10 @@
 """A DySL tick as one straight-line program of conditional steps: what a device captures once and
 replays every tick without asking the host at each consulted controller.
 
+The design of a backend not built yet (CUDA graph conditional nodes, docs/engines.md "The whole
+tick on the GPU"): the reference semantics its device code will be held to, here beside the
+backends rather than in ``core`` (which holds what every robot runs; nothing runs this yet).
+
 The runner (``runner.run_path``) decides on the host: each consulted controller's probability comes
 back to the CPU before the next segment can be chosen, one device sync per controller. Here the
 same pass is a fixed sequence of steps over a little state that lives beside the hidden states:
@@ -23,9 +27,9 @@ output): one replay per tick, and the host reads ``skipped`` and the chunk once 
 states flow through the same per-boundary buffers the CUDA-graph and TensorRT backends use (layer i
 reads boundary i, writes i + 1; adapter i writes its static layer's boundary), so no step moves data.
 
-``execute`` interprets the program over any segment backend; it is the reference semantics a
-device implementation is held to, and it equals ``run_path`` for every allow point and decision
-(tested). No torch or ROS here.
+``execute`` interprets the program over any segment backend; it equals the runner's ``run_path``
+for every allow point and decision (tested) and takes the skip decision from it (``skips``). No
+torch or ROS here.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from dataclasses import dataclass
 from typing import Sequence, TypeVar
 
 from dysl_ros.core.layer_plan import LayerPlan
-from dysl_ros.core.runner import FloatArray, ModelInputs, PathTrace, SegmentBackend
+from dysl_ros.core.runner import FloatArray, ModelInputs, PathTrace, SegmentBackend, skips
 
 T = TypeVar("T")
 
@@ -83,7 +87,7 @@ def execute(
         if step.op == "consult":
             if active[step.gap] and step.layer >= allow_points[step.gap]:
                 consulted += 1
-                if backend.skip_probability(step.layer, x) >= skip_threshold:
+                if skips(backend, step.layer, x, skip_threshold):
                     x = backend.adapt(step.layer, x)
                     active[step.gap], skipped[step.gap] = False, step.layer
         elif step.op == "layer":
