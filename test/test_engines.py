@@ -393,6 +393,27 @@ def test_corrupted_segment_is_refused_at_load(micro: tuple[Path, Path]) -> None:
     assert f"build_engines --model-dir {model_dir.resolve()} --out {root} --backend onnxruntime --force" in message
 
 
+def test_a_moved_models_corrupted_engine_names_the_directory_being_loaded(micro: tuple[Path, Path]) -> None:
+    """The manifest records where the model was built from; a model directory moved since (engines
+    kept under their own root) gets a rebuild command for where it is now, not for a path that is gone."""
+    model_dir, root = micro
+    moved = model_dir.parent / "moved" / model_dir.name  # same name: the engines under root still fit
+    moved.parent.mkdir()
+    shutil.move(model_dir, moved)
+    engine_dir = engine_path(root, moved, "onnxruntime")
+    assert read_manifest(engine_dir).model_dir == str(model_dir.resolve())  # the old place, now gone
+    file = engine_dir / "layer_01.onnx"
+    data = bytearray(file.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    file.write_bytes(bytes(data))
+    with pytest.raises(EngineError) as info:
+        load_policy(moved, PolicyOptions(backend="onnxruntime", engine_dir=str(root), num_threads=1))
+    message = str(info.value)
+    assert "segment layer_01 is corrupted: sha256" in message
+    assert f"build_engines --model-dir {moved} --out {root} --backend onnxruntime --force" in message
+    assert str(model_dir) not in message.replace(str(moved), "")
+
+
 def test_unloadable_segment_is_refused(micro: tuple[Path, Path]) -> None:
     # A file that matches its recorded hash but is not ONNX (e.g. a hand-edited manifest).
     model_dir, root = micro

@@ -205,9 +205,11 @@ def manifest_differences(
     return differences
 
 
-def verify_segment(engine_dir: Path, manifest: Manifest, name: str) -> Path:
-    """Path of segment ``name`` after checking its sha256 against the manifest."""
-    rebuild = rebuild_command(manifest.model_dir, engine_dir, manifest.backend)
+def verify_segment(engine_dir: Path, manifest: Manifest, name: str, model_dir: str | Path | None = None) -> Path:
+    """Path of segment ``name`` after checking its sha256 against the manifest. ``model_dir``: the
+    model directory being loaded, which a rebuild command must name (the manifest records where the
+    model was at build time; it may have moved since)."""
+    rebuild = rebuild_command(model_dir or manifest.model_dir, engine_dir, manifest.backend)
     if name not in manifest.segments:
         raise EngineError(f"engines in {engine_dir} have no segment {name!r}. Rebuild with: {rebuild}")
     file = engine_dir / manifest.segments[name]

@@ -29,12 +29,18 @@ _ONNX_TYPES = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(i
 class OnnxRuntimeBackend:
     name = "onnxruntime"
 
-    def __init__(self, engine_dir: str | Path, num_threads: int = 0, manifest: Manifest | None = None) -> None:
+    def __init__(
+        self, engine_dir: str | Path, num_threads: int = 0, manifest: Manifest | None = None,
+        model_dir: str | Path | None = None,
+    ) -> None:
         """Load every segment of ``engine_dir`` (checking each file's sha256 against the manifest).
 
         ``num_threads`` sets each session's intra-op threads (0: ONNX Runtime's default, one per
-        physical core). The manifest's fit to a model is ``manifest.check_manifest``'s job."""
+        physical core). ``model_dir``: the model being served, named in rebuild commands (default:
+        where the manifest says it was built from). The manifest's fit to a model is
+        ``manifest.check_manifest``'s job."""
         self.engine_dir = Path(engine_dir)
+        self.model_dir = model_dir
         self.manifest = manifest if manifest is not None else read_manifest(self.engine_dir)
         if self.manifest.backend != self.name:
             raise EngineError(f"{self.engine_dir} holds {self.manifest.backend!r} engines, not onnxruntime ones")
@@ -57,13 +63,13 @@ class OnnxRuntimeBackend:
         self._embed_inputs = [(i.name, _ONNX_TYPES.get(i.type, np.float32)) for i in self._embed.get_inputs()]
 
     def _load(self, name: str, options: Any) -> Any:
-        file = verify_segment(self.engine_dir, self.manifest, name)
+        file = verify_segment(self.engine_dir, self.manifest, name, self.model_dir)
         try:
             return ort.InferenceSession(str(file), sess_options=options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf/... types for a bad file
             raise EngineError(
                 f"ONNX Runtime cannot load segment {name} ({file}): {exc}. Rebuild with: "
-                f"{rebuild_command(self.manifest.model_dir, self.engine_dir, self.name)}"
+                f"{rebuild_command(self.model_dir or self.manifest.model_dir, self.engine_dir, self.name)}"
             ) from exc
 
     def _session(self, name: str) -> Any:

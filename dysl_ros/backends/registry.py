@@ -114,7 +114,8 @@ def load_onnxruntime(bundle: PolicyBundle, options: BackendOptions) -> Loaded:
         force=options.force_engine_update,
         progress=False,
     )
-    return Loaded(OnnxRuntimeBackend(target, options.num_threads, manifest=read_manifest(target)), "")
+    backend = OnnxRuntimeBackend(target, options.num_threads, manifest=read_manifest(target), model_dir=source)
+    return Loaded(backend, "")
 
 
 def load_tensorrt(bundle: PolicyBundle, options: BackendOptions) -> Loaded:
@@ -146,7 +147,7 @@ def load_tensorrt(bundle: PolicyBundle, options: BackendOptions) -> Loaded:
         device=device,
     )
     manifest = read_manifest(target)
-    backend = TensorRTBackend(target, device, manifest=manifest)
+    backend = TensorRTBackend(target, device, manifest=manifest, model_dir=model_dir)
     return Loaded(
         backend, f"; {manifest.precision} plans from {target} (TensorRT {manifest.backend_version}, {manifest.device})"
     )

@@ -126,15 +126,22 @@ class _Segment:
 class TensorRTBackend:
     name = "tensorrt"
 
-    def __init__(self, engine_dir: str | Path, device: str = "cuda", manifest: Manifest | None = None) -> None:
+    def __init__(
+        self, engine_dir: str | Path, device: str = "cuda", manifest: Manifest | None = None,
+        model_dir: str | Path | None = None,
+    ) -> None:
         """Load every plan of ``engine_dir`` onto ``device``, each file's sha256 checked against the
-        manifest first. The manifest's fit to a model, TensorRT version and GPU is
-        ``manifest.check_manifest``'s job."""
+        manifest first. ``model_dir``: the model being served, named in rebuild commands (default:
+        where the manifest says it was built from). The manifest's fit to a model, TensorRT version
+        and GPU is ``manifest.check_manifest``'s job."""
         self.engine_dir = Path(engine_dir)
+        self.model_dir = model_dir
         self.manifest = manifest if manifest is not None else read_manifest(self.engine_dir)
         if self.manifest.backend != self.name:
             raise EngineError(f"{self.engine_dir} holds {self.manifest.backend!r} engines, not tensorrt ones")
-        files = {name: verify_segment(self.engine_dir, self.manifest, name) for name in self.manifest.segments}
+        files = {
+            name: verify_segment(self.engine_dir, self.manifest, name, model_dir) for name in self.manifest.segments
+        }
         require_backend(self.name, device)
         self.device = device_index(device)
         self.num_layers = int(self.manifest.layer_plan["num_layers"])
@@ -182,7 +189,7 @@ class TensorRTBackend:
     # ------------------------------------------------------------------ loading
 
     def _rebuild(self) -> str:
-        return rebuild_command(self.manifest.model_dir, self.engine_dir, self.name)
+        return rebuild_command(self.model_dir or self.manifest.model_dir, self.engine_dir, self.name)
 
     def _deserialize(self, name: str, file: Path) -> trt.ICudaEngine:
         engine: trt.ICudaEngine | None = self._runtime.deserialize_cuda_engine(file.read_bytes())
