@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from dysl_ros.model.observation_spec import BackboneDims, ObservationSpec
-from dysl_ros.model.reference_vla import ActionHead, ObservationEncoder
+from dysl_ros.model.reference_vla import ActionHead, ConfiguredVLA, ObservationEncoder
 from dysl_ros.model.spec import VLAConfig
 
 if TYPE_CHECKING:
@@ -77,7 +77,7 @@ class HFDecoderLayer(nn.Module):
         return out[0] if isinstance(out, tuple) else out
 
 
-class HFLlamaVLA(nn.Module):
+class HFLlamaVLA(ConfiguredVLA):
     """The reference observation encoder and action head around a Hugging Face ``LlamaModel``'s
     decoder layers (causal attention, as the checkpoint was trained). The decoder's final norm
     becomes the head's norm."""
@@ -113,20 +113,6 @@ class HFLlamaVLA(nn.Module):
             **overrides,
         )
         return cls(config, decoder)
-
-    @property
-    def spec(self) -> ObservationSpec:
-        return self.config.observation_spec()
-
-    @property
-    def dims(self) -> BackboneDims:
-        return self.config.dims()
-
-    def forward(self, image: Tensor, instruction: Tensor, proprio: Tensor) -> Tensor:
-        x = self.embed(image, instruction, proprio)
-        for layer in self.layers:
-            x = layer(x)
-        return self.head(x)
 
 
 def backbone_parameters(model: VLABackbone) -> int:

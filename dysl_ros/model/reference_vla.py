@@ -138,14 +138,14 @@ class ActionHead(nn.Module):
         return self.proj(self.norm(x[:, -self.chunk_len :]))
 
 
-class ReferenceVLA(nn.Module):
-    def __init__(self, config: VLAConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.embed = ObservationEncoder(config)
-        self.layers = nn.ModuleList(Block(config) for _ in range(config.num_layers))
-        self.head = ActionHead(config)
-        self.apply(_init_weights)
+class ConfiguredVLA(nn.Module):
+    """A VLA whose shape a ``VLAConfig`` states: ``embed`` -> ``layers`` -> ``head``, its observation
+    spec and dimensions read from that config. Subclasses build the three parts."""
+
+    config: VLAConfig
+    embed: nn.Module
+    layers: nn.ModuleList
+    head: nn.Module
 
     @property
     def spec(self) -> ObservationSpec:
@@ -160,6 +160,16 @@ class ReferenceVLA(nn.Module):
         for layer in self.layers:
             x = layer(x)
         return self.head(x)
+
+
+class ReferenceVLA(ConfiguredVLA):
+    def __init__(self, config: VLAConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embed = ObservationEncoder(config)
+        self.layers = nn.ModuleList(Block(config) for _ in range(config.num_layers))
+        self.head = ActionHead(config)
+        self.apply(_init_weights)
 
 
 def _init_weights(module: nn.Module) -> None:
