@@ -13,38 +13,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="dysl_bench", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    latency.add_arguments(
-        commands.add_parser(
-            "latency",
-            help="dense vs DySL backbone and tick latency on one backend",
-            description=latency.__doc__,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-    )
-    closed_loop.add_arguments(
-        commands.add_parser(
-            "closed-loop",
-            help="Meta-World success rate and executed layers per policy variant",
-            description=closed_loop.__doc__,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-    )
-    offline.add_arguments(
-        commands.add_parser(
-            "offline",
-            help="DySL on recorded LeRobotDataset episodes: errors vs dense and recorded, executed layers",
-            description=offline.__doc__,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-    )
-    bag_replay.add_arguments(
-        commands.add_parser(
-            "replay",
-            help="a robot's rosbag2 played into dysl_node over ROS 2: latency, executed layers, stale periods",
-            description=bag_replay.__doc__,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-    )
+    for name, module, summary in (
+        ("latency", latency, "dense vs DySL backbone and tick latency on one backend"),
+        ("closed-loop", closed_loop, "Meta-World success rate and executed layers per policy variant"),
+        ("offline", offline,
+         "DySL on recorded LeRobotDataset episodes: errors vs dense and recorded, executed layers"),
+        ("replay", bag_replay,
+         "a robot's rosbag2 played into dysl_node over ROS 2: latency, executed layers, stale periods"),
+    ):
+        module.add_arguments(commands.add_parser(
+            name, help=summary, description=module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        ))
     return parser
 
 

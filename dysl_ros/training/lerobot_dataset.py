@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -63,6 +63,23 @@ class LeRobotFormatError(ValueError):
     """Names the file, key or episode that is wrong and what was expected."""
 
 
+T = TypeVar("T")
+
+
+def load_yaml_as(path: str | Path, parse: Callable[[Any], T], error: type[ValueError], what: str) -> T:
+    """``parse`` of a YAML file's content; a file that cannot be read, or content ``parse`` refuses
+    (with ``error``), is an ``error`` naming the file."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise error(f"{path} is not a readable {what}: {exc}") from exc
+    try:
+        return parse(data)
+    except error as exc:
+        raise error(f"{path}: {exc}") from exc
+
+
 # Mapping ------------------------------------------------------------------------------------------
 
 
@@ -82,15 +99,7 @@ class DatasetMapping:
 
     @classmethod
     def load(cls, path: str | Path) -> DatasetMapping:
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text())
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-            raise LeRobotFormatError(f"{path} is not a readable YAML mapping: {exc}") from exc
-        try:
-            return cls.from_dict(data)
-        except LeRobotFormatError as exc:
-            raise LeRobotFormatError(f"{path}: {exc}") from exc
+        return load_yaml_as(path, cls.from_dict, LeRobotFormatError, "YAML mapping")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DatasetMapping:

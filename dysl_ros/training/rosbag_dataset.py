@@ -63,7 +63,7 @@ from dysl_ros.inputs import (
     decode_image,
     parse_instruction,
 )
-from dysl_ros.training.lerobot_dataset import LeRobotFormatError, RecordedEpisode
+from dysl_ros.training.lerobot_dataset import LeRobotFormatError, RecordedEpisode, load_yaml_as
 
 if TYPE_CHECKING:
     from dysl_ros.model.observation_spec import ObservationSpec
@@ -133,15 +133,7 @@ class BagMapping:
 
     @classmethod
     def load(cls, path: str | Path) -> BagMapping:
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text())
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-            raise BagFormatError(f"{path} is not a readable YAML bag mapping: {exc}") from exc
-        try:
-            return cls.from_dict(data)
-        except BagFormatError as exc:
-            raise BagFormatError(f"{path}: {exc}") from exc
+        return load_yaml_as(path, cls.from_dict, BagFormatError, "YAML bag mapping")
 
     @classmethod
     def from_dict(cls, data: Any) -> BagMapping:
