@@ -23,10 +23,13 @@ Check = Callable[[str, Any], "str | None"]
 """(name, value) -> what is wrong with the value, or None when it is fine."""
 
 
-def param(default: Any, description: str, *checks: Check, flag: str | None = None) -> Any:
+def param(
+    default: Any, description: str, *checks: Check, flag: str | None = None, parse: Callable[[str], Any] | None = None
+) -> Any:
     """A settings field: its default (``MISSING``: required), the description ROS and ``--help`` show,
-    and the checks its value must pass. ``flag``: its command-line name when not ``--<name-with-dashes>``."""
-    metadata = {"description": description, "checks": checks, "flag": flag}
+    and the checks its value must pass. ``flag``: its command-line name when not ``--<name-with-dashes>``;
+    ``parse``: how its flag's text becomes a value when the field's type does not say (argparse ``type``)."""
+    metadata = {"description": description, "checks": checks, "flag": flag, "parse": parse}
     return field(default=default, metadata=metadata)
 
 
@@ -166,7 +169,7 @@ def add_flags(
         elif typing.get_origin(kind) is tuple:  # repeatable: each use adds one item
             options.update(action="append", type=typing.get_args(kind)[0], default=None)
         else:
-            options["type"] = kind
+            options["type"] = f.metadata.get("parse") or kind
             choices = [getattr(c, "choices", None) for c in f.metadata.get("checks", ())]
             options["choices"] = next((c for c in choices if c is not None), None)
             options["metavar"] = "{" + ",".join(options["choices"]) + "}" if options["choices"] else None

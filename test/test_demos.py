@@ -26,18 +26,22 @@ from dysl_ros.training.demos import (
     load_demos,
     write_episode,
 )
+from dysl_ros.training.settings import DemosSettings
 
 TASK = "reach-v3"
 MAX_STEPS = 70  # the reach expert succeeds in 33-60 steps: episodes end on success + 8 steps
 SIZE = 64
 
 
+def small(episodes: int, **settings: Any) -> DemosSettings:
+    """Demos of TASK at the tests' image size, one worker unless said."""
+    return DemosSettings(**{"tasks": TASK, "episodes_per_task": episodes, "workers": 1, "image_size": SIZE, **settings})
+
+
 @pytest.fixture(scope="module")
 def demos_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("demos")
-    summary = generate_demos(
-        out, TASK, 2, seed=0, workers=2, image_size=SIZE, max_steps=MAX_STEPS, keep_failures=True, progress=False
-    )
+    summary = generate_demos(out, small(2, seed=0, workers=2, max_steps=MAX_STEPS, keep_failures=True), progress=False)
     assert summary[TASK]["episodes"] == 2 and summary[TASK]["kept"] == 2
     return out
 
@@ -106,11 +110,10 @@ def test_action_noise_moves_the_arm_off_the_expert_path_with_clean_labels(tmp_pa
     actually reached (Meta-World's experts read only the state vector), and an episode is still a pure
     function of its seed."""
     noisy, again, clean = tmp_path / "noisy", tmp_path / "again", tmp_path / "clean"
-    common: dict[str, Any] = dict(seed=0, workers=1, image_size=SIZE, max_steps=20, keep_failures=True,
-                                  progress=False)
-    generate_demos(noisy, TASK, 1, action_noise=0.3, **common)
-    generate_demos(again, TASK, 1, action_noise=0.3, **common)
-    generate_demos(clean, TASK, 1, **common)
+    common: dict[str, Any] = dict(seed=0, max_steps=20, keep_failures=True)
+    generate_demos(noisy, small(1, action_noise=0.3, **common), progress=False)
+    generate_demos(again, small(1, action_noise=0.3, **common), progress=False)
+    generate_demos(clean, small(1, **common), progress=False)
     assert json.loads((noisy / "index.json").read_text())["action_noise"] == 0.3
     (episode,), (repeat,), (plain,) = (load_demos(d).episodes for d in (noisy, again, clean))
     assert episode.seed == plain.seed and episode.states is not None
@@ -120,7 +123,7 @@ def test_action_noise_moves_the_arm_off_the_expert_path_with_clean_labels(tmp_pa
         labels = np.stack([env.expert_action(state.astype(np.float64)) for state in episode.states])
     np.testing.assert_allclose(episode.actions, labels, atol=1e-5)
     with pytest.raises(ValueError, match="action_noise"):
-        generate_demos(tmp_path / "bad", TASK, 1, action_noise=-0.1, **common)
+        generate_demos(tmp_path / "bad", small(1, action_noise=-0.1, **common), progress=False)
 
 
 def test_goal_marker_radius_changes_the_picture_only() -> None:
@@ -188,8 +191,7 @@ def test_same_seed_same_data_different_seed_different_data(demos_dir: Path, tmp_
     reference = load_demos(demos_dir).episodes
     # One worker instead of two: other process, other env reuse order, the same data.
     again = tmp_path / "again"
-    generate_demos(again, [TASK], 2, seed=0, workers=1, image_size=SIZE, max_steps=MAX_STEPS,
-                   keep_failures=True, progress=False)
+    generate_demos(again, small(2, seed=0, max_steps=MAX_STEPS, keep_failures=True), progress=False)
     for a, b in zip(reference, load_demos(again).episodes, strict=True):
         assert (a.seed, a.instruction) == (b.seed, b.instruction)
         for name in ("images", "proprio", "actions", "success"):
@@ -197,13 +199,12 @@ def test_same_seed_same_data_different_seed_different_data(demos_dir: Path, tmp_
 
     # Another run seed: other episodes. max_steps=5 is too short to succeed, so by default nothing is kept.
     other = tmp_path / "other"
-    summary = generate_demos(other, TASK, 1, seed=1, workers=1, image_size=SIZE, max_steps=5, progress=False)
+    summary = generate_demos(other, small(1, seed=1, max_steps=5), progress=False)
     assert summary[TASK] == {"episodes": 1, "successes": 0, "kept": 0, "frames": 0}
     assert load_demos(other).episodes == []
     with pytest.raises(FileExistsError, match="overwrite"):
-        generate_demos(other, TASK, 1, seed=1, workers=1, image_size=SIZE, max_steps=5, progress=False)
-    generate_demos(other, TASK, 1, seed=1, workers=1, image_size=SIZE, max_steps=5, keep_failures=True,
-                   overwrite=True, progress=False)
+        generate_demos(other, small(1, seed=1, max_steps=5), progress=False)
+    generate_demos(other, small(1, seed=1, max_steps=5, keep_failures=True), overwrite=True, progress=False)
     (episode,) = load_demos(other).episodes
     assert episode.seed != reference[0].seed and episode.steps == 5 and not episode.succeeded
     # The hand always starts at the same place; the goal (drawn in the image) and so the expert's moves differ.
@@ -212,8 +213,7 @@ def test_same_seed_same_data_different_seed_different_data(demos_dir: Path, tmp_
 
     # The goal marker's radius is recorded, and changes the pictures, not the episode.
     marked = tmp_path / "marked"
-    generate_demos(marked, TASK, 1, seed=1, workers=1, image_size=SIZE, max_steps=5, keep_failures=True,
-                   goal_marker_radius=0.04, progress=False)
+    generate_demos(marked, small(1, seed=1, max_steps=5, keep_failures=True, goal_marker_radius=0.04), progress=False)
     marked_set = load_demos(marked)
     assert marked_set.goal_marker_radius == 0.04
     np.testing.assert_array_equal(marked_set.episodes[0].actions, episode.actions)
@@ -223,8 +223,7 @@ def test_same_seed_same_data_different_seed_different_data(demos_dir: Path, tmp_
 def test_several_directories_read_as_one_set(demos_dir: Path, tmp_path: Path) -> None:
     # Episodes 0..2 of the same run seed: the first two are the fixture's, so they count once.
     more = tmp_path / "more"
-    generate_demos(more, TASK, 3, seed=0, workers=1, image_size=SIZE, max_steps=MAX_STEPS, keep_failures=True,
-                   progress=False)
+    generate_demos(more, small(3, seed=0, max_steps=MAX_STEPS, keep_failures=True), progress=False)
     merged = load_demo_dirs(f"{demos_dir},{more}")
     assert [e.seed for e in merged.episodes] == [episode_seed(0, TASK, i) for i in range(3)]
     assert len(load_demo_dirs([demos_dir]).episodes) == 2

@@ -340,9 +340,11 @@ def _script() -> Any:
 def test_metaworld_demos_round_trip_through_a_bag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     os.environ.setdefault("MUJOCO_GL", "egl")
     from dysl_ros.training.demos import generate_demos, load_demo_dirs
+    from dysl_ros.training.settings import DemosSettings
 
     demos_dir = tmp_path / "demos"
-    generate_demos(demos_dir, ["reach-v3"], 2, seed=3000, workers=1, progress=False)
+    settings = DemosSettings(tasks="reach-v3", episodes_per_task=2, seed=3000, workers=1)
+    generate_demos(demos_dir, settings, progress=False)
     demos = load_demo_dirs(demos_dir)
     script = _script()
     records = [Record(*m) for m in script.demo_messages(demos)]

@@ -21,9 +21,14 @@ import importlib
 import sys
 from typing import Callable, Sequence
 
-from dysl_ros.mt10.env import DEFAULT_GOAL_MARKER_RADIUS, goal_marker_radius_arg
-from dysl_ros.params import add_flags
-from dysl_ros.training.settings import BCSettings, CalibrateSettings, DistillSettings, RouterSettings
+from dysl_ros.params import add_flags, from_flags
+from dysl_ros.training.settings import (
+    BCSettings,
+    CalibrateSettings,
+    DemosSettings,
+    DistillSettings,
+    RouterSettings,
+)
 
 Handler = Callable[[argparse.Namespace], int]
 DEMOS_HELP = (
@@ -51,21 +56,8 @@ def _demos(args: argparse.Namespace) -> int:
     from dysl_ros.training.demos import generate_demos
 
     try:
-        summary = generate_demos(
-            args.out,
-            args.tasks,
-            args.episodes_per_task,
-            seed=args.seed,
-            workers=args.workers,
-            image_size=args.image_size,
-            camera=args.camera,
-            goal_marker_radius=args.goal_marker_radius,
-            action_noise=args.action_noise,
-            max_steps=args.max_steps,
-            keep_failures=args.keep_failures,
-            overwrite=args.overwrite,
-            progress=not args.no_progress,
-        )
+        settings = from_flags(DemosSettings, args)
+        summary = generate_demos(args.out, settings, overwrite=args.overwrite, progress=not args.no_progress)
     except (ValueError, FileExistsError, RuntimeError) as exc:  # RuntimeError: an episode failed in a worker
         print(f"dysl_train demos: {exc}", file=sys.stderr)
         return 2
@@ -83,27 +75,7 @@ def _add_demos(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "into OUT/index.json + one .npz per episode (format: dysl_ros.training.demos).",
     )
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--tasks", default="all", help="'all' or comma-separated MT10 task names (default: all)")
-    p.add_argument("--episodes-per-task", type=int, default=20, help="episodes run per task (default: 20)")
-    p.add_argument("--seed", type=int, default=0, help="run seed: episode seeds derive from it (default: 0)")
-    p.add_argument("--workers", type=int, default=2, help="worker processes, one core each (default: 2)")
-    p.add_argument("--image-size", type=int, default=128, help="square image size in pixels (default: 128)")
-    p.add_argument("--camera", default="corner", help="Meta-World camera name (default: corner)")
-    p.add_argument(
-        "--goal-marker-radius", type=goal_marker_radius_arg, default=DEFAULT_GOAL_MARKER_RADIUS, metavar="M",
-        help="draw the goal marker with this radius in metres, 'none' for Meta-World's 2 cm "
-        f"(default: {DEFAULT_GOAL_MARKER_RADIUS}, the reference model's)",
-    )
-    p.add_argument("--max-steps", type=int, default=200, help="episode step limit (default: 200)")
-    p.add_argument(
-        "--action-noise",
-        type=float,
-        default=0.0,
-        metavar="SIGMA",
-        help="DART: execute the expert's hand actions plus Gaussian noise of this std (labels stay the clean "
-        "expert actions), so the demos show corrections from off-path states (default: 0)",
-    )
-    p.add_argument("--keep-failures", action="store_true", help="also write episodes the expert failed")
+    add_flags(p, DemosSettings)
     p.add_argument("--overwrite", action="store_true", help="replace an existing index in OUT")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(

@@ -44,15 +44,9 @@ from typing import Any, Iterable, Mapping, Sequence, TextIO
 import numpy as np
 import numpy.typing as npt
 
-from dysl_ros.mt10.env import (
-    DEFAULT_GOAL_MARKER_RADIUS,
-    DEFAULT_MAX_STEPS,
-    DEFAULT_POST_SUCCESS_STEPS,
-    MetaWorldTask,
-    check_goal_marker_radius,
-    make_env,
-)
+from dysl_ros.mt10.env import MetaWorldTask, check_goal_marker_radius, make_env
 from dysl_ros.mt10.tasks import ACTION_DIM, PROPRIO_DIM, episode_seed, parse_tasks, pick_instruction
+from dysl_ros.training.settings import DemosSettings
 
 FORMAT = "dysl_demos/1"
 INDEX_FILE = "index.json"
@@ -382,48 +376,49 @@ def _run_job(job: _Job) -> dict[str, Any]:
 
 def generate_demos(
     out_dir: str | Path,
-    tasks: str | Sequence[str],
-    episodes_per_task: int,
-    seed: int = 0,
-    workers: int = 1,
-    image_size: int = 128,
+    settings: DemosSettings,
     *,
-    camera: str = "corner",
-    max_steps: int = DEFAULT_MAX_STEPS,
-    post_success_steps: int = DEFAULT_POST_SUCCESS_STEPS,
-    goal_marker_radius: float | None = DEFAULT_GOAL_MARKER_RADIUS,
-    action_noise: float = 0.0,
-    keep_failures: bool = False,
     overwrite: bool = False,
     progress: bool = True,
     stream: TextIO | None = None,
 ) -> dict[str, dict[str, int]]:
-    """Record ``episodes_per_task`` expert episodes of each task into ``out_dir`` with ``workers``
-    processes; write ``index.json``, print a per-task table and return the index's ``summary``."""
-    task_list = parse_tasks(tasks)
-    if episodes_per_task < 1 or workers < 1 or image_size < 1 or max_steps < 1:
-        raise ValueError("episodes_per_task, workers, image_size and max_steps must all be >= 1")
-    if not 0 <= seed < 2**32:
-        raise ValueError(f"seed must be in [0, 2**32), got {seed}")
-    check_goal_marker_radius(goal_marker_radius)
-    if not (np.isfinite(action_noise) and 0.0 <= action_noise <= 1.0):
-        raise ValueError(f"action_noise is a standard deviation in [0, 1] (actions span [-1, 1]), got {action_noise}")
+    """Record ``settings.episodes_per_task`` expert episodes of each task into ``out_dir`` with
+    ``settings.workers`` processes; write ``index.json``, print a per-task table and return the
+    index's ``summary``."""
+    s = settings
+    task_list = parse_tasks(s.tasks)
     out = Path(out_dir)
     index_path = out / INDEX_FILE
     if index_path.exists() and not overwrite:
         raise FileExistsError(f"{index_path} exists: choose another --out or pass --overwrite")
     out.mkdir(parents=True, exist_ok=True)
     jobs = [
-        _Job(task, episode_seed(seed, task, i), str(out), image_size, camera, max_steps, post_success_steps,
-             keep_failures, goal_marker_radius, float(action_noise))
+        _Job(task, episode_seed(s.seed, task, i), str(out), s.image_size, s.camera, s.max_steps,
+             s.post_success_steps, s.keep_failures, s.goal_marker_radius, float(s.action_noise))
         for task in task_list
-        for i in range(episodes_per_task)
+        for i in range(s.episodes_per_task)
     ]
+    started = time.perf_counter()
+    results = _run_jobs(jobs, s.workers, progress)
+    wall = time.perf_counter() - started
+    summary = summarise(results, task_list)
+    _write_index(index_path, s, results, summary)
+    print(format_summary(summary), file=stream or sys.stdout)
+    steps = sum(r["steps"] for r in results)
+    busy = sum(r["seconds"] for r in results)
+    print(
+        f"{len(results)} episodes, {steps} steps in {wall:.1f} s with {min(s.workers, len(jobs))} worker(s): "
+        f"{steps / max(busy, 1e-9):.1f} rendered steps/s per worker; index: {index_path}",
+        file=stream or sys.stdout,
+    )
+    return summary
 
+
+def _run_jobs(jobs: Sequence[_Job], workers: int, progress: bool) -> list[dict[str, Any]]:
+    """Every job's result, in the jobs' order (not in the order the workers finished them)."""
     from tqdm import tqdm
 
     results: list[dict[str, Any]] = []
-    started = time.perf_counter()
     # Spawned, not forked: a worker starts with no inherited OpenGL or thread state of the parent.
     context = multiprocessing.get_context("spawn")
     with context.Pool(min(workers, len(jobs)), initializer=_worker_init) as pool:
@@ -435,21 +430,23 @@ def generate_demos(
                 bar.set_postfix(ok=sum(r["success"] for r in results), refresh=False)
         finally:
             bar.close()
-    wall = time.perf_counter() - started
-
-    # Index order does not depend on which worker finished first.
     order = {(job.task, job.seed): n for n, job in enumerate(jobs)}
     results.sort(key=lambda r: order[(r["task"], r["seed"])])
-    summary = summarise(results, task_list)
+    return results
+
+
+def _write_index(
+    index_path: Path, s: DemosSettings, results: Sequence[Mapping[str, Any]], summary: Mapping[str, Any]
+) -> None:
     index = {
         "format": FORMAT,
-        "image_size": image_size,
-        "camera": camera,
-        "goal_marker_radius": goal_marker_radius,
-        "action_noise": float(action_noise),
-        "max_steps": max_steps,
-        "post_success_steps": post_success_steps,
-        "seed": seed,
+        "image_size": s.image_size,
+        "camera": s.camera,
+        "goal_marker_radius": s.goal_marker_radius,
+        "action_noise": float(s.action_noise),
+        "max_steps": s.max_steps,
+        "post_success_steps": s.post_success_steps,
+        "seed": s.seed,
         "episodes": [{k: r[k] for k in ("file", "task", "instruction", "seed", "steps", "success")}
                      for r in results if r["file"] is not None],
         "summary": summary,
@@ -457,16 +454,6 @@ def generate_demos(
     tmp = index_path.with_name(INDEX_FILE + ".tmp")
     tmp.write_text(json.dumps(index, indent=1) + "\n")
     os.replace(tmp, index_path)
-
-    print(format_summary(summary), file=stream or sys.stdout)
-    steps = sum(r["steps"] for r in results)
-    busy = sum(r["seconds"] for r in results)
-    print(
-        f"{len(results)} episodes, {steps} steps in {wall:.1f} s with {min(workers, len(jobs))} worker(s): "
-        f"{steps / max(busy, 1e-9):.1f} rendered steps/s per worker; index: {index_path}",
-        file=stream or sys.stdout,
-    )
-    return summary
 
 
 def summarise(results: Iterable[Mapping[str, Any]], tasks: Sequence[str]) -> dict[str, dict[str, int]]:

@@ -15,9 +15,18 @@ from typing import Any
 
 from dysl_ros.core.config import ConfigError, DySLConfig
 from dysl_ros.core.exit_error import EXIT_MEASURES
+from dysl_ros.mt10.env import (
+    DEFAULT_GOAL_MARKER_RADIUS,
+    DEFAULT_MAX_STEPS,
+    DEFAULT_POST_SUCCESS_STEPS,
+    check_goal_marker_radius,
+    goal_marker_radius_arg,
+)
+from dysl_ros.mt10.tasks import parse_tasks
 from dysl_ros.params import (
     boolean,
     integer_at_least,
+    integer_in,
     non_negative,
     number_in,
     one_of,
@@ -51,6 +60,54 @@ class _Checked:
 
 _DEVICE = "auto (a GPU when there is one), cpu, cuda or cuda:N"
 _STEPS = integer_at_least(0)
+
+
+def _tasks(name: str, v: Any) -> str | None:
+    try:
+        parse_tasks(v)
+    except (ValueError, TypeError, AttributeError) as exc:
+        return f"{name}: {exc}"
+    return None
+
+
+def _radius(name: str, v: Any) -> str | None:
+    try:
+        check_goal_marker_radius(v)
+    except ValueError as exc:
+        return str(exc).replace("goal_marker_radius", name, 1)
+    return None
+
+
+@dataclass(frozen=True)
+class DemosSettings(_Checked):
+    """``dysl_train demos``: scripted-expert episodes of Meta-World MT10 (``dysl_ros.training.demos``)."""
+
+    tasks: str = param("all", "'all' or comma-separated MT10 task names.", _tasks)
+    episodes_per_task: int = param(20, "Episodes run per task.", integer_at_least(1))
+    seed: int = param(
+        0, "Run seed: episode seeds derive from it (dysl_ros.mt10.tasks.episode_seed).", integer_in(0, 2**32 - 1)
+    )
+    workers: int = param(2, "Worker processes, one core each.", integer_at_least(1))
+    image_size: int = param(128, "Square image size in pixels.", integer_at_least(1))
+    camera: str = param("corner", "Meta-World camera name.", text)
+    goal_marker_radius: float | None = param(
+        DEFAULT_GOAL_MARKER_RADIUS,
+        "Draw the goal marker with this radius in metres, 'none' for Meta-World's 2 cm (the reference model's: "
+        "0.04).",
+        _radius,
+        parse=goal_marker_radius_arg,
+    )
+    max_steps: int = param(DEFAULT_MAX_STEPS, "Episode step limit.", integer_at_least(1))
+    post_success_steps: int = param(
+        DEFAULT_POST_SUCCESS_STEPS, "Steps recorded after the first success (one chunk).", integer_at_least(0)
+    )
+    action_noise: float = param(
+        0.0,
+        "DART: execute the expert's hand actions plus Gaussian noise of this std (labels stay the clean expert "
+        "actions), so the demos show corrections from off-path states.",
+        number_in(0, 1),
+    )
+    keep_failures: bool = param(False, "Also write episodes the expert failed.", boolean)
 
 
 @dataclass(frozen=True)
