@@ -329,3 +329,19 @@ def strings(name: str, v: Any) -> str | None:
 
 def text(name: str, v: Any) -> str | None:
     return None if isinstance(v, str) else f"{name} must be a string, got {v!r}"
+
+
+def chosen(
+    spec: str | Sequence[str], known: Sequence[str], what: str, everything: Sequence[str] | None = None
+) -> list[str]:
+    """``"all"`` (or nothing) or comma-separated names (or a list of such) -> those names in ``known``'s
+    order; "all" means ``everything`` (default: all of ``known``). An unknown name is a ValueError
+    naming the ``what``."""
+    parts = [spec] if isinstance(spec, str) else list(spec)
+    wanted = [name.strip() for part in parts for name in part.split(",") if name.strip()]
+    if not wanted or wanted == ["all"]:
+        return list(known if everything is None else everything)
+    unknown = [name for name in wanted if name not in known]
+    if unknown:
+        raise ValueError(f"unknown {what}(s) {unknown}: choose from 'all' or {', '.join(known)}")
+    return [name for name in known if name in wanted]

@@ -308,18 +308,10 @@ def _close_live_envs() -> None:
         env.close()
 
 
-def make_env(
-    task: str,
-    seed: int,
-    image_size: int = 128,
-    camera: str = "corner",
-    *,
-    max_steps: int = DEFAULT_MAX_STEPS,
-    post_success_steps: int = DEFAULT_POST_SUCCESS_STEPS,
-    goal_marker_radius: float | None = DEFAULT_GOAL_MARKER_RADIUS,
-) -> MetaWorldTask:
-    """An MT10 task ready to ``reset()``: the episode (goal and object placement) is fixed by ``seed``."""
-    return MetaWorldTask(task, seed, image_size, camera, max_steps, post_success_steps, goal_marker_radius)
+make_env = MetaWorldTask
+"""``make_env(task, seed, image_size=128, camera="corner", max_steps=..., post_success_steps=...,
+goal_marker_radius=...)``: an MT10 task ready to ``reset()``; the episode (goal and object
+placement) is fixed by ``seed``."""
 
 
 def model_goal_marker_radius(model_dir: str | os.PathLike[str]) -> float | None:

@@ -12,6 +12,8 @@ from typing import Sequence
 
 import numpy as np
 
+from dysl_ros.params import chosen
+
 MT10_TASKS: tuple[str, ...] = (
     "reach-v3",
     "push-v3",
@@ -110,11 +112,4 @@ def pick_instruction(task: str, env_seed: int) -> str:
 
 def parse_tasks(spec: str | Sequence[str]) -> list[str]:
     """``"all"`` or comma-separated MT10 names (or a list of them) -> task names, in MT10 order."""
-    names = [spec] if isinstance(spec, str) else list(spec)
-    wanted = [part.strip() for name in names for part in name.split(",") if part.strip()]
-    if not wanted or wanted == ["all"]:
-        return list(MT10_TASKS)
-    unknown = [name for name in wanted if name not in MT10_TASKS]
-    if unknown:
-        raise ValueError(f"unknown task(s) {unknown}: choose from 'all' or {', '.join(MT10_TASKS)}")
-    return [name for name in MT10_TASKS if name in wanted]
+    return chosen(spec, MT10_TASKS, "task")
