@@ -39,7 +39,8 @@ from model_fixture import one_torch_thread
 from dysl_ros.tools import bench, train
 from dysl_ros.training.lerobot_dataset import MAPPING_FILE, DatasetMapping
 from dysl_ros.training.lerobot_reader import LeRobotDataset
-from dysl_ros.training.rosbag_dataset import BagDataset, BagFormatError, BagMapping
+from dysl_ros.training.rosbag_dataset import BagDataset
+from dysl_ros.training.rosbag_format import BagFormatError, BagMapping
 
 REPO = Path(__file__).resolve().parents[1]
 WRITERS = ("db3_rclpy", "mcap_ros2", "mcap_rclpy")

@@ -88,7 +88,7 @@ def load_episodes(
     root = Path(str(path))
     if (root / "meta" / "info.json").is_file():
         return _lerobot_episodes(root, None if spec is None else as_spec(spec), mapping)
-    from dysl_ros.training.rosbag_dataset import is_bag
+    from dysl_ros.training.rosbag_format import is_bag
 
     if is_bag(root):
         return _bag_episodes(root, None if spec is None else as_spec(spec), mapping)

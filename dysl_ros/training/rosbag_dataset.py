@@ -5,24 +5,8 @@ Read with rosbags (pure Python, no ROS install): sqlite3 (``.db3``, Humble's def
 from the bag's own definitions where it has them (MCAP, and sqlite3 from Iron on), else from the
 ``typestore`` the mapping names (default Humble's).
 
-A YAML mapping (``--mapping bag_mapping.yaml``) says what is what::
-
-    fps: 10                     # frames per second of the episodes (the dataset's)
-    tolerance_ms: 50            # state, action and the other cameras: the message nearest each frame,
-                                # within this (default: half a frame period)
-    cameras:                    # model camera -> topic (sensor_msgs/Image or CompressedImage)
-      front: /front/image_raw   # the first camera paces the frames (as the node's first camera paces ticks)
-      wrist: /wrist/image_raw/compressed
-    state:                      # sensor_msgs/JointState, joints by name as the node's state_joint_names
-      topic: /joint_states      # (<joint>/velocity: the joint's velocity); extra joints, any order
-      joints: [joint_0, joint_1, gripper]
-    action:                     # trajectory_msgs/JointTrajectory (joints by name, as in force at the frame),
-      topic: /arm/joint_trajectory   # std_msgs/Float64MultiArray (values as they are; dysl_node's ~/action)
-      joints: [joint_0, joint_1, gripper]
-    instruction: /instruction   # std_msgs/String: the episodes' task; each message starts an episode
-    episodes: {split: instruction}  # or {split: gap, gap_s: 2.0}: a gap in the first camera's images
-    time: header                # header stamps where a message has one (default), or receive: the bag's times
-    typestore: humble           # for bags without message definitions: humble, iron, jazzy, kilted
+What is what comes from a YAML bag mapping (``rosbag_format``: cameras, state, action, instruction,
+episode split, time source, typestore).
 
 How frames are made, per episode (instruction ``k`` to instruction ``k+1``, or images between gaps): a
 grid at ``fps`` from the first image of the first camera; each grid time takes that camera's image
@@ -45,7 +29,6 @@ fitting to the model's cameras happens where the frames are used, as for a LeRob
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,7 +36,6 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
-import yaml
 
 from dysl_ros.inputs import (
     CHANNELS,
@@ -63,177 +45,24 @@ from dysl_ros.inputs import (
     decode_image,
     parse_instruction,
 )
-from dysl_ros.training.lerobot_dataset import LeRobotFormatError, RecordedEpisode, load_yaml_as
+from dysl_ros.training.lerobot_dataset import RecordedEpisode
+from dysl_ros.training.rosbag_format import (
+    ACTION_TYPES,
+    CAMERA_TYPES,
+    COMPRESSED_FORMATS,
+    IMAGE,
+    JOINT_STATE,
+    STOP_LABELS,
+    STRING,
+    BagFormatError,
+    BagMapping,
+    deserialize,
+    is_bag,
+    storage_name,
+)
 
 if TYPE_CHECKING:
     from dysl_ros.model.observation_spec import ObservationSpec
-
-IMAGE = "sensor_msgs/msg/Image"
-COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
-JOINT_STATE = "sensor_msgs/msg/JointState"
-JOINT_TRAJECTORY = "trajectory_msgs/msg/JointTrajectory"
-FLOAT64_ARRAY = "std_msgs/msg/Float64MultiArray"
-STRING = "std_msgs/msg/String"
-CAMERA_TYPES = (IMAGE, COMPRESSED_IMAGE)
-ACTION_TYPES = (JOINT_TRAJECTORY, FLOAT64_ARRAY)
-STOP_LABELS = frozenset({"hold", "zero", "final", "stop", "estop"})
-"""``layout.dim[0].label`` of a ``~/action`` / ``~/commands`` message that is no policy action (dysl_node)."""
-COMPRESSED_FORMATS = ("jpeg", "jpg", "png")
-"""What image_transport's compressed plugin sends and the node decodes (``inputs.decode_compressed_image``)."""
-TYPESTORES = ("humble", "iron", "jazzy", "kilted")
-STORAGE_SUFFIXES = (".db3", ".mcap")
-MAPPING_KEYS = ("fps", "tolerance_ms", "cameras", "state", "action", "instruction", "task", "episodes", "time",
-                "typestore")
-
-
-class BagFormatError(LeRobotFormatError):
-    """A bag or mapping that cannot be used: names the topic and time, or the mapping key, and why.
-    (A LeRobotFormatError, so every command that reports a bad dataset reports a bad bag.)"""
-
-
-def is_bag(path: str | Path) -> bool:
-    """A rosbag2 directory (``metadata.yaml``) or one sqlite3 / MCAP file."""
-    path = Path(str(path))
-    return (path.is_dir() and (path / "metadata.yaml").is_file()) or (
-        path.is_file() and path.suffix in STORAGE_SUFFIXES
-    )
-
-
-# Mapping ------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class BagMapping:
-    """Which topics feed which model inputs, and how frames are made (the module docstring)."""
-
-    cameras: dict[str, str]
-    state_topic: str
-    state_joints: tuple[str, ...]
-    action_topic: str
-    action_joints: tuple[str, ...] = ()
-    """JointTrajectory: the joints by name, in this order; () takes the message's order."""
-    instruction_topic: str | None = None
-    task: str | None = None
-    """The task text when the bag has no instruction topic (``episodes: {split: gap}`` only)."""
-    fps: float = 10.0
-    tolerance_ms: float | None = None
-    split: str = "instruction"
-    gap_s: float | None = None
-    time: str = "header"
-    typestore: str = "humble"
-
-    @property
-    def tolerance_ns(self) -> int:
-        ms = self.tolerance_ms if self.tolerance_ms is not None else 500.0 / self.fps
-        return round(ms * 1e6)
-
-    @property
-    def period_ns(self) -> int:
-        return round(1e9 / self.fps)
-
-    @classmethod
-    def load(cls, path: str | Path) -> BagMapping:
-        return load_yaml_as(path, cls.from_dict, BagFormatError, "YAML bag mapping")
-
-    @classmethod
-    def from_dict(cls, data: Any) -> BagMapping:
-        if not isinstance(data, Mapping):
-            raise BagFormatError(f"a bag mapping must be a mapping, got {type(data).__name__}")
-        unknown = sorted(str(k) for k in data if k not in MAPPING_KEYS)
-        if unknown:
-            raise BagFormatError(f"unknown bag mapping key(s) {unknown}: expected some of {list(MAPPING_KEYS)}")
-        for key in ("cameras", "state", "action"):
-            if key not in data:
-                raise BagFormatError(f"bag mapping key {key!r} is missing")
-        cameras = data["cameras"]
-        if not isinstance(cameras, Mapping) or not cameras or not all(
-            isinstance(k, str) and k and isinstance(v, str) and v.startswith("/") for k, v in cameras.items()
-        ):
-            raise BagFormatError(f"'cameras' must map model camera names to topics (/...), got {cameras!r}")
-        state_topic, state_joints = _topic_and_joints(data["state"], "state", require_joints=True)
-        action_topic, action_joints = _topic_and_joints(data["action"], "action", require_joints=False)
-        instruction = data.get("instruction")
-        task = data.get("task")
-        if instruction is not None and not (isinstance(instruction, str) and instruction.startswith("/")):
-            raise BagFormatError(f"'instruction' must be a topic (/...), got {instruction!r}")
-        if task is not None and not (isinstance(task, str) and task.strip()):
-            raise BagFormatError(f"'task' must be a non-empty text, got {task!r}")
-        fps = _positive(data.get("fps", 10.0), "fps")
-        tolerance = data.get("tolerance_ms")
-        if tolerance is not None:
-            tolerance = _positive(tolerance, "tolerance_ms")
-        episodes = data.get("episodes", {"split": "instruction"})
-        if not isinstance(episodes, Mapping) or set(episodes) - {"split", "gap_s"}:
-            raise BagFormatError(
-                f"'episodes' must be {{split: instruction}} or {{split: gap, gap_s: S}}, got {episodes!r}"
-            )
-        split = episodes.get("split", "instruction")
-        gap_s = episodes.get("gap_s")
-        if split == "instruction":
-            if instruction is None:
-                raise BagFormatError("episodes split by instruction need an 'instruction' topic")
-            if gap_s is not None:
-                raise BagFormatError("'gap_s' is for episodes: {split: gap}")
-        elif split == "gap":
-            gap_s = _positive(gap_s, "episodes.gap_s")
-            if instruction is None and task is None:
-                raise BagFormatError("episodes split by gap need an 'instruction' topic or a 'task' text")
-        else:
-            raise BagFormatError(f"episodes.split must be 'instruction' or 'gap', got {split!r}")
-        time = data.get("time", "header")
-        if time not in ("header", "receive"):
-            raise BagFormatError(f"'time' must be 'header' or 'receive', got {time!r}")
-        typestore = data.get("typestore", "humble")
-        if typestore not in TYPESTORES:
-            raise BagFormatError(f"'typestore' must be one of {list(TYPESTORES)}, got {typestore!r}")
-        return cls(
-            cameras=dict(cameras), state_topic=state_topic, state_joints=state_joints, action_topic=action_topic,
-            action_joints=action_joints, instruction_topic=instruction, task=task, fps=fps, tolerance_ms=tolerance,
-            split=split, gap_s=gap_s, time=time, typestore=typestore,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"fps": self.fps}
-        if self.tolerance_ms is not None:
-            data["tolerance_ms"] = self.tolerance_ms
-        data["cameras"] = dict(self.cameras)
-        data["state"] = {"topic": self.state_topic, "joints": list(self.state_joints)}
-        data["action"] = {"topic": self.action_topic, **({"joints": list(self.action_joints)}
-                                                          if self.action_joints else {})}
-        if self.instruction_topic is not None:
-            data["instruction"] = self.instruction_topic
-        if self.task is not None:
-            data["task"] = self.task
-        data["episodes"] = {"split": self.split, **({"gap_s": self.gap_s} if self.gap_s is not None else {})}
-        data["time"], data["typestore"] = self.time, self.typestore
-        return data
-
-    def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
-        return path
-
-
-def _topic_and_joints(value: Any, role: str, require_joints: bool) -> tuple[str, tuple[str, ...]]:
-    if not isinstance(value, Mapping) or set(value) - {"topic", "joints"} or "topic" not in value:
-        raise BagFormatError(f"{role!r} must be {{topic: /..., joints: [...]}}, got {value!r}")
-    topic, joints = value["topic"], value.get("joints")
-    if not isinstance(topic, str) or not topic.startswith("/"):
-        raise BagFormatError(f"{role}.topic must be a topic (/...), got {topic!r}")
-    if joints is None and not require_joints:
-        return topic, ()
-    if not isinstance(joints, list) or not joints or not all(isinstance(j, str) and j for j in joints):
-        raise BagFormatError(f"{role}.joints must be a non-empty list of joint names, got {joints!r}")
-    if len(set(joints)) != len(joints):
-        raise BagFormatError(f"{role}.joints names a joint twice: {joints}")
-    return topic, tuple(joints)
-
-
-def _positive(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise BagFormatError(f"{name!r} must be a positive number, got {value!r}")
-    return float(value)
-
 
 # Reading ------------------------------------------------------------------------------------------
 
@@ -268,6 +97,21 @@ class EpisodePlan:
     end_ns: int
     """The last frame's time."""
     frames: list[_Frame]
+
+
+@dataclass
+class _Seen:
+    """What one pass over a bag's messages collects (``BagDataset._read_messages``)."""
+
+    current: tuple[str, int]
+    """The topic and receive time of the message read last (what a truncated bag's error names)."""
+    states: list[tuple[int, npt.NDArray[np.float64]]] = field(default_factory=list)
+    actions: list[tuple[int, int, Any]] = field(default_factory=list)
+    """(receive ns, stamp ns, message)."""
+    instructions: list[tuple[int, str]] = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)
+    last: dict[str, int] = field(default_factory=dict)
+    """Topic -> the stamp of its last message used."""
 
 
 @dataclass
@@ -370,89 +214,91 @@ class BagDataset:
         return found
 
     def _scan(self, progress: bool) -> list[EpisodePlan]:
-        from tqdm import tqdm
-
         mapping = self.mapping
         reader = self.open_reader()
         try:
-            self.storage = _storage_name(self.path)
+            self.storage = storage_name(self.path)
             connections = self._connections(reader)
             self.start_ns = int(reader.start_time)
             self._cameras = {
                 name: _Camera(topic, connections[topic].msgtype) for name, topic in mapping.cameras.items()
             }
-            states: list[tuple[int, npt.NDArray[np.float64]]] = []
-            actions: list[tuple[int, int, Any]] = []  # (log ns, stamp ns, message)
-            instructions: list[tuple[int, str]] = []
-            last: dict[str, int] = {}
-            counts: Counter[str] = Counter()
-            topic_cameras: dict[str, list[str]] = {}
-            for name, topic in mapping.cameras.items():
-                topic_cameras.setdefault(topic, []).append(name)
-            bar = tqdm(total=sum(c.msgcount for c in connections.values()) or None, desc="bag: scan", unit="msg",
-                       disable=not progress, dynamic_ncols=True)
-            current = ("", self.start_ns)
-            try:
-                for connection, log_ns, raw in reader.messages(connections=list(connections.values())):
-                    topic = connection.topic
-                    current = (topic, log_ns)
-                    counts[topic] += 1
-                    bar.update(1)
-                    msg, trailing = _deserialize(reader.typestore, raw, connection.msgtype, self.where(topic, log_ns))
-                    if trailing:
-                        self.trailing[topic] += 1
-                    stamp = self._stamp(msg, log_ns, connection.msgtype, topic)
-                    values = self._state(msg, topic, log_ns) if topic == mapping.state_topic else None
-                    # Stamps must grow on a topic, among the messages used (a JointState lacking the
-                    # state joints may come from another driver with its own clock).
-                    if topic != mapping.state_topic or values is not None:
-                        if stamp < last.get(topic, -1):
-                            raise BagFormatError(
-                                f"{self.where(topic, log_ns)}: stamp {stamp * 1e-9:.6f} is earlier than the "
-                                f"previous message's {last[topic] * 1e-9:.6f} on that topic (unsorted stamps)"
-                            )
-                        last[topic] = stamp
-                    if topic in topic_cameras:
-                        self._check_image(msg, connection.msgtype, topic, log_ns)
-                        for name in topic_cameras[topic]:
-                            self._cameras[name].stamps.append(stamp)
-                            self._cameras[name].logs.append(log_ns)
-                    if values is not None:
-                        states.append((stamp, values))
-                    if topic == mapping.action_topic:
-                        actions.append((log_ns, stamp, msg))
-                    if topic == mapping.instruction_topic:
-                        try:
-                            text = parse_instruction(str(msg.data).encode())
-                        except InputRejected as exc:
-                            raise BagFormatError(f"{self.where(topic, log_ns)}: {exc}") from exc
-                        instructions.append((log_ns, text))
-            except BagFormatError:
-                raise
-            except Exception as exc:  # storage errors mid-file: sqlite3, MCAP, decompression
-                raise BagFormatError(
-                    f"{self.path}: reading stopped after {self.where(*current)}: truncated or corrupt bag ({exc})"
-                ) from exc
-            finally:
-                bar.close()
+            seen = self._read_messages(reader, connections, progress)
             for topic, connection in connections.items():
                 expected = int(connection.msgcount or 0)
-                self.topics[topic] = {"type": connection.msgtype, "messages": counts[topic]}
-                if expected and counts[topic] < expected:
+                self.topics[topic] = {"type": connection.msgtype, "messages": seen.counts[topic]}
+                if expected and seen.counts[topic] < expected:
                     raise BagFormatError(
-                        f"{self.path}: {topic} has {counts[topic]} messages, the bag's index says {expected}; "
-                        f"it ends after {self.where(*current)} (truncated bag)"
+                        f"{self.path}: {topic} has {seen.counts[topic]} messages, the bag's index says {expected}; "
+                        f"it ends after {self.where(*seen.current)} (truncated bag)"
                     )
         finally:
             reader.close()
         for name, camera in self._cameras.items():
             if not camera.stamps:
                 raise BagFormatError(f"{self.path}: camera {name!r} topic {camera.topic} has no message")
-        if not states:
+        if not seen.states:
             raise BagFormatError(f"{self.path}: no usable JointState on {mapping.state_topic} (state joints "
                                  f"{list(mapping.state_joints)})")
-        action_times, action_values = self._action_timeline(actions)
-        return self._plan(states, action_times, action_values, instructions)
+        action_times, action_values = self._action_timeline(seen.actions)
+        return self._plan(seen.states, action_times, action_values, seen.instructions)
+
+    def _read_messages(self, reader: Any, connections: Mapping[str, Any], progress: bool) -> _Seen:
+        """One pass over the mapping's topics: every message checked and sorted into its timeline."""
+        from tqdm import tqdm
+
+        seen = _Seen(current=("", self.start_ns))
+        bar = tqdm(total=sum(c.msgcount for c in connections.values()) or None, desc="bag: scan", unit="msg",
+                   disable=not progress, dynamic_ncols=True)
+        try:
+            for connection, log_ns, raw in reader.messages(connections=list(connections.values())):
+                seen.current = (connection.topic, log_ns)
+                seen.counts[connection.topic] += 1
+                bar.update(1)
+                self._take(reader.typestore, connection, log_ns, raw, seen)
+        except BagFormatError:
+            raise
+        except Exception as exc:  # storage errors mid-file: sqlite3, MCAP, decompression
+            raise BagFormatError(
+                f"{self.path}: reading stopped after {self.where(*seen.current)}: truncated or corrupt bag ({exc})"
+            ) from exc
+        finally:
+            bar.close()
+        return seen
+
+    def _take(self, typestore: Any, connection: Any, log_ns: int, raw: Any, seen: _Seen) -> None:
+        """One message: deserialised, its stamp checked against its topic's last, filed by role."""
+        mapping, topic = self.mapping, connection.topic
+        msg, trailing = deserialize(typestore, raw, connection.msgtype, self.where(topic, log_ns))
+        if trailing:
+            self.trailing[topic] += 1
+        stamp = self._stamp(msg, log_ns, connection.msgtype, topic)
+        values = self._state(msg, topic, log_ns) if topic == mapping.state_topic else None
+        # Stamps must grow on a topic, among the messages used (a JointState lacking the
+        # state joints may come from another driver with its own clock).
+        if topic != mapping.state_topic or values is not None:
+            if stamp < seen.last.get(topic, -1):
+                raise BagFormatError(
+                    f"{self.where(topic, log_ns)}: stamp {stamp * 1e-9:.6f} is earlier than the "
+                    f"previous message's {seen.last[topic] * 1e-9:.6f} on that topic (unsorted stamps)"
+                )
+            seen.last[topic] = stamp
+        cameras = [name for name, camera_topic in mapping.cameras.items() if camera_topic == topic]
+        if cameras:
+            self._check_image(msg, connection.msgtype, topic, log_ns)
+            for name in cameras:
+                self._cameras[name].stamps.append(stamp)
+                self._cameras[name].logs.append(log_ns)
+        if values is not None:
+            seen.states.append((stamp, values))
+        if topic == mapping.action_topic:
+            seen.actions.append((log_ns, stamp, msg))
+        if topic == mapping.instruction_topic:
+            try:
+                text = parse_instruction(str(msg.data).encode())
+            except InputRejected as exc:
+                raise BagFormatError(f"{self.where(topic, log_ns)}: {exc}") from exc
+            seen.instructions.append((log_ns, text))
 
     def _stamp(self, msg: Any, log_ns: int, msgtype: str, topic: str) -> int:
         """The message's time: its header stamp (images; JointState/JointTrajectory when set), else the
@@ -705,7 +551,7 @@ class BagDataset:
                         positions[name] += 1
                         if i not in wanted[name]:
                             continue
-                        msg, _ = _deserialize(reader.typestore, raw, connection.msgtype, self.where(topic, log_ns))
+                        msg, _ = deserialize(reader.typestore, raw, connection.msgtype, self.where(topic, log_ns))
                         image = self._decode(msg, connection.msgtype, topic, log_ns)
                         for number in wanted[name][i]:
                             decoded[name][number] = image
@@ -806,38 +652,6 @@ def _nearest(times: npt.NDArray[np.int64], t: int, tolerance: int, lo: int = 0, 
         if lo <= j < hi and abs(int(times[j]) - t) < gap:
             best, gap = j, abs(int(times[j]) - t)
     return best
-
-
-def _storage_name(path: Path) -> str:
-    if path.is_file():
-        return "mcap" if path.suffix == ".mcap" else "sqlite3"
-    try:
-        info = yaml.safe_load((path / "metadata.yaml").read_text())
-        return str(info["rosbag2_bagfile_information"]["storage_identifier"])
-    except (OSError, yaml.YAMLError, KeyError, TypeError):
-        return "rosbag2"
-
-
-def _deserialize(typestore: Any, raw: bytes | memoryview, msgtype: str, where: str) -> tuple[Any, int]:
-    """rosbags' CDR deserialiser, and how many bytes followed the message.
-
-    rosbags' ``deserialize_cdr`` rejects a message followed by more than 3 bytes. A robot's rosbag2
-    stores what its rmw serialised: Fast CDR (rmw_fastrtps, rclpy's ``serialize_message``) sizes the
-    buffer by its estimate, so a JointState or JointTrajectory may end in tens of bytes that belong to
-    no field (and its alignment padding is not zeroed). Such a message is read with the same
-    deserialiser without that check: every field of the bag's type is read, and what follows is
-    counted, not used."""
-    from rosbags.serde import SerdeError
-
-    try:
-        return typestore.deserialize_cdr(raw, msgtype), 0
-    except SerdeError as exc:
-        if "size mismatch" not in str(exc):
-            raise BagFormatError(f"{where}: {msgtype} does not deserialize: {exc}") from exc
-    msgdef = typestore.get_msgdef(msgtype)
-    function = msgdef.deserialize_cdr_le if raw[1] else msgdef.deserialize_cdr_be
-    message, position = function(raw[4:], 0, msgdef.cls, typestore)
-    return message, len(raw) - 4 - position
 
 
 def open_bag(
