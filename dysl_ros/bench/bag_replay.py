@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
+from dysl_ros.bench import common
 from dysl_ros.core.config import ConfigError
 from dysl_ros.sim import rosenv
 from dysl_ros.sim.report import Tick, percentile
@@ -357,10 +358,7 @@ def plot_replay(
                          xycoords=("data", "axes fraction"), xytext=(2, -10), textcoords="offset points", fontsize=7)
     fig.suptitle(f"Replay of {Path(report['bag']).name} at {report['rate']:g}x: {report['overall']['ticks']} ticks, "
                  f"{report['overall']['stale_action_periods']} stale action periods", fontsize=10)
-    fig.tight_layout()
-    file.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(file, dpi=110)
-    plt.close(fig)
+    common.save_figure(fig, file, dpi=110)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -369,10 +367,7 @@ def plot_replay(
 
 def run(args: argparse.Namespace) -> int:
     try:
-        return _run(args)
-    except (ConfigError, ValueError, FileNotFoundError) as exc:  # BagFormatError, ModelDirError-free paths
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return common.exit_status(PROG, _run, args)
     except ReplayError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -534,7 +529,7 @@ def _play(
     seconds it took."""
     from tqdm import tqdm
 
-    from dysl_ros.training.rosbag_dataset import BagFormatError
+    from dysl_ros.training.rosbag_format import BagFormatError
 
     mapping = dataset.mapping
     roles: dict[str, list[str]] = {}

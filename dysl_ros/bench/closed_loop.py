@@ -41,17 +41,7 @@ import numpy as np
 
 from dysl_ros.action_queue import AGGREGATIONS, MAX_AGGREGATION_DECAY, ActionQueue
 from dysl_ros.backends.capability import machine_label
-from dysl_ros.bench.common import (
-    Coins,
-    add_output_arguments,
-    add_variant_arguments,
-    check_chunk_arguments,
-    check_variant_arguments,
-    coin_and_oracle_notes,
-    load_settings,
-    variant_settings,
-    write_outputs,
-)
+from dysl_ros.bench import common
 from dysl_ros.bench.trace import DecisionTrace, TickDecision
 from dysl_ros.bench.variants import (
     DIAGNOSTIC_VARIANTS,
@@ -72,7 +62,6 @@ MAX_ENVS_PER_WORKER = 2
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model-dir", default="models/reference", help="model directory (default: models/reference)")
     parser.add_argument("--tasks", default="all", help="'all' or comma-separated MT10 task names (default: all)")
     parser.add_argument("--episodes", type=int, default=10, help="episodes per task and variant (default: 10)")
     parser.add_argument(
@@ -101,15 +90,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "exp(-decay * i) (default: 0.01)",
     )
     parser.add_argument("--max-steps", type=int, default=200, help="episode step limit (default: 200, as the demos)")
-    parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch", help="(default: torch)")
-    add_variant_arguments(parser)
+    common.add_variant_arguments(parser)
     parser.add_argument("--camera", default="corner", help="Meta-World camera (default: corner, as the demos)")
     parser.add_argument(
         "--goal-marker-radius", default="model", metavar="M",
         help="goal marker radius in metres, 'none' for Meta-World's 2 cm (default: model, the radius "
         "its demos were drawn with, from its train_args.json)",
     )
-    add_output_arguments(
+    common.add_output_arguments(
         parser, "write a PNG: each variant's success rate with its 95 %% interval, its executed layers in the label"
     )
     parser.add_argument("--record-trace", metavar="FILE", help="write the dysl variant's decisions (DecisionTrace)")
@@ -368,9 +356,7 @@ def markdown_table(report: Mapping[str, Any]) -> str:
     ]
     for name, v in variants.items():
         lines.append(
-            f"| `{name}` | {v['success_rate']:.1%} ({v['successes']}/{v['episodes']}) | "
-            f"{v['mean_executed_layers']:.2f} | {v['p99_executed_layers']:.0f} | {v['executed_fraction']:.1%} | "
-            f"{v['verification_rate']:.1%} | {v['ticks']} |"
+            f"| `{name}` | {v['success_rate']:.1%} ({v['successes']}/{v['episodes']}) | " + common.layer_cells(v)
         )
     tasks = list(report["tasks"])
     lines += ["", "Success rate per task:", "", "| task | " + " | ".join(f"`{n}`" for n in variants) + " |",
@@ -384,14 +370,13 @@ def markdown_table(report: Mapping[str, Any]) -> str:
 def markdown_report(report: Mapping[str, Any]) -> str:
     notes = [
         f"Meta-World MT10, {report['episodes']} episode(s) per task and variant (the same episodes for every "
-        f"variant), eval run seed {report['seed']}; model `{report['model_dir']}` ({report['num_layers']} layers, "
-        f"hash {str(report['model_hash'])[:12]}); backend {report['backend']} on {report['machine']}; "
-        f"re-plan every {report['execute_steps']} actions, at most {report['max_steps']} steps per episode.",
+        f"variant), eval run seed {report['seed']}; {common.model_note(report)}; re-plan every "
+        f"{report['execute_steps']} actions, at most {report['max_steps']} steps per episode.",
     ]
     if report.get("chunk_aggregation", "latest") == "weighted":
         notes.append(f"Executed actions: each step's predictions from the overlapping chunks averaged with weights "
                      f"exp(-{report['aggregation_decay']}·i), i = 0 the oldest (dysl_node's weighted aggregation).")
-    notes += coin_and_oracle_notes(report)
+    notes += common.coin_and_oracle_notes(report)
     return "\n\n".join(["### Closed loop", *notes, markdown_table(report)]) + "\n"
 
 
@@ -439,10 +424,7 @@ def plot_variants(report: Mapping[str, Any], file: Path) -> None:
     ax.set_xlim(0, 105)
     ax.set_xlabel("MT10 success rate (%), 95 % interval")
     ax.set_title(f"Closed loop, seed {report['seed']}, {report['episodes']} episodes per task and variant", fontsize=10)
-    fig.tight_layout()
-    file.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(file, dpi=120)
-    plt.close(fig)
+    common.save_figure(fig, file)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -480,11 +462,7 @@ def _radius_flag(text: str) -> float | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        return _run(args)
-    except (ConfigError, ValueError, FileNotFoundError) as exc:
-        print(f"dysl_bench closed-loop: {exc}", file=sys.stderr)
-        return 2
+    return common.exit_status("dysl_bench closed-loop", _run, args)
 
 
 @dataclass(frozen=True)
@@ -495,8 +473,8 @@ class Setup:
     num_layers: int
     tasks: list[str]
     variants: list[str]
-    coins: Coins
-    plan: Any
+    coins: common.Coins
+    """The random variants' coins, and the layer plan they (and the decision trace) follow."""
     settings: WorkerSettings
     record: bool
 
@@ -518,14 +496,16 @@ def _run(args: argparse.Namespace) -> int:
     results.sort(key=lambda r: (order[r.task], r.episode, KNOWN_VARIANTS.index(r.variant)))
     report = _report(args, setup, results, wall)
     if setup.record:
-        trace = DecisionTrace(report["model_hash"], setup.num_layers, setup.plan.static_layers)
+        plan = setup.coins.plan
+        assert plan is not None, "dysl ran: the model has a layer plan"
+        trace = DecisionTrace(report["model_hash"], setup.num_layers, plan.static_layers)
         for r in results:
             if r.variant == "dysl" and r.decisions is not None:
                 trace.ticks.extend(r.decisions)
         trace.save(args.record_trace)
     workers = min(args.workers, _total(args, setup))
     summary = f"{len(results)} episodes in {wall:.1f} s with {workers} worker(s)"
-    write_outputs(args, report, markdown_report(report), markdown_table(report), summary, plot_variants)
+    common.write_outputs(args, report, markdown_report(report), markdown_table(report), summary, plot_variants)
     return 0
 
 
@@ -543,14 +523,14 @@ def _setup(args: argparse.Namespace) -> Setup:
     if not 0 <= args.seed < 2**32:
         raise ConfigError(f"--seed must be in [0, 2**32), got {args.seed}")
     config = VLAConfig.load(model_dir / CONFIG_FILE)
-    check_chunk_arguments(args, config.chunk_len)
+    common.check_chunk_arguments(args, config.chunk_len)
     if not (np.isfinite(args.aggregation_decay) and abs(args.aggregation_decay) <= MAX_AGGREGATION_DECAY):
         raise ConfigError(f"--aggregation-decay must be a finite number in [-{MAX_AGGREGATION_DECAY:g}, "
                           f"{MAX_AGGREGATION_DECAY:g}], got {args.aggregation_decay}")
     tasks = parse_tasks(args.tasks)
     variants = parse_variants(args.variants)
-    load = load_settings(model_dir, args)
-    plan = check_variant_arguments(args, variants, model_dir, load)
+    load = common.load_settings(args)
+    coins = common.plan_variants(args, variants, model_dir, load)
     _refuse_training_seeds(model_dir, tasks, args.episodes, args.seed)
     if args.record_trace is not None and "dysl" not in variants:
         raise ConfigError("--record-trace records the dysl variant: add it to --variants")
@@ -558,8 +538,7 @@ def _setup(args: argparse.Namespace) -> Setup:
         load, args.camera, args.max_steps, args.execute_steps, _goal_marker_radius(model_dir, args),
         args.chunk_aggregation, args.aggregation_decay,
     )
-    coins = Coins.of(variants, plan, args.random_target_layers)
-    return Setup(model_dir, config.num_layers, tasks, variants, coins, plan, settings,
+    return Setup(model_dir, config.num_layers, tasks, variants, coins, settings,
                  args.record_trace is not None)
 
 
@@ -642,7 +621,7 @@ def _report(args: argparse.Namespace, setup: Setup, results: list[EpisodeResult]
         "dysl_overrides": setup.settings.load.dysl_overrides(),
         "wall_s": wall,
     }
-    variant_settings(report, args, variants, setup.coins)
+    common.variant_settings(report, args, variants, setup.coins)
     return report
 
 

@@ -1,5 +1,5 @@
-"""What the closed-loop and the offline benchmark share: the flags that shape the variants and the
-outputs, their checks, the random variants' coins, and the report's settings and files.
+"""What the benchmarks share: the flags that shape the variants and the outputs, their checks, the
+random variants' coins, the report's settings and files, and how a command reports a usage error.
 
 No torch at import (as ``variants``).
 """
@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass, field
+import sys
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, cast
 
 import numpy as np
 
+from dysl_ros.backends.errors import EngineError
 from dysl_ros.bench.variants import (
     COINS,
     RANDOM_VARIANTS,
@@ -22,55 +24,18 @@ from dysl_ros.bench.variants import (
     main_plan,
     variant_modules_dir,
 )
-from dysl_ros.core.config import ConfigError, DySLConfig
-from dysl_ros.core.exit_error import EXIT_MEASURES
+from dysl_ros.core.config import ConfigError
 from dysl_ros.core.layer_plan import LayerPlan
-from dysl_ros.params import add_flags, check_flags
+from dysl_ros.model.model_dir import ModelDirError
+from dysl_ros.params import add_flags, check_flags, from_flags
 
 DYSL_OVERRIDES = ("eta", "eta_verify", "skip_threshold")
 """DySL settings a benchmark may override in every variant (sweeps); declared by ``DySLConfig``."""
 
 
 def add_variant_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags that shape the variants."""
-    parser.add_argument(
-        "--random-target-layers", type=float, default=None,
-        help="random_skip's, random_drop's and random_layers' expected executed layers per tick (default: "
-        "dysl's measured mean in this run)",
-    )
-    parser.add_argument(
-        "--router-threshold", type=float, default=None,
-        help="router skips a layer when p >= this (default: the router's dysl.json skip_threshold)",
-    )
-    parser.add_argument(
-        "--modules-dir", default=None,
-        help="DySL modules for dysl, no_pre_skip, no_post_verify, random_skip and oracle_exit (another "
-        "lambda's `dysl_train distill --modules-out`; default: the model dir's)",
-    )
-    parser.add_argument(
-        "--oracle-tolerance", type=float, default=None,
-        help="oracle_exit skips from the first dynamic layer whose jump gives a chunk within this exit error "
-        "(--oracle-measure) of the dense chunk (no default: oracle_exit needs it)",
-    )
-    parser.add_argument(
-        "--oracle-measure", choices=EXIT_MEASURES, default="absolute",
-        help="oracle_exit's exit error: mean absolute difference of the normalised actions (default), or that "
-        "divided by the dense chunk's mean |action| (relative; as `dysl_train distill --exit-measure`)",
-    )
-    parser.add_argument(
-        "--oracle-actions", type=int, default=None, metavar="N",
-        help="oracle_exit compares only the chunk's first N actions (e.g. the --execute-steps the arm runs; "
-        "default: the whole chunk)",
-    )
-    parser.add_argument(
-        "--deer-threshold", type=float, default=None,
-        help="deer_exit (DeeR-VLA-style early exit) leaves a gap at the first exit whose chunk lies within this "
-        "mean |difference| of the previous exit's; choose it on the validation seed for matched layers",
-    )
-    add_flags(
-        parser, DySLConfig, DYSL_OVERRIDES, defaults=dict.fromkeys(DYSL_OVERRIDES),
-        default_help=dict.fromkeys(DYSL_OVERRIDES, "each variant's dysl.json; given: every variant's, for sweeps"),
-    )
+    """The flags that load and shape the variants (``LoadSettings``' fields)."""
+    add_flags(parser, LoadSettings, default_help=dict.fromkeys(DYSL_OVERRIDES, "each variant's dysl.json"))
 
 
 def add_output_arguments(parser: argparse.ArgumentParser, plot_help: str) -> None:
@@ -80,28 +45,22 @@ def add_output_arguments(parser: argparse.ArgumentParser, plot_help: str) -> Non
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def load_settings(model_dir: Path, args: argparse.Namespace) -> LoadSettings:
-    return LoadSettings(
-        str(model_dir), args.backend, args.router_threshold, args.modules_dir, args.eta, args.eta_verify,
-        args.skip_threshold, args.oracle_tolerance, args.oracle_actions, args.oracle_measure, args.deer_threshold,
-    )
-
-
-def check_variant_arguments(
-    args: argparse.Namespace, variants: Sequence[str], model_dir: Path, load: LoadSettings
-) -> LayerPlan | None:
-    """Every problem of the variant flags that shows before a model is loaded, as a ConfigError; the
-    layer plan the random variants follow (None when there is none)."""
-    found = check_flags(DySLConfig, args, DYSL_OVERRIDES)
+def load_settings(args: argparse.Namespace) -> LoadSettings:
+    """The variants' settings from the flags, each checked and named by its flag (a ConfigError)."""
+    found = check_flags(LoadSettings, args, [f.name for f in fields(LoadSettings)])
     if found:
         raise ConfigError("; ".join(found))
+    return cast(LoadSettings, from_flags(LoadSettings, args))
+
+
+def plan_variants(args: argparse.Namespace, variants: Sequence[str], model_dir: Path, load: LoadSettings) -> Coins:
+    """Every problem of the variant flags that shows before a model is loaded, as a ConfigError; the
+    random variants' coins (and the layer plan they follow) otherwise."""
     if "oracle_exit" in variants and not (args.oracle_tolerance is not None and args.oracle_tolerance >= 0):
         raise ConfigError(f"oracle_exit needs --oracle-tolerance >= 0, got {args.oracle_tolerance}")
     if "deer_exit" in variants and not (args.deer_threshold is not None and args.deer_threshold >= 0):
         raise ConfigError(f"deer_exit needs --deer-threshold >= 0, got {args.deer_threshold}")
     target = args.random_target_layers
-    if target is not None and not (np.isfinite(target) and target >= 0):
-        raise ConfigError(f"--random-target-layers must be a finite number >= 0, got {target}")
     plan = main_plan(model_dir if load.modules_dir is None else load.modules_dir)
     randoms = [v for v in variants if v in RANDOM_VARIANTS]
     if randoms:
@@ -119,7 +78,7 @@ def check_variant_arguments(
                 f"variant {variant} needs its modules in {where} (see scripts/train_reference.sh: "
                 f"`dysl_train {'router' if variant == 'router' else 'distill'} ... --modules-out {where}`)"
             )
-    return plan
+    return Coins.of(variants, plan, target)
 
 
 def check_chunk_arguments(args: argparse.Namespace, chunk_len: int) -> None:
@@ -183,6 +142,20 @@ def variant_settings(report: dict[str, Any], args: argparse.Namespace, variants:
             figures["target_layers"] = coins.target
 
 
+def layer_cells(figures: Mapping[str, Any]) -> str:
+    """A results table's last five cells of one variant: executed layers (mean, p99), executed
+    fraction, verification rate, ticks."""
+    v = figures
+    return (f"{v['mean_executed_layers']:.2f} | {v['p99_executed_layers']:.0f} | {v['executed_fraction']:.1%} | "
+            f"{v['verification_rate']:.1%} | {v['ticks']} |")
+
+
+def model_note(report: Mapping[str, Any]) -> str:
+    """What ran: "model `DIR` (N layers, hash H); backend B on MACHINE"."""
+    return (f"model `{report['model_dir']}` ({report['num_layers']} layers, hash {str(report['model_hash'])[:12]}); "
+            f"backend {report['backend']} on {report['machine']}")
+
+
 def coin_and_oracle_notes(report: Mapping[str, Any]) -> list[str]:
     """The report's sentences on what the random variants' coins were solved for and on oracle_exit's
     tolerance."""
@@ -221,3 +194,28 @@ def write_outputs(
     print(summary)
     if args.json:
         print(json.dumps(report))
+
+
+USAGE_ERRORS: tuple[type[Exception], ...] = (ConfigError, ValueError, FileNotFoundError, EngineError, ModelDirError)
+"""What a user mends (a flag, a model or engine directory, a dataset): a message and exit status 2."""
+
+
+def exit_status(prog: str, run: Callable[[argparse.Namespace], int], args: argparse.Namespace,
+                usage: tuple[type[Exception], ...] = USAGE_ERRORS) -> int:
+    """``run(args)``'s exit status; an error of ``usage`` is printed as ``prog: error: ...`` and ends
+    with status 2 rather than a traceback."""
+    try:
+        return run(args)
+    except usage as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def save_figure(fig: Any, file: Path, dpi: int = 120) -> None:
+    """Lay out, write (making its folder) and close a matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    file.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(file, dpi=dpi)
+    plt.close(fig)

@@ -32,10 +32,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from dysl_ros.backends.registry import BACKEND_CHOICES
+from dysl_ros.bench import common
 from dysl_ros.bench.replay import (
     SYNTHETIC_PATTERNS,
     TickTiming,
-    TraceError,
     check_trace,
     dense_decision,
     load_trace,
@@ -45,7 +45,6 @@ from dysl_ros.bench.replay import (
     trace_plan,
 )
 from dysl_ros.bench.trace import TickDecision
-from dysl_ros.core.config import ConfigError
 from dysl_ros.core.layer_plan import LayerPlan
 from dysl_ros.core.runner import ModelInputs, SegmentBackend
 from dysl_ros.model.observation_spec import BackboneDims, Observation, ObservationSpec, preprocess
@@ -144,20 +143,7 @@ class Subject:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        return _run(args)
-    except (BenchError, TraceError, ConfigError) as exc:
-        print(f"dysl_bench latency: error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:
-        # Engine and model-directory errors carry their own explanation; other types come from below.
-        from dysl_ros.backends.errors import EngineError
-        from dysl_ros.model.checkpoint import ModelDirError
-
-        if isinstance(exc, (EngineError, ModelDirError)):
-            print(f"dysl_bench latency: error: {exc}", file=sys.stderr)
-            return 2
-        raise
+    return common.exit_status("dysl_bench latency", _run, args, (BenchError, *common.USAGE_ERRORS))
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -46,17 +46,7 @@ import numpy as np
 import numpy.typing as npt
 
 from dysl_ros.backends.capability import machine_label
-from dysl_ros.bench.common import (
-    Coins,
-    add_output_arguments,
-    add_variant_arguments,
-    check_chunk_arguments,
-    check_variant_arguments,
-    coin_and_oracle_notes,
-    load_settings,
-    variant_settings,
-    write_outputs,
-)
+from dysl_ros.bench import common
 from dysl_ros.bench.variants import (
     DIAGNOSTIC_VARIANTS,
     RANDOM_VARIANTS,
@@ -82,7 +72,6 @@ class OfflineError(ValueError):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model-dir", default="models/reference", help="model directory (default: models/reference)")
     parser.add_argument(
         "--demos", required=True, metavar="DATASET",
         help="a local LeRobotDataset (v3.0, v2.1, v2.0), or a rosbag2 recording (bag directory, .db3, .mcap)",
@@ -103,13 +92,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="actions of each chunk executed before re-planning: the tick spacing in frames and what the "
         "continuity history records (default: 4, as dysl_node's replan point)",
     )
-    parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch", help="(default: torch)")
     parser.add_argument(
         "--seed", type=int, default=0,
         help="seeds the random variants' coins (with each episode's index; default: 0)",
     )
-    add_variant_arguments(parser)
-    add_output_arguments(
+    common.add_variant_arguments(parser)
+    common.add_output_arguments(
         parser, "write a PNG: each variant's mean dense error and recorded error against its mean executed layers"
     )
 
@@ -256,8 +244,7 @@ def markdown_table(report: Mapping[str, Any]) -> str:
         lines.append(
             f"| `{name}` | {v['mean_dense_error']:.4f} | {v['mean_recorded_error']:.4f} | "
             f"{v['mean_dense_error_executed']:.4f} | {v['mean_recorded_error_executed']:.4f} | "
-            f"{v['mean_executed_layers']:.2f} | {v['p99_executed_layers']:.0f} | {v['executed_fraction']:.1%} | "
-            f"{v['verification_rate']:.1%} | {v['ticks']} |"
+            + common.layer_cells(v)
         )
     return "\n".join(lines)
 
@@ -265,16 +252,14 @@ def markdown_table(report: Mapping[str, Any]) -> str:
 def markdown_report(report: Mapping[str, Any]) -> str:
     notes = [
         f"Recorded episodes of `{report['dataset']}` ({report['episodes']} episode(s), {report['ticks']} ticks "
-        f"per variant), replayed open loop; model `{report['model_dir']}` ({report['num_layers']} layers, hash "
-        f"{str(report['model_hash'])[:12]}); backend {report['backend']} on {report['machine']}; a tick every "
-        f"{report['execute_steps']} frames, the chunk's first {report['execute_steps']} actions recorded as "
-        "executed.",
+        f"per variant), replayed open loop; {common.model_note(report)}; a tick every {report['execute_steps']} "
+        f"frames, the chunk's first {report['execute_steps']} actions recorded as executed.",
         f"Errors: mean absolute difference in the model's normalised action units, over the whole chunk of "
         f"{report['horizon']} actions (executed: its first {report['execute_steps']}); dense error against the "
         "dense model's chunk for the same observation, recorded error against the recorded actions (the steps "
         "that exist at an episode's end).",
     ]
-    notes += coin_and_oracle_notes(report)
+    notes += common.coin_and_oracle_notes(report)
     return "\n\n".join(["### Offline (recorded episodes)", *notes, markdown_table(report)]) + "\n"
 
 
@@ -312,10 +297,7 @@ def plot_variants(report: Mapping[str, Any], file: Path) -> None:
         ax.set_ylabel(f"{label} (normalised actions)")
     fig.suptitle(f"Offline: {report['episodes']} recorded episode(s), a tick every {report['execute_steps']} frames",
                  fontsize=10)
-    fig.tight_layout()
-    file.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(file, dpi=120)
-    plt.close(fig)
+    common.save_figure(fig, file)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -323,20 +305,7 @@ def plot_variants(report: Mapping[str, Any], file: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        return _run(args)
-    except (ConfigError, ValueError, FileNotFoundError) as exc:  # LeRobotFormatError, InputRejected: ValueErrors
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:
-        # Engine and model-directory errors carry their own explanation; other types come from below.
-        from dysl_ros.backends.errors import EngineError
-        from dysl_ros.model.checkpoint import ModelDirError
-
-        if isinstance(exc, (EngineError, ModelDirError)):
-            print(f"{PROG}: error: {exc}", file=sys.stderr)
-            return 2
-        raise
+    return common.exit_status(PROG, _run, args)
 
 
 def _check_arguments(args: argparse.Namespace) -> None:
@@ -365,8 +334,8 @@ def _run(args: argparse.Namespace) -> int:
     model_dir = Path(args.model_dir)
     if not model_dir.is_dir():
         raise ConfigError(f"--model-dir {model_dir} is not a directory")
-    load = load_settings(model_dir, args)
-    coins = Coins.of(variants, check_variant_arguments(args, variants, model_dir, load), args.random_target_layers)
+    load = common.load_settings(args)
+    coins = common.plan_variants(args, variants, model_dir, load)
     for name in left_out:
         print(f"{PROG}: {name} left out: give --oracle-tolerance to run it", file=sys.stderr)
 
@@ -380,13 +349,13 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _bench(
-    args: argparse.Namespace, loader: VariantLoader, variants: list[str], left_out: list[str], coins: Coins
+    args: argparse.Namespace, loader: VariantLoader, variants: list[str], left_out: list[str], coins: common.Coins
 ) -> int:
-    from dysl_ros.training.rosbag_dataset import is_bag
+    from dysl_ros.training.rosbag_format import is_bag
 
     base = loader.base_policy(None)
     spec: ObservationSpec = base.spec
-    check_chunk_arguments(args, spec.horizon)
+    common.check_chunk_arguments(args, spec.horizon)
     root = Path(args.demos)
     dataset, mapping_file = _open_dataset(root, args.mapping, spec, progress=not args.no_progress)
     indices: list[int] = list(dataset.episode_indices)[: args.episodes]
@@ -404,7 +373,7 @@ def _bench(
     }
     report = _report(args, loader, source, variants, left_out, coins, results, wall)
     summary = f"{len(indices)} episode(s), {len(variants)} variant(s) in {wall:.1f} s"
-    write_outputs(args, report, markdown_report(report), markdown_table(report), summary, plot_variants)
+    common.write_outputs(args, report, markdown_report(report), markdown_table(report), summary, plot_variants)
     return 0
 
 
@@ -412,7 +381,8 @@ def _open_dataset(root: Path, mapping: str | None, spec: ObservationSpec, progre
     """A LeRobot dataset or a rosbag2 recording as the model's episodes, and the mapping that reads it."""
     from dysl_ros.training.lerobot_dataset import MAPPING_FILE
     from dysl_ros.training.lerobot_reader import open_for_model
-    from dysl_ros.training.rosbag_dataset import is_bag, open_bag
+    from dysl_ros.training.rosbag_dataset import open_bag
+    from dysl_ros.training.rosbag_format import is_bag
 
     if is_bag(root):  # a rosbag2 recording, through its bag mapping (no default: a bag has none)
         mapping_file = Path(mapping) if mapping else None
@@ -426,7 +396,7 @@ def _open_dataset(root: Path, mapping: str | None, spec: ObservationSpec, progre
 
 def _replay(
     args: argparse.Namespace, loader: VariantLoader, dataset: Any, indices: Sequence[int], spec: ObservationSpec,
-    variants: Sequence[str], coins: Coins,
+    variants: Sequence[str], coins: common.Coins,
 ) -> list[EpisodeResult]:
     """Every variant over every chosen episode: dense first (every tick's reference), then the first
     phase's variants, then the random variants whose coins it sets."""
@@ -466,7 +436,7 @@ def _replay(
 
 def _report(
     args: argparse.Namespace, loader: VariantLoader, source: Mapping[str, Any], variants: Sequence[str],
-    left_out: list[str], coins: Coins, results: Sequence[EpisodeResult], wall: float,
+    left_out: list[str], coins: common.Coins, results: Sequence[EpisodeResult], wall: float,
 ) -> dict[str, Any]:
     from dysl_ros.model.checkpoint import ModelDirError, model_hash
 
@@ -498,7 +468,7 @@ def _report(
         "dysl_overrides": load.dysl_overrides(),
         "wall_s": wall,
     }
-    variant_settings(report, args, variants, coins)
+    common.variant_settings(report, args, variants, coins)
     return report
 
 

@@ -66,6 +66,7 @@ from dysl_ros.core.exit_error import EXIT_MEASURES, exit_error
 from dysl_ros.core.layer_plan import LayerPlan
 from dysl_ros.core.router import run_router_path
 from dysl_ros.core.runner import DySLRunner, FloatArray, ModelInputs, SegmentBackend, TickResult
+from dysl_ros.params import chosen, integer_at_least, non_negative, number_in, one_of, optional, param, same_as, text
 
 T = TypeVar("T")
 
@@ -86,14 +87,8 @@ MODULE_VARIANTS = {"no_static": "no_static", "one_stage": "one_stage", "router":
 
 
 def parse_variants(spec: str) -> list[str]:
-    """``"all"`` or a comma list -> variant names in the canonical order."""
-    wanted = [part.strip() for part in spec.split(",") if part.strip()]
-    if not wanted or wanted == ["all"]:
-        return list(VARIANTS)
-    unknown = [name for name in wanted if name not in KNOWN_VARIANTS]
-    if unknown:
-        raise ValueError(f"unknown variant(s) {unknown}: choose from 'all' or {', '.join(KNOWN_VARIANTS)}")
-    return [name for name in KNOWN_VARIANTS if name in wanted]
+    """``"all"`` (``VARIANTS``) or a comma list -> variant names in the canonical order."""
+    return chosen(spec, KNOWN_VARIANTS, "variant", everything=VARIANTS)
 
 
 def variant_modules_dir(model_dir: str | Path, variant: str, modules_dir: str | Path | None = None) -> Path | None:
@@ -416,25 +411,59 @@ class RandomDropVariant:
         return VariantStep(denormalise_actions(spec, chunk), executed, executed, False, None)
 
 
+_OVERRIDE = "Every variant's, for sweeps."
+
+
 @dataclass(frozen=True)
 class LoadSettings:
-    model_dir: str
-    backend: str = "torch"
-    router_threshold: float | None = None
-    modules_dir: str | None = None
-    """The DySL variants' modules (``variant_modules_dir``); None: the model dir's."""
-    eta: float | None = None
-    """Overrides every variant's dysl.json eta (for sweeps); None keeps each file's value."""
-    eta_verify: float | None = None
-    skip_threshold: float | None = None
-    oracle_tolerance: float | None = None
-    """oracle_exit's tolerance on the exit error (``oracle_measure``)."""
-    oracle_actions: int | None = None
-    """oracle_exit compares the chunk's first this many actions; None: all of them."""
-    oracle_measure: str = "absolute"
-    """oracle_exit's exit error (dysl_ros.core.exit_error)."""
-    deer_threshold: float | None = None
-    """deer_exit's agreement threshold between successive exits' chunks."""
+    """How the benchmarks load and shape the variants, declared once: the closed-loop and the
+    offline benchmark derive their flags from these fields (``dysl_ros.bench.common``)."""
+
+    model_dir: str = param("models/reference", "Model directory.", text)
+    backend: str = param("torch", "Backend the variants run on.", one_of(("torch", "onnxruntime")))
+    modules_dir: str | None = param(
+        None,
+        "DySL modules for dysl, no_pre_skip, no_post_verify, random_skip and oracle_exit (another lambda's "
+        "`dysl_train distill --modules-out`; default: the model dir's).",
+        optional(text),
+    )
+    random_target_layers: float | None = param(
+        None,
+        "random_skip's, random_drop's and random_layers' expected executed layers per tick (default: dysl's "
+        "measured mean in this run).",
+        optional(non_negative),
+    )
+    router_threshold: float | None = param(
+        None, "router skips a layer when p >= this (default: the router's dysl.json skip_threshold).",
+        optional(number_in(0, 1, open_low=True)),
+    )
+    oracle_tolerance: float | None = param(
+        None,
+        "oracle_exit skips from the first dynamic layer whose jump gives a chunk within this exit error "
+        "(--oracle-measure) of the dense chunk (no default: oracle_exit needs it).",
+        optional(non_negative),
+    )
+    oracle_measure: str = param(
+        "absolute",
+        "oracle_exit's exit error: mean absolute difference of the normalised actions, or that divided by the "
+        "dense chunk's mean |action| (relative; as `dysl_train distill --exit-measure`).",
+        one_of(EXIT_MEASURES),
+    )
+    oracle_actions: int | None = param(
+        None,
+        "oracle_exit compares only the chunk's first N actions (e.g. the --execute-steps the arm runs; default: "
+        "the whole chunk).",
+        optional(integer_at_least(1)),
+    )
+    deer_threshold: float | None = param(
+        None,
+        "deer_exit (DeeR-VLA-style early exit) leaves a gap at the first exit whose chunk lies within this mean "
+        "|difference| of the previous exit's; choose it on the validation seed for matched layers.",
+        optional(non_negative),
+    )
+    eta: float | None = same_as(DySLConfig, "eta", default=None, note=_OVERRIDE)
+    eta_verify: float | None = same_as(DySLConfig, "eta_verify", default=None, note=_OVERRIDE)
+    skip_threshold: float | None = same_as(DySLConfig, "skip_threshold", default=None, note=_OVERRIDE)
 
     def dysl_overrides(self) -> dict[str, float]:
         given = {"eta": self.eta, "eta_verify": self.eta_verify, "skip_threshold": self.skip_threshold}
