@@ -39,6 +39,7 @@ from dysl_ros.model.model_dir import (
     ModelDirError,
     PolicyBundle,
     check_dirs,
+    dysl_files,
     is_model_dir,
     load_dims,
     load_spec,
@@ -161,23 +162,14 @@ def load_bundle(
     path, variant = check_dirs(model_dir, modules_dir)
     model = None if lazy else load_backbone(path, dtype)
     spec, dims = (load_spec(path), load_dims(path)) if model is None else (model.spec, model.dims)
-    dysl_dir = variant if variant is not None else path
-    plan, dysl_config = read_dysl_settings(dysl_dir, dims)
-    has_modules = plan is not None and (dysl_dir / MODULES_FILE).is_file()
+    dysl_dir, plan, dysl_config, has_modules = dysl_files(path, variant, dims)
     modules = None
     if has_modules and not lazy:
         modules = load_dysl_modules(dysl_dir, dims, ignore_stale_modules)
         has_modules = modules is not None
     bundle = PolicyBundle(
-        path,
-        spec,
-        dims,
-        plan,
-        dysl_config,
-        variant,
-        has_modules,
-        partial(load_backbone, path, dtype),
-        partial(load_modules, dysl_dir, dims),
+        path, spec, dims, plan, dysl_config, variant, has_modules,
+        partial(load_backbone, path, dtype), partial(load_modules, dysl_dir, dims),
     )
     bundle._model = model.eval() if model is not None else None  # type: ignore[attr-defined]
     bundle._modules = modules

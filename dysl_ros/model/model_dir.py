@@ -138,20 +138,22 @@ def open_bundle(
     and ``checkpoint.load_modules``); without them, asking is a ModelDirError."""
     path, variant = check_dirs(model_dir, modules_dir)
     spec, dims = load_spec(path), load_dims(path)
-    dysl_dir = variant if variant is not None else path
-    plan, dysl_config = read_dysl_settings(dysl_dir, dims)
-    has_modules = plan is not None and (dysl_dir / MODULES_FILE).is_file()
+    dysl_dir, plan, dysl_config, has_modules = dysl_files(path, variant, dims)
     return PolicyBundle(
-        path,
-        spec,
-        dims,
-        plan,
-        dysl_config,
-        variant,
-        has_modules,
+        path, spec, dims, plan, dysl_config, variant, has_modules,
         partial(load_model, path) if load_model is not None else None,
         partial(load_modules, dysl_dir, dims) if load_modules is not None else None,
     )
+
+
+def dysl_files(
+    path: Path, variant: Path | None, dims: BackboneDims
+) -> tuple[Path, LayerPlan | None, DySLConfig | None, bool]:
+    """Where the DySL files are (the variant's directory, else the model's), their layer plan and
+    settings, and whether modules are there to load."""
+    dysl_dir = variant if variant is not None else path
+    plan, dysl_config = read_dysl_settings(dysl_dir, dims)
+    return dysl_dir, plan, dysl_config, plan is not None and (dysl_dir / MODULES_FILE).is_file()
 
 
 def resolve_dirs(model_dir: str | Path, modules_dir: str | Path | None = None) -> tuple[Path, Path | None]:
