@@ -63,24 +63,18 @@ from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.duration import Duration
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray, String
 from trajectory_msgs.msg import JointTrajectory
 
 from dysl_ros.mt10.tasks import ACTION_DIM, episode_seed, pick_instruction
-from dysl_ros.qos import LATCHED_QOS, SENSOR_QOS
+from dysl_ros.qos import LATCHED_QOS, SENSOR_QOS, latched, reliable
 from dysl_ros.sim import rosenv
 from dysl_ros.sim.params import PARAMETERS, BridgeConfigError, BridgeParams
 from dysl_ros.wiring import EPISODE_RESULT_TOPIC
 
-RESULTS_QOS = QoSProfile(
-    depth=1000,
-    history=HistoryPolicy.KEEP_LAST,
-    reliability=ReliabilityPolicy.RELIABLE,
-    durability=DurabilityPolicy.TRANSIENT_LOCAL,
-)
-COMMAND_QOS = QoSProfile(depth=10, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
+RESULTS_QOS = latched(1000)
+COMMAND_QOS = reliable(10)
 JOINT_NAMES = ("hand_x", "hand_y", "hand_z", "gripper")
 STATE_LEAD_S = 0.01
 """lockstep: the joint state goes out this long before its image, so that the policy node, which
