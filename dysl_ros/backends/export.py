@@ -37,17 +37,7 @@ from onnx import numpy_helper
 from torch import Tensor, nn
 from torch.jit._trace import TracerWarning  # torch.jit re-exports it without __all__
 
-from dysl_ros.backends.segments import (
-    ACTIONS_OUTPUT,
-    EMBED,
-    HEAD,
-    HIDDEN_INPUT,
-    HIDDEN_OUTPUT,
-    SKIP_OUTPUT,
-    adapter_segment,
-    controller_segment,
-    layer_segment,
-)
+from dysl_ros.backends import segments as seg
 from dysl_ros.core.layer_plan import LayerPlan
 from dysl_ros.model.backbone import VLABackbone
 from dysl_ros.model.observation_spec import PAD_TOKEN, STATE, BackboneDims, ObservationSpec
@@ -115,29 +105,18 @@ class ExportSource:
         spec, dims, modules = self.spec, self.dims, self.modules
         inputs = example_inputs(spec)
         hidden = torch.randn(1, dims.num_tokens, dims.hidden_size, generator=torch.Generator().manual_seed(1))
-        embed = self.embed
-        yield SegmentSpec(EMBED, lambda: _Embed(embed()), tuple(inputs.values()), spec.input_names, (HIDDEN_INPUT,))
-        for i in range(dims.num_layers):
-            yield SegmentSpec(
-                layer_segment(i, dims.num_layers), partial(self.layer, i), (hidden,), (HIDDEN_INPUT,), (HIDDEN_OUTPUT,)
-            )
+        embed, num_layers = self.embed, dims.num_layers
+        into, out, skip = (seg.HIDDEN_INPUT,), (seg.HIDDEN_OUTPUT,), (seg.SKIP_OUTPUT,)
+        yield SegmentSpec(seg.EMBED, lambda: _Embed(embed()), tuple(inputs.values()), spec.input_names, into)
+        for i in range(num_layers):
+            yield SegmentSpec(seg.layer_segment(i, num_layers), partial(self.layer, i), (hidden,), into, out)
         if modules is not None:
             for i in modules.plan.dynamic_layers:
+                yield SegmentSpec(seg.adapter_segment(i, num_layers), partial(modules.adapter, i), (hidden,), into, out)
                 yield SegmentSpec(
-                    adapter_segment(i, dims.num_layers),
-                    partial(modules.adapter, i),
-                    (hidden,),
-                    (HIDDEN_INPUT,),
-                    (HIDDEN_OUTPUT,),
+                    seg.controller_segment(i, num_layers), partial(modules.controller, i), (hidden,), into, skip
                 )
-                yield SegmentSpec(
-                    controller_segment(i, dims.num_layers),
-                    partial(modules.controller, i),
-                    (hidden,),
-                    (HIDDEN_INPUT,),
-                    (SKIP_OUTPUT,),
-                )
-        yield SegmentSpec(HEAD, self.head, (hidden,), (HIDDEN_INPUT,), (ACTIONS_OUTPUT,))
+        yield SegmentSpec(seg.HEAD, self.head, (hidden,), into, (seg.ACTIONS_OUTPUT,))
 
 
 def loaded_source(model: VLABackbone, modules: DySLModules | None, plan: LayerPlan | None = None) -> ExportSource:
