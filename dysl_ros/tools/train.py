@@ -181,7 +181,7 @@ def _add_to_lerobot(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "to-lerobot",
         help="convert demonstrations (dysl_train demos) or a rosbag2 recording into a LeRobotDataset v3.0",
         description="Convert demonstration directories (OUT of dysl_train demos), or a robot's rosbag2 recording "
-        "through a bag mapping (format: dysl_ros.training.rosbag_dataset), into a LeRobotDataset v3.0 "
+        "through a bag mapping (format: dysl_ros.training.rosbag_format), into a LeRobotDataset v3.0 "
         "(format: dysl_ros.training.lerobot_dataset), with OUT/dysl_mapping.yaml mapping each camera to its "
         "feature.",
     )
@@ -224,33 +224,18 @@ def _add_bc(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(handler=_stage("dysl_ros.training.bc", "main_bc"))
 
 
-def _add_calibrate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("calibrate", help="pick static/dynamic layers from layer similarities on the demos")
-    p.add_argument("--model-dir", required=True, help="trained model directory (dysl_train bc --out)")
+def _add_stage(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, summary: str, model_dir: str,
+    settings: type, handler: Handler,
+) -> None:
+    """A stage that trains on a model directory's backbone: its model and demonstrations, then its
+    settings' flags."""
+    p = sub.add_parser(name, help=summary)
+    p.add_argument("--model-dir", required=True, help=model_dir)
     p.add_argument("--demos", required=True, help=DEMOS_HELP)
     p.add_argument("--mapping", default=None, help=MAPPING_HELP)
-    add_flags(p, CalibrateSettings)
-    p.set_defaults(handler=_stage("dysl_ros.training.calibrate", "main_calibrate"))
-
-
-def _add_distill(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("distill", help="train the DySL adapters and controllers (two-stage distillation)")
-    p.add_argument("--model-dir", required=True, help="calibrated model directory")
-    p.add_argument("--demos", required=True, help=DEMOS_HELP)
-    p.add_argument("--mapping", default=None, help=MAPPING_HELP)
-    add_flags(p, DistillSettings)
-    p.set_defaults(handler=_stage("dysl_ros.training.distill", "main_distill"))
-
-
-def _add_router(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser(
-        "router", help="train the per-layer router baseline (FlexiDepth-like) for the closed-loop comparison"
-    )
-    p.add_argument("--model-dir", required=True, help="trained model directory")
-    p.add_argument("--demos", required=True, help=DEMOS_HELP)
-    p.add_argument("--mapping", default=None, help=MAPPING_HELP)
-    add_flags(p, RouterSettings)
-    p.set_defaults(handler=_stage("dysl_ros.training.router", "main_router"))
+    add_flags(p, settings)
+    p.set_defaults(handler=handler)
 
 
 def _add_import(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -321,9 +306,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_to_lerobot(sub)
     _add_import(sub)
     _add_bc(sub)
-    _add_calibrate(sub)
-    _add_distill(sub)
-    _add_router(sub)
+    _add_stage(sub, "calibrate", "pick static/dynamic layers from layer similarities on the demos",
+               "trained model directory (dysl_train bc --out)", CalibrateSettings,
+               _stage("dysl_ros.training.calibrate", "main_calibrate"))
+    _add_stage(sub, "distill", "train the DySL adapters and controllers (two-stage distillation)",
+               "calibrated model directory", DistillSettings, _stage("dysl_ros.training.distill", "main_distill"))
+    _add_stage(sub, "router",
+               "train the per-layer router baseline (FlexiDepth-like) for the closed-loop comparison",
+               "trained model directory", RouterSettings, _stage("dysl_ros.training.router", "main_router"))
     return parser
 
 
