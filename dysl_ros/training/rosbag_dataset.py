@@ -58,6 +58,7 @@ from dysl_ros.training.rosbag_format import (
     BagMapping,
     deserialize,
     is_bag,
+    nearest,
     storage_name,
 )
 
@@ -481,12 +482,12 @@ class BagDataset:
             frames = []
             for k in range((last - first) // period + 1):
                 t = first + k * period
-                chosen = {names[0]: _nearest(pacing, t, period // 2, inside[0], inside[-1] + 1)}
+                chosen = {names[0]: nearest(pacing, t, period // 2, inside[0], inside[-1] + 1)}
                 for name, stamps in others.items():
-                    chosen[name] = _nearest(stamps, t, tolerance)
+                    chosen[name] = nearest(stamps, t, tolerance)
                 missing = [name for name, i in chosen.items() if i < 0]
-                state = _nearest(state_times, t, tolerance)
-                action = _nearest(action_times, t, tolerance)
+                state = nearest(state_times, t, tolerance)
+                action = nearest(action_times, t, tolerance)
                 if missing:
                     self.dropped[f"no image of camera {missing[0]!r} near the frame"] += 1
                 elif state < 0:
@@ -638,20 +639,6 @@ class BagDataset:
             lines.append("  read despite bytes after their CDR fields (Fast CDR's buffer): "
                          + "; ".join(f"{n} on {topic}" for topic, n in self.trailing.most_common()))
         return lines
-
-
-def _nearest(times: npt.NDArray[np.int64], t: int, tolerance: int, lo: int = 0, hi: int | None = None) -> int:
-    """Index of the element of sorted ``times[lo:hi]`` nearest ``t`` if within ``tolerance``, else -1."""
-    hi = len(times) if hi is None else int(hi)
-    lo = int(lo)
-    if hi <= lo:
-        return -1
-    k = int(np.searchsorted(times[lo:hi], t)) + lo
-    best, gap = -1, tolerance + 1
-    for j in (k - 1, k):
-        if lo <= j < hi and abs(int(times[j]) - t) < gap:
-            best, gap = j, abs(int(times[j]) - t)
-    return best
 
 
 def open_bag(

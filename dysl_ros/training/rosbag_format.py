@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
+import numpy as np
+import numpy.typing as npt
 import yaml
 
 from dysl_ros.training.lerobot_dataset import LeRobotFormatError, load_yaml_as
@@ -233,3 +235,18 @@ def deserialize(typestore: Any, raw: bytes | memoryview, msgtype: str, where: st
     function = msgdef.deserialize_cdr_le if raw[1] else msgdef.deserialize_cdr_be
     message, position = function(raw[4:], 0, msgdef.cls, typestore)
     return message, len(raw) - 4 - position
+
+
+def nearest(times: npt.NDArray[np.int64], t: int, tolerance: int, lo: int = 0, hi: int | None = None) -> int:
+    """Index of the element of sorted ``times[lo:hi]`` nearest ``t`` if within ``tolerance``, else -1: how
+    a frame takes the state, action or other camera's message the mapping's tolerance allows."""
+    hi = len(times) if hi is None else int(hi)
+    lo = int(lo)
+    if hi <= lo:
+        return -1
+    k = int(np.searchsorted(times[lo:hi], t)) + lo
+    best, gap = -1, tolerance + 1
+    for j in (k - 1, k):
+        if lo <= j < hi and abs(int(times[j]) - t) < gap:
+            best, gap = j, abs(int(times[j]) - t)
+    return best
