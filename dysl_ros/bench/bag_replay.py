@@ -384,6 +384,26 @@ def _check(args: argparse.Namespace) -> None:
         raise ConfigError("--attach: set ROS_DOMAIN_ID to the running node's domain")
 
 
+@dataclass
+class _Played:
+    """One replay into a node: which node, and what it sent back, with the clocks that map it to the bag."""
+
+    node: str
+    started: bool
+    """This command started the node (else it attached to a running one)."""
+    domain: int
+    received: Received
+    base_ns: int
+    offset_ns: int
+    end_ns: int
+    stamps: Any
+    published: Any
+    wall: float
+
+    def to_bag_ns(self, wall_ns: int, rate: float) -> int:
+        return self.offset_ns + int((wall_ns - self.base_ns) * rate)
+
+
 def _run(args: argparse.Namespace) -> int:
     from dysl_ros.model.checkpoint import ModelDirError, load_spec
     from dysl_ros.training.rosbag_dataset import open_bag
@@ -398,7 +418,23 @@ def _run(args: argparse.Namespace) -> int:
         print(line, file=sys.stderr)
     played = min(args.episodes or len(dataset.plans), len(dataset.plans))
     stop_ns = dataset.plans[played].begin_ns if played < len(dataset.plans) else None
+    run = _replay(args, dataset, [c.name for c in spec.cameras], stop_ns)
+    report, series = _report(args, dataset, played, run)
+    table = markdown_table(report)
+    if args.markdown:
+        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.markdown).write_text(f"### Replay of `{dataset.path}` at {args.rate:g}x\n\n{table}\n")
+    if args.plot:
+        plot_replay(report, series, Path(args.plot))
+    print(table)
+    print(f"{played} episode(s) replayed at {args.rate:g}x in {run.wall:.1f} s into {run.node}")
+    if args.json:
+        print(json.dumps(report))
+    return EXIT_OK
 
+
+def _replay(args: argparse.Namespace, dataset: BagDataset, cameras: list[str], stop_ns: int | None) -> _Played:
+    """The bag played into the node (started here on a domain of its own, or ``--attach``ed)."""
     started = args.attach is None
     name = args.node_name if started else args.attach
     domain = rosenv.claim_domain_id(args.domain_id) if started else int(os.environ["ROS_DOMAIN_ID"])
@@ -409,7 +445,6 @@ def _run(args: argparse.Namespace) -> int:
     if started:
         proc = rosenv.start_process(_node_command(args, name, dataset), env, log)
         print(f"{PROG}: started {name} on ROS domain {domain} (log {log})", file=sys.stderr)
-    cameras = [c.name for c in spec.cameras]
     player = Player(name, cameras, args.image_transport)
     try:
         _wait_ready(player, proc, log, args.startup_timeout_s)
@@ -424,13 +459,21 @@ def _run(args: argparse.Namespace) -> int:
             rosenv.stop_process(proc)
     with player.lock:
         received = player.received
+    return _Played(name, started, domain, received, base_ns, offset_ns, end_ns, stamps, published, wall)
+
+
+def _report(
+    args: argparse.Namespace, dataset: BagDataset, played: int, run: _Played
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The report's figures, and the series its plot draws."""
+    received, end_ns = run.received, run.end_ns
 
     def to_bag_ns(wall_ns: int) -> int:
-        return offset_ns + int((wall_ns - base_ns) * args.rate)
+        return run.to_bag_ns(wall_ns, args.rate)
 
     control = float(received.diagnostics[-1].get("action_rate_hz", "nan")) if received.diagnostics else math.nan
     control_rate = _control_rate(args, received)
-    index = StampIndex(stamps)
+    index = StampIndex(run.stamps)
     episodes = episode_figures(dataset, played, received, index, to_bag_ns, control_rate, end_ns)
     all_ticks = [t for _, t in received.ticks]
     stale = [at for at, label in received.actions if is_stale_label(label) and to_bag_ns(at) <= end_ns]
@@ -440,14 +483,14 @@ def _run(args: argparse.Namespace) -> int:
         "storage": dataset.storage,
         "mapping": str(args.mapping),
         "model_dir": str(args.model_dir),
-        "node": name,
-        "started_node": started,
-        "domain_id": domain,
+        "node": run.node,
+        "started_node": run.started,
+        "domain_id": run.domain,
         "rate": args.rate,
         "image_transport": args.image_transport,
         "num_layers": _num_layers(args.model_dir),
-        "published": published,
-        "wall_s": wall,
+        "published": run.published,
+        "wall_s": run.wall,
         "episodes": episodes,
         "overall": {
             **_tick_figures(all_ticks),
@@ -461,26 +504,16 @@ def _run(args: argparse.Namespace) -> int:
         "measured_action_rate_hz": control,
         "diagnostics": received.diagnostics[-1] if received.diagnostics else {},
     }
-    table = markdown_table(report)
-    if args.markdown:
-        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.markdown).write_text(f"### Replay of `{dataset.path}` at {args.rate:g}x\n\n{table}\n")
-    if args.plot:
-        start = dataset.start_ns
-        series = {
-            "t": [(index.recorded(t.image_stamp) - start) * 1e-9 for t in all_ticks],
-            "tick_ms": [t.tick_ms for t in all_ticks],
-            "chunk_ms": [t.image_to_chunk_ms for t in all_ticks],
-            "layers": [t.executed_layers for t in all_ticks],
-            "stale_t": [(to_bag_ns(at) - start) * 1e-9 for at in stale],
-            "end_s": (end_ns - start) * 1e-9,
-        }
-        plot_replay(report, series, Path(args.plot))
-    print(table)
-    print(f"{played} episode(s) replayed at {args.rate:g}x in {wall:.1f} s into {name}")
-    if args.json:
-        print(json.dumps(report))
-    return EXIT_OK
+    start = dataset.start_ns
+    series = {
+        "t": [(index.recorded(t.image_stamp) - start) * 1e-9 for t in all_ticks],
+        "tick_ms": [t.tick_ms for t in all_ticks],
+        "chunk_ms": [t.image_to_chunk_ms for t in all_ticks],
+        "layers": [t.executed_layers for t in all_ticks],
+        "stale_t": [(to_bag_ns(at) - start) * 1e-9 for at in stale],
+        "end_s": (end_ns - start) * 1e-9,
+    }
+    return report, series
 
 
 def _default_log(args: argparse.Namespace) -> Path:
