@@ -83,16 +83,7 @@ def build_engines(
         raise _torch_needed(model_dir, out_root, target, backend)
     # Build next to the target and rename at the end: a crash never leaves a directory with a
     # manifest over half the segments, and a concurrent reader never sees one.
-    staging = target.parent / f".{backend}.building-{os.getpid()}"
-    try:
-        if staging.exists():
-            shutil.rmtree(staging)
-        staging.mkdir(parents=True)
-    except OSError as exc:
-        raise EngineError(
-            f"cannot write engines under {target.parent}: {exc}. Point engine_dir (node) or --out (build_engines) "
-            "at a writable directory"
-        ) from exc
+    staging = _staging(target, backend)
     try:
         if onnx_source is not None:
             onnx_dir, onnx_manifest = onnx_source
@@ -133,6 +124,21 @@ def build_engines(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return target
+
+
+def _staging(target: Path, backend: str) -> Path:
+    """An empty directory beside ``target`` that the build fills and then renames to it."""
+    staging = target.parent / f".{backend}.building-{os.getpid()}"
+    try:
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.mkdir(parents=True)
+    except OSError as exc:
+        raise EngineError(
+            f"cannot write engines under {target.parent}: {exc}. Point engine_dir (node) or --out (build_engines) "
+            "at a writable directory"
+        ) from exc
+    return staging
 
 
 def _torch_needed(model_dir: str | Path, out_root: str | Path, target: Path, backend: str) -> TorchNeeded:

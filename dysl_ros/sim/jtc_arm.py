@@ -175,20 +175,7 @@ class JtcArm(Node):
         """Simulate until ``stop`` (or ``--duration``): the log's arrays."""
         args = self.args
         n = len(args.joints)
-        follower = TrajectoryFollower(
-            args.joints,
-            distro=args.distro,
-            start_state=args.start_state,
-            update_rate_hz=args.update_rate,
-            allow_partial_joints_goal=args.allow_partial_joints_goal,
-            allow_nonzero_velocity_at_trajectory_end=(
-                None
-                if args.allow_nonzero_velocity_at_trajectory_end is None
-                else args.allow_nonzero_velocity_at_trajectory_end == "true"
-            ),
-            cmd_timeout=args.cmd_timeout,
-            has_velocity_state=not args.no_velocity_state,
-        )
+        follower = _follower(args)
         arm = LaggedArm(n, args.tau, args.initial_positions)
         follower.activate(arm.positions, arm.velocities)  # trajectories arriving before the first update count
         period_ns = follower.update_period_ns
@@ -259,6 +246,21 @@ class JtcArm(Node):
             "timeouts": np.array(follower.timeouts),
             "max_catch_up_steps": np.array(max_catch_up),
         }
+
+
+def _follower(args: argparse.Namespace) -> TrajectoryFollower:
+    """The JTC's trajectory follower as the flags configure it."""
+    nonzero_end = args.allow_nonzero_velocity_at_trajectory_end
+    return TrajectoryFollower(
+        args.joints,
+        distro=args.distro,
+        start_state=args.start_state,
+        update_rate_hz=args.update_rate,
+        allow_partial_joints_goal=args.allow_partial_joints_goal,
+        allow_nonzero_velocity_at_trajectory_end=None if nonzero_end is None else nonzero_end == "true",
+        cmd_timeout=args.cmd_timeout,
+        has_velocity_state=not args.no_velocity_state,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

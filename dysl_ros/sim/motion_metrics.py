@@ -131,6 +131,34 @@ def _hits(values: Array, limit: Array, rel_tol: float) -> Mask:
     return np.abs(values) > limit * (1.0 + rel_tol)
 
 
+def _check_log(t: Array, p: Array, v: Array, a: Array, q: Array, names: int) -> None:
+    if not (t.shape == (p.shape[0],) and v.shape == a.shape == q.shape == p.shape and names == p.shape[1]):
+        raise ValueError(
+            f"shapes disagree: times {t.shape}, setpoints {p.shape} {v.shape} {a.shape}, measured {q.shape}, "
+            f"{names} joint names"
+        )
+    if p.shape[0] >= 2 and not np.all(np.diff(t) > 0.0):
+        raise ValueError("times_s must be strictly increasing")
+
+
+def _limit_hits(
+    p: Array, velocity: tuple[Array, Array], acceleration: tuple[Array, Array], jerk: tuple[Array, Array],
+    limits: JointLimits, rel_tol: float, position_tol: float,
+) -> tuple[Mask, Mask, Mask, Mask]:
+    """Per update and joint, a position, velocity, acceleration and jerk limit hit: an update's own
+    sample or a finite difference ending at it (each difference counted once). Each of ``velocity``,
+    ``acceleration`` and ``jerk`` is (sampled, finite difference)."""
+    position_hits: Mask = (p < limits.lower - position_tol) | (p > limits.upper + position_tol)
+    velocity_hits = _hits(velocity[0], limits.velocity, rel_tol)
+    velocity_hits[1:] |= _hits(velocity[1], limits.velocity, rel_tol)
+    acceleration_hits = _hits(acceleration[0], limits.acceleration, rel_tol)
+    acceleration_hits[2:] |= _hits(acceleration[1], limits.acceleration, rel_tol)
+    jerk_hits = np.zeros(p.shape, dtype=bool)
+    jerk_hits[1:] |= _hits(jerk[0], limits.jerk, rel_tol)
+    jerk_hits[3:] |= _hits(jerk[1], limits.jerk, rel_tol)
+    return position_hits, velocity_hits, acceleration_hits, jerk_hits
+
+
 def motion_report(
     times_s: Sequence[float] | Array,
     setpoint_positions: Array,
@@ -152,19 +180,10 @@ def motion_report(
     exceeds. A hand-off at index k compares |p[k] − p[k−1]| with v_max times ``handoff_period_s`` (the
     sender's control period; default the median update period).
     """
-    t = np.asarray(times_s, dtype=np.float64)
-    p = np.asarray(setpoint_positions, dtype=np.float64)
-    v = np.asarray(setpoint_velocities, dtype=np.float64)
-    a = np.asarray(setpoint_accelerations, dtype=np.float64)
-    q = np.asarray(measured_positions, dtype=np.float64)
+    t, p, v, a, q = (np.asarray(x, dtype=np.float64) for x in (
+        times_s, setpoint_positions, setpoint_velocities, setpoint_accelerations, measured_positions))
     n_updates, n = p.shape
-    if not (t.shape == (n_updates,) and v.shape == a.shape == q.shape == p.shape and len(joint_names) == n):
-        raise ValueError(
-            f"shapes disagree: times {t.shape}, setpoints {p.shape} {v.shape} {a.shape}, measured {q.shape}, "
-            f"{len(joint_names)} joint names"
-        )
-    if n_updates >= 2 and not np.all(np.diff(t) > 0.0):
-        raise ValueError("times_s must be strictly increasing")
+    _check_log(t, p, v, a, q, len(joint_names))
     limits = limits if limits is not None else JointLimits.make(n)
     period_s = float(np.median(np.diff(t))) if n_updates >= 2 else float("nan")
 
@@ -174,15 +193,9 @@ def motion_report(
     jerk_sampled, _ = _rate(a, t)
     steps = np.abs(np.diff(p, axis=0))
 
-    # An update's hit: its own sample or a difference ending at it (each difference counted once).
-    position_hits: Mask = (p < limits.lower - position_tol) | (p > limits.upper + position_tol)
-    velocity_hits = _hits(v, limits.velocity, rel_tol)
-    velocity_hits[1:] |= _hits(velocity_fd, limits.velocity, rel_tol)
-    acceleration_hits = _hits(a, limits.acceleration, rel_tol)
-    acceleration_hits[2:] |= _hits(acceleration_fd, limits.acceleration, rel_tol)
-    jerk_hits = np.zeros(p.shape, dtype=bool)
-    jerk_hits[1:] |= _hits(jerk_sampled, limits.jerk, rel_tol)
-    jerk_hits[3:] |= _hits(jerk_fd, limits.jerk, rel_tol)
+    position_hits, velocity_hits, acceleration_hits, jerk_hits = _limit_hits(
+        p, (v, velocity_fd), (a, acceleration_fd), (jerk_sampled, jerk_fd), limits, rel_tol, position_tol
+    )
 
     error = p - q
     handoffs = np.asarray(handoff_indices, dtype=np.int64)
