@@ -16,10 +16,7 @@ class TorchBackend:
     name = "torch"
 
     def __init__(
-        self,
-        model: VLABackbone,
-        modules: DySLModules | None,
-        device: str | torch.device = "cpu",
+        self, model: VLABackbone, modules: DySLModules | None, device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
     ) -> None:
         self.device = torch.device(device)

@@ -60,10 +60,7 @@ class TorchCudaGraphBackend:
     name = BACKEND
 
     def __init__(
-        self,
-        model: VLABackbone,
-        modules: DySLModules | None,
-        device: str | torch.device = "cuda",
+        self, model: VLABackbone, modules: DySLModules | None, device: str | torch.device = "cuda",
         dtype: torch.dtype = torch.float32,
     ) -> None:
         """Move ``model`` and ``modules`` to ``device`` in ``dtype`` (in place, as TorchBackend does)

@@ -70,14 +70,10 @@ def build_synthetic(
         raise ValueError(f"unknown synthetic model {name!r}; known: {sorted(SHAPES)}")
     shape = SHAPES[name]
     llama = LlamaConfig(
-        hidden_size=shape.hidden_size,
-        num_hidden_layers=shape.num_layers,
-        num_attention_heads=shape.num_heads,
-        num_key_value_heads=shape.num_heads,
-        intermediate_size=shape.intermediate_size,
+        hidden_size=shape.hidden_size, num_hidden_layers=shape.num_layers, intermediate_size=shape.intermediate_size,
+        num_attention_heads=shape.num_heads, num_key_value_heads=shape.num_heads, rms_norm_eps=1e-5,
         vocab_size=16,  # the decoder's token embedding is unused (the VLA embeds observations itself)
         max_position_embeddings=4096,
-        rms_norm_eps=1e-5,
     )
     torch.manual_seed(seed)
     previous = torch.get_default_dtype()

@@ -41,6 +41,12 @@ MAPPING_HELP = (
 )
 
 
+def _fail(command: str, message: str, status: int = 2) -> int:
+    """``dysl_train <command>: <message>`` on stderr, and the exit status (2: usage, 1: nothing made)."""
+    print(f"dysl_train {command}: {message}", file=sys.stderr)
+    return status
+
+
 def _stage(module: str, function: str) -> Handler:
     """A handler that imports ``module`` only when called (``demos`` does not pay for torch)."""
 
@@ -59,11 +65,9 @@ def _demos(args: argparse.Namespace) -> int:
         settings = from_flags(DemosSettings, args)
         summary = generate_demos(args.out, settings, overwrite=args.overwrite, progress=not args.no_progress)
     except (ValueError, FileExistsError, RuntimeError) as exc:  # RuntimeError: an episode failed in a worker
-        print(f"dysl_train demos: {exc}", file=sys.stderr)
-        return 2
+        return _fail("demos", str(exc))
     if not any(row["kept"] for row in summary.values()):
-        print("dysl_train demos: no episode was kept (the expert never succeeded?)", file=sys.stderr)
-        return 1
+        return _fail("demos", "no episode was kept (the expert never succeeded?)", 1)
     return 0
 
 
@@ -104,8 +108,7 @@ def _demos_lerobot(args: argparse.Namespace) -> int:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         if not (args.overwrite and (out / INFO_PATH).is_file()):
             hint = "" if args.overwrite else ": choose another --out, or --overwrite to replace a LeRobot dataset"
-            print(f"dysl_train demos: {out} exists and is not an empty directory{hint}", file=sys.stderr)
-            return 2
+            return _fail("demos", f"{out} exists and is not an empty directory{hint}")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.npz.", dir=out.parent))
     try:
@@ -121,8 +124,7 @@ def _demos_lerobot(args: argparse.Namespace) -> int:
                 shutil.rmtree(out)
                 os.replace(target, out)
         except (ValueError, OSError) as exc:
-            print(f"dysl_train demos: {exc}", file=sys.stderr)
-            return 2
+            return _fail("demos", str(exc))
         print(f"LeRobotDataset v3.0 ({args.codec}): {out}")
         return 0
     finally:
@@ -133,15 +135,13 @@ def _to_lerobot(args: argparse.Namespace) -> int:
     if args.rosbag is not None:
         return _bag_to_lerobot(args)
     if args.mapping is not None or args.json:
-        print("dysl_train to-lerobot: --mapping and --json are for --rosbag", file=sys.stderr)
-        return 2
+        return _fail("to-lerobot", "--mapping and --json are for --rosbag")
     from dysl_ros.training.lerobot_writer import demos_to_lerobot
 
     try:
         out = demos_to_lerobot(args.demos, args.out, codec=args.codec, fps=args.fps)
     except (ValueError, OSError) as exc:  # DemoFormatError, LeRobotFormatError; FileExistsError for OUT
-        print(f"dysl_train to-lerobot: {exc}", file=sys.stderr)
-        return 2
+        return _fail("to-lerobot", str(exc))
     print(f"LeRobotDataset v3.0 ({args.codec}): {out}")
     return 0
 
@@ -154,22 +154,17 @@ def _bag_to_lerobot(args: argparse.Namespace) -> int:
     from dysl_ros.training.rosbag_dataset import bag_to_lerobot, open_bag
 
     if args.mapping is None:
-        print("dysl_train to-lerobot: --rosbag needs --mapping FILE (topics -> cameras, state, action)",
-              file=sys.stderr)
-        return 2
+        return _fail("to-lerobot", "--rosbag needs --mapping FILE (topics -> cameras, state, action)")
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        print(f"dysl_train to-lerobot: {out} exists and is not an empty directory: choose another --out",
-              file=sys.stderr)
-        return 2
+        return _fail("to-lerobot", f"{out} exists and is not an empty directory: choose another --out")
     try:
         dataset = open_bag(args.rosbag, args.mapping, min_length=args.min_length, progress=not args.no_progress)
         for line in dataset.summary_lines():
             print(line)
         bag_to_lerobot(dataset, out, codec=args.codec, progress=not args.no_progress)
     except (ValueError, OSError) as exc:  # BagFormatError, LeRobotFormatError; FileExistsError for OUT
-        print(f"dysl_train to-lerobot: {exc}", file=sys.stderr)
-        return 2
+        return _fail("to-lerobot", str(exc))
     print(f"LeRobotDataset v3.0 ({args.codec}, {dataset.fps:g} fps): {out}")
     if args.json:
         print(json.dumps({**dataset.summary(), "out": str(out), "codec": args.codec}))
@@ -286,8 +281,7 @@ def _import(args: argparse.Namespace) -> int:
             dtype=args.dtype,
         )
     except (ConfigError, ValueError, OSError, yaml.YAMLError) as exc:  # json errors are ValueErrors
-        print(f"dysl_train import: {exc}", file=sys.stderr)
-        return 2
+        return _fail("import", str(exc))
     description = json.loads((out / "backbone.json").read_text())
     print(
         f"imported {description['family']} decoder ({description['num_layers']} layers, hidden "
