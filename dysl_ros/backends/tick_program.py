@@ -1,9 +1,9 @@
 """A DySL tick as one straight-line program of conditional steps: what a device captures once and
 replays every tick without asking the host at each consulted controller.
 
-The design of a backend not built yet (CUDA graph conditional nodes, docs/engines.md "The whole
-tick on the GPU"): the reference semantics its device code will be held to, here beside the
-backends rather than in ``core`` (which holds what every robot runs; nothing runs this yet).
+The design of a backend that does not exist yet (CUDA graph conditional nodes, docs/engines.md
+"The whole tick on the GPU"): the reference semantics its device code will be held to, here beside
+the backends rather than in ``core`` (which holds what every robot runs; nothing runs this yet).
 
 The runner (``runner.run_path``) decides on the host: each consulted controller's probability comes
 back to the CPU before the next segment can be chosen, one device sync per controller. Here the
