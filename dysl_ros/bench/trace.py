@@ -58,7 +58,9 @@ class DecisionTrace:
             "static_layers": list(self.static_layers),
             "ticks": [asdict(t) for t in self.ticks],
         }
-        Path(path).write_text(json.dumps(data) + "\n")
+        file = Path(path)
+        file.parent.mkdir(parents=True, exist_ok=True)  # as --markdown and --plot: no run lost to a missing folder
+        file.write_text(json.dumps(data) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> DecisionTrace:
