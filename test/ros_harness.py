@@ -300,6 +300,13 @@ class RosSession:
         self._keep.append(sub)
         return recorder
 
+    def add_node(self, node: Any) -> None:
+        """Spin another node of this session's context (a stand-in for a robot's node)."""
+        self._executor.add_node(node)
+
+    def remove_node(self, node: Any) -> None:
+        self._executor.remove_node(node)
+
     def publisher(self, msg_type: type, topic: str, qos: QoSProfile) -> Any:
         pub = self.node.create_publisher(msg_type, topic, qos)
         self._keep.append(pub)
