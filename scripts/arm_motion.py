@@ -35,6 +35,7 @@ from arm_loop import (  # noqa: E402
     arm_loop,
     enable,
     lifecycle,
+    lost_windows,
     make_arm_model,
     motion,
     stop_after,
@@ -54,14 +55,20 @@ def closed_loop(root: Path, model: Path, distro: str, rule: str, seconds: float,
                 before_src: Path | None) -> tuple[str, dict[str, object], dict[str, object]]:
     with arm_loop(root, model, distro, rule, node_src=before_src) as loop:
         loop.wait_serving()
+        loop.record_sent()
         begin = time.time_ns()
         loop.feed(seconds, instruction_period_s=period)
         end = time.time_ns()
         diag = loop.fresh_diag()
         log = loop.stop_arm()
+        sent = [s for s in loop.sent.messages if begin <= s < end]
     report = motion(log, begin, end)
+    lost = lost_windows(log, sent, begin)
     worst = {name: report.worst(name) for name in COLUMNS[1:] if name != "handoff_bound"}
-    return report.markdown(COLUMNS), {"handoffs": report.handoffs, "updates": report.updates, **worst}, diag
+    summary = {"handoffs": report.handoffs, "updates": report.updates, "sent": len(sent), "lost": len(lost), **worst}
+    note = (f"{len(sent)} trajectories sent, {report.handoffs} hand-offs, {len(lost)} trajectories the controller "
+            "never got (its subscription is best effort, depth 1)\n")
+    return note + "\n" + report.markdown(COLUMNS), summary, diag
 
 
 def faults(root: Path, model: Path) -> list[Stop]:

@@ -146,7 +146,10 @@ class ArmLoop:
         def serving() -> bool:
             self.frame()
             time.sleep(1.0 / CAMERA_HZ)
-            return self.diag().get("joint_motion") in ("tracking", "braking (chunk ended)", "at rest")
+            diag = self.diag()
+            if "joint_motion" not in diag:  # a node from before the arm-safety work (--before-src)
+                return int(diag.get("chunks_published", "0")) > 0
+            return diag["joint_motion"] in ("tracking", "braking (chunk ended)", "at rest")
 
         assert self.ros.wait_until(serving, timeout, period=0.0), f"not serving: {self.diag()}\n{self.node_log_tail()}"
 

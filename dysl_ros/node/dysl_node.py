@@ -197,6 +197,7 @@ class DySLNode(LifecycleNode):
         self._warmup_ms: list[float] = []  # latency estimate until real ticks have run
         self._enabled = True  # ~/enable: false latches an e-stop
         self._fault = ""  # why the node takes the error path (the stream or inference thread died)
+        self._configure_error = ""  # the last failed configure's reason, for /diagnostics
         self._fault_wake = self.create_guard_condition(self._on_fault)
         self._braking: threading.Thread | None = None  # the node's own stop when the stream is gone
         self._joint_config: JointConfig | None = None
@@ -263,6 +264,7 @@ class DySLNode(LifecycleNode):
             limits = self._joint_limits(params, wiring) if wiring is not None else None
         except (ConfigError, ModelDirError, EngineError) as exc:
             self.get_logger().error(f"configure failed: {exc}")
+            self._configure_error = f"configure failed: {exc}"
             stream.stop()
             return TransitionCallbackReturn.FAILURE
         if not np.all(np.isfinite(low)):
@@ -313,7 +315,7 @@ class DySLNode(LifecycleNode):
             self.get_logger().error(f"configure failed: {exc}")
             self._destroy_topics()
             return TransitionCallbackReturn.FAILURE
-        self.stream, self._stream_error, self._fault = stream, "", ""
+        self.stream, self._stream_error, self._fault, self._configure_error = stream, "", "", ""
         if params.stream_priority and not scheduling.startswith("SCHED_FIFO"):
             self.get_logger().warning(f"action stream: {scheduling}")
         self.stats = Stats(waiting_for="activate")
@@ -966,7 +968,9 @@ class DySLNode(LifecycleNode):
         elif not self._enabled:
             status.level, status.message = DiagnosticStatus.WARN, "disabled (e-stop by ~/enable): only stop commands"
         elif self.params is None:
-            status.level, status.message = DiagnosticStatus.OK, "unconfigured"
+            failed = self._configure_error
+            status.level = DiagnosticStatus.ERROR if failed else DiagnosticStatus.OK
+            status.message = f"unconfigured: {failed}" if failed else "unconfigured"
         elif not self._active.is_set():
             status.level, status.message = DiagnosticStatus.OK, "inactive"
         elif waiting:
