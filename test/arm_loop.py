@@ -184,23 +184,34 @@ def motion(
     return report_from_log(sliced, limits, handoff_period_s=DT_S)
 
 
+LATE_ARRIVAL_NS = 2 * round(DT_S * 1e9)
+"""A trajectory that reaches the controller this long after its first point came after its new motion
+had begun: the node sent it a period ahead; the controller's side took it late (starved)."""
+
+
 def lost_windows(log: dict[str, Any], sent: list[int], since_ns: int) -> list[tuple[int, int]]:
-    """The controller-time windows that follow a trajectory the controller never got: the next one
-    it does get continues the lost one's plan, so that hand-off steps (by what the two plans
-    diverged since the lost one's start). Each window runs from that hand-off to the one after."""
+    """The controller-time windows the node cannot answer for: after a trajectory the controller never
+    got (the next one it gets continues the lost one's plan, so that hand-off steps by what the two
+    plans diverged since), and from a trajectory it took after its new motion had begun (a starved
+    controller process). Each window runs from that hand-off to the one after."""
     received = {int(s) for s in log["trajectory_stamp_ns"]}
     arrivals = np.asarray(log["trajectory_arrival_ns"], dtype=np.int64)
     stamps = np.asarray(log["trajectory_stamp_ns"], dtype=np.int64)
+    end_of_log = int(log["time_ns"][-1]) + 1
+
+    def window(index: int) -> tuple[int, int]:
+        end = int(arrivals[index + 1]) if index + 1 < len(arrivals) else end_of_log
+        return int(arrivals[index]) - 10_000_000, end
+
     windows = []
     for stamp in sorted(set(sent)):
         if stamp in received or stamp < since_ns:
             continue
         later = np.flatnonzero(stamps > stamp)
         if later.size:
-            start = int(arrivals[later[0]])
-            end = int(arrivals[later[1]]) if later.size > 1 else int(log["time_ns"][-1]) + 1
-            windows.append((start - 10_000_000, end))
-    return windows
+            windows.append(window(int(later[0])))
+    late = np.flatnonzero((arrivals - stamps > LATE_ARRIVAL_NS) & (stamps >= since_ns))
+    return sorted(set(windows) | {window(int(i)) for i in late})
 
 
 def motion_without(

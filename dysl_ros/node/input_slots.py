@@ -41,6 +41,8 @@ class TickInputs(NamedTuple):
     proprio: npt.NDArray[np.float64]
     joints: npt.NDArray[np.float64] | None
     """The command joints' positions measured with ``proprio`` (None without the wiring)."""
+    joints_received: float = float("nan")
+    """When those joint positions arrived (monotonic s)."""
 
 
 @dataclass
@@ -151,8 +153,9 @@ class InputSlots:
         age_ms = (now_s() - image.stamp) * 1000.0
         if age_ms > self.max_age_s * 1000.0:
             return Taken(None, new_task, "fresh image", stale=True, image_age_ms=age_ms)
-        measured = joints[0] if joints is not None else None
-        return Taken(TickInputs(image, images, instruction, proprio[0], measured), new_task, image_age_ms=age_ms)
+        measured, received = (joints[0], joints[1]) if joints is not None else (None, float("nan"))
+        inputs = TickInputs(image, images, instruction, proprio[0], measured, received)
+        return Taken(inputs, new_task, image_age_ms=age_ms)
 
     def _await_cameras_in_step(self, stop: threading.Event) -> None:
         """(Lock held.) The other cameras' frames of the same moment often land just after the first

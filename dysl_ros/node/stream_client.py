@@ -123,10 +123,12 @@ class ActionStreamProcess:
         clock_offset_ns: int,
         targets: npt.NDArray[np.float64] | None = None,
         measured: npt.NDArray[np.float64] | None = None,
+        measured_ns: int = 0,
     ) -> None:
         joint = None if targets is None else np.ascontiguousarray(targets, dtype=np.float64)
         here = None if measured is None else np.ascontiguousarray(measured, dtype=np.float64)
-        self._send(Chunk(seq, stamp_ns, np.ascontiguousarray(actions, dtype=np.float64), clock_offset_ns, joint, here))
+        chunk = np.ascontiguousarray(actions, dtype=np.float64)
+        self._send(Chunk(seq, stamp_ns, chunk, clock_offset_ns, joint, here, measured_ns))
 
     def set_active(
         self, active: bool, timeout: float = 2.0, final_action: npt.NDArray[np.float64] | None = None

@@ -261,7 +261,9 @@ class _Stream:
         assert self.joints is not None and chunk.targets is not None
         joints, targets = self.joints, chunk.targets
         self._publish_plan(
-            lambda start: joints.plan_chunk(chunk.stamp_ns, targets, chunk.measured, start, len(targets)),
+            lambda start: joints.plan_chunk(
+                chunk.stamp_ns, targets, chunk.measured, start, len(targets), chunk.measured_ns
+            ),
             chunk.stamp_ns,
         )
 

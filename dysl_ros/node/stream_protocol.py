@@ -64,6 +64,8 @@ class Chunk(NamedTuple):
     """(chunk_len, joints) absolute joint positions of the same actions, when the joints are wired."""
     measured: npt.NDArray[np.float64] | None = None
     """The command joints' positions the observation saw (ramp-in start, max_step centre)."""
+    measured_ns: int = 0
+    """When they were measured (node clock): compared with what the plans commanded then."""
 
 
 class SetActive(NamedTuple):
