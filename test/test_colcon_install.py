@@ -20,7 +20,6 @@ from install_tree import colcon_build
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = "dysl_ros"
-BUILD_TIMEOUT_S = 120
 """A build takes a few seconds; the limit only stops a hung one."""
 
 
