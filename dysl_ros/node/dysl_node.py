@@ -582,9 +582,10 @@ class DySLNode(LifecycleNode):
             wiring = self._wiring
             targets = wiring.joint_chunks(actions, taken.joints, params.dt)[0] if wiring is not None else None
             clock_offset = self._now_ns() - time.time_ns()  # read together: the node clock against the system's
-            measured_ns = self._now_ns() - round((time.monotonic() - taken.joints_received) * 1e9)
-            stream.send_chunk(seq, image.stamp_ns, actions, clock_offset, targets, taken.joints,
-                              measured_ns if taken.joints is not None else 0)
+            measured_ns = 0  # when the joint state was measured, on the node clock (0: no joint state)
+            if taken.joints is not None:
+                measured_ns = self._now_ns() - round((time.monotonic() - taken.joints_received) * 1e9)
+            stream.send_chunk(seq, image.stamp_ns, actions, clock_offset, targets, taken.joints, measured_ns)
             try:
                 chunk_pub.publish(chunk_message(self._names, image.stamp_msg, actions, params.dt))
                 self.stats.chunks_published += 1
