@@ -17,9 +17,16 @@ VELOCITY = np.array([1.2, 1.0, 1.4, 1.6, 1.8, 2.0, 0.5])
 ACCELERATION = np.array([4.0, 3.0, 5.0, 6.0, 8.0, 8.0, 2.0])
 
 
-def urdf(joints: tuple[str, ...] = JOINTS, drop: str | None = None, limit_of: dict[str, str] | None = None) -> str:
+def urdf(
+    joints: tuple[str, ...] = JOINTS,
+    drop: str | None = None,
+    limit_of: dict[str, str] | None = None,
+    limits: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+) -> str:
     """The arm's URDF: a chain of revolute joints and a prismatic gripper. ``drop`` leaves a joint
-    out; ``limit_of`` replaces a joint's ``<limit .../>`` element text (for the bad cases)."""
+    out; ``limit_of`` replaces a joint's ``<limit .../>`` element text (for the bad cases);
+    ``limits``: (lower, upper, velocity) instead of this arm's."""
+    lower, upper, velocity = limits if limits is not None else (LOWER, UPPER, VELOCITY)
     links = ['  <link name="base"/>']
     elements = []
     parent = "base"
@@ -30,7 +37,7 @@ def urdf(joints: tuple[str, ...] = JOINTS, drop: str | None = None, limit_of: di
         links.append(f'  <link name="{child}"/>')
         kind = "prismatic" if name == "gripper" else "revolute"
         limit = (limit_of or {}).get(
-            name, f'<limit lower="{LOWER[i]}" upper="{UPPER[i]}" velocity="{VELOCITY[i]}" effort="50"/>'
+            name, f'<limit lower="{lower[i]}" upper="{upper[i]}" velocity="{velocity[i]}" effort="50"/>'
         )
         elements.append(
             f'  <joint name="{name}" type="{kind}">\n'

@@ -28,7 +28,8 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from ros_harness import LATCHED_QOS, PYTHON, SENSOR_QOS, RosSession, ros_process, ros_session, unique_domain_id
 from sensor_msgs.msg import Image
-from std_msgs.msg import Float64MultiArray, String
+from std_msgs.msg import String
+from trajectory_msgs.msg import JointTrajectory
 
 from dysl_ros.model.observation_spec import Normalisation
 from dysl_ros.sim.motion_metrics import JointLimits, MotionReport, report_from_log
@@ -74,13 +75,9 @@ class ArmLoop:
         ns = f"/{self.name}"
         self.cameras = {c.name: self.ros.publisher(Image, f"{ns}/{c.name}/image", SENSOR_QOS) for c in ARM_SPEC.cameras}
         self.instruction_pub = self.ros.publisher(String, f"{ns}/instruction", LATCHED_QOS)
-        reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
-        # No probe on ~/joint_trajectory: the stream plans once anyone subscribes, and a probe that
-        # matched before the arm's controller would have it plan for nobody (the arm's log has them all).
-        self.commands = self.ros.subscribe_with_info(
-            Float64MultiArray, f"{ns}/commands", reliable,
-            lambda m: (list(m.data), m.layout.dim[0].label if m.layout.dim else ""),
-        )
+        # No probe on the controller topics yet: the stream plans once anything subscribes there, and
+        # a probe matched before the arm's controller would have it plan for nobody (record_sent).
+        self.sent: Any = None
         self.diagnostics = self.ros.subscribe(
             DiagnosticArray, "/diagnostics", 10,
             lambda m: ({"_message": m.status[0].message, **{kv.key: kv.value for kv in m.status[0].values}}
@@ -131,13 +128,28 @@ class ArmLoop:
         assert arrived, "no diagnostics"
         return self.diag()
 
+    def record_sent(self) -> None:
+        """From now on, the header stamp of every trajectory the node sends (once the arm listens)."""
+        reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+        self.sent = self.ros.subscribe(
+            JointTrajectory, f"/{self.name}/joint_trajectory", reliable, lambda m: stamp_ns(m.header.stamp)
+        )
+        assert self.ros.wait_until(lambda: self.sent.subscription.get_publisher_count() > 0, 10.0)
+        settle = time.monotonic() + 0.3  # the writer's side matches last; keep the arm moving meanwhile
+        while time.monotonic() < settle:
+            self.frame()
+            time.sleep(1.0 / CAMERA_HZ)
+
     def wait_serving(self, timeout: float = 90.0) -> None:
         """Frames until the node has published chunks and the stream follows a plan."""
 
         def serving() -> bool:
             self.frame()
             time.sleep(1.0 / CAMERA_HZ)
-            return self.diag().get("joint_motion") in ("tracking", "braking (chunk ended)", "at rest")
+            diag = self.diag()
+            if "joint_motion" not in diag:  # a node from before the arm-safety work (--before-src)
+                return int(diag.get("chunks_published", "0")) > 0
+            return diag["joint_motion"] in ("tracking", "braking (chunk ended)", "at rest")
 
         assert self.ros.wait_until(serving, timeout, period=0.0), f"not serving: {self.diag()}\n{self.node_log_tail()}"
 
@@ -155,7 +167,9 @@ class ArmLoop:
             return {key: data[key] for key in data.files}
 
 
-def motion(log: dict[str, Any], from_ns: int | None = None, to_ns: int | None = None) -> MotionReport:
+def motion(
+    log: dict[str, Any], from_ns: int | None = None, to_ns: int | None = None, limits: JointLimits = METRIC_LIMITS
+) -> MotionReport:
     """The arm log's motion report within [from_ns, to_ns) of the controller's clock, against the arm's
     limits; hand-off jumps compared with v_max times the node's control period."""
     keep = np.ones(len(log["time_ns"]), dtype=bool)
@@ -167,7 +181,52 @@ def motion(log: dict[str, Any], from_ns: int | None = None, to_ns: int | None = 
     sliced = {k: (v[index] if isinstance(v, np.ndarray) and v.shape[:1] == keep.shape else v) for k, v in log.items()}
     handoffs = np.asarray(log["handoff_indices"], dtype=np.int64)
     sliced["handoff_indices"] = np.searchsorted(index, handoffs[np.isin(handoffs, index)])
-    return report_from_log(sliced, METRIC_LIMITS, handoff_period_s=DT_S)
+    return report_from_log(sliced, limits, handoff_period_s=DT_S)
+
+
+LATE_ARRIVAL_NS = 2 * round(DT_S * 1e9)
+"""A trajectory that reaches the controller this long after its first point came after its new motion
+had begun: the node sent it a period ahead; the controller's side took it late (starved)."""
+
+
+def lost_windows(log: dict[str, Any], sent: list[int], since_ns: int) -> list[tuple[int, int]]:
+    """The controller-time windows the node cannot answer for: after a trajectory the controller never
+    got (the next one it gets continues the lost one's plan, so that hand-off steps by what the two
+    plans diverged since), and from a trajectory it took after its new motion had begun (a starved
+    controller process). Each window runs from that hand-off to the one after."""
+    received = {int(s) for s in log["trajectory_stamp_ns"]}
+    arrivals = np.asarray(log["trajectory_arrival_ns"], dtype=np.int64)
+    stamps = np.asarray(log["trajectory_stamp_ns"], dtype=np.int64)
+    end_of_log = int(log["time_ns"][-1]) + 1
+
+    def window(index: int) -> tuple[int, int]:
+        end = int(arrivals[index + 1]) if index + 1 < len(arrivals) else end_of_log
+        return int(arrivals[index]) - 10_000_000, end
+
+    windows = []
+    for stamp in sorted(set(sent)):
+        if stamp in received or stamp < since_ns:
+            continue
+        later = np.flatnonzero(stamps > stamp)
+        if later.size:
+            windows.append(window(int(later[0])))
+    late = np.flatnonzero((arrivals - stamps > LATE_ARRIVAL_NS) & (stamps >= since_ns))
+    return sorted(set(windows) | {window(int(i)) for i in late})
+
+
+def motion_without(
+    log: dict[str, Any], windows: list[tuple[int, int]], from_ns: int, to_ns: int | None = None,
+    limits: JointLimits = METRIC_LIMITS,
+) -> list[MotionReport]:
+    """Motion reports of the stretches between ``windows`` (lost_windows) within [from_ns, to_ns)."""
+    edges, start = [], from_ns
+    for begin, end in sorted(windows):
+        if begin > start:
+            edges.append((start, begin))
+        start = max(start, end)
+    edges.append((start, to_ns if to_ns is not None else int(log["time_ns"][-1]) + 1))
+    times = log["time_ns"]
+    return [motion(log, a, b, limits) for a, b in edges if np.count_nonzero((times >= a) & (times < b)) > 3]
 
 
 def at_rest_after(log: dict[str, Any], t_ns: int, until_ns: int | None = None, speed: float = 1e-9) -> int | None:
@@ -197,13 +256,20 @@ def arm_loop(
     node_env: dict[str, str] | None = None,
     name: str = "dysl_arm",
     node_may_die: bool = False,
+    params_file: Path | None = None,
+    joints: tuple[str, ...] = JOINTS,
+    initial_positions: np.ndarray | None = None,
+    arm_args: tuple[str, ...] = (),
 ) -> Iterator[ArmLoop]:
     """Start the arm, the node and this process's probes; on exit SIGINT both (the arm writes
     ``root/arm.npz`` unless ``stop_arm`` already did). ``node_src``: run the node from another source tree
     (the code before a change, for a before/after figure)."""
+    root = root.resolve()  # the node may run from another directory (node_src)
+    model_dir = model_dir.resolve()
     root.mkdir(parents=True, exist_ok=True)
     domain = unique_domain_id()
-    params_file = arm_fixture.write_params(root / "arm.yaml", f"/{name}", arm_fixture.urdf())
+    if params_file is None:
+        params_file = arm_fixture.write_params(root / "arm.yaml", f"/{name}", arm_fixture.urdf())
     values: dict[str, Any] = {
         "model_dir": str(model_dir),
         "autostart": True,
@@ -212,20 +278,20 @@ def arm_loop(
         "diagnostics_period_s": 0.2,
         "warmup_ticks": 1,
         "stream_priority": 0,
-        "state_joint_names": "[" + ",".join(JOINTS) + "]",
-        "command_joint_names": "[" + ",".join(JOINTS) + "]",
+        "state_joint_names": "[" + ",".join(joints) + "]",
+        "command_joint_names": "[" + ",".join(joints) + "]",
         **(node_params or {}),
     }
     node = [PYTHON, "-m", "dysl_ros.node.dysl_node", "--ros-args", "-r", f"__node:={name}",
             "--params-file", str(params_file)]
     for key, value in values.items():
         node += ["-p", f"{key}:={str(value).lower() if isinstance(value, bool) else value}"]
-    middle = (arm_fixture.LOWER + arm_fixture.UPPER) / 2
-    arm = [PYTHON, "-m", "dysl_ros.sim.jtc_arm", "--joints", ",".join(JOINTS), "--distro", distro,
+    middle = (arm_fixture.LOWER + arm_fixture.UPPER) / 2 if initial_positions is None else initial_positions
+    arm = [PYTHON, "-m", "dysl_ros.sim.jtc_arm", "--joints", ",".join(joints), "--distro", distro,
            "--start-state", start_state, "--tau", str(tau_s),
            "--initial-positions=" + ",".join(f"{x:.4f}" for x in middle),
            "--trajectory-topic", f"/{name}/joint_trajectory", "--state-topic", f"/{name}/joint_states",
-           "--log", str(root / "arm.npz")]
+           "--log", str(root / "arm.npz"), *arm_args]
     env = dict(node_env or {})
     if node_src is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(node_src), env.get("PYTHONPATH", "")])
@@ -233,7 +299,8 @@ def arm_loop(
         ros = stack.enter_context(ros_session(domain, f"{name}_probe"))
         arm_proc = stack.enter_context(ros_process(arm, domain, root / "arm.log"))
         node_proc = stack.enter_context(
-            ros_process(node, domain, root / "node.log", env_extra=env, may_die=node_may_die)
+            # From another tree: run there, or `python -m` would take this repository's package first.
+            ros_process(node, domain, root / "node.log", env_extra=env, may_die=node_may_die, cwd=node_src)
         )
         loop = ArmLoop(ros, name, node_proc, arm_proc, root, domain)
         loop.instruct()

@@ -50,9 +50,10 @@ ROS_TOOLS_MISSING: str | None = (
 )
 
 
-def colcon_build(root: Path) -> Path:
+def colcon_build(root: Path, setup_bash: bool = True) -> Path:
     """``colcon build --packages-select dysl_ros`` of this source tree with bases under ``root``, as a robot
-    builds it (test_colcon_install.py checks the tree); returns the install base (``setup.bash`` in it)."""
+    builds it (test_colcon_install.py checks the tree); returns the install base (with ``setup_bash``:
+    ``setup.bash`` in it, which colcon-bash writes)."""
     env = dict(os.environ)
     for name in ("AMENT_PREFIX_PATH", "COLCON_PREFIX_PATH", "CMAKE_PREFIX_PATH", "COLCON_DEFAULTS_FILE"):
         env.pop(name, None)  # no underlay workspace, no user defaults
@@ -70,7 +71,8 @@ def colcon_build(root: Path) -> Path:
     done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
     assert done.returncode == 0, f"colcon build failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
     install = root / "install"
-    assert (install / "setup.bash").is_file(), f"colcon wrote no setup.bash (colcon-bash missing?):\n{done.stdout}"
+    if setup_bash:
+        assert (install / "setup.bash").is_file(), f"colcon wrote no setup.bash (colcon-bash missing?):\n{done.stdout}"
     return install
 
 

@@ -261,7 +261,7 @@ class Recorder:
 
 
 class RosSession:
-    """One rclpy context + node, spun by a MultiThreadedExecutor in a background thread."""
+    """One rclpy context + node, spun by a SingleThreadedExecutor in a background thread."""
 
     def __init__(self, node: Any, executor: Any) -> None:
         self.node = node
@@ -299,6 +299,13 @@ class RosSession:
         sub = self.node.create_subscription(msg_type, topic, callback, qos)
         self._keep.append(sub)
         return recorder
+
+    def add_node(self, node: Any) -> None:
+        """Spin another node of this session's context (a stand-in for a robot's node)."""
+        self._executor.add_node(node)
+
+    def remove_node(self, node: Any) -> None:
+        self._executor.remove_node(node)
 
     def publisher(self, msg_type: type, topic: str, qos: QoSProfile) -> Any:
         pub = self.node.create_publisher(msg_type, topic, qos)
@@ -363,11 +370,13 @@ def ros_session(domain_id: int, name: str) -> Iterator[RosSession]:
     them under a spinning executor (what ``Executor.shutdown`` alone allows: it does not wait for a
     spin in another thread) left callbacks failing with "cannot use Destroyable because destruction
     was requested", reported at garbage collection, and the spin thread's wait failing with "wait set
-    is empty".
+    is empty". The executor is single-threaded because ``MultiThreadedExecutor.shutdown`` destroys
+    its guard condition before it joins its pool (rclpy 9): a callback still on the pool then fails
+    in ``trigger()`` and the failed task is only reported when it is garbage-collected.
     """
     import rclpy
     from rclpy.context import Context
-    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.executors import SingleThreadedExecutor
 
     from dysl_ros.sim.rosenv import BackgroundSpinner
 
@@ -380,13 +389,13 @@ def ros_session(domain_id: int, name: str) -> Iterator[RosSession]:
     spinner = None
     try:
         node = rclpy.create_node(name, context=ctx)
-        executor = MultiThreadedExecutor(num_threads=4, context=ctx)
+        executor = SingleThreadedExecutor(context=ctx)
         executor.add_node(node)
         spinner = BackgroundSpinner(executor, f"ros-session-{name}", poll_s=0.02)
         yield RosSession(node, executor)
     finally:
         if spinner is not None:
-            spinner.stop()  # joins the spin thread, then shuts the executor down (its pool joined)
+            spinner.stop()  # joins the spin thread (callbacks run on it), then shuts the executor down
         if node is not None:
             node.destroy_node()
         with suppress(Exception):

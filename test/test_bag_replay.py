@@ -19,7 +19,7 @@ from test_node import node_command
 
 from dysl_ros.bench.bag_replay import is_stale_label, node_camera_topic, transcode
 from dysl_ros.inputs import decode_compressed_image
-from dysl_ros.node.dysl_node import camera_topic
+from dysl_ros.node.subscriptions import camera_topic
 from dysl_ros.tools import bench
 
 pytestmark = pytest.mark.ros

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import ast
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from install_tree import colcon_build
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = "dysl_ros"
-BUILD_TIMEOUT_S = 120
 """A build takes a few seconds; the limit only stops a hung one."""
 
 
@@ -36,41 +35,13 @@ def console_scripts() -> list[str]:
     raise AssertionError("setup.py declares no console_scripts")
 
 
-def colcon_executable() -> str:
-    """The colcon of this interpreter's environment (requirements.txt installs it), else the one on PATH."""
-    beside = Path(sys.executable).with_name("colcon")
-    if beside.is_file():
-        return str(beside)
-    found = shutil.which("colcon")
-    assert found, "colcon is not installed: `make setup` installs colcon-core and colcon-ros (requirements.txt)"
-    return found
-
-
 @pytest.fixture(scope="module")
 def install_prefix(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``colcon build --packages-select dysl_ros`` of this source tree; the package's install prefix."""
     root = tmp_path_factory.mktemp("colcon")
-    env = dict(os.environ)
-    # Nothing from the caller's shell or colcon configuration may change the build: no underlay
-    # workspaces (a sourced ROS install or an older dysl_ros build), no user defaults file
-    # (COLCON_HOME holds defaults.yaml; it could turn on --symlink-install or --merge-install).
-    for name in ("AMENT_PREFIX_PATH", "COLCON_PREFIX_PATH", "CMAKE_PREFIX_PATH", "COLCON_DEFAULTS_FILE"):
-        env.pop(name, None)
-    env["COLCON_HOME"] = str(root / "colcon_home")
-    command = [
-        colcon_executable(),
-        "--log-base", str(root / "log"),
-        "build",
-        "--base-paths", str(REPO),
-        "--packages-select", PACKAGE,
-        "--build-base", str(root / "build"),
-        "--install-base", str(root / "install"),
-        "--event-handlers", "console_direct-",
-    ]  # fmt: skip
-    done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
-    assert done.returncode == 0, f"colcon build failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+    colcon_build(root, setup_bash=False)
     prefix = root / "install" / PACKAGE  # colcon's default isolated layout: one prefix per package
-    assert prefix.is_dir(), f"no install prefix {prefix}:\n{done.stdout}"
+    assert prefix.is_dir(), f"no install prefix {prefix}"
     return prefix
 
 

@@ -110,11 +110,11 @@ class JointOutput:
         self.plans = [*earlier, (plan, label)]
 
     def plan_chunk(
-        self, stamp_ns: int, targets: Array, measured: Array | None, start_ns: int, horizon: int
+        self, stamp_ns: int, targets: Array, measured: Array | None, start_ns: int, horizon: int, measured_ns: int = 0
     ) -> Plan | None:
         """Plan the chunk's targets (action k due at ``stamp_ns + k*dt``) from ``start_ns``, not yet
         adopted (``adopt``); None when the chunk is refused (non-finite) or nothing of it is left."""
-        self._check_tracking(stamp_ns, measured)
+        self._check_tracking(measured_ns or stamp_ns, measured)
         start = self.start_state(start_ns, measured)
         if start is None:
             return None
@@ -129,9 +129,11 @@ class JointOutput:
             return None
         return plan if self._plan_ok(plan) else None
 
-    def _check_tracking(self, stamp_ns: int, measured: Array | None) -> None:
+    def _check_tracking(self, measured_ns: int, measured: Array | None) -> None:
+        """Measured joints farther than max_tracking_error from what the plans commanded when they
+        were measured: the controller is not following; the plans start over from the measured pose."""
         limit = self.config.max_tracking_error
-        commanded = self.state_at(stamp_ns)
+        commanded = self.state_at(measured_ns)
         if limit <= 0 or measured is None or commanded is None:
             return
         if np.max(np.abs(commanded.p - np.asarray(measured))) > limit:

@@ -11,18 +11,8 @@ With joint commands wired it is also what the arm's controllers hear: ``~/joint_
 watchdog: when the node dies (the socket closes) or stops sending heartbeats for ``watchdog_periods``,
 it brakes the arm on its own; on SIGTERM it brakes, then exits.
 
-Protocol over a socket pair (``multiprocessing.connection`` framing, pickled messages below):
-
-    node -> stream   Configure once (or Stop, when the node's configure failed), then Chunk,
-                     SetActive, SetEnabled, StopMotion, Heartbeat, Stop
-    stream -> node   Ready, Ack (of a SetActive: after the final stop came to rest; of a
-                     SetEnabled), Replan when the queue of chunk ``seq`` falls to
-                     ``replan_threshold`` (or it runs out or goes stale), Streamed when a chunk will
-                     send no more, Grid once (period k is due at base + k*dt, monotonic), Adopted
-                     with each joint plan, Stats about every 0.1 s.
-
-The stream follows the node's clock (image stamps): ``clock_offset_ns`` = node clock - system clock,
-sent with every chunk. It exits on ("stop",), or after braking when the node closed the socket.
+The messages are stream_protocol.py's; the node's side is stream_client.py. It exits on Stop, or after
+braking when the node closed the socket.
 """
 
 from __future__ import annotations
@@ -32,26 +22,39 @@ import ctypes
 import os
 import select
 import signal
-import socket
-import subprocess
 import sys
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from dysl_ros.action_queue import ActionQueue
-from dysl_ros.node.joint_output import JointConfig, JointOutput, trajectory_message
+from dysl_ros.node.joint_output import JointOutput, trajectory_message
 from dysl_ros.node.motion import Plan
+from dysl_ros.node.stream_protocol import (
+    SPIN_NS,
+    Ack,
+    Adopted,
+    Chunk,
+    Configure,
+    Grid,
+    Heartbeat,
+    Ready,
+    Replan,
+    SetActive,
+    SetEnabled,
+    Stats,
+    Stop,
+    StopMotion,
+    StreamConfig,
+    Streamed,
+    ToNode,
+    ToStream,
+)
 
-SPIN_NS = 1_000_000
-"""Sleep until this long before a deadline, then spin: wake-up latency stays out of the period."""
 PUBLISH_MARGIN_NS = 1_000_000
 """Staleness is judged this much after the check, covering the publish call itself."""
 STATS_PERIOD_NS = 100_000_000
@@ -60,322 +63,13 @@ CLOCK_JUMP_NS = 5_000_000
 """A node clock this far from the grid's mapping has jumped: the grid follows it."""
 CLOCK_CHECK_PERIODS = 50
 PLAN_ALLOWANCE_NS = 5_000_000
-SPLICE_BEFORE_NS = 2_000_000
-CONTROLLER_SETTLE_NS = 500_000_000
-"""A trajectory message starts on the last period at least this long before it is sent."""
 """Planning and sending a trajectory takes ~1 ms (more on a loaded machine): added to its lead."""
+SPLICE_BEFORE_NS = 2_000_000
+"""A trajectory message starts on the last period at least this long before it is sent."""
+CONTROLLER_SETTLE_NS = 500_000_000
+"""A controller counts as listening once subscribed this long (DDS matches the writer's side first)."""
 HOLD_AFTER_STOP_NS = 200_000_000
 """After a stop of its own (the node died, SIGTERM), the rest command goes on this long before exit."""
-
-
-@dataclass(frozen=True)
-class StreamConfig:
-    topic: str
-    """Fully resolved ``~/action`` name of the node."""
-    node_name: str
-    namespace: str
-    dt_ns: int
-    max_age_ns: int
-    on_stale: str
-    action_dim: int
-    replan_threshold: int
-    aggregation: str
-    decay: float
-    priority: int
-    """SCHED_FIFO priority 1-99; 0: normal scheduling."""
-    joints: JointConfig | None = None
-    """The arm's controllers (``~/joint_trajectory``, ``~/commands``), or None when not wired."""
-    watchdog_ns: int = 0
-    """Brake when the node's heartbeat is this late (0: only when the node's socket closes)."""
-
-
-# Node -> stream.
-class Configure(NamedTuple):
-    config: StreamConfig
-
-
-class Chunk(NamedTuple):
-    seq: int
-    stamp_ns: int
-    actions: npt.NDArray[np.float64]
-    clock_offset_ns: int
-    """Node clock - system clock: the stream follows the node's clock (image stamps)."""
-    targets: npt.NDArray[np.float64] | None = None
-    """(chunk_len, joints) absolute joint positions of the same actions, when the joints are wired."""
-    measured: npt.NDArray[np.float64] | None = None
-    """The command joints' positions the observation saw (ramp-in start, max_step centre)."""
-
-
-class SetActive(NamedTuple):
-    active: bool
-    token: int
-    final_action: npt.NDArray[np.float64] | None = None
-    """Deactivating: one last safe ``~/action`` to publish before stopping (None: none). The joints
-    brake to rest (label ``final``) before the Ack."""
-
-
-class SetEnabled(NamedTuple):
-    """``~/enable``: False brakes the joints (``estop``) and drops chunks until True again."""
-
-    enabled: bool
-    token: int
-
-
-class StopMotion(NamedTuple):
-    """Brake the joints now (the model keeps failing); chunks that follow plan again."""
-
-    reason: str
-
-
-class Heartbeat(NamedTuple):
-    pass
-
-
-class Stop(NamedTuple):
-    pass
-
-
-# Stream -> node.
-class Ready(NamedTuple):
-    scheduling: str
-
-
-class Ack(NamedTuple):
-    token: int
-
-
-class Replan(NamedTuple):
-    seq: int
-
-
-class Streamed(NamedTuple):
-    seq: int
-    first_index: int
-    sent: int
-    """How many of the chunk's actions went out, from ``first_index`` on."""
-
-
-class Grid(NamedTuple):
-    base_ns: int
-    dt_ns: int
-
-
-class Adopted(NamedTuple):
-    """A joint plan the stream follows now: the node brakes from it if the stream dies."""
-
-    plan: Plan
-
-
-class Stats(NamedTuple):
-    values: dict[str, float]
-    motion: str = ""
-    """Joint output: "" (none wired), idle, tracking, braking (<reason>), at rest, disabled."""
-
-
-ToStream = Configure | Chunk | SetActive | SetEnabled | StopMotion | Heartbeat | Stop
-ToNode = Ready | Ack | Replan | Streamed | Grid | Adopted | Stats
-STREAM_MAIN = "import sys; from dysl_ros.node.stream_process import main; sys.exit(main())"
-"""How the process starts: through the module's import name (not ``-m``, which would run it as
-``__main__``), so that the messages above unpickle as the same classes on both sides."""
-
-
-# ====================================================================== node side
-
-
-class ActionStreamProcess:
-    """The node's handle on the stream process. ``on_replan(seq)`` and ``on_streamed(seq, first,
-    count)`` run on a reader thread; ``on_exit(reason)`` when the process is gone. While active, a
-    heartbeat thread tells the stream the node is alive every half period; ``on_adopted(plan)`` hears
-    every joint plan the stream follows."""
-
-    def __init__(
-        self,
-        on_replan: Callable[[int], None],
-        on_streamed: Callable[[int, int, int], None],
-        on_exit: Callable[[str], None],
-        on_adopted: Callable[[Plan], None] | None = None,
-    ) -> None:
-        self._on_replan = on_replan
-        self._on_streamed = on_streamed
-        self._on_exit = on_exit
-        self._on_adopted = on_adopted
-        self._send_lock = threading.Lock()
-        self._acks: dict[int, threading.Event] = {}
-        self._token = 0
-        self.config: StreamConfig | None = None
-        self.stats: dict[str, float] = {}
-        self.motion = ""
-        """The joint output's state, as the stream last reported it."""
-        self.plan: Plan | None = None
-        """The joint plan the stream follows (the node brakes from it if the stream dies)."""
-        self.scheduling = ""
-        self.grid: tuple[int, int] | None = None
-        """(base, dt) in CLOCK_MONOTONIC ns: period k of the stream is due at base + k*dt."""
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._conn: Connection | None = None
-        self._reader: threading.Thread | None = None
-        self._heart: threading.Thread | None = None
-        self._beating = threading.Event()
-        self._stopping = False
-
-    def spawn(self) -> None:
-        """Start the process; it imports rclpy while the node loads its model, then waits for ``start``."""
-        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        fd = theirs.fileno()
-        self._proc = subprocess.Popen(
-            [sys.executable, "-c", STREAM_MAIN, str(fd)], pass_fds=(fd,), stdin=subprocess.DEVNULL
-        )
-        theirs.close()
-        self._conn = Connection(mine.detach())
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    def start(self, config: StreamConfig, timeout: float = 60.0) -> str:
-        """Configure the spawned process and wait until its publishers exist; returns its scheduling."""
-        if self._conn is None:
-            self.spawn()
-        assert self._conn is not None
-        self.config = config
-        self._conn.send(Configure(config))
-        if not self._conn.poll(timeout):
-            self.stop()
-            raise RuntimeError(f"action stream process did not start within {timeout} s")
-        try:
-            ready = self._conn.recv()
-        except EOFError:
-            self.stop()
-            raise RuntimeError("action stream process exited during start-up (see its log above)") from None
-        if not isinstance(ready, Ready):
-            self.stop()
-            raise RuntimeError(f"action stream process answered {ready!r} instead of Ready")
-        self.scheduling = ready.scheduling
-        self._reader = threading.Thread(target=self._read, name="dysl_stream_reader", daemon=True)
-        self._reader.start()
-        return self.scheduling
-
-    @property
-    def alive(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    def send_chunk(
-        self,
-        seq: int,
-        stamp_ns: int,
-        actions: npt.NDArray[np.float64],
-        clock_offset_ns: int,
-        targets: npt.NDArray[np.float64] | None = None,
-        measured: npt.NDArray[np.float64] | None = None,
-    ) -> None:
-        joint = None if targets is None else np.ascontiguousarray(targets, dtype=np.float64)
-        here = None if measured is None else np.ascontiguousarray(measured, dtype=np.float64)
-        self._send(Chunk(seq, stamp_ns, np.ascontiguousarray(actions, dtype=np.float64), clock_offset_ns, joint, here))
-
-    def set_active(
-        self, active: bool, timeout: float = 2.0, final_action: npt.NDArray[np.float64] | None = None
-    ) -> bool:
-        """Start or stop publishing; True once the stream has confirmed (stopping: after the joints
-        came to rest; after that nothing more goes out). Stopping, ``final_action`` goes out first."""
-        if active:
-            self._start_heartbeat()
-        else:
-            self._beating.clear()
-        return self._request(lambda token: SetActive(active, token, final_action), timeout)
-
-    def set_enabled(self, enabled: bool, timeout: float = 2.0) -> bool:
-        return self._request(lambda token: SetEnabled(enabled, token), timeout)
-
-    def stop_motion(self, reason: str) -> None:
-        self._send(StopMotion(reason))
-
-    def _request(self, make: Callable[[int], ToStream], timeout: float) -> bool:
-        with self._send_lock:
-            self._token += 1
-            token = self._token
-            event = self._acks[token] = threading.Event()
-        self._send(make(token))
-        done = event.wait(timeout)
-        self._acks.pop(token, None)
-        return done
-
-    def _start_heartbeat(self) -> None:
-        if self.config is None or self.config.watchdog_ns <= 0 or self._beating.is_set():
-            return
-        self._beating.set()
-        period = max(self.config.dt_ns / 2e9, 0.001)
-
-        def beat() -> None:
-            while self._beating.is_set() and self._conn is not None:
-                self._send(Heartbeat())
-                time.sleep(period)
-
-        self._heart = threading.Thread(target=beat, name="dysl_stream_heartbeat", daemon=True)
-        self._heart.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stopping = True
-        self._beating.clear()
-        if self._heart is not None and self._heart is not threading.current_thread():
-            self._heart.join(timeout)
-        with contextlib.suppress(OSError, ValueError):
-            self._send(Stop())
-        if self._proc is not None:
-            try:
-                self._proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-        if self._conn is not None:
-            self._conn.close()
-        if self._reader is not None and self._reader is not threading.current_thread():
-            self._reader.join(timeout)
-        self._proc = self._conn = self._reader = self._heart = None
-
-    def _send(self, message: ToStream) -> None:
-        conn = self._conn
-        if conn is None:
-            return
-        with self._send_lock:
-            try:
-                conn.send(message)
-            except (OSError, ValueError):
-                pass  # the reader reports the exit
-
-    def _read(self) -> None:
-        assert self._conn is not None
-        conn = self._conn
-        while True:
-            try:
-                message: ToNode = conn.recv()
-            except (EOFError, OSError, ValueError):
-                self._beating.clear()
-                if not self._stopping:
-                    code = None
-                    if self._proc is not None:
-                        with contextlib.suppress(subprocess.TimeoutExpired):
-                            code = self._proc.wait(1.0)
-                    self._on_exit(f"action stream process exited (code {code})")
-                return
-            if isinstance(message, Replan):
-                self._on_replan(message.seq)
-            elif isinstance(message, Streamed):
-                self._on_streamed(message.seq, message.first_index, message.sent)
-            elif isinstance(message, Stats):
-                self.stats, self.motion = message.values, message.motion
-            elif isinstance(message, Adopted):
-                self.plan = message.plan
-                if self._on_adopted is not None:
-                    self._on_adopted(message.plan)
-            elif isinstance(message, Grid):
-                self.grid = (message.base_ns, message.dt_ns)
-            elif isinstance(message, Ack):
-                event = self._acks.get(message.token)
-                if event is not None:
-                    event.set()
-
-
-# ====================================================================== stream side
 
 
 def _set_scheduling(priority: int) -> str:
@@ -567,7 +261,9 @@ class _Stream:
         assert self.joints is not None and chunk.targets is not None
         joints, targets = self.joints, chunk.targets
         self._publish_plan(
-            lambda start: joints.plan_chunk(chunk.stamp_ns, targets, chunk.measured, start, len(targets)),
+            lambda start: joints.plan_chunk(
+                chunk.stamp_ns, targets, chunk.measured, start, len(targets), chunk.measured_ns
+            ),
             chunk.stamp_ns,
         )
 
