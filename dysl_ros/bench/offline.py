@@ -150,6 +150,8 @@ def episode_ticks(episode: RecordedEpisode, spec: ObservationSpec, execute_steps
 
 @dataclass
 class EpisodeResult:
+    """One variant on one recorded episode: its errors per tick and the layers it executed."""
+
     variant: str
     episode: int
     """The dataset's episode index."""

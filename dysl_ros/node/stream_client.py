@@ -15,27 +15,8 @@ from multiprocessing.connection import Connection
 import numpy as np
 import numpy.typing as npt
 
+from dysl_ros.node import stream_protocol as wire
 from dysl_ros.node.motion import Plan
-from dysl_ros.node.stream_protocol import (
-    STREAM_MAIN,
-    Ack,
-    Adopted,
-    Chunk,
-    Configure,
-    Grid,
-    Heartbeat,
-    Ready,
-    Replan,
-    SetActive,
-    SetEnabled,
-    Stats,
-    Stop,
-    StopMotion,
-    StreamConfig,
-    Streamed,
-    ToNode,
-    ToStream,
-)
 
 
 class ActionStreamProcess:
@@ -58,7 +39,7 @@ class ActionStreamProcess:
         self._send_lock = threading.Lock()
         self._acks: dict[int, threading.Event] = {}
         self._token = 0
-        self.config: StreamConfig | None = None
+        self.config: wire.StreamConfig | None = None
         self.stats: dict[str, float] = {}
         self.motion = ""
         """The joint output's state, as the stream last reported it."""
@@ -79,7 +60,7 @@ class ActionStreamProcess:
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         fd = theirs.fileno()
         self._proc = subprocess.Popen(
-            [sys.executable, "-c", STREAM_MAIN, str(fd)], pass_fds=(fd,), stdin=subprocess.DEVNULL
+            [sys.executable, "-c", wire.STREAM_MAIN, str(fd)], pass_fds=(fd,), stdin=subprocess.DEVNULL
         )
         theirs.close()
         self._conn = Connection(mine.detach())
@@ -88,13 +69,13 @@ class ActionStreamProcess:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
-    def start(self, config: StreamConfig, timeout: float = 60.0) -> str:
+    def start(self, config: wire.StreamConfig, timeout: float = 60.0) -> str:
         """Configure the spawned process and wait until its publishers exist; returns its scheduling."""
         if self._conn is None:
             self.spawn()
         assert self._conn is not None
         self.config = config
-        self._conn.send(Configure(config))
+        self._conn.send(wire.Configure(config))
         if not self._conn.poll(timeout):
             self.stop()
             raise RuntimeError(f"action stream process did not start within {timeout} s")
@@ -103,7 +84,7 @@ class ActionStreamProcess:
         except EOFError:
             self.stop()
             raise RuntimeError("action stream process exited during start-up (see its log above)") from None
-        if not isinstance(ready, Ready):
+        if not isinstance(ready, wire.Ready):
             self.stop()
             raise RuntimeError(f"action stream process answered {ready!r} instead of Ready")
         self.scheduling = ready.scheduling
@@ -128,7 +109,7 @@ class ActionStreamProcess:
         joint = None if targets is None else np.ascontiguousarray(targets, dtype=np.float64)
         here = None if measured is None else np.ascontiguousarray(measured, dtype=np.float64)
         chunk = np.ascontiguousarray(actions, dtype=np.float64)
-        self._send(Chunk(seq, stamp_ns, chunk, clock_offset_ns, joint, here, measured_ns))
+        self._send(wire.Chunk(seq, stamp_ns, chunk, clock_offset_ns, joint, here, measured_ns))
 
     def set_active(
         self, active: bool, timeout: float = 2.0, final_action: npt.NDArray[np.float64] | None = None
@@ -139,15 +120,15 @@ class ActionStreamProcess:
             self._start_heartbeat()
         else:
             self._beating.clear()
-        return self._request(lambda token: SetActive(active, token, final_action), timeout)
+        return self._request(lambda token: wire.SetActive(active, token, final_action), timeout)
 
     def set_enabled(self, enabled: bool, timeout: float = 2.0) -> bool:
-        return self._request(lambda token: SetEnabled(enabled, token), timeout)
+        return self._request(lambda token: wire.SetEnabled(enabled, token), timeout)
 
     def stop_motion(self, reason: str) -> None:
-        self._send(StopMotion(reason))
+        self._send(wire.StopMotion(reason))
 
-    def _request(self, make: Callable[[int], ToStream], timeout: float) -> bool:
+    def _request(self, make: Callable[[int], wire.ToStream], timeout: float) -> bool:
         with self._send_lock:
             self._token += 1
             token = self._token
@@ -165,7 +146,7 @@ class ActionStreamProcess:
 
         def beat() -> None:
             while self._beating.is_set() and self._conn is not None:
-                self._send(Heartbeat())
+                self._send(wire.Heartbeat())
                 time.sleep(period)
 
         self._heart = threading.Thread(target=beat, name="dysl_stream_heartbeat", daemon=True)
@@ -177,7 +158,7 @@ class ActionStreamProcess:
         if self._heart is not None and self._heart is not threading.current_thread():
             self._heart.join(timeout)
         with contextlib.suppress(OSError, ValueError):
-            self._send(Stop())
+            self._send(wire.Stop())
         if self._proc is not None:
             try:
                 self._proc.wait(timeout)
@@ -190,7 +171,7 @@ class ActionStreamProcess:
             self._reader.join(timeout)
         self._proc = self._conn = self._reader = self._heart = None
 
-    def _send(self, message: ToStream) -> None:
+    def _send(self, message: wire.ToStream) -> None:
         conn = self._conn
         if conn is None:
             return
@@ -205,7 +186,7 @@ class ActionStreamProcess:
         conn = self._conn
         while True:
             try:
-                message: ToNode = conn.recv()
+                message: wire.ToNode = conn.recv()
             except (EOFError, OSError, ValueError):
                 self._beating.clear()
                 if not self._stopping:
@@ -215,19 +196,19 @@ class ActionStreamProcess:
                             code = self._proc.wait(1.0)
                     self._on_exit(f"action stream process exited (code {code})")
                 return
-            if isinstance(message, Replan):
+            if isinstance(message, wire.Replan):
                 self._on_replan(message.seq)
-            elif isinstance(message, Streamed):
+            elif isinstance(message, wire.Streamed):
                 self._on_streamed(message.seq, message.first_index, message.sent)
-            elif isinstance(message, Stats):
+            elif isinstance(message, wire.Stats):
                 self.stats, self.motion = message.values, message.motion
-            elif isinstance(message, Adopted):
+            elif isinstance(message, wire.Adopted):
                 self.plan = message.plan
                 if self._on_adopted is not None:
                     self._on_adopted(message.plan)
-            elif isinstance(message, Grid):
+            elif isinstance(message, wire.Grid):
                 self.grid = (message.base_ns, message.dt_ns)
-            elif isinstance(message, Ack):
+            elif isinstance(message, wire.Ack):
                 event = self._acks.get(message.token)
                 if event is not None:
                     event.set()

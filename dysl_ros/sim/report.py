@@ -23,6 +23,8 @@ STAMP_MATCH_S = 1e-6
 
 @dataclass(frozen=True)
 class Tick:
+    """One /dysl_node/tick message: the inference behind one published chunk."""
+
     image_stamp: float
     tick_ms: float
     image_to_chunk_ms: float

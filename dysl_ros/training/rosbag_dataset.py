@@ -89,6 +89,8 @@ class _Frame:
 
 @dataclass(frozen=True)
 class EpisodePlan:
+    """Where one episode lies in the bag, and the frames it is cut into."""
+
     index: int
     instruction: str
     begin_ns: int
@@ -117,6 +119,8 @@ class _Seen:
 
 @dataclass
 class _Camera:
+    """One camera's topic in the bag, with the stamp and log time of each of its messages."""
+
     topic: str
     msgtype: str
     stamps: list[int] = field(default_factory=list)
