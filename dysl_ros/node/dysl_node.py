@@ -5,11 +5,10 @@
         ~/action at control_rate_hz, and with joints wired ~/joint_trajectory, ~/commands (joint_output.py)
     /diagnostics timer (telemetry.py); ~/enable, a latching e-stop
 
-This file: the lifecycle (configure loads the model and the joints' limits; activate serves;
-deactivate brakes the joints to rest, then nothing is published), the inference loop (run when the
-stream's queue falls to ``replan_threshold``, on the newest image, never on one older than
-``max_image_age_ms``), and the faults: the stream process brakes the arm if this process dies; if
-the stream process or the inference thread dies, this node brakes it (arm.py) and takes the error path.
+This file: the lifecycle (configure loads the model and the joints' limits; activate serves; deactivate
+brakes the joints to rest, then nothing is published), the inference loop (when the stream's queue falls to
+``replan_threshold``, on the newest image, never one older than ``max_image_age_ms``), and the faults: the
+stream brakes the arm if this process dies; if the stream or the inference thread dies, this node does (arm.py).
 """
 from __future__ import annotations
 
