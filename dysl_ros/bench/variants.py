@@ -62,7 +62,7 @@ import numpy as np
 import numpy.typing as npt
 
 from dysl_ros.core.config import ConfigError, DySLConfig
-from dysl_ros.core.exit_error import EXIT_MEASURES, exit_error
+from dysl_ros.core.exit_error import EXIT_MEASURES, ExitRule, exit_error
 from dysl_ros.core.layer_plan import LayerPlan
 from dysl_ros.core.router import run_router_path
 from dysl_ros.core.runner import DySLRunner, FloatArray, ModelInputs, SegmentBackend, TickResult
@@ -437,18 +437,11 @@ class LoadSettings:
         None, "router skips a layer when p >= this (default: the router's dysl.json skip_threshold).",
         optional(number_in(0, 1, open_low=True)),
     )
-    oracle_tolerance: float | None = param(
-        None,
-        "oracle_exit skips from the first dynamic layer whose jump gives a chunk within this exit error "
-        "(--oracle-measure) of the dense chunk (no default: oracle_exit needs it).",
-        optional(non_negative),
+    oracle_tolerance: float | None = same_as(
+        ExitRule, "tolerance", note="oracle_exit skips from the first dynamic layer whose jump lands within it "
+        "(no default: oracle_exit needs it)."
     )
-    oracle_measure: str = param(
-        "absolute",
-        "oracle_exit's exit error: mean absolute difference of the normalised actions, or that divided by the "
-        "dense chunk's mean |action| (relative; as `dysl_train distill --exit-measure`).",
-        one_of(EXIT_MEASURES),
-    )
+    oracle_measure: str = same_as(ExitRule, "measure")
     oracle_actions: int | None = param(
         None,
         "oracle_exit compares only the chunk's first N actions (e.g. the --execute-steps the arm runs; default: "

@@ -14,11 +14,30 @@ compute one definition. Shapes (..., chunk_len, action_dim) -> (...).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
+
+from dysl_ros.params import non_negative, one_of, optional, param
 
 EXIT_MEASURES: tuple[str, ...] = ("absolute", "relative")
 RELATIVE_FLOOR = 0.02
 """Smallest dense-chunk size a relative error divides by (a still arm would make any deviation huge)."""
+
+
+@dataclass(frozen=True)
+class ExitRule:
+    """The two settings of an exit test, declared once: the oracle's (``dysl_bench --oracle-*``) and
+    stage 3's (``dysl_train distill --exit-*``) fields derive from them."""
+
+    tolerance: float | None = param(
+        None, "Tolerance on the exit error between a jump's chunk and the dense chunk.", optional(non_negative)
+    )
+    measure: str = param(
+        "absolute",
+        "The exit error: mean |chunk - dense chunk| in normalised actions (absolute), or that divided by the "
+        "dense chunk's mean |action| (relative: a deviation counts against the motion it perturbs).",
+        one_of(EXIT_MEASURES),
+    )
 
 
 def relative_scale(dense: Any) -> Any:

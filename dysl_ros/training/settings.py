@@ -14,7 +14,7 @@ from dataclasses import MISSING, dataclass
 from typing import Any
 
 from dysl_ros.core.config import ConfigError, DySLConfig
-from dysl_ros.core.exit_error import EXIT_MEASURES
+from dysl_ros.core.exit_error import ExitRule
 from dysl_ros.mt10.env import (
     DEFAULT_GOAL_MARKER_RADIUS,
     DEFAULT_MAX_STEPS,
@@ -261,18 +261,8 @@ class DistillSettings(_Checked):
         "of the dense chunk (0: no stage 3).",
         _STEPS,
     )
-    exit_tolerance: float | None = param(
-        None,
-        "Stage 3's tolerance on the exit error (--exit-measure; as `dysl_bench closed-loop --variants "
-        "oracle_exit --oracle-tolerance`).",
-        optional(non_negative),
-    )
-    exit_measure: str = param(
-        "absolute",
-        "Stage 3's exit error: mean |chunk - dense chunk| in normalised actions (absolute), or that divided by "
-        "the dense chunk's mean |action| (relative: a deviation counts against the motion it perturbs).",
-        one_of(EXIT_MEASURES),
-    )
+    exit_tolerance: float | None = same_as(ExitRule, "tolerance", note="Stage 3 labels a jump 'skip' within it.")
+    exit_measure: str = same_as(ExitRule, "measure")
     task_exit_tolerance: tuple[str, ...] = param(
         (),
         "Stage 3: TASK=T, this tolerance instead of --exit-tolerance for the frames of TASK (repeatable; T=inf "
