@@ -66,7 +66,7 @@ typecheck: setup
 	$(BIN)/mypy
 
 unit: setup
-	$(BIN)/python -m pytest -q -rs test  # -rs: every skip with its reason in the log
+	$(BIN)/python -m pytest -q -rfEs test  # -rfEs: every failure, error and skip (with its reason) named in the summary
 
 # The test command of the README and of CI.
 test: lint typecheck unit
