@@ -384,12 +384,16 @@ def test_jtc_arm_follows_two_overlapping_trajectories_over_dds(tmp_path: Path, d
         reversed_joints = list(reversed(JOINTS))
         ramp = [(t, list(reversed(SLOPES * t))) for t in (0.5, 2.0)]
         pub.publish(trajectory_msg(reversed_joints, ramp))
-        time.sleep(0.3)
+        sent = time.monotonic()
+        assert ros.wait_until(lambda: bool(states.messages) and states.messages[-1].position[0] > 0.0, timeout=10.0)
+        time.sleep(max(0.0, 0.3 - (time.monotonic() - sent)))  # A taken (a later message cannot overwrite it)
         # One that ended a second ago (rejected), then B replaces A mid-way.
         now = ros.node.get_clock().now().nanoseconds
         pub.publish(trajectory_msg(JOINTS, [(0.1, [0.0] * 7)], stamp_ns=now - NS_PER_S))
-        # JTC's reader is SystemDefaultsQoS: on Fast DDS best effort, keep last 1; space the messages.
-        time.sleep(0.1)
+        # JTC's reader is SystemDefaultsQoS: on Fast DDS best effort, keep last 1; B goes out once the
+        # arm has taken (and refused) the stale one, or B would overwrite it on a loaded machine.
+        arm_log = tmp_path / "jtc_arm.log"
+        assert ros.wait_until(lambda: "trajectory rejected" in arm_log.read_text(), timeout=10.0), arm_log.read_text()
         pub.publish(trajectory_msg(JOINTS, [(0.2, [TARGET] * 7)]))
         # The arm settles at B's end: tau 0.02 s, so 0.2 s after B ends it is within e^-10 of it.
         assert ros.wait_until(
