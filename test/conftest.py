@@ -3,6 +3,7 @@ the session-end check that nothing a test started is left behind (leak_check.py)
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -13,6 +14,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import leak_check  # first: sets the marker every process started from here on inherits
 from ros_harness import configure_this_process, unique_domain_id
 
+# A shell starts background commands (`make test &`, nohup, a CI step without job control) with SIGINT
+# ignored, and every process started from here would inherit that: `ros2 launch` (which hears SIGINT
+# only through Python's handler) would then never stop on Ctrl-C, and the launch tests would time out.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 # Before any test module can create an rclpy context (Fast DDS reads its profile file once per process).
 configure_this_process()
 # The probe's executor shares the GIL with the test thread; a short switch interval keeps it taking
