@@ -124,6 +124,12 @@ class TorchCudaGraphBackend:
         if x is not buffer:
             buffer.copy_(x)
 
+    def _replay_module(self, graph: torch.cuda.CUDAGraph, layer: int, x: Tensor) -> None:
+        """An adapter or controller reads the hidden state at ``layer``: load it, replay its graph."""
+        with torch.cuda.device(self.device):
+            self._load(layer, x)
+            graph.replay()
+
     @torch.no_grad()
     def embed(self, inputs: ModelInputs) -> Tensor:
         with torch.cuda.device(self.device):
@@ -145,17 +151,14 @@ class TorchCudaGraphBackend:
     @torch.no_grad()
     def adapt(self, layer: int, x: Tensor) -> Tensor:
         graph, static = self._adapters.get(layer) or self._no_modules()
-        with torch.cuda.device(self.device):
-            self._load(layer, x)
-            graph.replay()
+        self._replay_module(graph, layer, x)
         return self._hidden[static]
 
     @torch.no_grad()
     def skip_probability(self, layer: int, x: Tensor) -> float:
         graph, skip = self._controllers.get(layer) or self._no_modules()
+        self._replay_module(graph, layer, x)
         with torch.cuda.device(self.device):
-            self._load(layer, x)
-            graph.replay()
             return float(skip[0].item())  # waits for the replay: the one sync a controller needs
 
     @torch.no_grad()

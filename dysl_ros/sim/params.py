@@ -11,23 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
+import dysl_ros.params as checks
 from dysl_ros.mt10.env import DEFAULT_GOAL_MARKER_RADIUS, DEFAULT_MAX_STEPS, DEFAULT_POST_SUCCESS_STEPS
 from dysl_ros.mt10.tasks import MT10_TASKS
-from dysl_ros.params import (
-    ParamSpec,
-    boolean,
-    convert,
-    declared,
-    integer_at_least,
-    integer_in,
-    is_number,
-    non_negative,
-    one_of,
-    param,
-    positive,
-    read_values,
-    same_as,
-)
+from dysl_ros.params import ParamSpec, convert, declared, param, read_values, same_as
 from dysl_ros.wiring import SharedParams
 
 MODES = ("real_time", "lockstep")
@@ -41,7 +28,7 @@ class BridgeConfigError(ValueError):
 
 
 def _marker_radius(name: str, v: Any) -> str | None:
-    ok = is_number(v) and 0.0 <= float(v) <= 0.2
+    ok = checks.is_number(v) and 0.0 <= float(v) <= 0.2
     return None if ok else f"{name} must be in [0, 0.2] metres (0: Meta-World's), got {v!r}"
 
 
@@ -55,35 +42,37 @@ class BridgeParams:
         "real_time",
         "real_time: step at control_rate_hz applying the latest ~/action | "
         "lockstep: execute execute_steps actions of the ~/action_chunk stamped with each image.",
-        one_of(MODES),
+        checks.one_of(MODES),
     )
     tasks: tuple[str, ...] = param(
         ("all",), "MT10 task names (v3) to cycle through, in MT10 order (comma-separated too); all: all ten."
     )
-    episodes_per_task: int = param(1, "Episodes of each task (integer >= 1).", integer_at_least(1))
+    episodes_per_task: int = param(1, "Episodes of each task (integer >= 1).", checks.integer_at_least(1))
     seed: int = param(
         2000,
         "Run seed; episode e of task t uses dysl_ros.mt10.tasks.episode_seed(seed, t, e).",
-        integer_in(0, SEED_LIMIT - 1, "[0, 2**32)"),
+        checks.integer_in(0, SEED_LIMIT - 1, "[0, 2**32)"),
     )
     control_rate_hz: float = same_as(SharedParams, "control_rate_hz")
     camera_rate_hz: float = param(
-        25.0, "Image rate in real_time mode (<= control_rate_hz; frames at step times).", positive
+        25.0, "Image rate in real_time mode (<= control_rate_hz; frames at step times).", checks.positive
     )
     execute_steps: int = param(
-        4, "lockstep: actions executed from each chunk before the next image.", integer_at_least(1)
+        4, "lockstep: actions executed from each chunk before the next image.", checks.integer_at_least(1)
     )
     on_missing_action: str = param(
-        "hold", "real_time, a step with no new ~/action: hold (repeat the last) | zero.", one_of(ON_MISSING_ACTION)
+        "hold",
+        "real_time, a step with no new ~/action: hold (repeat the last) | zero.",
+        checks.one_of(ON_MISSING_ACTION),
     )
     wait_for_policy: bool = param(
         True,
         "real_time: start stepping an episode only once a ~/action_chunk stamped "
         "with one of its images arrived (the policy has seen the new episode).",
-        boolean,
+        checks.boolean,
     )
     image_size: int = param(
-        128, "Camera image width and height in pixels (the reference model's: 128).", integer_in(16, 1024)
+        128, "Camera image width and height in pixels (the reference model's: 128).", checks.integer_in(16, 1024)
     )
     camera: str = param("corner", "Meta-World camera name (the reference model's: corner).", _camera)
     goal_marker_radius: float | None = param(
@@ -92,33 +81,35 @@ class BridgeParams:
         _marker_radius,
     )
     """None (the parameter's 0): Meta-World's own marker."""
-    max_steps: int = param(DEFAULT_MAX_STEPS, "Episode step limit.", integer_at_least(1))
+    max_steps: int = param(DEFAULT_MAX_STEPS, "Episode step limit.", checks.integer_at_least(1))
     post_success_steps: int = param(
-        DEFAULT_POST_SUCCESS_STEPS, "Steps run after the first success.", integer_at_least(0)
+        DEFAULT_POST_SUCCESS_STEPS, "Steps run after the first success.", checks.integer_at_least(0)
     )
     policy_timeout_s: float = param(
-        30.0, "No action chunk for the current episode / image within this: error, exit 1.", positive
+        30.0, "No action chunk for the current episode / image within this: error, exit 1.", checks.positive
     )
     lockstep_retry_s: float = param(
         2.0,
         "lockstep: re-publish the unchanged observation with a new stamp after "
         "this long without its chunk (a best-effort image may be dropped).",
-        positive,
+        checks.positive,
     )
     startup_timeout_s: float = param(
         0.0,
         "Wait at most this for the policy (a subscriber on ~/image and a publisher "
         "on ~/action_chunk) before the first episode; 0: wait forever.",
-        non_negative,
+        checks.non_negative,
     )
     min_image_subscribers: int = param(
         1,
         "Subscribers ~/image must have before the first episode (2: the policy "
         "and a recorder or probe that must see every frame).",
-        integer_in(1, 64),
+        checks.integer_in(1, 64),
     )
     on_finish: str = param(
-        "exit", "After the last episode: exit (status 0) | idle (stay up, publish nothing).", one_of(ON_FINISH)
+        "exit",
+        "After the last episode: exit (status 0) | idle (stay up, publish nothing).",
+        checks.one_of(ON_FINISH),
     )
 
     @property
@@ -133,7 +124,8 @@ class BridgeParams:
         if task_problem:
             problems.append(task_problem)
         rates = (v["camera_rate_hz"], v["control_rate_hz"])
-        if positive("", rates[0]) is None and positive("", rates[1]) is None and float(rates[0]) > float(rates[1]):
+        rates_valid = checks.positive("", rates[0]) is None and checks.positive("", rates[1]) is None
+        if rates_valid and float(rates[0]) > float(rates[1]):
             problems.append(
                 f"camera_rate_hz ({rates[0]}) must not exceed control_rate_hz ({rates[1]}): "
                 "the simulated scene only changes at a step"
