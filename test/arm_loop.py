@@ -184,9 +184,11 @@ def motion(
     return report_from_log(sliced, limits, handoff_period_s=DT_S)
 
 
-LATE_ARRIVAL_NS = 2 * round(DT_S * 1e9)
-"""A trajectory that reaches the controller this long after its first point came after its new motion
-had begun: the node sent it a period ahead; the controller's side took it late (starved)."""
+LATE_ARRIVAL_NS = 3 * round(DT_S * 1e9)
+"""A trajectory that reaches the controller this long after its first point may have come after its new
+motion had begun (the controller's side took it late, starved): its first point lies at least a period
+before it was sent (``JointOutput.spliced``), its new motion a period (plus planning time) after, both
+on the period grid, so at least three periods apart."""
 
 
 def lost_windows(log: dict[str, Any], sent: list[int], since_ns: int) -> list[tuple[int, int]]:

@@ -18,6 +18,7 @@ from dysl_ros.core.config import ConfigError
 from dysl_ros.node.joint_output import JointConfig, JointOutput, trajectory_points
 from dysl_ros.node.limits import JointLimits, resolve
 from dysl_ros.node.motion import MotionLimiter, MotionState, check_command
+from dysl_ros.sim.jtc import LaggedArm, Point, Trajectory, TrajectoryFollower
 
 DT_NS = 20_000_000
 DT = DT_NS / 1e9
@@ -209,6 +210,41 @@ def test_commands_hand_off_without_a_step_and_stop_labelled() -> None:
     assert np.all(np.abs(np.diff(values, n=2, axis=0)) <= ACCELERATION * DT * DT + 1e-9)
     assert labels[0][0].isdigit() and "estop" in labels and labels[-1] == "hold"
     assert labels.index("estop") > 290 and set(labels[labels.index("estop"):]) <= {"estop", "hold"}
+
+
+@pytest.mark.parametrize("controller_behind_ns", [0, 19_000_000])
+def test_spliced_trajectories_hand_off_exactly_on_the_measured_rule(controller_behind_ns: int) -> None:
+    """joint_trajectory_controller on Humble's default rule, its clock up to a period behind the
+    node's (another machine, a late update): every trajectory's first point has passed when it is
+    taken, so no hand-off steps back to the lagging arm's measured pose."""
+    limits = arm_limits()
+    config = JointConfig(JOINTS, limits.to_dict(), 0.0, False, "", "t", "now", 400_000_000)
+    out = JointOutput(config, DT_NS)
+    follower = TrajectoryFollower(JOINTS, "humble", "measured", update_rate_hz=500.0)
+    arm = LaggedArm(7, tau_s=0.02)
+    rng = np.random.default_rng(2)
+    grid, update_ns, delivery_ns = 10**12, 2_000_000, 1_000_000
+    pending: list[tuple[int, Trajectory]] = []
+    setpoints = []
+    for k in range(1500):
+        node_now = grid + k * update_ns + controller_behind_ns  # the node's clock at this update
+        if k % 50 == 7:  # a chunk every 100 ms, sent off the grid, planned a period (+5 ms) ahead
+            start = grid + math.ceil((node_now + DT_NS + 5_000_000 - grid) / DT_NS) * DT_NS
+            plan = out.plan_chunk(node_now, rng.uniform(-1.5, 1.5, (10, 7)), arm.positions, start, 10)
+            assert plan is not None
+            out.adopt(plan, node_now)
+            sent = out.spliced(plan, node_now)
+            assert sent.start_ns <= node_now - DT_NS and (plan.start_ns - sent.start_ns) % DT_NS == 0
+            points = [Point(t - sent.start_ns, p, v) for t, p, v, _ in trajectory_points(sent, False)]
+            pending.append((node_now + delivery_ns, Trajectory(JOINTS, points, sent.start_ns)))
+        while pending and pending[0][0] <= node_now:
+            assert follower.receive(pending.pop(0)[1], node_now - controller_behind_ns) is None
+        setpoint = follower.update(node_now - controller_behind_ns, arm.positions, arm.velocities)
+        arm.step(setpoint.positions, update_ns / 1e9)
+        setpoints.append(setpoint.positions)
+    steps = np.abs(np.diff(np.array(setpoints)[10:], axis=0))
+    assert follower.accepted >= 25
+    assert np.all(steps <= VELOCITY * update_ns / 1e9 * 1.001 + 1e-9), steps.max(axis=0)
 
 
 def test_trajectory_points_carry_velocities_and_end_at_rest() -> None:

@@ -28,7 +28,6 @@ from dysl_ros.node.robot import declare_joint_limit_parameters, robot_descriptio
 
 PLAN_LEAD_NS = 5_000_000
 """As the stream: a stop starts on the first period a control period plus this from now."""
-SPLICE_BEFORE_NS = 2_000_000
 
 
 def read_limits(node: Node, params: NodeParams, wiring: JointWiring) -> joint_limits.JointLimits:
@@ -83,7 +82,7 @@ class ArmShadow:
             return False
         self.plans.adopt(stop, None)
         if trajectory_pub is not None:
-            sent = self.plans.spliced(stop, grid + ((now - SPLICE_BEFORE_NS - grid) // dt) * dt)
+            sent = self.plans.spliced(stop, now)
             with published_or_logged(node):
                 trajectory_pub.publish(trajectory_message(sent, config, self.limits.has_jerk, None, now))
 

@@ -150,12 +150,17 @@ class JointOutput:
         self._adopt(plan, "" if stamp_ns is None else stamp_label(stamp_ns))
         self.stops += int(plan.reason != "")
 
-    def spliced(self, plan: Plan, from_ns: int) -> Plan:
-        """What the trajectory message carries: the states the controller already follows, on the
-        period grid from ``from_ns`` (a period in the past) up to ``plan``'s start, then ``plan``.
-        A controller samples a trajectory whose first point has passed between its points only:
-        the hand-off is exact whatever state joint_trajectory_controller would interpolate from
-        (measured, the Humble/Jazzy default, or desired). Nothing to follow yet: ``plan`` alone."""
+    def spliced(self, plan: Plan, sent_ns: int) -> Plan:
+        """What the trajectory message sent at ``sent_ns`` carries: the states the controller already
+        follows, on ``plan``'s period grid from the last period at least a control period before
+        ``sent_ns``, up to ``plan``'s start, then ``plan``. A controller samples a trajectory whose
+        first point has passed between its points only: the hand-off is exact whatever state
+        joint_trajectory_controller would interpolate from (measured, the Humble/Jazzy default, or
+        desired). A whole period back, so that a controller clock behind the node's (another
+        machine's; a starved update) still finds the first point passed: on the measured rule a first
+        point ahead is approached from the measured pose, a step by the arm's tracking lag.
+        Nothing to follow yet: ``plan`` alone."""
+        from_ns = plan.start_ns - math.ceil((plan.start_ns - (sent_ns - self.dt_ns)) / self.dt_ns) * self.dt_ns
         if not self.plans or from_ns >= plan.start_ns:
             return plan
         times = list(range(plan.start_ns - self.dt_ns, from_ns - 1, -self.dt_ns))[::-1]

@@ -169,8 +169,8 @@ class NodeParams:
     )
     chunk_stamp: str = param(
         "now",
-        "header.stamp of ~/joint_trajectory: now (the trajectory's own start time, a control period or more ahead) "
-        "| image (the image stamp) | zero (the controller starts it on arrival; times count from publication).",
+        "header.stamp of ~/joint_trajectory: now (its first point's time, a control period or more before it is "
+        "sent) | image (the image stamp) | zero (the controller starts it on arrival; times count from publication).",
         one_of(CHUNK_STAMPS),
     )
     image_transport: str = param(

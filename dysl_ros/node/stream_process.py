@@ -64,8 +64,6 @@ CLOCK_JUMP_NS = 5_000_000
 CLOCK_CHECK_PERIODS = 50
 PLAN_ALLOWANCE_NS = 5_000_000
 """Planning and sending a trajectory takes ~1 ms (more on a loaded machine): added to its lead."""
-SPLICE_BEFORE_NS = 2_000_000
-"""A trajectory message starts on the last period at least this long before it is sent."""
 CONTROLLER_SETTLE_NS = 500_000_000
 """A controller counts as listening once subscribed this long (DDS matches the writer's side first)."""
 HOLD_AFTER_STOP_NS = 200_000_000
@@ -183,10 +181,6 @@ class _Stream:
         between the clocks never changes the spacing of the commands."""
         self.base_ros += self.clock_skew()
 
-    def period_before(self, back_ns: int) -> int:
-        """The last period at least ``back_ns`` before now."""
-        return (time.monotonic_ns() - back_ns - self.base) // self.config.dt_ns
-
     def next_period_ros(self, lead_ns: int) -> int:
         """Node-clock time of the first period at least ``lead_ns`` from now."""
         k = -(-(time.monotonic_ns() + lead_ns - self.base) // self.config.dt_ns)
@@ -292,7 +286,7 @@ class _Stream:
                 return
             message = None
             if self.trajectory_pub is not None:
-                sent = joints.spliced(plan, self.period_ros(self.period_before(SPLICE_BEFORE_NS)))
+                sent = joints.spliced(plan, self.ros_now())
                 message = trajectory_message(sent, joints.config, joints.limits.has_jerk, image_ns, self.ros_now())
             if self.ros_now() + self.config.dt_ns + PUBLISH_MARGIN_NS <= start:
                 break

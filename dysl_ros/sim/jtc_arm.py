@@ -171,6 +171,18 @@ class JtcArm(Node):
         msg.velocity = velocities.tolist()
         self.state_pub.publish(msg)
 
+    def _clock_pair(self) -> tuple[int, int]:
+        """(ROS time, monotonic time) of one instant: the simulation's clock maps the monotonic one onto
+        ROS time from here. Read back to back and again if preempted in between, or the controller's
+        clock would run behind the node's by the preemption (ms on a loaded machine)."""
+        for _ in range(10):
+            before = time.monotonic_ns()
+            ros = self.get_clock().now().nanoseconds
+            after = time.monotonic_ns()
+            if after - before < 50_000:
+                break
+        return ros, (before + after) // 2
+
     def run(self, stop: threading.Event) -> dict[str, Any]:
         """Simulate until ``stop`` (or ``--duration``): the log's arrays."""
         args = self.args
@@ -188,8 +200,7 @@ class JtcArm(Node):
         arrivals: list[tuple[int, int, int, str]] = []  # arrival ns, stamp ns, update index, rejection
         max_catch_up = 0
 
-        ros_start = self.get_clock().now().nanoseconds
-        mono_start = time.monotonic_ns()
+        ros_start, mono_start = self._clock_pair()
         step = 0
         while not stop.is_set() and (end_step is None or step < end_step):
             due = (time.monotonic_ns() - mono_start) // period_ns
