@@ -1,10 +1,14 @@
-"""A head of one's own that fails: NaN chunks on chosen calls (for the node's fault tests).
+"""A head of one's own that fails: NaN chunks on demand (for the node's fault tests).
 
 Loaded by the node from the model directory's entry point ``nan_head:make_head`` (the test puts this
-directory on the node's PYTHONPATH); the torch backend calls it once per head pass, so "call n" is
-the n-th head pass since the process started (warm-up and verification re-runs included)."""
+directory on the node's PYTHONPATH). The torch backend calls it once per head pass (warm-up and
+verification re-runs included); once the file ``trigger`` exists, the next ``nan_count`` passes return
+NaN. A file rather than a call count: the test fails the model once the arm is being served, however
+long start-up took on a loaded machine."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -14,18 +18,19 @@ from dysl_ros.model.parts import QueryHead
 
 
 class NanHead(QueryHead):
-    def __init__(self, spec: ObservationSpec, hidden_size: int, nan_from: int, nan_count: int) -> None:
+    def __init__(self, spec: ObservationSpec, hidden_size: int, trigger: str, nan_count: int) -> None:
         super().__init__(spec, hidden_size)
-        self.nan_from, self.nan_count = nan_from, nan_count
-        self.calls = 0
+        self.trigger, self.nan_left = Path(trigger), nan_count
+        self.triggered = False
 
     def forward(self, x: Tensor) -> Tensor:
         out = super().forward(x)
-        self.calls += 1
-        if self.nan_from <= self.calls < self.nan_from + self.nan_count:
+        self.triggered = self.triggered or self.trigger.exists()
+        if self.triggered and self.nan_left > 0:
+            self.nan_left -= 1
             return torch.full_like(out, float("nan"))
         return out
 
 
-def make_head(spec: ObservationSpec, hidden_size: int, nan_from: int = 10**9, nan_count: int = 0) -> NanHead:
-    return NanHead(spec, hidden_size, nan_from, nan_count)
+def make_head(spec: ObservationSpec, hidden_size: int, trigger: str = "", nan_count: int = 0) -> NanHead:
+    return NanHead(spec, hidden_size, trigger or "/nonexistent/nan_head_trigger", nan_count)

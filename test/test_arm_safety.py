@@ -187,16 +187,18 @@ def test_sigint_sends_the_final_stop_before_the_context_goes(model_dir: Path, tm
 
 
 def test_a_model_that_emits_nan_never_reaches_the_controller(tmp_path: Path) -> None:
-    """Head passes 40 to 51 return NaN (a verification re-run is a head pass too): those chunks are
-    dropped and counted, the arm brakes after max_consecutive_failures, and serving resumes when the
-    model does."""
-    head = ModulePart("nan_head:make_head", {"nan_from": 40, "nan_count": 12})
+    """Once the arm is served, 12 head passes return NaN (a verification re-run is a head pass too):
+    those chunks are dropped and counted, the arm brakes after max_consecutive_failures, and serving
+    resumes when the model does."""
+    trigger = tmp_path / "fail_now"
+    head = ModulePart("nan_head:make_head", {"trigger": str(trigger), "nan_count": 12})
     model = make_arm_model(tmp_path / "model", head=head)
     env = {"PYTHONPATH": str(REPO / "test")}
     with arm_loop(tmp_path / "run", model, "jazzy", "desired", node_params={"backend": "torch"}, node_env=env) as loop:
         loop.wait_serving()
         loop.record_sent()
         begin = time.time_ns()
+        trigger.touch()
 
         def failed() -> bool:
             loop.frame()
