@@ -158,8 +158,7 @@ class TorchCudaGraphBackend:
     def skip_probability(self, layer: int, x: Tensor) -> float:
         graph, skip = self._controllers.get(layer) or self._no_modules()
         self._replay_module(graph, layer, x)
-        with torch.cuda.device(self.device):
-            return float(skip[0].item())  # waits for the replay: the one sync a controller needs
+        return float(skip[0].item())  # waits for the replay: the one sync a controller needs
 
     @torch.no_grad()
     def head(self, x: Tensor) -> FloatArray:
