@@ -24,7 +24,7 @@ ROS_WHEELS      := ../shared/ros_wheels
 ROS_WHEEL_FILES := $(sort $(wildcard $(ROS_WHEELS)/*.whl))
 ROS_TOOLS_STAMP := $(VENV)/.ros-tools-stamp
 
-.PHONY: setup test lint typecheck unit demo bench bench-large bench-curve bench-offline train clean
+.PHONY: setup test lint typecheck unit demo bench bench-large bench-curve bench-offline bench-arm train train-joint clean
 
 setup: $(STAMP) $(RUNTIME_STAMP) $(if $(ROS_WHEEL_FILES),$(ROS_TOOLS_STAMP))
 
@@ -72,8 +72,11 @@ unit: setup
 test: lint typecheck unit
 
 # The main job: the shipped model in a closed loop over ROS 2 on this CPU (Meta-World sim_bridge + dysl_node).
+# WIRING=jtc or WIRING=forward: models/reference_joint drives the Sawyer's joints through a joint
+# trajectory controller or a forward position controller (sim_bridge's arm modes); default: the end effector.
+WIRING ?= ee
 demo: setup
-	$(BIN)/python -m dysl_ros.tools.demo
+	$(BIN)/python -m dysl_ros.tools.demo $(if $(filter-out ee,$(WIRING)),--wiring $(WIRING))
 
 # CPU figures of the README: closed-loop success per variant, then dense vs DySL latency on onnxruntime
 # replaying the closed loop's decisions. Eval seed 3000: seed 2000 served to choose lambda and eta
@@ -124,6 +127,24 @@ bench-offline: setup
 		--variants dense,dysl,random_skip,oracle_exit --oracle-tolerance 0.026 --no-progress \
 		--markdown out/bench/offline.md --plot out/bench/offline.png --json | tee out/bench/offline.log
 
+# The joint-space model through the arm's controllers on the held-out seed 4000 (seed 3000's pick-place
+# episodes served to find the node's faults through the controllers): in process (the same
+# servos, no ROS; 30 episodes per task and variant, 4 min on 2 cores), over ROS 2 through sim_bridge's
+# joint trajectory controller (30 per task and variant, real time: 45 min per variant) and its forward
+# controller (3 per task and variant: its motion), dense and DySL each. Success, executed layers and the
+# joints' motion; one episode's plot per wiring. About 1 h 50 min in all.
+bench-arm: setup
+	mkdir -p out/bench
+	$(BIN)/dysl_bench closed-loop --model-dir models/reference_joint --episodes 30 --seed 4000 --workers 2 \
+		--variants dense,dysl --backend onnxruntime --markdown out/bench/arm_inprocess.md \
+		--motion-plot out/bench/arm_inprocess_motion.png --json | tee out/bench/arm_inprocess.log
+	$(BIN)/dysl_bench closed-loop --wiring jtc --model-dir models/reference_joint --episodes 30 --seed 4000 \
+		--ros-out out/bench/ros_jtc --markdown out/bench/arm_jtc.md --motion-plot out/bench/arm_jtc_motion.png \
+		--json | tee out/bench/arm_jtc.log
+	$(BIN)/dysl_bench closed-loop --wiring forward --model-dir models/reference_joint --episodes 3 --seed 4000 \
+		--ros-out out/bench/ros_forward --markdown out/bench/arm_forward.md \
+		--motion-plot out/bench/arm_forward_motion.png --json | tee out/bench/arm_forward.log
+
 # The speed/accuracy curve (lambda points x eta values) on the validation seed 2000.
 bench-curve: setup
 	$(BIN)/python scripts/speed_accuracy.py --model-dir models/reference --episodes 10 --seed 2000 \
@@ -133,6 +154,10 @@ bench-curve: setup
 # Reproduces models/reference from scratch into runs/train/reference (see scripts/train_reference.sh).
 train: setup
 	scripts/train_reference.sh
+
+# Reproduces models/reference_joint from scratch into runs/train/reference_joint (scripts/train_reference_joint.sh).
+train-joint: setup
+	scripts/train_reference_joint.sh
 
 clean:
 	rm -rf $(VENV) $(RUNTIME_VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

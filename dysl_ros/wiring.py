@@ -23,6 +23,12 @@ DEFAULT_TOPICS: dict[str, str] = {
 }
 """dysl_node's remappable topics (relative ``~/<name>``; sim_bridge has the same five) and the
 absolute names the launch files and the demo map them to."""
+CONTROLLER_TOPICS: dict[str, str] = {
+    "joint_trajectory": "/joint_trajectory_controller/joint_trajectory",
+    "commands": "/forward_position_controller/commands",
+}
+"""dysl_node's joint command topics and sim_bridge's joint arm inputs (``~/joint_trajectory``,
+``~/commands``) as ros2_control names them for controllers of those names."""
 
 
 @dataclass(frozen=True)

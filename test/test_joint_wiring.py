@@ -1,4 +1,4 @@
-"""From action chunks to ros2_control commands (dysl_ros.node.joint_wiring): pure, no ROS."""
+"""From action chunks to ros2_control commands (dysl_ros.joint_wiring): pure, no ROS."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dysl_ros.core.config import ConfigError
-from dysl_ros.node.joint_wiring import check_on_stale, wire_joints
+from dysl_ros.joint_wiring import check_on_stale, wire_joints
 
 ACTIONS = ("a0", "a1", "gripper")
 DT = 0.02

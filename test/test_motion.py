@@ -212,6 +212,24 @@ def test_commands_hand_off_without_a_step_and_stop_labelled() -> None:
     assert labels.index("estop") > 290 and set(labels[labels.index("estop"):]) <= {"estop", "hold"}
 
 
+def test_target_k_is_reached_at_the_end_of_its_period() -> None:
+    """A joint-space chunk within reach: target k is where the plan is at stamp + (k+1)*dt (action k
+    commanded over period k, as the demonstrations were recorded), not a period earlier."""
+    limits = arm_limits()
+    out = JointOutput(JointConfig(JOINTS, limits.to_dict(), 0.0, False, "c", "t", "now", 2_000_000_000), DT_NS)
+    stamp = 10**12
+    targets = 0.05 * np.sin(np.linspace(0.0, 1.0, 40))[:, None] * np.ones(7)  # slow: tracked exactly
+    first = out.plan_chunk(stamp - 40 * DT_NS, np.zeros((40, 7)), np.zeros(7), stamp - 40 * DT_NS, 40)
+    assert first is not None
+    out.adopt(first, stamp - 40 * DT_NS)
+    plan = out.plan_chunk(stamp, targets, np.zeros(7), stamp + DT_NS, 40)
+    assert plan is not None
+    reached = np.array([plan.state_at(stamp + (k + 1) * DT_NS).p for k in range(10, 35)])
+    np.testing.assert_allclose(reached, targets[10:35], atol=2e-4)
+    early = np.array([plan.state_at(stamp + k * DT_NS).p for k in range(10, 35)])
+    assert np.max(np.abs(early - targets[10:35])) > 1e-3  # a period earlier is measurably elsewhere
+
+
 @pytest.mark.parametrize("controller_behind_ns", [0, 19_000_000])
 def test_spliced_trajectories_hand_off_exactly_on_the_measured_rule(controller_behind_ns: int) -> None:
     """joint_trajectory_controller on Humble's default rule, its clock up to a period behind the

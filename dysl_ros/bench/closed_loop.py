@@ -22,6 +22,11 @@ Reported per variant, per task and overall: success rate, mean and p99 executed 
 (the layers on the path that produced the executed chunk), executed fraction (mean / num_layers),
 verification rate (ticks where post-skip verification fired / ticks), ticks; and the mean layer
 evaluations per tick (a verified tick's discarded skipping pass included: the compute cost).
+
+A joint-space model (joint positions, deltas or velocities) drives the Sawyer's joints through
+position servos (``dysl_ros.mt10.joint_env``; ``dysl_ros.bench.joint_motion``), and each variant
+also reports the joints' motion. ``--wiring ee|jtc|forward`` runs the loop over ROS 2 instead
+(``dysl_ros.bench.ros_loop``: sim_bridge in that arm mode and dysl_node, dense and dysl).
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ import numpy as np
 
 from dysl_ros.action_queue import AGGREGATIONS, MAX_AGGREGATION_DECAY, ActionQueue
 from dysl_ros.backends.capability import machine_label
-from dysl_ros.bench import common
+from dysl_ros.bench import common, joint_motion
 from dysl_ros.bench.trace import DecisionTrace, TickDecision
 from dysl_ros.bench.variants import (
     DIAGNOSTIC_VARIANTS,
@@ -97,6 +102,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="goal marker radius in metres, 'none' for Meta-World's 2 cm (default: model, the radius "
         "its demos were drawn with, from its train_args.json)",
     )
+    joint_motion.add_wiring_arguments(parser)
     common.add_output_arguments(
         parser, "write a PNG: each variant's success rate with its 95 %% interval, its executed layers in the label"
     )
@@ -117,6 +123,8 @@ class Job:
     coin: float | None = None
     """The random variants' coin (variants.coin_probability); None for the others."""
     record: bool = False
+    record_motion: bool = False
+    """joint arm: return this episode's joint log (the plotted episode)."""
 
 
 @dataclass(frozen=True)
@@ -128,6 +136,9 @@ class WorkerSettings:
     goal_marker_radius: float | None
     aggregation: str = "latest"
     aggregation_decay: float = 0.01
+    arm: str = "ee"
+    """``ee``: Meta-World's end-effector control; ``joint``: the Sawyer's joints through position servos
+    (``mt10.joint_env``), for a model whose actions are joint positions, deltas or velocities."""
 
 
 @dataclass
@@ -143,6 +154,10 @@ class EpisodeResult:
     verified: int
     decisions: list[TickDecision] | None
     seconds: float
+    motion: dict[str, float] | None = None
+    """joint arm: ``joint_log.summary`` of the episode's joint motion."""
+    log: dict[str, Any] | None = None
+    """joint arm, the recorded episode (``Job.record_motion``): its ``JointLog``."""
 
 
 @dataclass
@@ -161,7 +176,12 @@ class WorkerState:
             _, old = self.envs.popitem(last=False)
             old.close()
         s = self.settings
-        env = make_env(
+        make: Any = make_env
+        if s.arm == "joint":
+            from dysl_ros.mt10.joint_env import JointSpaceTask
+
+            make = JointSpaceTask
+        env = make(
             task, 0, image_size, s.camera, max_steps=s.max_steps, post_success_steps=0,
             goal_marker_radius=s.goal_marker_radius,
         )
@@ -206,6 +226,7 @@ def run_episode(state: WorkerState, job: Job) -> EpisodeResult:
     policy = state.loader.get(job.variant, job.coin)
     spec = policy.policy.spec  # type: ignore[attr-defined]
     env = state.env(job.task, spec.cameras[0].height)
+    joint = joint_motion.JointExecution(spec) if state.settings.arm == "joint" else None
     execute = state.settings.execute_steps
     window = slice(0, execute)
     obs = env.reset(job.seed)
@@ -221,6 +242,7 @@ def run_episode(state: WorkerState, job: Job) -> EpisodeResult:
     evaluations: list[int] = []
     verified = 0
     decisions: list[TickDecision] | None = [] if job.record else None
+    recorder = joint.recorder() if joint is not None else None
     done = False
     while not done:
         # Rendered only when the policy looks: 3 of 4 frames would be thrown away otherwise.
@@ -230,17 +252,24 @@ def run_episode(state: WorkerState, job: Job) -> EpisodeResult:
         verified += int(step.verified)
         if decisions is not None and step.tick is not None:
             decisions.append(TickDecision.from_tick(step.tick))
-        queue.push(len(executed), clock, step.actions)
+        # A joint-space chunk becomes what the arm is sent (targets + gripper) from the joints measured
+        # with the observation, as dysl_node's joint output does.
+        chunk = joint.executable(step.actions, env.joint_positions()) if joint is not None else step.actions
+        queue.push(len(executed), clock, chunk)
         for _ in range(execute):
             action = queue.next_action(clock, clock, clock)
             assert action is not None and action.fresh  # a chunk was pushed at this step
-            obs, _success, done = env.step(action.values.astype(step.actions.dtype))
+            if joint is not None:
+                obs, _success, done = joint.step(env, action.values, recorder)
+            else:
+                obs, _success, done = env.step(action.values.astype(step.actions.dtype))
             clock += 1
             if done:
                 break
+    motion, log = joint_motion.episode_motion(recorder) if recorder is not None else (None, None)
     return EpisodeResult(
         job.variant, job.task, job.episode, job.seed, bool(env.succeeded), int(env.steps), executed, evaluations,
-        verified, decisions, time.perf_counter() - started,
+        verified, decisions, time.perf_counter() - started, motion, log if job.record_motion else None,
     )
 
 
@@ -313,6 +342,7 @@ def make_jobs(
                 jobs.append(Job(
                     variant, task, i, env_seed, instruction,
                     (coins or {}).get(variant), record and variant == "dysl",
+                    record_motion=task == tasks[0] and i == 0,
                 ))
     return jobs
 
@@ -339,6 +369,8 @@ def summarise(results: Iterable[EpisodeResult], num_layers: int) -> dict[str, An
         "successes": sum(r.success for r in results),
         "mean_layer_evaluations": float(evaluations.mean()) if ticks else 0.0,
         "mean_episode_steps": float(np.mean([r.steps for r in results])) if results else 0.0,
+        **({"motion": joint_motion.combine([r.motion for r in results if r.motion is not None])}
+           if any(r.motion is not None for r in results) else {}),
     }
 
 
@@ -358,6 +390,8 @@ def markdown_table(report: Mapping[str, Any]) -> str:
         lines.append(
             f"| `{name}` | {v['success_rate']:.1%} ({v['successes']}/{v['episodes']}) | " + common.layer_cells(v)
         )
+    if any("motion" in v for v in variants.values()):
+        lines += ["", joint_motion.motion_table(report), ""]
     tasks = list(report["tasks"])
     lines += ["", "Success rate per task:", "", "| task | " + " | ".join(f"`{n}`" for n in variants) + " |",
               "|---|" + "---:|" * len(variants)]
@@ -495,6 +529,8 @@ def _run(args: argparse.Namespace) -> int:
     order = {task: k for k, task in enumerate(MT10_TASKS)}
     results.sort(key=lambda r: (order[r.task], r.episode, KNOWN_VARIANTS.index(r.variant)))
     report = _report(args, setup, results, wall)
+    if args.motion_plot and joint_motion.plot_motion(results, args.motion_plot, setup.model_dir.name):
+        report["motion_plot"] = args.motion_plot
     if setup.record:
         plan = setup.coins.plan
         assert plan is not None, "dysl ran: the model has a layer plan"
@@ -515,6 +551,8 @@ def _setup(args: argparse.Namespace) -> Setup:
     from dysl_ros.model.spec import VLAConfig
     from dysl_ros.mt10.tasks import parse_tasks
 
+    if args.wiring != "inprocess":
+        raise ConfigError(f"--wiring {args.wiring} runs over ROS 2: dysl_ros.bench.ros_loop.run (dysl_bench does)")
     model_dir = Path(args.model_dir)
     if not (model_dir / CONFIG_FILE).is_file():
         raise ConfigError(f"{model_dir} is not a model directory (no {CONFIG_FILE})")
@@ -536,7 +574,7 @@ def _setup(args: argparse.Namespace) -> Setup:
         raise ConfigError("--record-trace records the dysl variant: add it to --variants")
     settings = WorkerSettings(
         load, args.camera, args.max_steps, args.execute_steps, _goal_marker_radius(model_dir, args),
-        args.chunk_aggregation, args.aggregation_decay,
+        args.chunk_aggregation, args.aggregation_decay, joint_motion.model_arm(config.action_semantics),
     )
     return Setup(model_dir, config.num_layers, tasks, variants, coins, settings,
                  args.record_trace is not None)
@@ -620,6 +658,9 @@ def _report(args: argparse.Namespace, setup: Setup, results: list[EpisodeResult]
         "modules_dir": setup.settings.load.modules_dir,
         "dysl_overrides": setup.settings.load.dysl_overrides(),
         "wall_s": wall,
+        "wiring": "inprocess",
+        "arm": setup.settings.arm,
+        **({"motion_rate_hz": joint_motion.MOTION_RATE_HZ} if setup.settings.arm == "joint" else {}),
     }
     common.variant_settings(report, args, variants, setup.coins)
     return report

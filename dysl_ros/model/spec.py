@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 from dysl_ros.core.config import ConfigError
 from dysl_ros.model.observation_spec import (  # re-exported: the reference model's names
+    ACTION_SEMANTICS,
     PAD_TOKEN,
     BackboneDims,
     CameraSpec,
@@ -69,6 +70,13 @@ class VLAConfig:
     proprio_std: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)
     action_scale: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)
     action_offset: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0)
+    # What the state and actions are (observation spec): the proprio's names (empty: proprio_0, ...),
+    # what an action means to the robot, and the actions' range in robot units (empty: [-1, 1], as
+    # Meta-World's end-effector actions).
+    state_names: tuple[str, ...] = ()
+    action_semantics: str = "ee_deltas"
+    action_low: tuple[float, ...] = ()
+    action_high: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         for name in (
@@ -111,6 +119,16 @@ class VLAConfig:
                 raise ConfigError(f"VLAConfig.{name} needs {size} entries, got {len(getattr(self, name))}")
         if any(not math.isfinite(s) or s <= 0 for s in self.proprio_std):
             raise ConfigError(f"proprio_std must be finite and > 0, got {self.proprio_std}")
+        if self.state_names and len(self.state_names) != self.proprio_dim:
+            raise ConfigError(f"VLAConfig.state_names needs {self.proprio_dim} entries, got {len(self.state_names)}")
+        if self.action_semantics not in ACTION_SEMANTICS:
+            raise ConfigError(
+                f"VLAConfig.action_semantics must be one of {ACTION_SEMANTICS}, got {self.action_semantics!r}"
+            )
+        if bool(self.action_low) != bool(self.action_high) or any(
+            len(bound) not in (0, self.action_dim) for bound in (self.action_low, self.action_high)
+        ):
+            raise ConfigError(f"VLAConfig.action_low and action_high: both empty or {self.action_dim} values each")
 
     @property
     def vision_tokens(self) -> int:
@@ -161,13 +179,14 @@ def _reference_spec(config: VLAConfig) -> ObservationSpec:
     # Cached: preprocessing asks for it every sample and tick.
     return ObservationSpec(
         cameras=(CameraSpec("image", config.image_size, config.image_size, 3, "letterbox"),),
-        state_names=tuple(f"proprio_{i}" for i in range(config.proprio_dim)),
+        state_names=config.state_names or tuple(f"proprio_{i}" for i in range(config.proprio_dim)),
         action_names=config.action_names,
         horizon=config.chunk_len,
         state_normalisation=Normalisation("mean_std", config.proprio_mean, config.proprio_std),
         action_normalisation=Normalisation("mean_std", config.action_offset, config.action_scale),
-        action_semantics="ee_deltas",
-        # Meta-World clips every action to [-1, 1]: the range the model was trained on.
-        action_range=((-1.0,) * len(config.action_names), (1.0,) * len(config.action_names)),
+        action_semantics=config.action_semantics,
+        # Meta-World clips every end-effector action to [-1, 1]: the range the model was trained on.
+        action_range=(config.action_low, config.action_high) if config.action_low
+        else ((-1.0,) * len(config.action_names), (1.0,) * len(config.action_names)),
         tokenizer=TokenizerSpec("bytes", config.instruction_tokens),
     )

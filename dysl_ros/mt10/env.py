@@ -187,6 +187,17 @@ class MetaWorldTask:
         """The camera image of the current state: (S, S, 3) uint8 RGB, upright."""
         return self._camera.render(self._env.data)
 
+    def arm_joints(self) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """The Sawyer's seven arm joints (``right_j0`` .. ``right_j6``, first in the model): positions
+        (rad) and velocities (rad/s). Here they follow the mocap weld; nothing commands them."""
+        data = self._env.data
+        return np.asarray(data.qpos[:7], dtype=np.float64).copy(), np.asarray(data.qvel[:7], dtype=np.float64).copy()
+
+    @property
+    def step_seconds(self) -> float:
+        """Simulated time per ``step`` (Meta-World's frame skip times its physics step: 12.5 ms)."""
+        return float(self._env.frame_skip * self._env.model.opt.timestep)
+
     @staticmethod
     def proprio(obs: Obs) -> npt.NDArray[np.float32]:
         """The VLA's proprio vector: hand xyz (m) and gripper opening (0 closed .. 1 open)."""

@@ -97,6 +97,9 @@ PROPRIO_DIM = 4
 """Hand xyz and gripper opening."""
 ACTION_DIM = 4
 """Hand xyz motion and gripper, in [-1, 1]."""
+ARMS: tuple[str, ...] = ("ee", "joint")
+"""How the Sawyer is driven: ``ee`` Meta-World's end-effector control (``env``), ``joint`` its seven
+joints through position servos (``joint_env``)."""
 
 
 def episode_seed(seed: int, task: str, episode: int) -> int:

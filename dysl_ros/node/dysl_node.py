@@ -40,13 +40,13 @@ from dysl_ros.backends.errors import EngineError
 from dysl_ros.core.config import ConfigError
 from dysl_ros.core.continuity import NonFiniteActions
 from dysl_ros.inputs import JointStateReader
+from dysl_ros.joint_wiring import JointWiring, check_on_stale, wire_joints
 from dysl_ros.model.model_dir import ModelDirError
 from dysl_ros.model.observation_spec import Observation
 from dysl_ros.node import limits as joint_limits
 from dysl_ros.node.arm import ArmShadow, read_limits
 from dysl_ros.node.input_slots import InputSlots, LatestImage, TickInputs
 from dysl_ros.node.joint_output import JointConfig
-from dysl_ros.node.joint_wiring import JointWiring, check_on_stale, wire_joints
 from dysl_ros.node.motion import Plan
 from dysl_ros.node.params import PARAMETERS, NodeParams
 from dysl_ros.node.robot import controller_joints

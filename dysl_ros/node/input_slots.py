@@ -5,12 +5,20 @@ inference thread. No ROS here: the node decodes and validates, these only keep a
 A tick is paced by the first camera: ``take`` waits for its next image, then (with several cameras)
 up to ``max_camera_skew_ms`` for the others' frames of the same moment, and returns what the tick
 sees, or None with the reason in ``waiting_for``.
+
+The joint state a tick sees is the one of its image's moment: of the recent ``~/joint_states`` (a
+joint_state_broadcaster publishes them at 100 Hz or more, an image arrives tens of ms after its
+stamp), the one whose stamp lies nearest the image's, if within ``max_camera_skew_ms``; else (no
+stamps, or another clock) the newest. A joint-space chunk is integrated from that state: the model's
+deltas are relative to what it saw, and integrating them from a pose the arm reached later overshoots
+by the motion in between.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -45,6 +53,19 @@ class TickInputs(NamedTuple):
     """When those joint positions arrived (monotonic s)."""
 
 
+STATE_HISTORY = 1024
+"""Joint states kept for pairing with an image: 1 s at 1 kHz, more than ``max_image_age_ms`` allows."""
+
+
+@dataclass(frozen=True)
+class JointStateSample:
+    stamp_ns: int
+    """The message's header stamp (0: unstamped)."""
+    proprio: npt.NDArray[np.float64]
+    joints: npt.NDArray[np.float64] | None
+    received: float  # monotonic
+
+
 @dataclass
 class Taken:
     inputs: TickInputs | None
@@ -71,8 +92,7 @@ class InputSlots:
         self._fresh = False  # the first camera sent an image since the last take
         self._instruction: str | None = None
         self._new_task = False
-        self._proprio: tuple[npt.NDArray[np.float64], float] | None = None  # (values, monotonic receive time)
-        self._joints: tuple[npt.NDArray[np.float64], float] | None = None
+        self._states: deque[JointStateSample] = deque(maxlen=STATE_HISTORY)  # oldest first
 
     # ------------------------------------------------------------------ writers (callbacks)
 
@@ -90,12 +110,11 @@ class InputSlots:
             self._instruction = text
             self._new_task = True
 
-    def put_state(self, values: npt.NDArray[np.float64], joints: npt.NDArray[np.float64] | None) -> None:
-        now = time.monotonic()
+    def put_state(
+        self, values: npt.NDArray[np.float64], joints: npt.NDArray[np.float64] | None, stamp_ns: int = 0
+    ) -> None:
         with self.lock:
-            self._proprio = (values, now)
-            if joints is not None:
-                self._joints = (joints, now)
+            self._states.append(JointStateSample(stamp_ns, values, joints, time.monotonic()))
 
     def new_episode(self) -> None:
         """Continuity starts over at the next take (the arm was stopped in between)."""
@@ -130,7 +149,7 @@ class InputSlots:
             if fresh and len(self.cameras) > 1:
                 self._await_cameras_in_step(stop)
             images = dict(self._images)
-            instruction, proprio, joints = self._instruction, self._proprio, self._joints
+            instruction, states = self._instruction, list(self._states)
             new_task, self._new_task = self._new_task, False
         if not fresh:
             return Taken(None, new_task, None)
@@ -146,16 +165,30 @@ class InputSlots:
         image = min(images.values(), key=lambda latest: latest.stamp_ns)
         if instruction is None:
             return Taken(None, new_task, "instruction")
-        if proprio is None or time.monotonic() - proprio[1] > self.max_age_s:
+        proprio = self._state_of(states, image.stamp_ns, with_joints=False)
+        if proprio is None or time.monotonic() - states[-1].received > self.max_age_s:
             return Taken(None, new_task, "joint_states")
-        if self.needs_joints and (joints is None or time.monotonic() - joints[1] > self.max_age_s):
+        joints = self._state_of(states, image.stamp_ns, with_joints=True)
+        newest_joints = next((state for state in reversed(states) if state.joints is not None), None)
+        if self.needs_joints and (
+            joints is None or newest_joints is None or time.monotonic() - newest_joints.received > self.max_age_s
+        ):
             return Taken(None, new_task, "joint_states with the command joints")
         age_ms = (now_s() - image.stamp) * 1000.0
         if age_ms > self.max_age_s * 1000.0:
             return Taken(None, new_task, "fresh image", stale=True, image_age_ms=age_ms)
-        measured, received = (joints[0], joints[1]) if joints is not None else (None, float("nan"))
-        inputs = TickInputs(image, images, instruction, proprio[0], measured, received)
+        measured, received = (joints.joints, joints.received) if joints is not None else (None, float("nan"))
+        inputs = TickInputs(image, images, instruction, proprio.proprio, measured, received)
         return Taken(inputs, new_task, image_age_ms=age_ms)
+
+    def _state_of(self, states: list[JointStateSample], stamp_ns: int, with_joints: bool) -> JointStateSample | None:
+        """The joint state of the image's moment: the one stamped nearest ``stamp_ns`` within
+        max_camera_skew_ms, else the newest (unstamped states, or stamps on another clock)."""
+        candidates = [state for state in states if state.joints is not None] if with_joints else states
+        if not candidates:
+            return None
+        nearest = min(candidates, key=lambda state: abs(state.stamp_ns - stamp_ns))
+        return nearest if abs(nearest.stamp_ns - stamp_ns) <= self.max_skew_ns else candidates[-1]
 
     def _await_cameras_in_step(self, stop: threading.Event) -> None:
         """(Lock held.) The other cameras' frames of the same moment often land just after the first

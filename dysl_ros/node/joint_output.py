@@ -112,16 +112,21 @@ class JointOutput:
     def plan_chunk(
         self, stamp_ns: int, targets: Array, measured: Array | None, start_ns: int, horizon: int, measured_ns: int = 0
     ) -> Plan | None:
-        """Plan the chunk's targets (action k due at ``stamp_ns + k*dt``) from ``start_ns``, not yet
-        adopted (``adopt``); None when the chunk is refused (non-finite) or nothing of it is left."""
+        """Plan the chunk's targets from ``start_ns``, not yet adopted (``adopt``); None when the chunk
+        is refused (non-finite) or nothing of it is left. Target k is where the joints are at
+        ``stamp_ns + (k+1)*dt``: action k is commanded over period k (as ``~/action`` sends it) and
+        reached at its end, the way a position-controlled arm records its demonstrations (and how
+        deltas and velocities integrate: target k includes action k's whole period). Due at the
+        period's start instead, the arm would run a period ahead of the gripper and of the state
+        the model expects to see next."""
         self._check_tracking(measured_ns or stamp_ns, measured)
         start = self.start_state(start_ns, measured)
         if start is None:
             return None
-        track_until = min(stamp_ns + (horizon - 1) * self.dt_ns, stamp_ns + self.config.max_age_ns)
+        track_until = min(stamp_ns + horizon * self.dt_ns, stamp_ns + self.config.max_age_ns)
         if track_until <= start_ns:
             return None
-        times = stamp_ns + self.dt_ns * np.arange(len(targets), dtype=np.int64)
+        times = stamp_ns + self.dt_ns * (1 + np.arange(len(targets), dtype=np.int64))
         try:
             plan = self.limiter.plan(start, targets, times, track_until, measured)
         except ValueError:

@@ -90,7 +90,8 @@ class NodeParams:
     max_camera_skew_ms: float = param(
         50.0,
         "Several cameras: an observation takes each camera's newest image only if their stamps lie within this of "
-        "each other; else the tick waits (waiting_for names the camera).",
+        "each other; else the tick waits (waiting_for names the camera). Also how far from the image's stamp the "
+        "joint state paired with it may lie (else the newest).",
         non_negative,
     )
     on_stale: str = param(

@@ -132,4 +132,4 @@ class InputSubscriptions:
         except InputRejected as error:
             self._reject(error)
             return
-        self.slots.put_state(values, joints)
+        self.slots.put_state(values, joints, msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec)

@@ -52,7 +52,8 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -72,6 +73,9 @@ from dysl_ros.qos import LATCHED_QOS, SENSOR_QOS, latched, reliable
 from dysl_ros.sim import rosenv
 from dysl_ros.sim.params import PARAMETERS, BridgeConfigError, BridgeParams
 from dysl_ros.wiring import EPISODE_RESULT_TOPIC
+
+if TYPE_CHECKING:
+    from dysl_ros.sim.joint_arm import JointArm
 
 RESULTS_QOS = latched(1000)
 COMMAND_QOS = reliable(10)
@@ -123,6 +127,7 @@ class EpisodeStats:
     late_steps: int = 0
     stamps: set[int] = field(default_factory=set)  # ns of every image published in this episode
     error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # the joint arm modes' keys (joint_arm.py)
 
 
 def _stamp_ns(stamp: Time) -> int:
@@ -131,6 +136,10 @@ def _stamp_ns(stamp: Time) -> int:
 
 def _seconds(ns: int) -> float:
     return ns * 1e-9
+
+
+def _time(ns: int) -> Time:
+    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
 
 
 class SimBridge(Node):
@@ -157,6 +166,7 @@ class SimBridge(Node):
         self._last_stamp_ns = 0
         self._last_log: dict[str, float] = {}
         self._episode: EpisodeStats | None = None  # the running one: chunks are counted as they arrive
+        self._episodes_run = 0
 
         self.image_pub = self.create_publisher(Image, "~/image", SENSOR_QOS)
         self.state_pub = self.create_publisher(JointState, "~/joint_states", SENSOR_QOS)
@@ -164,6 +174,14 @@ class SimBridge(Node):
         self.result_pub = self.create_publisher(String, EPISODE_RESULT_TOPIC, RESULTS_QOS)
         self.action_sub = self.create_subscription(Float64MultiArray, "~/action", self._on_action, COMMAND_QOS)
         self.chunk_sub = self.create_subscription(JointTrajectory, "~/action_chunk", self._on_chunk, COMMAND_QOS)
+        self.joint_arm: JointArm | None = None
+        self._action_dim = ACTION_DIM
+        if self.params.arm != "ee":
+            from dysl_ros.mt10.joint_env import ACTION_NAMES
+            from dysl_ros.sim.joint_arm import JointArm
+
+            self.joint_arm = JointArm(self)
+            self._action_dim = len(ACTION_NAMES)
 
     # ---------------------------------------------------------------- subscriptions
 
@@ -175,13 +193,17 @@ class SimBridge(Node):
 
     def _on_action(self, msg: Float64MultiArray) -> None:
         values = np.asarray(msg.data, dtype=np.float64)
-        if values.shape != (ACTION_DIM,) or not np.all(np.isfinite(values)):
+        if values.shape != (self._action_dim,) or not np.all(np.isfinite(values)):
             with self._cond:
                 self._actions_rejected += 1
                 count = self._actions_rejected
             self._warn_throttled(
-                "action", f"rejected ~/action ({count} so far): need {ACTION_DIM} finite values, got {list(values)}"
+                "action",
+                f"rejected ~/action ({count} so far): need {self._action_dim} finite values, got {list(values)}",
             )
+            return
+        if self.joint_arm is not None:
+            self.joint_arm.on_action(values)
             return
         with self._cond:
             self._action_seq += 1
@@ -192,8 +214,8 @@ class SimBridge(Node):
         problem = ""
         if not msg.points:
             problem = "no points"
-        elif any(len(p.positions) != ACTION_DIM for p in msg.points):
-            problem = f"points must have {ACTION_DIM} positions, got {[len(p.positions) for p in msg.points]}"
+        elif any(len(p.positions) != self._action_dim for p in msg.points):
+            problem = f"points must have {self._action_dim} positions, got {[len(p.positions) for p in msg.points]}"
         actions = np.asarray([list(p.positions) for p in msg.points], dtype=np.float64) if not problem else None
         if actions is not None and not np.all(np.isfinite(actions)):
             problem, actions = "non-finite positions", None
@@ -253,6 +275,12 @@ class SimBridge(Node):
         msg.header.frame_id = "world"
         self.state_pub.publish(msg)
 
+    def _publish_image_at(self, stamp_ns: int, frame: npt.NDArray[np.uint8], stats: EpisodeStats) -> None:
+        """An image under a given stamp (the joint arm modes' virtual time); stamps stay increasing."""
+        stamp_ns = max(stamp_ns, self._last_stamp_ns + 1)
+        self._last_stamp_ns = stamp_ns
+        self._publish_image(_time(stamp_ns), frame, stats)
+
     def _publish_image(self, stamp: Time, frame: npt.NDArray[np.uint8], stats: EpisodeStats) -> None:
         height, width = frame.shape[:2]
         msg = Image(height=height, width=width, encoding="rgb8", is_bigendian=0, step=width * 3)
@@ -285,6 +313,7 @@ class SimBridge(Node):
             "actions_rejected": stats.actions_rejected,
             "late_steps": stats.late_steps,
             "error": stats.error,
+            **stats.extra,
         }
         self.result_pub.publish(String(data=json.dumps(result)))
         return result
@@ -292,9 +321,13 @@ class SimBridge(Node):
     # ---------------------------------------------------------------- running
 
     def _policy_ready(self) -> bool:
-        """min_image_subscribers read ~/image and something writes what this mode acts on (a policy node)."""
+        """min_image_subscribers read ~/image and something writes what this mode acts on (a policy node;
+        the joint arm modes: also its controller input and the ~/action the gripper takes)."""
         readers = self.image_pub.get_subscription_count()
-        return readers >= self.params.min_image_subscribers and self.count_publishers(self._answer_topic()) > 0
+        topics = [self._answer_topic()]
+        if self.joint_arm is not None:
+            topics += [self.joint_arm.input_sub.topic_name, self.action_sub.topic_name]
+        return readers >= self.params.min_image_subscribers and all(self.count_publishers(t) > 0 for t in topics)
 
     def _answer_topic(self) -> str:
         params = self.params
@@ -302,10 +335,13 @@ class SimBridge(Node):
         return answer.topic_name
 
     def _connection_summary(self) -> str:
-        answer = self._answer_topic()
+        answers = [self._answer_topic()]
+        if self.joint_arm is not None:
+            answers += [self.joint_arm.input_sub.topic_name, self.action_sub.topic_name]
         return (
             f"{self.image_pub.get_subscription_count()} of {self.params.min_image_subscribers} subscriber(s) on "
-            f"{self.image_pub.topic_name}, {self.count_publishers(answer)} publisher(s) on {answer}"
+            f"{self.image_pub.topic_name}, "
+            + ", ".join(f"{self.count_publishers(topic)} publisher(s) on {topic}" for topic in answers)
         )
 
     def wait_for_policy(self) -> None:
@@ -327,31 +363,36 @@ class SimBridge(Node):
 
     def run(self) -> int:
         """Simulate every episode of the plan; returns the process exit status."""
-        from dysl_ros.mt10.env import MetaWorldTask, make_env
+        from dysl_ros.mt10.env import make_env
+        from dysl_ros.mt10.joint_env import JointSpaceTask
 
         params = self.params
+        make: Any = JointSpaceTask if params.arm != "ee" else make_env
         plan = episode_plan(params)
         self.get_logger().info(
-            f"{params.mode}: {len(plan)} episode(s) over {', '.join(params.tasks)}, run seed {params.seed}"
+            f"{params.mode}, arm {params.arm}: {len(plan)} episode(s) over {', '.join(params.tasks)}, "
+            f"run seed {params.seed}"
             + (f", {params.control_rate_hz:g} Hz control, {params.camera_rate_hz:g} Hz camera"
                if params.mode == "real_time" else f", {params.execute_steps} actions per chunk")
         )
         self.wait_for_policy()
-        env: MetaWorldTask | None = None
+        env: Any = None
         successes = 0
         try:
             for number, spec in enumerate(plan, start=1):
                 if env is None or env.task != spec.task:
                     if env is not None:
                         env.close()
-                    env = make_env(
+                    env = make(
                         spec.task, spec.seed, params.image_size, params.camera,
                         max_steps=params.max_steps, post_success_steps=params.post_success_steps,
                         goal_marker_radius=params.goal_marker_radius,
                     )
                 stats = EpisodeStats(spec)
                 try:
-                    if params.mode == "lockstep":
+                    if self.joint_arm is not None:
+                        self.joint_arm.run_episode(env, stats)
+                    elif params.mode == "lockstep":
                         self._run_lockstep(env, stats)
                     else:
                         self._run_real_time(env, stats)
@@ -377,13 +418,20 @@ class SimBridge(Node):
         return EXIT_OK
 
     def _begin(self, env: Any, stats: EpisodeStats) -> npt.NDArray[np.float64]:
+        obs = self._reset(env, stats)
+        self._publish_instruction(stats)
+        return obs
+
+    def _reset(self, env: Any, stats: EpisodeStats) -> npt.NDArray[np.float64]:
         obs: npt.NDArray[np.float64] = env.reset(stats.spec.seed)
         with self._cond:  # nothing received for an earlier episode may act on this one
             self._latest_action = None
             self._episode = stats
-        self.instruction_pub.publish(String(data=stats.spec.instruction))
         stats.started = time.monotonic()
         return obs
+
+    def _publish_instruction(self, stats: EpisodeStats) -> None:
+        self.instruction_pub.publish(String(data=stats.spec.instruction))
 
     def _count_chunks(self, stats: EpisodeStats) -> None:
         with self._cond:
@@ -429,20 +477,17 @@ class SimBridge(Node):
         stats.end_stamp = self.get_clock().now().nanoseconds * 1e-9
         self._count_chunks(stats)
 
-    def _run_real_time(self, env: Any, stats: EpisodeStats) -> None:
+    def _wait_for_episode_start(self, env: Any, stats: EpisodeStats, publish_state: Any) -> None:
+        """Before the first step: the scene is still, published at the camera rate (``publish_state(stamp
+        ns)`` then the image) until the policy answers one of this episode's images (``wait_for_policy``)."""
         params = self.params
-        period, camera_period = params.dt, 1.0 / params.camera_rate_hz
-        obs = self._begin(env, stats)
+        camera_period = 1.0 / params.camera_rate_hz
         frame = env.render()
-        proprio = env.proprio(obs)
-
-        # Before the first step: the scene is still, published at the camera rate until the policy
-        # answers one of this episode's images.
         next_frame = time.monotonic()
         waiting_since = time.monotonic()
         while True:
             stamp = self._new_stamp()
-            self._publish_state(stamp, proprio)
+            publish_state(_stamp_ns(stamp))
             self._publish_image(stamp, frame, stats)
             if math.isnan(stats.start_stamp):
                 stats.start_stamp = _seconds(_stamp_ns(stamp))
@@ -456,11 +501,19 @@ class SimBridge(Node):
                     f"no ~/action_chunk for any image of episode {stats.spec.episode} of {stats.spec.task} within "
                     f"policy_timeout_s={params.policy_timeout_s:g} s"
                 )
+
+    def _run_real_time(self, env: Any, stats: EpisodeStats) -> None:
+        params = self.params
+        period, camera_period = params.dt, 1.0 / params.camera_rate_hz
+        obs = self._begin(env, stats)
+        proprio = env.proprio(obs)
+        self._wait_for_episode_start(env, stats, lambda stamp_ns: self._publish_state(_time(stamp_ns), proprio))
         with self._cond:  # actions that arrived before the policy saw this episode belong to the last one
             after_seq = self._action_seq
         last = np.zeros(ACTION_DIM, dtype=np.float32)
         deadline = time.monotonic()
         next_frame = deadline + camera_period
+        joints = EndEffectorJoints(env)
         done = False
         while not done:
             deadline += period
@@ -480,6 +533,7 @@ class SimBridge(Node):
                     last = np.zeros(ACTION_DIM, dtype=np.float32)
             obs, success, done = env.step(last)
             stats.steps += 1
+            joints.add(stats.steps)
             stats.success = stats.success or success
             stamp = self._new_stamp()
             if stats.steps == 1:
@@ -490,7 +544,42 @@ class SimBridge(Node):
                 self._publish_image(stamp, env.render(), stats)
                 next_frame = max(next_frame + camera_period, now)
         stats.end_stamp = self.get_clock().now().nanoseconds * 1e-9
+        stats.extra = joints.figures()
+        self._episodes_run += 1
+        if params.motion_log and self._episodes_run == params.motion_log_episode:
+            joints.write(params.motion_log, stats)
         self._count_chunks(stats)
+
+
+class EndEffectorJoints:
+    """``arm: ee``: the arm joints' own motion (they follow Meta-World's mocap weld; no joint controller),
+    sampled after each simulated step (12.5 ms); for the log the setpoint is the measured position."""
+
+    def __init__(self, env: Any) -> None:
+        from dysl_ros.mt10.joint_env import ARM_JOINTS
+        from dysl_ros.sim.joint_log import JointLog
+
+        self.env = env
+        self.step_ns = round(env.step_seconds * 1e9)
+        self.log = JointLog(ARM_JOINTS)
+        self.add(0)
+
+    def add(self, step: int) -> None:
+        q, qd = self.env.arm_joints()
+        self.log.add(step * self.step_ns, q, qd, np.zeros_like(q), q, qd)
+
+    def figures(self) -> dict[str, Any]:
+        from dysl_ros.sim import joint_log
+        from dysl_ros.sim.sawyer import motion_limits
+
+        summary = joint_log.summary(joint_log.report(self.log.as_dict(), motion_limits()))
+        return {"arm": "ee", "motion": {k: (round(v, 6) if math.isfinite(v) else None) for k, v in summary.items()}}
+
+    def write(self, path: str, stats: EpisodeStats) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        arrays = {**self.log.as_dict(), "task": np.array(stats.spec.task), "seed": np.array(stats.spec.seed),
+                  "success": np.array(stats.success), "arm": np.array("ee")}
+        np.savez(path, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as allow_pickle
 
 
 def main(args: list[str] | None = None) -> int:

@@ -30,7 +30,8 @@ counted in ``TrajectoryFollower.nonfinite_received`` and flow into the command a
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -46,6 +47,19 @@ FLOAT_EPSILON = float(np.finfo(np.float32).eps)
 """``std::numeric_limits<float>::epsilon()``: JTC's threshold for a non-zero end velocity and a zero time."""
 NONZERO_END_VELOCITY_DEFAULT: dict[str, bool] = {"humble": True, "jazzy": False}
 """``allow_nonzero_velocity_at_trajectory_end``'s default per branch (Humble deprecates ``true``)."""
+
+
+def clock_pair(ros_now_ns: Callable[[], int]) -> tuple[int, int]:
+    """(ROS time, monotonic time) of one instant, for a simulation clock that maps the monotonic clock onto
+    ROS time: read back to back, and again if preempted in between, or the controller's clock would run
+    behind the node's by the preemption (ms on a loaded machine)."""
+    for _ in range(10):
+        before = time.monotonic_ns()
+        ros = ros_now_ns()
+        after = time.monotonic_ns()
+        if after - before < 50_000:
+            break
+    return ros, (before + after) // 2
 
 
 def _array(values: Sequence[float] | Array) -> Array:

@@ -51,7 +51,7 @@ from rclpy.utilities import remove_ros_args
 from sensor_msgs.msg import JointState
 from trajectory_msgs.msg import JointTrajectory
 
-from dysl_ros.sim.jtc import NS_PER_S, LaggedArm, Point, Trajectory, TrajectoryFollower
+from dysl_ros.sim.jtc import NS_PER_S, LaggedArm, Point, Trajectory, TrajectoryFollower, clock_pair
 from dysl_ros.sim.rosenv import BackgroundSpinner
 
 DEFAULT_JOINTS = tuple(f"joint{i}" for i in range(1, 8))
@@ -171,18 +171,6 @@ class JtcArm(Node):
         msg.velocity = velocities.tolist()
         self.state_pub.publish(msg)
 
-    def _clock_pair(self) -> tuple[int, int]:
-        """(ROS time, monotonic time) of one instant: the simulation's clock maps the monotonic one onto
-        ROS time from here. Read back to back and again if preempted in between, or the controller's
-        clock would run behind the node's by the preemption (ms on a loaded machine)."""
-        for _ in range(10):
-            before = time.monotonic_ns()
-            ros = self.get_clock().now().nanoseconds
-            after = time.monotonic_ns()
-            if after - before < 50_000:
-                break
-        return ros, (before + after) // 2
-
     def run(self, stop: threading.Event) -> dict[str, Any]:
         """Simulate until ``stop`` (or ``--duration``): the log's arrays."""
         args = self.args
@@ -200,7 +188,7 @@ class JtcArm(Node):
         arrivals: list[tuple[int, int, int, str]] = []  # arrival ns, stamp ns, update index, rejection
         max_catch_up = 0
 
-        ros_start, mono_start = self._clock_pair()
+        ros_start, mono_start = clock_pair(lambda: self.get_clock().now().nanoseconds)
         step = 0
         while not stop.is_set() and (end_step is None or step < end_step):
             due = (time.monotonic_ns() - mono_start) // period_ns

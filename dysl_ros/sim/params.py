@@ -13,11 +13,18 @@ from typing import Any, Mapping
 
 import dysl_ros.params as checks
 from dysl_ros.mt10.env import DEFAULT_GOAL_MARKER_RADIUS, DEFAULT_MAX_STEPS, DEFAULT_POST_SUCCESS_STEPS
+from dysl_ros.mt10.joint_env import CONTROL_PERIOD_S, PHYSICS_RATE_HZ
 from dysl_ros.mt10.tasks import MT10_TASKS
 from dysl_ros.params import ParamSpec, convert, declared, param, read_values, same_as
 from dysl_ros.wiring import SharedParams
 
 MODES = ("real_time", "lockstep")
+ARMS = ("ee", "jtc", "forward")
+JTC_DISTROS = ("humble", "jazzy")
+JTC_START_STATES = ("measured", "desired")
+JOINT_CONTROL_RATE_HZ = 1.0 / CONTROL_PERIOD_S
+"""The joint arm modes' control rate (``mt10.joint_env.CONTROL_PERIOD_S``): the joint-space
+demonstrations' step, which the policy node's ``control_rate_hz`` must equal."""
 ON_MISSING_ACTION = ("hold", "zero")
 ON_FINISH = ("exit", "idle")
 SEED_LIMIT = 2**32
@@ -32,6 +39,11 @@ def _marker_radius(name: str, v: Any) -> str | None:
     return None if ok else f"{name} must be in [0, 0.2] metres (0: Meta-World's), got {v!r}"
 
 
+def _divides_physics(name: str, v: Any) -> str | None:
+    ok = checks.is_number(v) and 0 < float(v) <= PHYSICS_RATE_HZ and abs(PHYSICS_RATE_HZ / float(v) % 1) < 1e-9
+    return None if ok else f"{name} must divide the {PHYSICS_RATE_HZ:g} Hz physics rate (e.g. 500, 250), got {v!r}"
+
+
 def _camera(name: str, v: Any) -> str | None:
     return None if isinstance(v, str) and v.strip() else f"{name} must be a camera name, got {v!r}"
 
@@ -43,6 +55,42 @@ class BridgeParams:
         "real_time: step at control_rate_hz applying the latest ~/action | "
         "lockstep: execute execute_steps actions of the ~/action_chunk stamped with each image.",
         checks.one_of(MODES),
+    )
+    arm: str = param(
+        "ee",
+        "ee: Meta-World's end effector takes the model-space ~/action (or ~/action_chunk) | "
+        "jtc: the Sawyer's joints through a joint_trajectory_controller model on ~/joint_trajectory | "
+        "forward: through a forward position controller on ~/commands (both: the gripper from ~/action).",
+        checks.one_of(ARMS),
+    )
+    controller_rate_hz: float = param(
+        500.0, "jtc / forward: controller updates per second inside the 1 kHz physics (dividing 1000).",
+        _divides_physics,
+    )
+    joint_state_rate_hz: float = param(
+        100.0, "jtc / forward: ~/joint_states per second (joint_state_broadcaster's rate; dividing 1000).",
+        _divides_physics,
+    )
+    jtc_distro: str = param(
+        "humble", "jtc: whose joint_trajectory_controller rules (humble | jazzy).", checks.one_of(JTC_DISTROS)
+    )
+    jtc_start_state: str = param(
+        "desired",
+        "jtc: a new trajectory starts from the last command (desired: Humble open_loop_control / Jazzy "
+        "interpolate_from_desired_state true) or the measured state (measured: their default).",
+        checks.one_of(JTC_START_STATES),
+    )
+    policy_node: str = param(
+        "",
+        "jtc / forward: a lifecycle policy node (e.g. /dysl_node) deactivated before each episode's reset and "
+        "activated after it, so that it plans each episode from the measured pose; empty: none.",
+        checks.text,
+    )
+    motion_log: str = param(
+        "", "jtc / forward: write episode motion_log_episode's joint log here (.npz); empty: none.", checks.text
+    )
+    motion_log_episode: int = param(
+        1, "The episode (1-based, in run order) motion_log records.", checks.integer_at_least(1)
     )
     tasks: tuple[str, ...] = param(
         ("all",), "MT10 task names (v3) to cycle through, in MT10 order (comma-separated too); all: all ten."
@@ -125,11 +173,20 @@ class BridgeParams:
             problems.append(task_problem)
         rates = (v["camera_rate_hz"], v["control_rate_hz"])
         rates_valid = checks.positive("", rates[0]) is None and checks.positive("", rates[1]) is None
-        if rates_valid and float(rates[0]) > float(rates[1]):
+        if rates_valid and float(rates[0]) > float(rates[1]) and v["arm"] == "ee":
             problems.append(
                 f"camera_rate_hz ({rates[0]}) must not exceed control_rate_hz ({rates[1]}): "
                 "the simulated scene only changes at a step"
             )
+        if v["arm"] in ARMS[1:]:
+            if v["mode"] != "real_time":
+                problems.append(f"arm {v['arm']} runs in real_time mode only (a controller keeps time), got mode "
+                                f"{v['mode']}")
+            if checks.is_number(v["control_rate_hz"]) and float(v["control_rate_hz"]) != JOINT_CONTROL_RATE_HZ:
+                problems.append(
+                    f"arm {v['arm']}: control_rate_hz must be {JOINT_CONTROL_RATE_HZ:g} (the joint-space "
+                    f"demonstrations' 50 ms step), got {v['control_rate_hz']}"
+                )
         if problems:
             raise BridgeConfigError("invalid sim_bridge parameters:\n  - " + "\n  - ".join(problems))
         return cls(**convert(cls, {**v, "tasks": tasks, "goal_marker_radius": float(v["goal_marker_radius"]) or None}))
@@ -158,14 +215,29 @@ class DemoSettings:
     execute_steps: int = same_as(BridgeParams, "execute_steps")
     max_steps: int = same_as(BridgeParams, "max_steps")
 
-    def problems(self) -> list[str]:
-        """What is wrong with these settings (sim_bridge's own checks), empty when nothing is."""
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
+    def problems(self, **bridge: Any) -> list[str]:
+        """What is wrong with these settings (sim_bridge's own checks), empty when nothing is; ``bridge``:
+        other sim_bridge parameters checked with them (``make demo``'s ``arm``, from ``DemoWiring``)."""
+        values = {**{f.name: getattr(self, f.name) for f in fields(self)}, **bridge}
         try:
             BridgeParams.from_values(values)
         except BridgeConfigError as exc:
             return [line.removeprefix("  - ") for line in str(exc).splitlines()[1:]]
         return []
+
+
+@dataclass(frozen=True)
+class DemoWiring:
+    """``make demo``'s arm wiring (``WIRING=``), apart from ``DemoSettings``: ``demo.launch.py``, which
+    takes those as its arguments, drives the end effector only."""
+
+    wiring: str = same_as(
+        BridgeParams, "arm",
+        note="make demo: jtc and forward serve models/reference_joint unless --model-dir names another.",
+    )
+    joint_motion: bool = param(
+        False, "--wiring ee: also report the arm joints' motion (always on for jtc and forward).", checks.boolean
+    )
 
 
 def _tasks(raw: Any) -> tuple[tuple[str, ...], str]:

@@ -41,6 +41,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from dysl_ros.bench import bag_replay
 
         return bag_replay.run(args)
+    if getattr(args, "wiring", "inprocess") != "inprocess":
+        from dysl_ros.bench import ros_loop
+
+        return ros_loop.run(args)
     from dysl_ros.bench import closed_loop
 
     return closed_loop.run(args)

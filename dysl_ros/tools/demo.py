@@ -2,6 +2,15 @@
 
     python -m dysl_ros.tools.demo                                # models/reference, 3 tasks x 2 episodes
     python -m dysl_ros.tools.demo --model-dir /tmp/tiny --tasks all --episodes-per-task 10 --json
+    python -m dysl_ros.tools.demo --wiring jtc                   # models/reference_joint through a JTC
+
+``--wiring``: ``ee`` (default) moves Meta-World's end effector with the model-space ``~/action``;
+``jtc`` and ``forward`` drive the Sawyer's seven joints (``sim_bridge`` arm modes): ``dysl_node``
+publishes ``~/joint_trajectory`` (or ``~/commands``) within the arm's limits (``config/sawyer_arm.urdf``
+as ``robot_description``, acceleration limits as ``joint_limits.*`` parameters), the bridge's joint
+trajectory controller (or forward controller) follows it at 500 Hz inside 1 kHz physics, and the
+table adds each episode's joint motion (largest setpoint acceleration and jerk, limit hits, tracking
+error); ``motion.png`` plots episode 1's joint setpoints and positions.
 
 What it does: builds the ONNX Runtime engines when missing (``build_engines``), starts ``sim_bridge``
 and ``dysl_node`` as two processes on a ROS domain of their own (loopback only, the project's Fast
@@ -33,26 +42,39 @@ from dysl_ros.mt10.env import model_goal_marker_radius
 from dysl_ros.mt10.tasks import parse_tasks
 from dysl_ros.params import add_flags, from_flags
 from dysl_ros.sim import rosenv
-from dysl_ros.sim.params import DemoSettings
-from dysl_ros.wiring import DEFAULT_TOPICS, EPISODE_RESULT_TOPIC, TICK_TOPIC, private_topic, remap_arguments
+from dysl_ros.sim.params import DemoSettings, DemoWiring
+from dysl_ros.wiring import (
+    CONTROLLER_TOPICS,
+    DEFAULT_TOPICS,
+    EPISODE_RESULT_TOPIC,
+    TICK_TOPIC,
+    private_topic,
+    remap_arguments,
+)
 
 DEFAULT_MODEL = Path("models/reference")
+DEFAULT_JOINT_MODEL = Path("models/reference_joint")
+NODE_NAME = "dysl_node"
 # Topic names shared by the two processes: those of the launch files' defaults.
 TOPICS = DEFAULT_TOPICS
 RESULT_TOPIC = private_topic("sim_bridge", EPISODE_RESULT_TOPIC)
 NODE_TICK_TOPIC = private_topic("dysl_node", TICK_TOPIC)
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+MOTION_LOG = "motion_episode.npz"
+"""Joint wirings: the bridge's joint log of episode 1 (``joint_log`` keys)."""
 BRIDGE_EXIT_WAIT_S = 15.0
 """After the last result: how long the bridge may take to end by itself before it is stopped."""
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="demo", description=__doc__.split("\n\n")[0] if __doc__ else None)
-    p.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL, help="trained model (default models/reference)")
+    p.add_argument("--model-dir", type=Path, default=None,
+                   help="trained model (default models/reference; with --wiring jtc or forward models/reference_joint)")
     p.add_argument("--random-model", action="store_true",
                    help="no trained model: write an untrained reference-size model under OUT/random_model and use "
                         "it (plumbing and speed only: it succeeds by chance)")
     add_flags(p, DemoSettings)
+    add_flags(p, DemoWiring)
     p.add_argument("--backend", choices=("onnxruntime", "torch"), default="onnxruntime")
     p.add_argument("--dense", action="store_true", help="run the node dense (every layer): the baseline")
     p.add_argument("--engines", type=Path, default=Path("engines"), help="engine cache root (default engines/)")
@@ -64,8 +86,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--json", action="store_true", help="print one JSON object with every figure as the last line")
     args = p.parse_args(argv)
     settings = from_flags(DemoSettings, args)
-    for problem in settings.problems():
+    wiring = from_flags(DemoWiring, args)
+    for problem in settings.problems(arm=wiring.wiring):
         p.error(problem)
+    if args.model_dir is None:
+        args.model_dir = DEFAULT_MODEL if args.wiring == "ee" else DEFAULT_JOINT_MODEL
     args.tasks, args.task_list = settings.tasks, parse_tasks(settings.tasks)
     return args
 
@@ -73,9 +98,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 # ---------------------------------------------------------------------------------- preparation
 
 
-def make_random_model(path: Path) -> Path:
+def make_random_model(path: Path, joint: bool = False, num_layers: int | None = None) -> Path:
     """An untrained model of the reference shape with DySL modules (random layer plan): the pipeline
-    and its speed can be shown before a trained model exists; its actions are meaningless."""
+    and its speed can be shown before a trained model exists; its actions are meaningless. ``joint``:
+    the joint-space reference model's shape (``random_joint_config``)."""
     if (path / "vla_config.json").is_file():
         return path
     import numpy as np
@@ -89,13 +115,30 @@ def make_random_model(path: Path) -> Path:
     from dysl_ros.model.spec import VLAConfig
 
     torch.manual_seed(0)
-    config = VLAConfig()
+    config = random_joint_config(num_layers or 12) if joint else VLAConfig(num_layers=num_layers or 24)
     model = ReferenceVLA(config)
     similarities = np.random.default_rng(0).uniform(0.5, 1.0, config.num_layers)
     plan = LayerPlan.from_similarities(similarities.tolist(), 0.2)
     save_model(model, path, dtype=torch.float32)
     save_dysl(path, plan, DySLModules(config.hidden_size, plan), DySLConfig(static_ratio=0.2), dtype=torch.float32)
     return path
+
+
+def random_joint_config(num_layers: int) -> Any:
+    """The joint-space reference model's shape (scripts/reference_joint_config.json) with placeholder
+    normalisation: arm joint changes of about 0.01 rad per step, so an untrained model moves the arm
+    gently. Its state is the Sawyer's joints, its actions joint position deltas and the gripper."""
+    from dysl_ros.model.spec import VLAConfig
+    from dysl_ros.mt10.joint_env import ACTION_NAMES, STATE_NAMES
+
+    arm = len(ACTION_NAMES) - 1
+    return VLAConfig(
+        num_layers=num_layers, proprio_dim=len(STATE_NAMES), action_dim=len(ACTION_NAMES),
+        action_names=ACTION_NAMES, state_names=STATE_NAMES, action_semantics="joint_position_deltas",
+        action_low=(-0.5,) * arm + (-1.0,), action_high=(0.5,) * arm + (1.0,),
+        proprio_mean=(1.5, -0.5, -0.3, 0.9, 0.3, 1.3, 2.8, 0.0, 0.0), proprio_std=(0.3,) * 7 + (0.01, 0.01),
+        action_scale=(0.01,) * arm + (1.0,), action_offset=(0.0,) * (arm + 1),
+    )
 
 
 def num_layers(model_dir: Path) -> int:
@@ -126,6 +169,32 @@ def _param(name: str, value: object) -> list[str]:
     return ["-p", f"{name}:={text}"]
 
 
+def arm_params_file(path: Path) -> Path:
+    """The node's arm parameters for the simulated Sawyer (``sim.sawyer``): its URDF as
+    ``robot_description``, the acceleration limits as ros2_control's ``joint_limits.*``."""
+    import yaml
+
+    from dysl_ros.sim.sawyer import joint_limit_parameters, read_urdf
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    values = {"robot_description": read_urdf(), "joint_limits": joint_limit_parameters()}
+    path.write_text(yaml.safe_dump({f"/{NODE_NAME}": {"ros__parameters": values}}, sort_keys=False))
+    return path
+
+
+def joint_motion(args: argparse.Namespace) -> bool:
+    """Whether the demo reports the joints' motion: always through the joint controllers; with the end
+    effector when asked (``--joint-motion``), in real time."""
+    return bool(args.mode == "real_time" and (args.wiring != "ee" or args.joint_motion))
+
+
+def joint_remaps(wiring: str) -> list[str]:
+    """The joint command topics of both processes, as ros2_control's controllers name them."""
+    if wiring == "ee":
+        return []
+    return remap_arguments({name: CONTROLLER_TOPICS[name] for name in ("joint_trajectory", "commands")})
+
+
 def node_command(args: argparse.Namespace, model_dir: Path, config_dir: Path) -> list[str]:
     command = [sys.executable, "-m", "dysl_ros.node.dysl_node", "--ros-args"]
     if (config_dir / "dysl.yaml").is_file():
@@ -138,9 +207,15 @@ def node_command(args: argparse.Namespace, model_dir: Path, config_dir: Path) ->
         "control_rate_hz": float(args.control_rate_hz),
         "dense": args.dense,
     }
+    if args.wiring != "ee":
+        from dysl_ros.mt10.joint_env import ARM_JOINTS, STATE_NAMES
+
+        command += ["--params-file", str(arm_params_file(args.out / "logs" / "arm_params.yaml"))]
+        params["state_joint_names"] = list(STATE_NAMES)
+        params["command_joint_names"] = list(ARM_JOINTS)
     for name, value in params.items():
         command += _param(name, value)
-    return command + remap_arguments(TOPICS)
+    return command + remap_arguments(TOPICS) + joint_remaps(args.wiring)
 
 
 def bridge_command(args: argparse.Namespace, model_dir: Path, config_dir: Path) -> list[str]:
@@ -161,9 +236,13 @@ def bridge_command(args: argparse.Namespace, model_dir: Path, config_dir: Path) 
         # Draw the goal as the model's demos did (0: Meta-World's marker).
         "goal_marker_radius": model_goal_marker_radius(model_dir) or 0.0,
     }
+    if joint_motion(args):
+        params["motion_log"] = str((args.out / MOTION_LOG).resolve())
+    if args.wiring != "ee":
+        params.update(arm=args.wiring, policy_node=f"/{NODE_NAME}")
     for name, value in params.items():
         command += _param(name, value)
-    return command + remap_arguments(TOPICS)
+    return command + remap_arguments(TOPICS) + joint_remaps(args.wiring)
 
 
 # ---------------------------------------------------------------------------------- observing
@@ -277,8 +356,9 @@ def main(argv: list[str] | None = None) -> int:
     logs = out / "logs"
     model_dir: Path = args.model_dir
     if args.random_model:
-        print(f"demo: writing an untrained reference-size model to {out / 'random_model'}", file=sys.stderr)
-        model_dir = make_random_model(out / "random_model")
+        random_dir = out / ("random_joint_model" if args.wiring != "ee" else "random_model")
+        print(f"demo: writing an untrained reference-size model to {random_dir}", file=sys.stderr)
+        model_dir = make_random_model(random_dir, joint=args.wiring != "ee")
     elif not (model_dir / "vla_config.json").is_file():
         print(
             f"demo: no model at {model_dir} (vla_config.json missing). Train one (`make train`), pass --model-dir, "
@@ -430,6 +510,7 @@ def _report(
     successes = sum(bool(r["success"]) for r in results)
     rate = successes / len(results) if results else math.nan
     print(f"overall: {successes}/{len(results)} successes ({100 * rate:.1f} %)" if results else "overall: no episodes")
+    motion = _motion_report(args, results, model_dir, out) if joint_motion(args) else {}
     if not ticks:
         print(f"note: no {NODE_TICK_TOPIC} telemetry arrived, so tick latency and layers are n/a")
     all_fig = report.episode_figures(
@@ -478,6 +559,8 @@ def _report(
         "success_rate": rate if results else None,
         "overall": all_fig.to_dict(),
         "node_diagnostics": own,
+        "wiring": args.wiring,
+        **motion,
         "wall_time_s": round(wall_s, 1),
         "files": media,
         "episodes": rows,
@@ -485,6 +568,42 @@ def _report(
     (out / "results.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(f"results: {out / 'results.json'} (demo wall time {wall_s:.0f} s)")
     return summary
+
+
+def _motion_report(
+    args: argparse.Namespace, results: list[dict[str, Any]], model_dir: Path, out: Path
+) -> dict[str, Any]:
+    """Joint wirings: each episode's joint motion (from its result), the run's, and episode 1's plot."""
+    from dysl_ros.sim import joint_log
+
+    rows = [(n, r["motion"]) for n, r in enumerate(results, start=1) if isinstance(r.get("motion"), dict)]
+    if not rows:
+        print("note: no joint motion figures arrived with the episode results")
+        return {}
+    print("joint motion (largest over the joints; " + (
+        "setpoints at the controller's 500 Hz):" if args.wiring != "ee"
+        else "ee: the joints themselves, following the mocap weld, each 12.5 ms simulated step):"))
+    print("  #  accel rad/s2  jerk rad/s3  limit hits pos/vel/acc  tracking err max/rms rad")
+    for number, m in rows:
+        print(f"{number:>3}  {m['max_acceleration_fd']:>11.3g}  {m['max_jerk_fd']:>11.3g}  "
+              f"{m['position_hits']:>8.0f} / {m['velocity_hits']:.0f} / {m['acceleration_hits']:.0f}      "
+              f"{m['tracking_error_max']:.3g} / {m['tracking_error_rms']:.2g}")
+    overall = joint_log.combine([{k: float("nan") if v is None else float(v) for k, v in m.items()} for _, m in rows])
+    figures: dict[str, Any] = {"motion": overall}
+    log_file = out / MOTION_LOG
+    if log_file.is_file() and not args.no_plot:
+        import numpy as np
+
+        with np.load(log_file) as data:
+            log = {key: data[key] for key in data.files}
+        plot = out / "motion.png"
+        joint_log.plot_episode(
+            log, plot, f"{model_dir.name} through {args.wiring} ({'dense' if args.dense else 'DySL'}): "
+            f"{log['task']} seed {int(log['seed'])}, {'success' if bool(log['success']) else 'failure'}",
+        )
+        figures["files_motion"] = {"plot": str(plot), "log": str(log_file)}
+        print(f"motion plot: {plot}")
+    return figures
 
 
 if __name__ == "__main__":

@@ -57,6 +57,8 @@ def _stage(module: str, function: str) -> Handler:
 
 
 def _demos(args: argparse.Namespace) -> int:
+    if getattr(args, "format", "npz") == "lerobot" and getattr(args, "arm", "ee") != "ee":
+        return _fail("demos", "--format lerobot records the end-effector arm only (leave out --arm)")
     if getattr(args, "format", "npz") == "lerobot":
         return _demos_lerobot(args)
     from dysl_ros.training.demos import generate_demos

@@ -30,6 +30,8 @@ PROPRIO_STD_FLOOR = 1e-2
 """A proprio dimension that barely moves in the demos (e.g. a gripper held shut) would otherwise be
 scaled up so much that serving-time noise on it swamps every other input."""
 ACTION_RANGE_TOLERANCE = 1e-5
+ACTION_STD_FLOOR = 1e-3
+"""Joint actions: an action dimension that barely moves is not scaled up past 1000×."""
 
 
 class EpisodeLike(Protocol):
@@ -122,12 +124,14 @@ def _bag_episodes(root: Path, spec: ObservationSpec | None, mapping: str | Path 
     return list(dataset)
 
 
-def fit_normalisation(episodes: Sequence[EpisodeLike]) -> dict[str, tuple[float, ...]]:
+def fit_normalisation(episodes: Sequence[EpisodeLike], semantics: str = "ee_deltas") -> dict[str, tuple[float, ...]]:
     """VLAConfig normalisation fields fitted on the demos.
 
-    Proprio: per-dimension mean and standard deviation (floored). Actions: identity scale and offset,
-    because Meta-World actions already lie in [-1, 1], the range the DySL thresholds are tuned for;
-    actions outside it mean that assumption is wrong, so they are an error, not silently rescaled.
+    Proprio: per-dimension mean and standard deviation (floored). Actions: for end-effector actions
+    (``semantics`` ``ee_deltas``) identity scale and offset, because Meta-World actions already lie in
+    [-1, 1], the range the DySL thresholds are tuned for; actions outside it mean that assumption is
+    wrong, so they are an error, not silently rescaled. Joint actions (radians, whatever their range)
+    get their own mean and standard deviation (floored at ``ACTION_STD_FLOOR``).
     """
     if not episodes:
         raise ValueError("no episodes to fit the normalisation on")
@@ -135,14 +139,21 @@ def fit_normalisation(episodes: Sequence[EpisodeLike]) -> dict[str, tuple[float,
     actions = np.concatenate([np.asarray(e.actions, dtype=np.float64) for e in episodes])
     if not (np.all(np.isfinite(proprio)) and np.all(np.isfinite(actions))):
         raise ValueError("demonstrations contain NaN or inf in proprio or actions")
+    action_dim = actions.shape[1]
+    std = np.maximum(proprio.std(axis=0), PROPRIO_STD_FLOOR)
+    if semantics != "ee_deltas":
+        return {
+            "proprio_mean": tuple(float(v) for v in proprio.mean(axis=0)),
+            "proprio_std": tuple(float(v) for v in std),
+            "action_scale": tuple(float(v) for v in np.maximum(actions.std(axis=0), ACTION_STD_FLOOR)),
+            "action_offset": tuple(float(v) for v in actions.mean(axis=0)),
+        }
     worst = float(np.abs(actions).max())
     if worst > 1.0 + ACTION_RANGE_TOLERANCE:
         raise ValueError(
             f"demonstration actions reach |a| = {worst:.4g}; the policy's action space is [-1, 1] "
             "(clip them when recording the demos)"
         )
-    action_dim = actions.shape[1]
-    std = np.maximum(proprio.std(axis=0), PROPRIO_STD_FLOOR)
     return {
         "proprio_mean": tuple(float(v) for v in proprio.mean(axis=0)),
         "proprio_std": tuple(float(v) for v in std),
@@ -152,7 +163,8 @@ def fit_normalisation(episodes: Sequence[EpisodeLike]) -> dict[str, tuple[float,
 
 
 def with_normalisation(config: VLAConfig, episodes: Sequence[EpisodeLike]) -> VLAConfig:
-    return dataclasses.replace(config, **fit_normalisation(episodes))  # type: ignore[arg-type]
+    fitted = fit_normalisation(episodes, config.action_semantics)
+    return dataclasses.replace(config, **fitted)  # type: ignore[arg-type]
 
 
 class ChunkDataset(Dataset[Batch]):

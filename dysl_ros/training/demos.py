@@ -24,6 +24,11 @@ absent for Meta-World's own; evaluate a policy with the radius its demonstration
 ``record_episode``; the recorded ``actions`` are always the expert's clean ones), 0 or absent: none.
 ``summary`` counts per task: ``episodes`` run, ``successes`` of the expert among them, ``kept``
 episodes written (only successful ones unless ``--keep-failures``) and their ``frames``.
+``arm`` (absent: ``ee``): ``ee`` for Meta-World's end-effector control (proprio hand xyz + gripper,
+actions the 4-D hand motion + gripper); ``joint`` for the Sawyer driven through joint position servos
+(``mt10.joint_env``: proprio the seven arm joint positions + the two finger positions, (T, 9);
+actions, (T, 8), per arm joint the expert's target minus the measured position, rad, then the gripper
+command), with ``state_names``, ``action_names`` and ``control_period_s``.
 
 Episode ``i`` of task ``k`` (index in ``MT10_TASKS``) under ``--seed s`` gets the environment seed
 ``SeedSequence([s, k, i])``: the same demonstration whatever other tasks, episode counts or worker
@@ -45,12 +50,19 @@ import numpy as np
 import numpy.typing as npt
 
 from dysl_ros.mt10.env import MetaWorldTask, check_goal_marker_radius, make_env
-from dysl_ros.mt10.tasks import ACTION_DIM, PROPRIO_DIM, episode_seed, parse_tasks, pick_instruction
+from dysl_ros.mt10.joint_env import ACTION_NAMES as JOINT_ACTION_NAMES
+from dysl_ros.mt10.joint_env import CONTROL_PERIOD_S, STATE_NAMES, JointSpaceTask
+from dysl_ros.mt10.tasks import ACTION_DIM, ARMS, PROPRIO_DIM, episode_seed, parse_tasks, pick_instruction
 from dysl_ros.training.settings import DemosSettings
 
 FORMAT = "dysl_demos/1"
 INDEX_FILE = "index.json"
 ARRAYS = ("images", "proprio", "actions", "success")
+ARM_DIMS: dict[str, tuple[int, int]] = {
+    "ee": (PROPRIO_DIM, ACTION_DIM),
+    "joint": (len(STATE_NAMES), len(JOINT_ACTION_NAMES)),
+}
+"""Per arm control (``ARMS``): (proprio, action) sizes of an episode's rows."""
 STATE_DIM = 39
 """Meta-World v3's state vector: hand xyz, gripper, object 1 pos + quat, object 2 pos + quat, the
 previous frame's 18 values, goal xyz."""
@@ -97,6 +109,7 @@ class DemoSet:
     camera: str
     summary: dict[str, dict[str, int]] = field(default_factory=dict)
     goal_marker_radius: float | None = None
+    arm: str = "ee"
 
     def tasks(self) -> list[str]:
         return sorted({e.task for e in self.episodes})
@@ -105,9 +118,12 @@ class DemoSet:
 # Writing and reading ------------------------------------------------------------------------------
 
 
-def write_episode(out_dir: str | Path, episode: Episode) -> Path:
+def write_episode(out_dir: str | Path, episode: Episode, arm: str = "ee") -> Path:
     """Write one episode as ``<out_dir>/<task>__<seed>.npz`` (atomically) and return its path."""
-    _check_arrays(episode.images, episode.proprio, episode.actions, episode.success, f"episode {episode.file_name}")
+    _check_arrays(
+        episode.images, episode.proprio, episode.actions, episode.success, f"episode {episode.file_name}",
+        ARM_DIMS[arm],
+    )
     _check_states(episode.states, episode.steps, f"episode {episode.file_name}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -144,12 +160,12 @@ def load_demo_dirs(spec: str | Path | Sequence[str | Path]) -> DemoSet:
     first = sets[0]
     if len(sets) == 1:
         return first
-    drawn = (first.image_size, first.camera, first.goal_marker_radius)
+    drawn = (first.image_size, first.camera, first.goal_marker_radius, first.arm)
     for path, other in zip(paths[1:], sets[1:], strict=True):
-        if (other.image_size, other.camera, other.goal_marker_radius) != drawn:
+        if (other.image_size, other.camera, other.goal_marker_radius, other.arm) != drawn:
             raise DemoFormatError(
-                f"{path} is drawn differently from {paths[0]}: image size, camera, goal marker "
-                f"{(other.image_size, other.camera, other.goal_marker_radius)} vs {drawn}"
+                f"{path} is drawn differently from {paths[0]}: image size, camera, goal marker, arm "
+                f"{(other.image_size, other.camera, other.goal_marker_radius, other.arm)} vs {drawn}"
             )
     episodes: list[Episode] = []
     seen: set[tuple[str, int]] = set()
@@ -159,7 +175,7 @@ def load_demo_dirs(spec: str | Path | Sequence[str | Path]) -> DemoSet:
                 seen.add((episode.task, episode.seed))
                 episodes.append(episode)
     return DemoSet(episodes=episodes, image_size=first.image_size, camera=first.camera,
-                   goal_marker_radius=first.goal_marker_radius)
+                   goal_marker_radius=first.goal_marker_radius, arm=first.arm)
 
 
 def load_demos(path: str | Path) -> DemoSet:
@@ -186,6 +202,9 @@ def load_demos(path: str | Path) -> DemoSet:
     except ValueError as exc:
         raise DemoFormatError(f"{index_path}: {exc}") from exc
     entries = _field(index, "episodes", list, index_path)
+    arm = index.get("arm", "ee")
+    if arm not in ARMS:
+        raise DemoFormatError(f"{index_path}: arm must be one of {ARMS}, got {arm!r}")
     summary = index.get("summary", {})
     if not isinstance(summary, dict):
         raise DemoFormatError(f"{index_path}: 'summary' must be an object")
@@ -213,7 +232,7 @@ def load_demos(path: str | Path) -> DemoSet:
             raise
         except (OSError, ValueError) as exc:
             raise DemoFormatError(f"{file_path} is not a readable npz file: {exc}") from exc
-        _check_arrays(images, proprio, actions, success, str(file_path))
+        _check_arrays(images, proprio, actions, success, str(file_path), ARM_DIMS[arm])
         _check_states(states, actions.shape[0], str(file_path))
         if images.shape[1] != image_size:
             raise DemoFormatError(f"{file_path}: images are {images.shape[1]} px, the index says {image_size}")
@@ -233,7 +252,7 @@ def load_demos(path: str | Path) -> DemoSet:
         )
     return DemoSet(
         episodes=episodes, image_size=image_size, camera=camera, summary=summary,
-        goal_marker_radius=None if goal_marker_radius is None else float(goal_marker_radius),
+        goal_marker_radius=None if goal_marker_radius is None else float(goal_marker_radius), arm=arm,
     )
 
 
@@ -247,12 +266,14 @@ def _field(data: Mapping[str, Any], name: str, kind: type, where: object) -> Any
     return value
 
 
-def _check_arrays(images: Any, proprio: Any, actions: Any, success: Any, where: str) -> None:
+def _check_arrays(
+    images: Any, proprio: Any, actions: Any, success: Any, where: str, dims: tuple[int, int] = ARM_DIMS["ee"]
+) -> None:
     steps = actions.shape[0] if getattr(actions, "ndim", 0) >= 1 else -1
     expected = (
         ("images", images, np.uint8, (steps, None, None, 3)),
-        ("proprio", proprio, np.float32, (steps, PROPRIO_DIM)),
-        ("actions", actions, np.float32, (steps, ACTION_DIM)),
+        ("proprio", proprio, np.float32, (steps, dims[0])),
+        ("actions", actions, np.float32, (steps, dims[1])),
         ("success", success, np.bool_, (steps,)),
     )
     for name, array, dtype, shape in expected:
@@ -318,6 +339,37 @@ def record_episode(env: MetaWorldTask, seed: int, instruction: str, action_noise
     )
 
 
+def record_joint_episode(env: JointSpaceTask, seed: int, instruction: str, action_noise: float = 0.0) -> Episode:
+    """``record_episode`` for the Sawyer driven through its joints (``mt10.joint_env``): each row's
+    proprio is the measured joint state (``STATE_NAMES``), its action the expert's joint targets minus
+    the measured arm positions, then the gripper command. With ``action_noise`` the arm executes the
+    targets of the expert's hand motion plus noise (DART, as in ``record_episode``); the label stays the
+    clean one for the state reached."""
+    rng = np.random.default_rng([seed, 7])
+    obs = env.reset(seed)
+    images, proprio, actions, success, states = [], [], [], [], []
+    done = False
+    while not done:
+        images.append(env.render())
+        proprio.append(env.proprio())
+        states.append(obs)
+        noise = rng.normal(0.0, action_noise, 3) if action_noise > 0 else None
+        targets, gripper, executed = env.expert(obs, noise)
+        actions.append(np.append(targets - env.joint_positions(), gripper).astype(np.float32))
+        obs, succeeded, done = env.step(executed, gripper)
+        success.append(succeeded)
+    return Episode(
+        task=env.task,
+        instruction=instruction,
+        seed=seed,
+        images=np.stack(images),
+        proprio=np.stack(proprio).astype(np.float32),
+        actions=np.stack(actions).astype(np.float32),
+        success=np.asarray(success, dtype=np.bool_),
+        states=np.stack(states).astype(np.float32),
+    )
+
+
 @dataclass(frozen=True)
 class _Job:
     task: str
@@ -330,10 +382,11 @@ class _Job:
     keep_failures: bool
     goal_marker_radius: float | None
     action_noise: float
+    arm: str = "ee"
 
 
 # Per worker process: one environment (model + GL context) per task, reused across its episodes.
-_WORKER_ENVS: dict[tuple[str, int, str, int, int, float | None], MetaWorldTask] = {}
+_WORKER_ENVS: dict[tuple[str, int, str, int, int, float | None, str], Any] = {}
 
 
 def _worker_init() -> None:
@@ -345,21 +398,27 @@ def _worker_init() -> None:
 
 def _run_job(job: _Job) -> dict[str, Any]:
     try:
-        key = (job.task, job.image_size, job.camera, job.max_steps, job.post_success_steps, job.goal_marker_radius)
+        key = (job.task, job.image_size, job.camera, job.max_steps, job.post_success_steps, job.goal_marker_radius,
+               job.arm)
         env = _WORKER_ENVS.get(key)
         if env is None:
-            env = make_env(
+            make = JointSpaceTask if job.arm == "joint" else make_env
+            env = make(
                 job.task, job.seed, job.image_size, job.camera,
                 max_steps=job.max_steps, post_success_steps=job.post_success_steps,
                 goal_marker_radius=job.goal_marker_radius,
             )
             _WORKER_ENVS[key] = env
         started = time.perf_counter()
-        episode = record_episode(env, job.seed, pick_instruction(job.task, job.seed), job.action_noise)
+        instruction = pick_instruction(job.task, job.seed)
+        if isinstance(env, JointSpaceTask):
+            episode = record_joint_episode(env, job.seed, instruction, job.action_noise)
+        else:
+            episode = record_episode(env, job.seed, instruction, job.action_noise)
         seconds = time.perf_counter() - started
         kept = episode.succeeded or job.keep_failures
         if kept:
-            write_episode(job.out_dir, episode)
+            write_episode(job.out_dir, episode, job.arm)
     except Exception as exc:
         # Re-raised in the parent: say which episode, the worker's traceback is not shown there.
         raise RuntimeError(f"{job.task} seed {job.seed}: {type(exc).__name__}: {exc}") from exc
@@ -394,7 +453,7 @@ def generate_demos(
     out.mkdir(parents=True, exist_ok=True)
     jobs = [
         _Job(task, episode_seed(s.seed, task, i), str(out), s.image_size, s.camera, s.max_steps,
-             s.post_success_steps, s.keep_failures, s.goal_marker_radius, float(s.action_noise))
+             s.post_success_steps, s.keep_failures, s.goal_marker_radius, float(s.action_noise), s.arm)
         for task in task_list
         for i in range(s.episodes_per_task)
     ]
@@ -444,6 +503,8 @@ def _write_index(
         "camera": s.camera,
         "goal_marker_radius": s.goal_marker_radius,
         "action_noise": float(s.action_noise),
+        **({"arm": s.arm, "state_names": list(STATE_NAMES), "action_names": list(JOINT_ACTION_NAMES),
+            "control_period_s": CONTROL_PERIOD_S} if s.arm == "joint" else {}),
         "max_steps": s.max_steps,
         "post_success_steps": s.post_success_steps,
         "seed": s.seed,

@@ -22,7 +22,7 @@ from dysl_ros.mt10.env import (
     check_goal_marker_radius,
     goal_marker_radius_arg,
 )
-from dysl_ros.mt10.tasks import parse_tasks
+from dysl_ros.mt10.tasks import ARMS, parse_tasks
 from dysl_ros.params import (
     boolean,
     integer_at_least,
@@ -106,6 +106,12 @@ class DemosSettings(_Checked):
         "DART: execute the expert's hand actions plus Gaussian noise of this std (labels stay the clean expert "
         "actions), so the demos show corrections from off-path states.",
         number_in(0, 1),
+    )
+    arm: str = param(
+        "ee",
+        "ee: Meta-World's end-effector control; joint: the Sawyer's seven joints through position servos, "
+        "proprio and actions in joint space (dysl_ros.mt10.joint_env).",
+        one_of(ARMS),
     )
     keep_failures: bool = param(False, "Also write episodes the expert failed.", boolean)
 
