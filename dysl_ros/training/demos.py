@@ -327,16 +327,7 @@ def record_episode(env: MetaWorldTask, seed: int, instruction: str, action_noise
         success.append(succeeded)
         if done:
             break
-    return Episode(
-        task=env.task,
-        instruction=instruction,
-        seed=seed,
-        images=np.stack(images),
-        proprio=np.stack(proprio).astype(np.float32),
-        actions=np.stack(actions).astype(np.float32),
-        success=np.asarray(success, dtype=np.bool_),
-        states=np.stack(states).astype(np.float32),
-    )
+    return _stacked(env.task, instruction, seed, images, proprio, actions, success, states)
 
 
 def record_joint_episode(env: JointSpaceTask, seed: int, instruction: str, action_noise: float = 0.0) -> Episode:
@@ -358,8 +349,14 @@ def record_joint_episode(env: JointSpaceTask, seed: int, instruction: str, actio
         actions.append(np.append(targets - env.joint_positions(), gripper).astype(np.float32))
         obs, succeeded, done = env.step(executed, gripper)
         success.append(succeeded)
+    return _stacked(env.task, instruction, seed, images, proprio, actions, success, states)
+
+
+def _stacked(task: str, instruction: str, seed: int, images: list[Any], proprio: list[Any], actions: list[Any],
+             success: list[bool], states: list[Any]) -> Episode:
+    """An episode from its recorded rows."""
     return Episode(
-        task=env.task,
+        task=task,
         instruction=instruction,
         seed=seed,
         images=np.stack(images),
