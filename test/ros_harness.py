@@ -267,6 +267,7 @@ class RosSession:
         self.node = node
         self._executor = executor
         self._keep: list[Any] = []  # entities that must live as long as the session
+        self.extra_nodes: list[Any] = []  # destroyed by ros_session after its spin thread has stopped
 
     def subscribe(
         self,
@@ -301,11 +302,12 @@ class RosSession:
         return recorder
 
     def add_node(self, node: Any) -> None:
-        """Spin another node of this session's context (a stand-in for a robot's node)."""
+        """Spin another node of this session's context (a stand-in for a robot's node). The session
+        owns it from here: it is destroyed at teardown, once the spin thread has stopped, because
+        ``remove_node`` does not wait for a wait set the spin thread is already building (destroying
+        the node then failed there with "cannot use Destroyable because destruction was requested")."""
         self._executor.add_node(node)
-
-    def remove_node(self, node: Any) -> None:
-        self._executor.remove_node(node)
+        self.extra_nodes.append(node)
 
     def publisher(self, msg_type: type, topic: str, qos: QoSProfile) -> Any:
         pub = self.node.create_publisher(msg_type, topic, qos)
@@ -387,15 +389,19 @@ def ros_session(domain_id: int, name: str) -> Iterator[RosSession]:
     _contexts.add(ctx)
     node = None
     spinner = None
+    session = None
     try:
         node = rclpy.create_node(name, context=ctx)
         executor = SingleThreadedExecutor(context=ctx)
         executor.add_node(node)
         spinner = BackgroundSpinner(executor, f"ros-session-{name}", poll_s=0.02)
-        yield RosSession(node, executor)
+        session = RosSession(node, executor)
+        yield session
     finally:
         if spinner is not None:
             spinner.stop()  # joins the spin thread (callbacks run on it), then shuts the executor down
+        for extra in session.extra_nodes if session is not None else []:
+            extra.destroy_node()
         if node is not None:
             node.destroy_node()
         with suppress(Exception):

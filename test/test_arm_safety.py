@@ -269,21 +269,17 @@ def test_the_7_joint_example_configuration(model_dir: Path, tmp_path: Path, orde
         controller = Node("forward_position_controller", context=loop.ros.node.context,
                           parameter_overrides=[Parameter("joints", value=controller_joints)])
         controller.declare_parameter("joints", controller_joints)
-        loop.ros.add_node(controller)
-        try:
-            if order == "swapped":
-                assert loop.ros.wait_until(lambda: "would drive the wrong joints" in loop.node_log_tail(), 60.0)
-                assert lifecycle_state(loop) == "inactive"
-                return
-            loop.wait_serving()
-            loop.record_sent()
-            begin = time.time_ns()
-            loop.feed(3.0)
-            log = loop.stop_arm()
-            sent = loop.sent.messages
-        finally:
-            loop.ros.remove_node(controller)
-            controller.destroy_node()
+        loop.ros.add_node(controller)  # the session destroys it after its spin thread has stopped
+        if order == "swapped":
+            assert loop.ros.wait_until(lambda: "would drive the wrong joints" in loop.node_log_tail(), 60.0)
+            assert lifecycle_state(loop) == "inactive"
+            return
+        loop.wait_serving()
+        loop.record_sent()
+        begin = time.time_ns()
+        loop.feed(3.0)
+        log = loop.stop_arm()
+        sent = loop.sent.messages
     accelerations = [node_params["joint_limits"][j]["max_acceleration"] for j in joints]
     limits = JointLimits.make(len(joints), FR3_LOWER, FR3_UPPER, FR3_VELOCITY, accelerations)
     check_motion(log, sent, begin, limits=limits)
