@@ -11,7 +11,7 @@ The model's actions mean what its observation spec's ``semantics`` says:
     ee_deltas, other        refused at configure: no inverse kinematics here   refused
 
 These give the joint targets; the stream process plans them within the joint limits
-(``dysl_ros/node/motion.py``, ``joint_output.py``), and every stop (input stops, deactivate, shutdown)
+(``dysl_ros/motion.py``, ``joint_output.py``), and every stop (input stops, deactivate, shutdown)
 brakes the joints to rest at their acceleration limit. The model-space ``~/action`` stream follows
 ``on_stale``, whose default is ``hold`` for absolute positions and ``zero`` otherwise; ``hold`` with
 deltas or velocities would keep the arm moving and is refused.

@@ -38,7 +38,7 @@ DEEP_BEST_EFFORT = QoSProfile(depth=500, history=HistoryPolicy.KEEP_LAST, reliab
 
 
 def test_urdf_is_the_mjcf_chain_with_the_stated_limits() -> None:
-    from dysl_ros.node.limits import resolve
+    from dysl_ros.joint_limits import resolve
 
     assert sawyer.read_urdf() == sawyer.urdf(), "config/sawyer_arm.urdf is stale: python -m dysl_ros.sim.sawyer --write"
     mjcf = arm_limits()
@@ -133,13 +133,14 @@ def test_joint_demonstrations_record_joint_states_and_target_deltas(tmp_path: Pa
     from dysl_ros.training.settings import DemosSettings
 
     settings = DemosSettings(tasks="reach-v3", episodes_per_task=1, seed=1000, workers=1, arm="joint",
-                             action_noise=0.1)
+                             action_noise=0.1, within_limits=True)
     summary = generate_demos(tmp_path / "demos", settings, progress=False)
     assert summary["reach-v3"]["kept"] == 1
     demos = load_demos(tmp_path / "demos")
     assert demos.arm == "joint"
     index = json.loads((tmp_path / "demos" / "index.json").read_text())
     assert index["state_names"] == list(STATE_NAMES) and index["action_names"] == list(ACTION_NAMES)
+    assert index["within_limits"] is True
     episode = demos.episodes[0]
     assert episode.proprio.shape[1] == 9 and episode.actions.shape[1] == 8
     # The first row: the start pose, and a target close to it (one period of the expert's motion).
@@ -253,3 +254,27 @@ def test_forward_closed_loop_over_dds(tmp_path: Path) -> None:
     assert result["motion"]["position_hits"] == 0 and result["motion"]["nonfinite"] == 0
     assert log["handoff_indices"].size >= 5  # commands arrived (one each control period)
     assert np.ptp(log["setpoint_positions"], axis=0).max() > 1e-3
+
+
+def test_demonstrations_within_limits_move_as_the_arm_can() -> None:
+    """The expert's inverse kinematics drives button-press-topdown's press at several times the
+    Sawyer's joint speeds; recorded within the limits, the labelled targets move within the velocity
+    and acceleration limits (finite differences at the control period) and the expert still succeeds."""
+    from dysl_ros.training.demos import record_joint_episode, sawyer_limiter
+
+    velocity, acceleration = np.asarray(sawyer.VELOCITY), np.asarray(sawyer.ACCELERATION)
+    task = "button-press-topdown-v3"
+    with JointSpaceTask(task, 0, 32, max_steps=200, post_success_steps=0) as env:
+        free = record_joint_episode(env, 1000, "press the button")
+        limited = record_joint_episode(env, 1000, "press the button", limiter=sawyer_limiter())
+    for episode in (free, limited):
+        assert episode.succeeded
+    speeds = []
+    for episode in (free, limited):
+        targets = episode.proprio[:, :7].astype(np.float64) + episode.actions[:, :7]
+        v = np.diff(targets, axis=0) / CONTROL_PERIOD_S
+        speeds.append(np.max(np.abs(v) / velocity))
+        if episode is limited:
+            assert np.all(np.abs(v) <= velocity * (1 + 1e-4))
+            assert np.all(np.abs(np.diff(v, axis=0)) / CONTROL_PERIOD_S <= acceleration * (1 + 1e-4))
+    assert speeds[0] > 1.5  # what the unlimited expert asks of some joint, in multiples of its limit

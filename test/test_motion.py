@@ -7,6 +7,7 @@ stops that ramp down at the acceleration limit, every plan ending at rest."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -15,9 +16,9 @@ from arm_fixture import ACCELERATION, LOWER, UPPER, VELOCITY, acceleration_param
 from byom_fixture import JOINTS
 
 from dysl_ros.core.config import ConfigError
+from dysl_ros.joint_limits import JointLimits, resolve
+from dysl_ros.motion import MotionLimiter, MotionState, check_command
 from dysl_ros.node.joint_output import JointConfig, JointOutput, trajectory_points
-from dysl_ros.node.limits import JointLimits, resolve
-from dysl_ros.node.motion import MotionLimiter, MotionState, check_command
 from dysl_ros.sim.jtc import LaggedArm, Point, Trajectory, TrajectoryFollower
 
 DT_NS = 20_000_000
@@ -137,6 +138,46 @@ def test_targets_within_reach_are_followed() -> None:
     targets = 0.2 * np.sin(np.linspace(0, 1.0, 40))[:, None] * np.ones(7)
     plan = limiter.plan(MotionState.at_rest(0, np.zeros(7)), targets, times, times[-1])
     np.testing.assert_allclose(plan.p[20:40], targets[20:40], atol=2e-3)
+
+
+@pytest.mark.parametrize("acceleration_scale", [1.0, 30.0])
+def test_plans_close_in_on_their_targets_exactly(acceleration_scale: float) -> None:
+    """No dead zone: a target nearer than a*dt^2/8 (where braking in whole periods was rounded up)
+    is reached, and a ramp is tracked to the last digit once ramped in, whatever the acceleration
+    limit (a plan stayed ~a*dt^2/8 behind: 0.1 rad at 300 rad/s^2 and 50 ms)."""
+    base = arm_limits()
+    limits = dataclasses.replace(base, max_acceleration=base.max_acceleration * acceleration_scale)
+    limiter = MotionLimiter(limits, DT_NS)
+    near = np.full(7, 0.125 * float(np.min(limits.max_acceleration)) * DT * DT * 0.5)
+    held = limiter.plan(MotionState.at_rest(0, np.zeros(7)), near[None], np.array([DT_NS]), 20 * DT_NS)
+    check_plan(held.p, held.v, limits)
+    np.testing.assert_allclose(held.p[-1], near, atol=1e-12)
+    times = DT_NS * (1 + np.arange(30))
+    ramp = 0.004 * (1 + np.arange(30))[:, None] * np.ones(7)  # 0.2 rad/s at 20 ms
+    plan = limiter.plan(MotionState.at_rest(0, np.zeros(7)), ramp, times, times[-1])
+    check_plan(plan.p, plan.v, limits)
+    np.testing.assert_allclose(plan.p[22:30], ramp[21:29], atol=1e-9)
+
+
+def test_follow_moves_one_period_within_the_limits() -> None:
+    """The demonstration recorder's arm: targets given one period at a time, far beyond the limits."""
+    limits = arm_limits()
+    limiter = MotionLimiter(limits, DT_NS)
+    rng = np.random.default_rng(1)
+    state = MotionState.at_rest(0, np.zeros(7))
+    p, v = [state.p], [state.v]
+    for _ in range(200):
+        target = np.clip(state.p + rng.normal(0.0, 0.3, 7), -3.0, 3.0)
+        state = limiter.follow(state, target, rng.normal(0.0, 5.0, 7))
+        p.append(state.p)
+        v.append(state.v)
+    check_plan(np.array(p), np.array(v), limits)
+    assert state.t_ns == 200 * DT_NS
+    still = MotionState.at_rest(0, np.zeros(7))
+    for _ in range(60):
+        still = limiter.follow(still, np.full(7, 0.05))
+    np.testing.assert_allclose(still.p, 0.05, atol=1e-9)  # a held target is reached and held
+    np.testing.assert_allclose(still.v, 0.0, atol=1e-7)
 
 
 def test_max_step_keeps_every_command_near_the_measured_position() -> None:

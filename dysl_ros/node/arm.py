@@ -18,11 +18,11 @@ from typing import Any
 from rclpy.node import Node
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension
 
+from dysl_ros import joint_limits
 from dysl_ros.core.config import ConfigError
 from dysl_ros.joint_wiring import JointWiring
-from dysl_ros.node import limits as joint_limits
+from dysl_ros.motion import MotionLimiter, Plan
 from dysl_ros.node.joint_output import JointConfig, JointOutput, trajectory_message
-from dysl_ros.node.motion import MotionLimiter, Plan
 from dysl_ros.node.params import NodeParams
 from dysl_ros.node.robot import declare_joint_limit_parameters, robot_description
 

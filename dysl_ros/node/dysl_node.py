@@ -35,6 +35,7 @@ from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import SetBool
 from trajectory_msgs.msg import JointTrajectory
 
+from dysl_ros import joint_limits
 from dysl_ros.action_queue import predict_executed_slice
 from dysl_ros.backends.errors import EngineError
 from dysl_ros.core.config import ConfigError
@@ -43,11 +44,10 @@ from dysl_ros.inputs import JointStateReader
 from dysl_ros.joint_wiring import JointWiring, check_on_stale, wire_joints
 from dysl_ros.model.model_dir import ModelDirError
 from dysl_ros.model.observation_spec import Observation
-from dysl_ros.node import limits as joint_limits
+from dysl_ros.motion import Plan
 from dysl_ros.node.arm import ArmShadow, read_limits
 from dysl_ros.node.input_slots import InputSlots, LatestImage, TickInputs
 from dysl_ros.node.joint_output import JointConfig
-from dysl_ros.node.motion import Plan
 from dysl_ros.node.params import PARAMETERS, NodeParams
 from dysl_ros.node.robot import controller_joints
 from dysl_ros.node.stream_client import ActionStreamProcess

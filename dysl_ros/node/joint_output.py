@@ -24,8 +24,8 @@ import numpy as np
 import numpy.typing as npt
 
 from dysl_ros.action_queue import stamp_label
-from dysl_ros.node.limits import JointLimits
-from dysl_ros.node.motion import MotionLimiter, MotionState, Plan, check_command
+from dysl_ros.joint_limits import JointLimits
+from dysl_ros.motion import MotionLimiter, MotionState, Plan, check_command
 
 Array = npt.NDArray[np.float64]
 STOP_LABELS = ("final", "stop", "estop")

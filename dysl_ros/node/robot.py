@@ -21,7 +21,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from std_msgs.msg import String
 
 from dysl_ros.core.config import ConfigError
-from dysl_ros.node.limits import FIELDS, parameter_names
+from dysl_ros.joint_limits import FIELDS, parameter_names
 
 DESCRIPTION_QOS = QoSProfile(
     depth=1,

@@ -15,8 +15,8 @@ from multiprocessing.connection import Connection
 import numpy as np
 import numpy.typing as npt
 
+from dysl_ros.motion import Plan
 from dysl_ros.node import stream_protocol as wire
-from dysl_ros.node.motion import Plan
 
 
 class ActionStreamProcess:

@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 
 from dysl_ros.action_queue import ActionQueue
+from dysl_ros.motion import Plan
 from dysl_ros.node.joint_output import JointOutput, trajectory_message
-from dysl_ros.node.motion import Plan
 from dysl_ros.node.stream_protocol import (
     SPIN_NS,
     Ack,

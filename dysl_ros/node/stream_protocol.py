@@ -21,8 +21,8 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from dysl_ros.motion import Plan
 from dysl_ros.node.joint_output import JointConfig
-from dysl_ros.node.motion import Plan
 
 SPIN_NS = 1_000_000
 """The stream sleeps until this long before a deadline, then spins: wake-up latency stays out of the period."""

@@ -28,7 +28,8 @@ episodes written (only successful ones unless ``--keep-failures``) and their ``f
 actions the 4-D hand motion + gripper); ``joint`` for the Sawyer driven through joint position servos
 (``mt10.joint_env``: proprio the seven arm joint positions + the two finger positions, (T, 9);
 actions, (T, 8), per arm joint the expert's target minus the measured position, rad, then the gripper
-command), with ``state_names``, ``action_names`` and ``control_period_s``.
+command), with ``state_names``, ``action_names``, ``control_period_s`` and ``within_limits`` (true: the
+arm moved within the Sawyer's velocity and acceleration limits, ``--within-limits``).
 
 Episode ``i`` of task ``k`` (index in ``MT10_TASKS``) under ``--seed s`` gets the environment seed
 ``SeedSequence([s, k, i])``: the same demonstration whatever other tasks, episode counts or worker
@@ -49,6 +50,7 @@ from typing import Any, Iterable, Mapping, Sequence, TextIO
 import numpy as np
 import numpy.typing as npt
 
+from dysl_ros.motion import MotionLimiter, MotionState
 from dysl_ros.mt10.env import MetaWorldTask, check_goal_marker_radius, make_env
 from dysl_ros.mt10.joint_env import ACTION_NAMES as JOINT_ACTION_NAMES
 from dysl_ros.mt10.joint_env import CONTROL_PERIOD_S, STATE_NAMES, JointSpaceTask
@@ -330,15 +332,38 @@ def record_episode(env: MetaWorldTask, seed: int, instruction: str, action_noise
     return _stacked(env.task, instruction, seed, images, proprio, actions, success, states)
 
 
-def record_joint_episode(env: JointSpaceTask, seed: int, instruction: str, action_noise: float = 0.0) -> Episode:
+def sawyer_limiter() -> MotionLimiter:
+    """The Sawyer's position, velocity and acceleration limits (``sim.sawyer``, as sim_bridge's URDF and
+    joint_limits parameters give them to dysl_node), planned at the control period."""
+    from dysl_ros.joint_limits import JointLimits
+    from dysl_ros.mt10.joint_env import ARM_JOINTS
+    from dysl_ros.sim.sawyer import ACCELERATION, LOWER, UPPER, VELOCITY
+
+    def array(values: tuple[float, ...]) -> npt.NDArray[np.float64]:
+        return np.asarray(values, dtype=np.float64)
+
+    limits = JointLimits(ARM_JOINTS, array(LOWER), array(UPPER), array(VELOCITY), array(ACCELERATION),
+                         np.full(len(ARM_JOINTS), np.inf))
+    return MotionLimiter(limits, round(CONTROL_PERIOD_S * 1e9))
+
+
+def record_joint_episode(env: JointSpaceTask, seed: int, instruction: str, action_noise: float = 0.0,
+                         limiter: MotionLimiter | None = None) -> Episode:
     """``record_episode`` for the Sawyer driven through its joints (``mt10.joint_env``): each row's
     proprio is the measured joint state (``STATE_NAMES``), its action the expert's joint targets minus
     the measured arm positions, then the gripper command. With ``action_noise`` the arm executes the
     targets of the expert's hand motion plus noise (DART, as in ``record_episode``); the label stays the
-    clean one for the state reached."""
+    clean one for the state reached.
+
+    With ``limiter`` the targets are where the limiter gets in one period from the commanded state
+    toward the expert's (``MotionLimiter.follow``, with the expert's own step as the target velocity):
+    the expert's inverse kinematics asks for several rad/s near its singular poses (button-press-topdown's
+    press), which no arm within its limits makes; the expert closes the loop on what the arm did."""
     rng = np.random.default_rng([seed, 7])
     obs = env.reset(seed)
     images, proprio, actions, success, states = [], [], [], [], []
+    commanded = MotionState.at_rest(0, env.joint_positions()) if limiter is not None else None
+    previous: npt.NDArray[np.float64] | None = None  # the expert's last executed targets
     done = False
     while not done:
         images.append(env.render())
@@ -346,6 +371,12 @@ def record_joint_episode(env: JointSpaceTask, seed: int, instruction: str, actio
         states.append(obs)
         noise = rng.normal(0.0, action_noise, 3) if action_noise > 0 else None
         targets, gripper, executed = env.expert(obs, noise)
+        if limiter is not None and commanded is not None:
+            velocity = None if previous is None else (executed - previous) / CONTROL_PERIOD_S
+            previous = executed
+            targets = limiter.follow(commanded, targets, velocity).p
+            commanded = limiter.follow(commanded, executed, velocity)
+            executed = commanded.p
         actions.append(np.append(targets - env.joint_positions(), gripper).astype(np.float32))
         obs, succeeded, done = env.step(executed, gripper)
         success.append(succeeded)
@@ -380,6 +411,7 @@ class _Job:
     goal_marker_radius: float | None
     action_noise: float
     arm: str = "ee"
+    within_limits: bool = False
 
 
 # Per worker process: one environment (model + GL context) per task, reused across its episodes.
@@ -409,7 +441,8 @@ def _run_job(job: _Job) -> dict[str, Any]:
         started = time.perf_counter()
         instruction = pick_instruction(job.task, job.seed)
         if isinstance(env, JointSpaceTask):
-            episode = record_joint_episode(env, job.seed, instruction, job.action_noise)
+            limiter = sawyer_limiter() if job.within_limits else None
+            episode = record_joint_episode(env, job.seed, instruction, job.action_noise, limiter)
         else:
             episode = record_episode(env, job.seed, instruction, job.action_noise)
         seconds = time.perf_counter() - started
@@ -450,7 +483,8 @@ def generate_demos(
     out.mkdir(parents=True, exist_ok=True)
     jobs = [
         _Job(task, episode_seed(s.seed, task, i), str(out), s.image_size, s.camera, s.max_steps,
-             s.post_success_steps, s.keep_failures, s.goal_marker_radius, float(s.action_noise), s.arm)
+             s.post_success_steps, s.keep_failures, s.goal_marker_radius, float(s.action_noise), s.arm,
+             s.within_limits)
         for task in task_list
         for i in range(s.episodes_per_task)
     ]
@@ -501,7 +535,7 @@ def _write_index(
         "goal_marker_radius": s.goal_marker_radius,
         "action_noise": float(s.action_noise),
         **({"arm": s.arm, "state_names": list(STATE_NAMES), "action_names": list(JOINT_ACTION_NAMES),
-            "control_period_s": CONTROL_PERIOD_S} if s.arm == "joint" else {}),
+            "control_period_s": CONTROL_PERIOD_S, "within_limits": s.within_limits} if s.arm == "joint" else {}),
         "max_steps": s.max_steps,
         "post_success_steps": s.post_success_steps,
         "seed": s.seed,

@@ -113,7 +113,20 @@ class DemosSettings(_Checked):
         "proprio and actions in joint space (dysl_ros.mt10.joint_env).",
         one_of(ARMS),
     )
+    within_limits: bool = param(
+        False,
+        "--arm joint: move the arm within the Sawyer's velocity and acceleration limits (dysl_ros.sim.sawyer), "
+        "the expert's joint targets followed as dysl_node plans them (dysl_ros.motion); labels are the limited "
+        "targets. Without it the servos follow the expert's inverse kinematics at any speed.",
+        boolean,
+    )
     keep_failures: bool = param(False, "Also write episodes the expert failed.", boolean)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.within_limits and self.arm != "joint":
+            raise ConfigError("within_limits: the arm's joint limits apply to --arm joint only "
+                              "(Meta-World's end effector follows its mocap)")
 
 
 @dataclass(frozen=True)
