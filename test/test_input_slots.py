@@ -54,3 +54,28 @@ def test_the_joint_state_is_what_the_tick_waits_for_when_none_came() -> None:
     slots = slots_with_states([])
     taken = slots.take(threading.Event(), lambda: IMAGE_NS / NS + 0.1)
     assert taken.inputs is None and taken.waiting_for == "joint_states"
+
+
+def test_a_full_history_and_states_without_the_command_joints() -> None:
+    """The whole history at 1 kHz (the image's moment deep in it), and a state topic without the
+    command joints interleaved: the proprio state and the command joints are each the nearest of
+    their kind, and the newest when their kind has none near the image."""
+    slots = InputSlots(("camera",), max_camera_skew_ms=50.0, max_image_age_ms=1e9, needs_joints=True)
+    slots.put_instruction("reach the goal")
+    for k in range(2000):  # more than the history keeps; the image is stamped at k = 1500
+        stamp = IMAGE_NS + (k - 1500) * 1_000_000
+        joints = np.full(7, float(k)) if k % 2 == 0 else None  # odd k: a state without the command joints
+        slots.put_state(np.full(9, float(k)), joints, stamp)
+    slots.put_image("camera", LatestImage(np.zeros((8, 8, 3), np.uint8), IMAGE_NS / NS, IMAGE_NS + 1_400_000,
+                                          None, time.monotonic()))
+    assert taken_index(slots) == (1501.0, 1502.0)  # 0.4 ms from the image; 0.6 ms (1500: 1.4 ms)
+    # The command joints only far from the image (another clock): the newest of them.
+    slots = InputSlots(("camera",), max_camera_skew_ms=50.0, max_image_age_ms=1e9, needs_joints=True)
+    slots.put_instruction("reach the goal")
+    slots.put_state(np.full(9, 0.0), np.full(7, 0.0), 5 * NS)
+    slots.put_state(np.full(9, 1.0), np.full(7, 1.0), 5 * NS + 10_000_000)
+    for k in range(2, 40):
+        slots.put_state(np.full(9, float(k)), None, IMAGE_NS + (k - 20) * 10_000_000)
+    slots.put_image("camera", LatestImage(np.zeros((8, 8, 3), np.uint8), IMAGE_NS / NS, IMAGE_NS, None,
+                                          time.monotonic()))
+    assert taken_index(slots) == (20.0, 1.0)

@@ -149,8 +149,10 @@ class InputSlots:
             if fresh and len(self.cameras) > 1:
                 self._await_cameras_in_step(stop)
             images = dict(self._images)
-            instruction, states = self._instruction, list(self._states)
+            instruction = self._instruction
             new_task, self._new_task = self._new_task, False
+            oldest = min((latest.stamp_ns for latest in images.values()), default=0)
+            paired = self._paired_states(oldest)
         if not fresh:
             return Taken(None, new_task, None)
         missing = [c for c in self.cameras if c not in images]
@@ -165,11 +167,9 @@ class InputSlots:
         image = min(images.values(), key=lambda latest: latest.stamp_ns)
         if instruction is None:
             return Taken(None, new_task, "instruction")
-        proprio = self._state_of(states, image.stamp_ns, with_joints=False)
-        if proprio is None or time.monotonic() - states[-1].received > self.max_age_s:
+        proprio, joints, newest, newest_joints = paired
+        if proprio is None or newest is None or time.monotonic() - newest.received > self.max_age_s:
             return Taken(None, new_task, "joint_states")
-        joints = self._state_of(states, image.stamp_ns, with_joints=True)
-        newest_joints = next((state for state in reversed(states) if state.joints is not None), None)
         if self.needs_joints and (
             joints is None or newest_joints is None or time.monotonic() - newest_joints.received > self.max_age_s
         ):
@@ -181,14 +181,33 @@ class InputSlots:
         inputs = TickInputs(image, images, instruction, proprio.proprio, measured, received)
         return Taken(inputs, new_task, image_age_ms=age_ms)
 
-    def _state_of(self, states: list[JointStateSample], stamp_ns: int, with_joints: bool) -> JointStateSample | None:
-        """The joint state of the image's moment: the one stamped nearest ``stamp_ns`` within
-        max_camera_skew_ms, else the newest (unstamped states, or stamps on another clock)."""
-        candidates = [state for state in states if state.joints is not None] if with_joints else states
-        if not candidates:
-            return None
-        nearest = min(candidates, key=lambda state: abs(state.stamp_ns - stamp_ns))
-        return nearest if abs(nearest.stamp_ns - stamp_ns) <= self.max_skew_ns else candidates[-1]
+    def _paired_states(
+        self, stamp_ns: int
+    ) -> tuple[JointStateSample | None, JointStateSample | None, JointStateSample | None, JointStateSample | None]:
+        """(Lock held.) The joint states of the image's moment: (any state, one with the command joints),
+        each the one stamped nearest ``stamp_ns`` within max_camera_skew_ms, else the newest (unstamped
+        states, or stamps on another clock); then the newest state and the newest with the command
+        joints. One scan from the newest back, which ends once the stamps have passed the window and
+        the newest with joints is known: a tick copies nothing and reads a few dozen states, not the
+        whole history."""
+        nearest: JointStateSample | None = None
+        nearest_joints: JointStateSample | None = None
+        newest_joints: JointStateSample | None = None
+        best = best_joints = float("inf")
+        for state in reversed(self._states):
+            has_joints = state.joints is not None
+            if has_joints and newest_joints is None:
+                newest_joints = state
+            distance = abs(state.stamp_ns - stamp_ns)
+            if distance <= self.max_skew_ns:
+                if distance < best:
+                    nearest, best = state, distance
+                if has_joints and distance < best_joints:
+                    nearest_joints, best_joints = state, distance
+            elif state.stamp_ns < stamp_ns and newest_joints is not None:
+                break  # older and older from here on
+        newest = self._states[-1] if self._states else None
+        return nearest or newest, nearest_joints or newest_joints, newest, newest_joints
 
     def _await_cameras_in_step(self, stop: threading.Event) -> None:
         """(Lock held.) The other cameras' frames of the same moment often land just after the first
