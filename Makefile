@@ -130,20 +130,23 @@ bench-offline: setup
 # The joint-space model through the arm's controllers on the held-out seed 4000 (seed 3000's pick-place
 # episodes served to find the node's faults through the controllers): in process (the same
 # servos, no ROS; 30 episodes per task and variant, 4 min on 2 cores), over ROS 2 through sim_bridge's
-# joint trajectory controller (30 per task and variant, real time: 45 min per variant) and its forward
-# controller (3 per task and variant: its motion), dense and DySL each. Success, executed layers and the
-# joints' motion; one episode's plot per wiring. About 1 h 50 min in all.
+# joint trajectory controller (30 per task and variant, real time) and its forward controller (3 per
+# task and variant: its motion), dense and DySL each. Over ROS the two variants run at once, each
+# sim_bridge + dysl_node pair on its own ROS domain (about 1.4 of the 2 cores): 38 + 4 min.
+# Success, executed layers and the joints' motion; one episode's plot per wiring and variant.
 bench-arm: setup
 	mkdir -p out/bench
 	$(BIN)/dysl_bench closed-loop --model-dir models/reference_joint --episodes 30 --seed 4000 --workers 2 \
 		--variants dense,dysl --backend onnxruntime --markdown out/bench/arm_inprocess.md \
 		--motion-plot out/bench/arm_inprocess_motion.png --json | tee out/bench/arm_inprocess.log
-	$(BIN)/dysl_bench closed-loop --wiring jtc --model-dir models/reference_joint --episodes 30 --seed 4000 \
-		--ros-out out/bench/ros_jtc --markdown out/bench/arm_jtc.md --motion-plot out/bench/arm_jtc_motion.png \
-		--json | tee out/bench/arm_jtc.log
-	$(BIN)/dysl_bench closed-loop --wiring forward --model-dir models/reference_joint --episodes 3 --seed 4000 \
-		--ros-out out/bench/ros_forward --markdown out/bench/arm_forward.md \
-		--motion-plot out/bench/arm_forward_motion.png --json | tee out/bench/arm_forward.log
+	for wiring_episodes in jtc:30 forward:3; do wiring=$${wiring_episodes%:*}; \
+	  for v in dense dysl; do \
+	    $(BIN)/dysl_bench closed-loop --wiring $$wiring --model-dir models/reference_joint \
+	      --episodes $${wiring_episodes#*:} --seed 4000 --variants $$v --ros-out out/bench/ros_$${wiring}_$$v \
+	      --markdown out/bench/arm_$${wiring}_$$v.md --motion-plot out/bench/arm_$${wiring}_$${v}_motion.png \
+	      --json > out/bench/arm_$${wiring}_$$v.log 2>&1 & \
+	  done; wait; done
+	cat out/bench/arm_jtc_dense.md out/bench/arm_jtc_dysl.md out/bench/arm_forward_dense.md out/bench/arm_forward_dysl.md
 
 # The speed/accuracy curve (lambda points x eta values) on the validation seed 2000.
 bench-curve: setup
