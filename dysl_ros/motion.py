@@ -182,7 +182,7 @@ class MotionLimiter:
         """The largest speed a period from now from which the joint still stops within ``distance``:
         this period moves (v + v') / 2 * dt (``toward`` = v in the direction of the distance); braking
         from v' at the acceleration limit in whole periods moves at most v'^2 / (2a) + a dt^2 / 8 more
-        (plus v' * a / (2j) with a jerk limit)."""
+        (plus v' * a / (2j) with a jerk limit), and exactly v' dt / 2 for v' <= a dt (one period)."""
         a, lead = self._a, 0.5 * self.dt + self._jerk_lead
         slack = 0.125 * a * self.dt * self.dt
         room = np.maximum(distance - 0.5 * np.maximum(toward, 0.0) * self.dt, 0.0)

@@ -39,14 +39,15 @@ def ints(text: str) -> list[int]:
 
 def node_output(limit_scale: float) -> Any:
     """dysl_node's joint planner with the node's defaults (config/dysl.yaml) and the Sawyer's limits."""
-    from dysl_ros.joint_limits import JointLimits
+    import dataclasses
+
     from dysl_ros.mt10.joint_env import ARM_JOINTS, CONTROL_PERIOD_S
     from dysl_ros.node.joint_output import JointConfig, JointOutput
-    from dysl_ros.sim.sawyer import motion_limits
+    from dysl_ros.sim.sawyer import planner_limits
 
-    arm = motion_limits()
-    limits = JointLimits(ARM_JOINTS, arm.lower, arm.upper, arm.velocity * limit_scale,
-                         arm.acceleration * limit_scale, np.full(7, np.inf))
+    arm = planner_limits()
+    limits = dataclasses.replace(arm, max_velocity=arm.max_velocity * limit_scale,
+                                 max_acceleration=arm.max_acceleration * limit_scale)
     config = JointConfig(ARM_JOINTS, limits.to_dict(), max_step=0.0, commands_are_velocities=False, command_topic="",
                          trajectory_topic="", chunk_stamp="now", max_age_ns=500_000_000, max_tracking_error=0.2)
     return JointOutput(config, round(CONTROL_PERIOD_S * 1e9))

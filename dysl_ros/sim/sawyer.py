@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from dysl_ros.joint_limits import JointLimits as PlannerLimits
 from dysl_ros.mt10.joint_env import ARM_JOINTS, FINGER_JOINTS
 from dysl_ros.sim.motion_metrics import JointLimits
 
@@ -69,6 +70,16 @@ def motion_limits(joints: tuple[str, ...] = ARM_JOINTS) -> JointLimits:
         return [values[i] for i in index]
 
     return JointLimits.make(len(joints), pick(LOWER), pick(UPPER), pick(VELOCITY), pick(ACCELERATION))
+
+
+def planner_limits() -> PlannerLimits:
+    """The arm's limits as dysl_node plans with them (``dysl_ros.motion``; no jerk limit): what
+    ``config/sawyer_arm.urdf`` and ``joint_limit_parameters`` give the node, for planning in process."""
+    def array(values: tuple[float, ...]) -> np.ndarray:
+        return np.asarray(values, dtype=np.float64)
+
+    return PlannerLimits(ARM_JOINTS, array(LOWER), array(UPPER), array(VELOCITY), array(ACCELERATION),
+                         np.full(len(ARM_JOINTS), np.inf))
 
 
 def joint_limit_parameters() -> dict[str, dict[str, Any]]:

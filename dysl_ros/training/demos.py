@@ -335,16 +335,9 @@ def record_episode(env: MetaWorldTask, seed: int, instruction: str, action_noise
 def sawyer_limiter() -> MotionLimiter:
     """The Sawyer's position, velocity and acceleration limits (``sim.sawyer``, as sim_bridge's URDF and
     joint_limits parameters give them to dysl_node), planned at the control period."""
-    from dysl_ros.joint_limits import JointLimits
-    from dysl_ros.mt10.joint_env import ARM_JOINTS
-    from dysl_ros.sim.sawyer import ACCELERATION, LOWER, UPPER, VELOCITY
+    from dysl_ros.sim.sawyer import planner_limits
 
-    def array(values: tuple[float, ...]) -> npt.NDArray[np.float64]:
-        return np.asarray(values, dtype=np.float64)
-
-    limits = JointLimits(ARM_JOINTS, array(LOWER), array(UPPER), array(VELOCITY), array(ACCELERATION),
-                         np.full(len(ARM_JOINTS), np.inf))
-    return MotionLimiter(limits, round(CONTROL_PERIOD_S * 1e9))
+    return MotionLimiter(planner_limits(), round(CONTROL_PERIOD_S * 1e9))
 
 
 def record_joint_episode(env: JointSpaceTask, seed: int, instruction: str, action_noise: float = 0.0,
