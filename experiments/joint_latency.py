@@ -70,7 +70,7 @@ def follow_plans(env: Any, output: Any, gripper: float, log: Any) -> tuple[Any, 
 
 
 def run_episode(policy: Any, joint: Any, env: Any, task: str, seed: int, latency: int, replan: int,
-                gripper_lag: int, state_at_arrival: bool, output: Any = None, lead: int = 2) -> bool:
+                gripper_lag: int, state_at_arrival: bool, output: Any = None, lead: int = 2) -> tuple[bool, int]:
     from dysl_ros.model.spec import Observation
     from dysl_ros.mt10.tasks import INSTRUCTIONS
 
@@ -107,7 +107,7 @@ def run_episode(policy: Any, joint: Any, env: Any, task: str, seed: int, latency
         else:
             obs, _, done = follow_plans(env, output, float(values[7]), log)
         t += 1
-    return bool(env.succeeded)
+    return bool(env.succeeded), int(env.steps)
 
 
 def main() -> None:
@@ -147,11 +147,14 @@ def main() -> None:
                    f"{plans}")
         total = 0
         for task in tasks:
-            wins = [run_episode(policy, joint, envs[task], task, episode_seed(args.seed, task, e), latency, replan,
+            runs = [run_episode(policy, joint, envs[task], task, episode_seed(args.seed, task, e), latency, replan,
                                 lag, args.state_at_arrival, output, args.lead) for e in range(args.episodes)]
+            wins = [won for won, _ in runs]
             total += sum(wins)
             marks = "".join("x" if w else "." for w in wins)
-            print(f"{task} {setting}: {sum(wins)}/{len(wins)} {marks}", flush=True)
+            steps = [n for won, n in runs if won]
+            median = f", median steps to success {int(np.median(steps))}" if steps else ""
+            print(f"{task} {setting}: {sum(wins)}/{len(wins)} {marks}{median}", flush=True)
         if len(tasks) > 1:
             print(f"all {len(tasks)} tasks {setting}: {total}/{len(tasks) * args.episodes} "
                   f"({100 * total / (len(tasks) * args.episodes):.1f} %)", flush=True)

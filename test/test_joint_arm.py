@@ -149,6 +149,8 @@ def test_joint_demonstrations_record_joint_states_and_target_deltas(tmp_path: Pa
         np.testing.assert_allclose(episode.proprio[0], env.proprio(), atol=1e-6)
     assert 0 < np.max(np.abs(episode.actions[:, :7])) < 0.5
     assert set(np.unique(episode.actions[:, 7])) <= {-1.0, 0.0, 0.6, 1.0}  # reach's grab effort
+    # Training adds a chunk's arm deltas up from its first row's pose; the gripper is absolute.
+    assert episode.relative_actions == tuple(range(7))
 
 
 def test_in_process_closed_loop_of_a_joint_model(tmp_path: Path) -> None:

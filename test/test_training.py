@@ -158,6 +158,25 @@ def test_action_chunk_longer_than_episode_and_exact_fit() -> None:
     assert np.array_equal(chunk, actions) and mask.tolist() == [1, 1]
 
 
+def test_joint_chunks_add_up_to_the_recorded_targets_from_the_observed_pose() -> None:
+    # An arm that lags its target (as a position servo does): each row's action is its target minus
+    # the joints measured at that row. The node adds a chunk's deltas up from the pose measured with
+    # the observation; the labels must land on the recorded targets, lag counted once.
+    steps, lag = 12, 0.03
+    targets = np.cumsum(np.full((steps, 2), 0.1), axis=0)  # due at the end of each row's period
+    measured = np.vstack([np.zeros((1, 2)), targets[:-1] - lag])
+    proprio = np.hstack([measured, np.ones((steps, 1))])  # a third state column, not an action's base
+    actions = np.hstack([targets - measured, np.full((steps, 1), 0.5)])  # the third action: a gripper
+    for t in (0, 3, 8):
+        chunk, mask = action_chunk(actions, t, 6, proprio, relative=(0, 1))
+        real = int(mask.sum())
+        np.testing.assert_allclose(measured[t] + np.cumsum(chunk[:real, :2], axis=0), targets[t : t + real], atol=1e-6)
+        assert np.all(chunk[real:, :2] == 0.0)  # padding holds the last target
+        np.testing.assert_allclose(chunk[:, 2], 0.5)  # absolute columns as recorded
+    row_by_row, _ = action_chunk(actions, 3, 6)
+    assert measured[3, 0] + row_by_row[:, 0].sum() > targets[8, 0] + 4 * lag - 1e-6  # what training did before
+
+
 def test_dataset_resizes_like_the_node() -> None:
     episode = make_episode(1, steps=3, size=64)
     item = ChunkDataset([episode], TINY)[2]

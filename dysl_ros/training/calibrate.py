@@ -78,9 +78,18 @@ def demo_continuity_deltas(
     episodes: Sequence[EpisodeLike], spec: ObservationSpec | VLAConfig, k: int, actions_per_inference: int
 ) -> npt.NDArray[np.floating]:
     """dC_t over the demonstrations' actions in the model's normalised units (those the runner's
-    continuity monitor sees), as if executed ``actions_per_inference`` per inference."""
+    continuity monitor sees), as if executed ``actions_per_inference`` per inference: each window is
+    the chunk training labels at its start (``dataset.action_chunk``), what the model learns to emit."""
     normalisation = as_spec(spec).action_normalisation
-    trajectories = [normalisation.normalise(np.asarray(e.actions), np.float64) for e in episodes]
+    trajectories = []
+    for e in episodes:
+        actions = np.asarray(e.actions, dtype=np.float32)
+        windows = []
+        for start in range(0, len(actions), actions_per_inference):
+            chunk, mask = data.action_chunk(actions, start, actions_per_inference, e.proprio,
+                                            getattr(e, "relative_actions", ()))
+            windows.append(chunk[mask > 0])
+        trajectories.append(normalisation.normalise(np.concatenate(windows), np.float64))
     return continuity_deltas(trajectories, k, actions_per_inference)
 
 

@@ -207,7 +207,10 @@ class ChunkDataset(Dataset[Batch]):
                 camera.channels,
             )
         inputs = preprocess(self.spec, Observation(images, episode.instruction, np.asarray(episode.proprio[t])))
-        chunk, mask = action_chunk(np.asarray(episode.actions, dtype=np.float32), t, self.spec.horizon)
+        chunk, mask = action_chunk(
+            np.asarray(episode.actions, dtype=np.float32), t, self.spec.horizon, episode.proprio,
+            getattr(episode, "relative_actions", ()),
+        )
         sample = {name: torch.from_numpy(value[0]) for name, value in inputs.items()}
         sample.update(
             actions=torch.from_numpy(self.spec.action_normalisation.normalise(chunk)),
@@ -220,12 +223,33 @@ class ChunkDataset(Dataset[Batch]):
 
 
 def action_chunk(
-    actions: npt.NDArray[np.float32], t: int, chunk_len: int
+    actions: npt.NDArray[np.float32],
+    t: int,
+    chunk_len: int,
+    proprio: npt.NDArray[Any] | None = None,
+    relative: Sequence[int] = (),
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-    """``actions[t : t+chunk_len]``, padded by repeating the last action, and its 1/0 mask."""
-    real = actions[t : t + chunk_len]
+    """``actions[t : t+chunk_len]``, padded by repeating the last action, and its 1/0 mask.
+
+    ``relative``: action columns each recorded as a target minus its own row's ``proprio`` column of
+    the same index (joint demonstrations: the target minus the measured joint). A chunk of deltas is
+    added up from the pose measured with its observation (dysl_node, the bench), so its labels must
+    add up to the recorded targets from row t's pose: row t's action as recorded, then each step from
+    one row's target to the next (padding: no step). Labelled row by row instead, a chunk counts the
+    arm's tracking lag once per row and runs ahead of the demonstration (a 4-action chunk of the joint
+    demos by 20-30 % of its motion)."""
+    real = np.asarray(actions[t : t + chunk_len], dtype=np.float64)
     pad = chunk_len - len(real)
-    chunk = np.concatenate([real, np.repeat(actions[-1:], pad, axis=0)]) if pad else real.copy()
+    chunk = np.concatenate([real, np.repeat(np.asarray(actions[-1:], dtype=np.float64), pad, axis=0)])
+    if relative:
+        if proprio is None:
+            raise ValueError("relative action columns need the episode's proprio")
+        columns = list(relative)
+        targets = real[:, columns] + np.asarray(proprio[t : t + len(real)], dtype=np.float64)[:, columns]
+        steps = np.zeros((chunk_len, len(columns)))
+        steps[0] = real[0, columns]
+        steps[1 : len(real)] = np.diff(targets, axis=0)
+        chunk[:, columns] = steps
     mask = np.zeros(chunk_len, dtype=np.float32)
     mask[: len(real)] = 1.0
     return chunk.astype(np.float32), mask

@@ -28,8 +28,9 @@ episodes written (only successful ones unless ``--keep-failures``) and their ``f
 actions the 4-D hand motion + gripper); ``joint`` for the Sawyer driven through joint position servos
 (``mt10.joint_env``: proprio the seven arm joint positions + the two finger positions, (T, 9);
 actions, (T, 8), per arm joint the expert's target minus the measured position, rad, then the gripper
-command), with ``state_names``, ``action_names``, ``control_period_s`` and ``within_limits`` (true: the
-arm moved within the Sawyer's velocity and acceleration limits, ``--within-limits``).
+command; training adds a chunk of them up from its first row, ``Episode.relative_actions``), with
+``state_names``, ``action_names``, ``control_period_s`` and ``within_limits`` (true: the arm moved
+within the Sawyer's velocity and acceleration limits, ``--within-limits``).
 
 Episode ``i`` of task ``k`` (index in ``MT10_TASKS``) under ``--seed s`` gets the environment seed
 ``SeedSequence([s, k, i])``: the same demonstration whatever other tasks, episode counts or worker
@@ -65,6 +66,10 @@ ARM_DIMS: dict[str, tuple[int, int]] = {
     "joint": (len(STATE_NAMES), len(JOINT_ACTION_NAMES)),
 }
 """Per arm control (``ARMS``): (proprio, action) sizes of an episode's rows."""
+JOINT_RELATIVE_ACTIONS = tuple(
+    i for i, name in enumerate(JOINT_ACTION_NAMES) if i < len(STATE_NAMES) and STATE_NAMES[i] == name
+)
+"""Joint demonstrations: the arm joints' actions, each relative to the proprio column of the same index."""
 STATE_DIM = 39
 """Meta-World v3's state vector: hand xyz, gripper, object 1 pos + quat, object 2 pos + quat, the
 previous frame's 18 values, goal xyz."""
@@ -90,6 +95,9 @@ class Episode:
     states: npt.NDArray[np.float32] | None = None
     """(T, 39) Meta-World's state vector, or None (older demonstrations). Never a model input: it
     is what the scene was, for auxiliary losses in training."""
+    relative_actions: tuple[int, ...] = ()
+    """Action columns recorded relative to the same row's proprio column (``arm`` joint: the seven arm
+    joints, target minus measured); training's chunks integrate them (``dataset.action_chunk``)."""
 
     @property
     def steps(self) -> int:
@@ -250,6 +258,7 @@ def load_demos(path: str | Path) -> DemoSet:
                 actions=actions,
                 success=success,
                 states=states,
+                relative_actions=JOINT_RELATIVE_ACTIONS if arm == "joint" else (),
             )
         )
     return DemoSet(
