@@ -83,13 +83,10 @@ def demo_continuity_deltas(
     normalisation = as_spec(spec).action_normalisation
     trajectories = []
     for e in episodes:
-        actions = np.asarray(e.actions, dtype=np.float32)
-        windows = []
-        for start in range(0, len(actions), actions_per_inference):
-            chunk, mask = data.action_chunk(actions, start, actions_per_inference, e.proprio,
-                                            getattr(e, "relative_actions", ()))
-            windows.append(chunk[mask > 0])
-        trajectories.append(normalisation.normalise(np.concatenate(windows), np.float64))
+        windows = [data.episode_chunk(e, start, actions_per_inference)
+                   for start in range(0, len(e.actions), actions_per_inference)]
+        executed = np.concatenate([chunk[mask > 0] for chunk, mask in windows])
+        trajectories.append(normalisation.normalise(executed, np.float64))
     return continuity_deltas(trajectories, k, actions_per_inference)
 
 

@@ -207,10 +207,7 @@ class ChunkDataset(Dataset[Batch]):
                 camera.channels,
             )
         inputs = preprocess(self.spec, Observation(images, episode.instruction, np.asarray(episode.proprio[t])))
-        chunk, mask = action_chunk(
-            np.asarray(episode.actions, dtype=np.float32), t, self.spec.horizon, episode.proprio,
-            getattr(episode, "relative_actions", ()),
-        )
+        chunk, mask = episode_chunk(episode, t, self.spec.horizon)
         sample = {name: torch.from_numpy(value[0]) for name, value in inputs.items()}
         sample.update(
             actions=torch.from_numpy(self.spec.action_normalisation.normalise(chunk)),
@@ -220,6 +217,15 @@ class ChunkDataset(Dataset[Batch]):
         if self.scene is not None:
             sample["scene"] = torch.from_numpy(self.scene[number][t])
         return sample
+
+
+def episode_chunk(
+    episode: EpisodeLike, t: int, chunk_len: int
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """``action_chunk`` of an episode at step t, with its ``relative_actions`` (demos' joint arms; none
+    for other sources)."""
+    relative: Sequence[int] = getattr(episode, "relative_actions", ())
+    return action_chunk(np.asarray(episode.actions, dtype=np.float32), t, chunk_len, episode.proprio, relative)
 
 
 def action_chunk(
